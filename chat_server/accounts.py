@@ -1,0 +1,256 @@
+"""Accounts: structures, users, activation, login, sessions, throttling."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chat_server.crypto.passwords import PasswordPolicyError, Passwords
+from chat_server.crypto.tokens import (
+    new_activation_code,
+    new_id,
+    new_token,
+    normalise_code,
+    token_hash,
+)
+from chat_server.rooms.errors import (
+    Forbidden,
+    InvalidInput,
+    LoginTaken,
+    NotFound,
+    Throttled,
+    Unauthenticated,
+)
+from chat_server.rooms.models import Conversation, Role, Session, Structure, User
+from chat_server.settings import Settings
+from chat_server.storage.base import AccountStore, Conflict, MessageStore
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """A new session: the token is shown to the client once and never stored."""
+
+    token: str
+    user: User
+    device_id: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewBeneficiary:
+    """A created beneficiary, their one-time activation code and their conversation."""
+
+    user: User
+    activation_code: str
+    activation_expires: float
+    conversation: Conversation
+
+
+def _check_login(login: str) -> str:
+    login = login.strip()
+    if not 2 <= len(login) <= 64 or not all(ch.isalnum() or ch in "._-@" for ch in login):
+        raise InvalidInput("login must be 2 to 64 letters, digits or . _ - @")
+    return login
+
+
+def _check_name(name: str) -> str:
+    name = " ".join(name.split())
+    if not 1 <= len(name) <= 100:
+        raise InvalidInput("display name must be 1 to 100 characters")
+    return name
+
+
+class AccountService:
+    """Creates accounts and sessions; the one place passwords are checked."""
+
+    def __init__(
+        self,
+        accounts: AccountStore,
+        messages: MessageStore,
+        passwords: Passwords,
+        settings: Settings,
+        clock: Clock,
+    ) -> None:
+        self._accounts = accounts
+        self._messages = messages
+        self._passwords = passwords
+        self._settings = settings
+        self._clock = clock
+
+    async def create_structure(
+        self, name: str, kind: str, programmes: tuple[str, ...]
+    ) -> Structure:
+        """Create a structure (admin)."""
+        s = Structure(new_id(), _check_name(name), kind, programmes)
+        await self._accounts.add_structure(s)
+        return s
+
+    async def create_user(
+        self,
+        role: Role,
+        login: str,
+        display_name: str,
+        structure_id: str | None,
+        password: str | None = None,
+        programme: str | None = None,
+    ) -> User:
+        """Create an account; with ``password`` it can log in at once."""
+        if structure_id is not None and await self._accounts.get_structure(structure_id) is None:
+            raise NotFound("no such structure")
+        if password is not None:
+            try:
+                Passwords.check_policy(password)
+            except PasswordPolicyError as exc:
+                raise InvalidInput(str(exc)) from None
+        user = User(
+            id=new_id(),
+            role=role,
+            login=_check_login(login),
+            display_name=_check_name(display_name),
+            structure_id=structure_id,
+            programme=programme,
+            password_hash=self._passwords.hash(password) if password else None,
+            created_at=self._clock(),
+        )
+        try:
+            await self._accounts.add_user(user)
+        except Conflict:
+            raise LoginTaken(f"login {user.login!r} is already taken") from None
+        return user
+
+    async def create_beneficiary(
+        self, counsellor: User, login: str, display_name: str, programme: str | None
+    ) -> NewBeneficiary:
+        """A counsellor creates a beneficiary, their conversation, and an activation code."""
+        if counsellor.role is not Role.COUNSELLOR:
+            raise Forbidden("only a counsellor can create a beneficiary")
+        user = await self.create_user(
+            Role.BENEFICIARY, login, display_name, counsellor.structure_id, programme=programme
+        )
+        now = self._clock()
+        conv = Conversation(
+            id=new_id(),
+            beneficiary_id=user.id,
+            counsellor_id=counsellor.id,
+            structure_id=counsellor.structure_id,
+            created_at=now,
+            last_at=now,
+        )
+        await self._messages.add_conversation(conv)
+        code, expires = await self.reset_activation(user.id)
+        return NewBeneficiary(user, code, expires, conv)
+
+    async def set_password(self, user_id: str, password: str) -> None:
+        """Set a password directly (admin and demo seeding); checks the policy."""
+        try:
+            Passwords.check_policy(password)
+        except PasswordPolicyError as exc:
+            raise InvalidInput(str(exc)) from None
+        await self._accounts.set_password_hash(user_id, self._passwords.hash(password))
+
+    async def reset_activation(self, user_id: str) -> tuple[str, float]:
+        """Issue a new one-time activation code (the old one stops working)."""
+        code = new_activation_code()
+        expires = self._clock() + self._settings.activation_ttl_hours * 3600
+        await self._accounts.set_activation(user_id, token_hash(normalise_code(code)), expires)
+        return code, expires
+
+    async def activate(self, code: str, password: str, device_id: str | None) -> Login:
+        """Consume an activation code, set the password, and open a session."""
+        try:
+            Passwords.check_policy(password)
+        except PasswordPolicyError as exc:
+            raise InvalidInput(str(exc)) from None
+        key = "activation"
+        now = self._clock()
+        # Codes are guessable only by brute force: throttle failures globally.
+        if (
+            await self._accounts.login_failures(key, now, self._settings.login_window_seconds)
+            >= self._settings.login_max_failures * 20
+        ):
+            raise Throttled("too many wrong codes; try again later")
+        user = await self._accounts.consume_activation(token_hash(normalise_code(code)), now)
+        if user is None:
+            await self._accounts.record_login_failure(key, now, self._settings.login_window_seconds)
+            raise Unauthenticated("this activation code is unknown, used or expired")
+        await self._accounts.set_password_hash(user.id, self._passwords.hash(password))
+        return await self._open_session(user, device_id)
+
+    async def login(self, login: str, password: str, device_id: str | None) -> Login:
+        """Check a password and open a session bound to a device.
+
+        Failures are counted per login; past the limit every attempt is refused
+        (even with the right password) until the window passes.
+        """
+        key = "login:" + login.strip().lower()
+        now = self._clock()
+        window = self._settings.login_window_seconds
+        if (
+            await self._accounts.login_failures(key, now, window)
+            >= self._settings.login_max_failures
+        ):
+            raise Throttled("too many failed attempts; try again later")
+        user = await self._accounts.find_user_by_login(login.strip())
+        ok, rehash = (False, None)
+        if user is not None and user.password_hash:
+            ok, rehash = self._passwords.verify(user.password_hash, password)
+        else:
+            # Same cost whether or not the login exists.
+            self._passwords.verify(_DUMMY_HASH.get(self._passwords), password)
+        if not ok or user is None:
+            await self._accounts.record_login_failure(key, now, window)
+            raise Unauthenticated("wrong login or password")
+        await self._accounts.clear_login_failures(key)
+        if rehash:
+            await self._accounts.set_password_hash(user.id, rehash)
+        return await self._open_session(user, device_id)
+
+    async def _open_session(self, user: User, device_id: str | None) -> Login:
+        now = self._clock()
+        token = new_token()
+        expires = now + self._settings.session_ttl_days * 86400
+        device = device_id or new_id()
+        await self._accounts.add_session(Session(token_hash(token), user.id, device, now, expires))
+        log.info("session opened", extra={"user_id": user.id, "device_id": device})
+        return Login(token, user, device, expires)
+
+    async def authenticate(self, token: str) -> tuple[User, Session]:
+        """Resolve a bearer token; raise ``Unauthenticated`` if unknown or expired."""
+        if not token or len(token) > 512:
+            raise Unauthenticated("missing or invalid session token")
+        session = await self._accounts.get_session(token_hash(token), self._clock())
+        if session is None:
+            raise Unauthenticated("session expired or revoked; log in again")
+        user = await self._accounts.get_user(session.user_id)
+        if user is None:
+            raise Unauthenticated("account no longer exists")
+        return user, session
+
+    async def logout(self, token: str) -> None:
+        """End this session."""
+        await self._accounts.delete_session(token_hash(token))
+
+    async def logout_everywhere(self, user_id: str) -> int:
+        """End every session of the user; returns how many."""
+        return await self._accounts.delete_user_sessions(user_id)
+
+
+class _DummyHash:
+    """One hash per hasher, computed lazily, to equalise timing for unknown logins."""
+
+    def __init__(self) -> None:
+        self._cache: dict[int, str] = {}
+
+    def get(self, passwords: Passwords) -> str:
+        key = id(passwords)
+        if key not in self._cache:
+            self._cache[key] = passwords.hash("not-a-real-password")
+        return self._cache[key]
+
+
+_DUMMY_HASH = _DummyHash()

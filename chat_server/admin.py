@@ -1,0 +1,120 @@
+"""Admin command line: create structures and accounts, seed a demo.
+
+    chat-admin create-structure "Mission Locale de Lyon" --kind mission_locale --programmes CEJ
+    chat-admin create-user --role counsellor --login c.martin --name "Claire Martin" \
+        --structure <id> --password '...'
+    chat-admin demo
+
+It talks to the configured store (``MONGODB_URL``, or the embedded engine in
+``DATA_DIR``). Errors print a message and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Sequence
+
+from chat_server.rooms.errors import DomainError
+from chat_server.rooms.models import Role
+from chat_server.services import Services, build_services
+from chat_server.settings import SettingsError, load_settings
+from chat_server.storage.base import Conflict
+
+DEMO_PASSWORD = "demo-password-2026"  # noqa: S105 - printed demo credential
+DEMO_STRUCTURE = "Mission Locale de démonstration"
+
+
+async def seed_demo(svc: Services) -> list[str]:
+    """Create a demo structure, a supervisor, two counsellors and three beneficiaries.
+
+    Idempotent: if the demo counsellor exists nothing is created. Returns the
+    lines to print (logins, the password and activation codes).
+    """
+    lines = [f"Demo accounts (password for all: {DEMO_PASSWORD}):"]
+    existing = await svc.accounts_store.find_user_by_login("conseiller.demo")
+    if existing is not None:
+        lines.append("  (already seeded) conseiller.demo, conseillere2.demo, superviseur.demo,")
+        lines.append("  jeune1.demo, jeune2.demo, jeune3.demo")
+        return lines
+    acc = svc.accounts
+    st = await acc.create_structure(DEMO_STRUCTURE, "mission_locale", ("CEJ", "AIJ", "BRSA"))
+    sup = await acc.create_user(
+        Role.SUPERVISOR, "superviseur.demo", "Sophie Bernard", st.id, DEMO_PASSWORD
+    )
+    c1 = await acc.create_user(
+        Role.COUNSELLOR, "conseiller.demo", "Karim Benali", st.id, DEMO_PASSWORD
+    )
+    await acc.create_user(Role.COUNSELLOR, "conseillere2.demo", "Léa Dubois", st.id, DEMO_PASSWORD)
+    lines.append(f"  counsellor  conseiller.demo    (Karim Benali)   structure {st.id}")
+    lines.append("  counsellor  conseillere2.demo  (Léa Dubois)")
+    lines.append(f"  supervisor  {sup.login}")
+    names = [
+        ("jeune1.demo", "Inès Moreau", "CEJ"),
+        ("jeune2.demo", "Lucas Petit", "CEJ"),
+        ("jeune3.demo", "Yasmine Haddad", "BRSA"),
+    ]
+    for login, name, prog in names:
+        nb = await acc.create_beneficiary(c1, login, name, prog)
+        await svc.accounts.set_password(nb.user.id, DEMO_PASSWORD)
+        lines.append(f"  beneficiary {login:18} ({name}, {prog})")
+    return lines
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="chat-admin", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("create-structure", help="create a structure")
+    s.add_argument("name")
+    s.add_argument("--kind", choices=["mission_locale", "france_travail", "other"], required=True)
+    s.add_argument("--programmes", default="CEJ", help="comma-separated, e.g. CEJ,AIJ,BRSA")
+    u = sub.add_parser("create-user", help="create a counsellor, supervisor or admin")
+    u.add_argument("--role", choices=["counsellor", "supervisor", "admin"], required=True)
+    u.add_argument("--login", required=True)
+    u.add_argument("--name", required=True)
+    u.add_argument("--structure", default=None)
+    u.add_argument("--password", default=None, help="prompted for when omitted")
+    sub.add_parser("list-structures", help="list structures")
+    sub.add_parser("demo", help="seed the demo structure and accounts")
+    return ap
+
+
+async def _run(args: argparse.Namespace) -> list[str]:
+    settings = load_settings()
+    svc = await build_services(settings)
+    try:
+        if args.cmd == "create-structure":
+            progs = tuple(p.strip() for p in args.programmes.split(",") if p.strip())
+            st = await svc.accounts.create_structure(args.name, args.kind, progs)
+            return [f"structure {st.id} {st.name}"]
+        if args.cmd == "create-user":
+            password = args.password or getpass.getpass("password: ")
+            user = await svc.accounts.create_user(
+                Role(args.role), args.login, args.name, args.structure, password
+            )
+            return [f"{user.role.value} {user.id} {user.login}"]
+        if args.cmd == "list-structures":
+            return [
+                f"{s.id} {s.kind:15} {s.name}" for s in await svc.accounts_store.list_structures()
+            ]
+        return await seed_demo(svc)
+    finally:
+        await svc.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``chat-admin``."""
+    args = _parser().parse_args(argv)
+    try:
+        lines = asyncio.run(_run(args))
+    except (SettingsError, DomainError, Conflict) as exc:
+        print(f"chat-admin: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

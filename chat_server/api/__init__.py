@@ -1,0 +1,1 @@
+"""HTTP endpoints, thin: parse, call a service, shape the answer."""

@@ -1,0 +1,89 @@
+"""Shared helpers of the HTTP endpoints: JSON bodies, errors, authentication."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from chat_server.rooms.errors import DomainError, Unauthenticated
+from chat_server.rooms.models import Session, User
+from chat_server.services import Services
+
+T = TypeVar("T")
+MAX_JSON_BYTES = 64 * 1024
+
+
+def error(status: int, code: str, message: str) -> JSONResponse:
+    """The one error shape of the HTTP API: ``{"error": {"code", "message"}}``."""
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def services(request: Request) -> Services:
+    """The process's services, set by the app's lifespan."""
+    svc: Services = request.app.state.services
+    return svc
+
+
+async def json_body(request: Request, schema: type[T]) -> T:
+    """Decode and validate the request body against ``schema`` (a msgspec Struct)."""
+    raw = await request.body()
+    if len(raw) > MAX_JSON_BYTES:
+        raise BadRequest("body_too_large", f"the request body exceeds {MAX_JSON_BYTES} bytes", 413)
+    try:
+        return msgspec.json.decode(raw, type=schema)
+    except msgspec.ValidationError as exc:
+        raise BadRequest("invalid_field", str(exc)) from None
+    except msgspec.DecodeError:
+        raise BadRequest("malformed_json", "the body must be a JSON object") from None
+
+
+class BadRequest(Exception):
+    """A request the HTTP layer refuses before any service is called."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def bearer(request: Request) -> str:
+    """The token of an ``Authorization: Bearer`` header, or raise ``Unauthenticated``."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("an 'Authorization: Bearer <token>' header is required")
+    return token.strip()
+
+
+async def current(request: Request) -> tuple[User, Session]:
+    """The authenticated user and session of this request."""
+    return await services(request).accounts.authenticate(bearer(request))
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def endpoint(fn: Endpoint) -> Endpoint:
+    """Turn domain and request errors into the API's error shape."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except DomainError as exc:
+            return error(exc.status, exc.code, exc.message)
+        except BadRequest as exc:
+            return error(exc.status, exc.code, exc.message)
+
+    wrapped.__name__ = fn.__name__
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+def ok(data: Any, status: int = 200) -> JSONResponse:
+    """A JSON success answer."""
+    return JSONResponse(data, status_code=status)

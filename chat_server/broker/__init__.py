@@ -1,0 +1,1 @@
+"""Best-effort fan-out between processes: the port (``base``) and its adapters."""

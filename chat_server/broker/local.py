@@ -1,0 +1,41 @@
+"""In-process broker: the single-process default and the reference for the contract."""
+
+from __future__ import annotations
+
+import asyncio
+
+from chat_server.broker.base import Handler
+
+
+class LocalBroker:
+    """``Broker`` for one process: delivery is a scheduled callback, in order."""
+
+    def __init__(self) -> None:
+        self._handler: Handler | None = None
+        self._topics: set[str] = set()
+        self._open = False
+
+    def set_handler(self, handler: Handler) -> None:
+        self._handler = handler
+
+    async def start(self) -> None:
+        self._open = True
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        if self._open and topic in self._topics and self._handler is not None:
+            # Deliver on the next loop turn, as a network broker would: the
+            # publisher never runs subscriber code inside its own call.
+            asyncio.get_running_loop().call_soon(self._handler, topic, payload)
+
+    async def subscribe(self, topic: str) -> None:
+        self._topics.add(topic)
+
+    async def unsubscribe(self, topic: str) -> None:
+        self._topics.discard(topic)
+
+    async def healthy(self) -> bool:
+        return self._open
+
+    async def close(self) -> None:
+        self._open = False
+        self._topics.clear()

@@ -1,0 +1,185 @@
+"""Message encryption and signatures.
+
+    aad = lp("cejchat/msg/v1") lp(conversation) lp(epoch) lp(sender_device)
+          lp(client_id) lp(msg_type) lp("1")
+    ciphertext = AES-256-GCM(epoch_key, nonce (12 random bytes), plaintext, aad), tag appended
+    sig = Ed25519(sender device) over lp("cejchat/msg-sig/v1") lp(aad) lp(nonce) lp(ciphertext)
+
+The server calls `verify_message_signature` before storing a message; it
+is one Ed25519 verification and never raises. Recipients call
+`decrypt_message`, which checks the signature before decrypting.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from chat_server.crypto.encoding import epoch_bytes, lp
+from chat_server.crypto.envelope import EPOCH_KEY_LEN
+from chat_server.crypto.errors import BadSignature, DecryptError, MalformedInput
+from chat_server.crypto.keys import DeviceKeys, verify_signature
+
+__all__ = [
+    "FORMAT_VERSION",
+    "NONCE_LEN",
+    "EncryptedMessage",
+    "decrypt_message",
+    "encrypt_message",
+    "message_aad",
+    "read_text",
+    "signed_bytes",
+    "text_plaintext",
+    "verify_message_signature",
+]
+
+FORMAT_VERSION = "1"
+NONCE_LEN = 12
+_TAG_LEN = 16
+
+
+@dataclass(frozen=True)
+class EncryptedMessage:
+    """What a client sends for one message: nonce, ciphertext (tag appended), signature."""
+
+    nonce: bytes
+    ciphertext: bytes
+    sig: bytes
+
+
+def message_aad(
+    conversation: str, epoch: int, sender_device: str, client_id: str, msg_type: str
+) -> bytes:
+    """The AES-GCM associated data; raises `MalformedInput` on a bad epoch or string."""
+    return (
+        lp("cejchat/msg/v1")
+        + lp(conversation)
+        + lp(epoch_bytes(epoch))
+        + lp(sender_device)
+        + lp(client_id)
+        + lp(msg_type)
+        + lp(FORMAT_VERSION)
+    )
+
+
+def signed_bytes(aad: bytes, nonce: bytes, ciphertext: bytes) -> bytes:
+    """The bytes the sender device signs for a message with associated data `aad`."""
+    return lp("cejchat/msg-sig/v1") + lp(aad) + lp(nonce) + lp(ciphertext)
+
+
+def _aesgcm(epoch_key: bytes) -> AESGCM:
+    if not isinstance(epoch_key, bytes) or len(epoch_key) != EPOCH_KEY_LEN:
+        raise MalformedInput(f"epoch key must be {EPOCH_KEY_LEN} bytes")
+    return AESGCM(epoch_key)
+
+
+def encrypt_message(
+    epoch_key: bytes,
+    sender: DeviceKeys,
+    *,
+    conversation: str,
+    epoch: int,
+    sender_device: str,
+    client_id: str,
+    msg_type: str,
+    plaintext: bytes,
+    nonce: bytes | None = None,
+) -> EncryptedMessage:
+    """Encrypt `plaintext` under the epoch key and sign it as `sender`.
+
+    The nonce is 12 fresh random bytes; passing `nonce` is for test vectors
+    only (reusing a nonce under one key breaks AES-GCM).
+    """
+    aad = message_aad(conversation, epoch, sender_device, client_id, msg_type)
+    if nonce is None:
+        nonce = secrets.token_bytes(NONCE_LEN)
+    elif len(nonce) != NONCE_LEN:
+        raise MalformedInput(f"nonce must be {NONCE_LEN} bytes")
+    ciphertext = _aesgcm(epoch_key).encrypt(nonce, plaintext, aad)
+    return EncryptedMessage(nonce, ciphertext, sender.sign(signed_bytes(aad, nonce, ciphertext)))
+
+
+def verify_message_signature(
+    sig_pub: bytes,
+    conversation: str,
+    epoch: int,
+    sender_device: str,
+    client_id: str,
+    msg_type: str,
+    nonce: bytes,
+    ciphertext: bytes,
+    sig: bytes,
+) -> bool:
+    """Return whether `sig` is the sender device's signature of this message.
+
+    The server's check before storing: it rebuilds the associated data from
+    the frame's fields. Never raises; any malformed argument (wrong type,
+    length, epoch out of range, unencodable string) gives False.
+    """
+    if not (
+        isinstance(nonce, bytes)
+        and len(nonce) == NONCE_LEN
+        and isinstance(ciphertext, bytes)
+        and len(ciphertext) >= _TAG_LEN
+    ):
+        return False
+    try:
+        aad = message_aad(conversation, epoch, sender_device, client_id, msg_type)
+    except MalformedInput:
+        return False
+    return verify_signature(sig_pub, signed_bytes(aad, nonce, ciphertext), sig)
+
+
+def decrypt_message(
+    epoch_key: bytes,
+    sig_pub: bytes,
+    *,
+    conversation: str,
+    epoch: int,
+    sender_device: str,
+    client_id: str,
+    msg_type: str,
+    nonce: bytes,
+    ciphertext: bytes,
+    sig: bytes,
+) -> bytes:
+    """Check the signature under `sig_pub`, then decrypt; return the plaintext bytes.
+
+    Raises `BadSignature` first if the signature does not verify, then
+    `DecryptError` if AES-GCM refuses (wrong key, tampered data, or any
+    associated-data field not the one it was encrypted with).
+    """
+    if not verify_message_signature(
+        sig_pub, conversation, epoch, sender_device, client_id, msg_type, nonce, ciphertext, sig
+    ):
+        raise BadSignature("message signature does not verify")
+    aad = message_aad(conversation, epoch, sender_device, client_id, msg_type)
+    try:
+        return _aesgcm(epoch_key).decrypt(nonce, ciphertext, aad)
+    except InvalidTag as exc:
+        raise DecryptError("message does not decrypt under this epoch key") from exc
+
+
+def text_plaintext(text: str) -> bytes:
+    """The plaintext of a `text` message: compact UTF-8 JSON `{"text": ...}`."""
+    try:
+        doc = json.dumps({"text": text}, ensure_ascii=False, separators=(",", ":"))
+        return doc.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MalformedInput("text is not valid Unicode") from exc
+
+
+def read_text(plaintext: bytes) -> str:
+    """Parse a `text` message's plaintext; raise `MalformedInput` if it is not one."""
+    try:
+        doc = json.loads(plaintext.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedInput("text message plaintext is not UTF-8 JSON") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("text"), str):
+        raise MalformedInput('text message plaintext must be {"text": string}')
+    text: str = doc["text"]
+    return text

@@ -1,0 +1,126 @@
+"""This process's fan-out: broker topics -> each local connection's bounded queue.
+
+Every event is published on the topic of each user who should see it
+(``u:<user_id>``); a process subscribes to a user's topic while it holds at
+least one of their connections. An event on the wire is one header line,
+``kind|origin|conversation|seq``, then the JSON frame, so the frame is encoded
+once per event and never per connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from chat_server.broker.base import Broker
+
+log = logging.getLogger(__name__)
+
+KIND_MESSAGE = "M"
+KIND_EVENT = "E"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event for a connection. For messages, ``conversation``/``seq`` drive dedup."""
+
+    kind: str
+    origin: str
+    conversation: str
+    seq: int
+    frame: str
+
+
+class Subscriber(Protocol):
+    """A local connection as the hub sees it."""
+
+    @property
+    def user_id(self) -> str:
+        """The authenticated user."""
+
+    def deliver(self, event: Event) -> None:
+        """Queue ``event`` without blocking; the connection handles its own overflow."""
+
+
+def _topic(user_id: str) -> str:
+    return "u:" + user_id
+
+
+class Hub:
+    """Routes broker traffic to local subscribers; publishes events for users."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self._local: dict[str, set[Subscriber]] = {}
+        self._subscribed: set[str] = set()
+        self._locks: dict[str, asyncio.Lock] = {}
+        broker.set_handler(self._on_message)
+
+    @property
+    def connection_count(self) -> int:
+        """Local connections attached."""
+        return sum(len(s) for s in self._local.values())
+
+    def local_users(self) -> Iterable[str]:
+        """Users with at least one local connection."""
+        return self._local.keys()
+
+    async def attach(self, sub: Subscriber) -> None:
+        """Start routing the user's events to ``sub``; returns once subscribed."""
+        self._local.setdefault(sub.user_id, set()).add(sub)
+        await self._sync_subscription(sub.user_id)
+
+    async def detach(self, sub: Subscriber) -> None:
+        """Stop routing to ``sub``."""
+        subs = self._local.get(sub.user_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._local[sub.user_id]
+        await self._sync_subscription(sub.user_id)
+
+    async def _sync_subscription(self, user_id: str) -> None:
+        lock = self._locks.setdefault(user_id, asyncio.Lock())
+        async with lock:
+            want = user_id in self._local
+            have = user_id in self._subscribed
+            if want and not have:
+                await self._broker.subscribe(_topic(user_id))
+                self._subscribed.add(user_id)
+            elif have and not want:
+                self._subscribed.discard(user_id)
+                await self._broker.unsubscribe(_topic(user_id))
+        if user_id not in self._local and not lock.locked():
+            self._locks.pop(user_id, None)
+
+    async def publish(
+        self,
+        user_ids: Iterable[str],
+        frame: str,
+        *,
+        kind: str = KIND_EVENT,
+        origin: str = "",
+        conversation: str = "",
+        seq: int = 0,
+    ) -> None:
+        """Publish one frame to every connection of every user in ``user_ids``."""
+        payload = f"{kind}|{origin}|{conversation}|{seq}\n{frame}".encode()
+        for user_id in dict.fromkeys(user_ids):
+            await self._broker.publish(_topic(user_id), payload)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        subs = self._local.get(topic[2:])
+        if not subs:
+            return
+        try:
+            head, frame = payload.decode().split("\n", 1)
+            kind, origin, conversation, seq = head.split("|", 3)
+            event = Event(kind, origin, conversation, int(seq), frame)
+        except ValueError:
+            log.warning("dropped a malformed broker payload on %s", topic)
+            return
+        for sub in tuple(subs):
+            sub.deliver(event)

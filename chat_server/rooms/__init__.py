@@ -1,0 +1,1 @@
+"""The conversation domain: membership, sequence, message types, read state, recovery."""

@@ -1,0 +1,76 @@
+"""Domain errors, each with a machine-readable code and an HTTP status."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Refused by the domain. ``code`` is stable; ``message`` is for people."""
+
+    code = "error"
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    status = 404
+
+
+class NotMember(DomainError):
+    """The caller is not a member of the conversation (same answer as not found)."""
+
+    code = "not_member"
+    status = 403
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
+    status = 403
+
+
+class Unauthenticated(DomainError):
+    code = "unauthenticated"
+    status = 401
+
+
+class Throttled(DomainError):
+    code = "too_many_attempts"
+    status = 429
+
+
+class InvalidInput(DomainError):
+    code = "invalid_input"
+    status = 422
+
+
+class UnknownMessageType(DomainError):
+    code = "unknown_message_type"
+    status = 422
+
+
+class BodyTooLarge(DomainError):
+    code = "body_too_large"
+    status = 413
+
+
+class LoginTaken(DomainError):
+    code = "login_taken"
+    status = 409
+
+
+class Unavailable(DomainError):
+    code = "store_unavailable"
+    status = 503
+
+
+class E2EEError(DomainError):
+    """A message or key refused by the end-to-end checks; ``code`` says which."""
+
+    status = 422
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,267 @@
+"""ConversationService: every read and write of a conversation goes through here.
+
+Each method first checks that the caller is a member of the conversation
+(the beneficiary or the current counsellor); nobody else reads or writes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from chat_server import protocol as p
+from chat_server.hub import KIND_MESSAGE, Hub
+from chat_server.rooms import types
+from chat_server.rooms.errors import BodyTooLarge, InvalidInput, NotMember, Unavailable
+from chat_server.rooms.models import Conversation, NewMessage, Role, StoredMessage, User
+from chat_server.storage.base import AccountStore, MessageStore, PresenceStore, StoreError
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class MessageVerifier(Protocol):
+    """The end-to-end checks a message must pass before it is stored."""
+
+    async def check_message(self, conversation: Conversation, message: NewMessage) -> None:
+        """Raise ``E2EEError`` with a specific code if the message must be refused."""
+
+
+class NoVerification:
+    """Verifier used when end-to-end encryption is not required (tests of the core)."""
+
+    async def check_message(self, conversation: Conversation, message: NewMessage) -> None:
+        return None
+
+
+def message_out(m: StoredMessage) -> p.MessageOut:
+    """The wire shape of a stored message."""
+    return p.MessageOut(
+        conversation=m.conversation_id,
+        seq=m.seq,
+        client_id=m.client_id,
+        sender=m.sender_id,
+        device=m.device_id,
+        msg_type=m.msg_type,
+        body=m.body,
+        meta=m.meta,
+        epoch=m.epoch,
+        nonce=m.nonce,
+        sig=m.sig,
+        created_at=m.created_at,
+    )
+
+
+class ConversationService:
+    """Membership checks, sending, reading, read markers, typing, the conversation list."""
+
+    def __init__(
+        self,
+        messages: MessageStore,
+        accounts: AccountStore,
+        presence: PresenceStore,
+        hub: Hub,
+        clock: Clock,
+        verifier: MessageVerifier,
+        max_body_bytes: int,
+    ) -> None:
+        self._messages = messages
+        self._accounts = accounts
+        self._presence = presence
+        self._hub = hub
+        self._clock = clock
+        self._verifier = verifier
+        self._max_body = max_body_bytes
+
+    async def member_conversation(self, user_id: str, conversation_id: str) -> Conversation:
+        """The conversation if ``user_id`` is a member; else ``NotMember``."""
+        conv = await self._messages.get_conversation(conversation_id)
+        if conv is None or user_id not in conv.members:
+            raise NotMember("you are not a member of this conversation")
+        return conv
+
+    async def send(
+        self, user: User, device_id: str, frame: p.MessageSend, origin: str
+    ) -> tuple[StoredMessage, bool]:
+        """Check, store durably, then publish. Returns ``(stored, created)``.
+
+        Nothing is stored if any check fails. The publish happens after the
+        durable write; a resend of a stored ``client_id`` publishes nothing.
+        """
+        if len(frame.body) > self._max_body:
+            raise BodyTooLarge(f"body is larger than {self._max_body} bytes")
+        mtype = types.lookup(frame.msg_type)
+        mtype.validate(frame.meta)
+        conv = await self.member_conversation(user.id, frame.conversation)
+        new = NewMessage(
+            conversation_id=conv.id,
+            client_id=frame.client_id,
+            sender_id=user.id,
+            device_id=device_id,
+            msg_type=frame.msg_type,
+            body=frame.body,
+            meta=frame.meta,
+            epoch=frame.epoch,
+            nonce=frame.nonce,
+            sig=frame.sig,
+        )
+        await self._verifier.check_message(conv, new)
+        try:
+            stored, created = await self._messages.append(new, self._clock())
+        except StoreError as exc:
+            log.error("append failed", extra={"conversation_id": conv.id, "error": str(exc)})
+            raise Unavailable("the message could not be stored; retry") from None
+        if created:
+            await self._publish_message(conv, stored, origin)
+            # Sending implies having read everything before it.
+            await self._messages.set_read(conv.id, user.id, stored.seq)
+        return stored, created
+
+    async def post_system(
+        self, conv: Conversation, msg_type: str, meta: dict[str, Any], client_id: str
+    ) -> StoredMessage:
+        """Append a server-written event (counsellor changed, epoch rotated...)."""
+        types.lookup(msg_type, from_server=True)
+        new = NewMessage(
+            conversation_id=conv.id,
+            client_id=client_id,
+            sender_id="system",
+            device_id="system",
+            msg_type=msg_type,
+            body=b"",
+            meta=meta,
+        )
+        stored, created = await self._messages.append(new, self._clock())
+        if created:
+            await self._publish_message(conv, stored, "")
+        return stored
+
+    async def _publish_message(self, conv: Conversation, m: StoredMessage, origin: str) -> None:
+        frame = p.encode_text(p.MessageCreated(message_out(m)))
+        await self._hub.publish(
+            conv.members, frame, kind=KIND_MESSAGE, origin=origin, conversation=conv.id, seq=m.seq
+        )
+
+    async def mark_read(self, user: User, conversation_id: str, seq: int) -> int:
+        """Move the caller's read marker forward and tell both members."""
+        conv = await self.member_conversation(user.id, conversation_id)
+        last = await self._messages.last_seq(conv.id)
+        if seq > last:
+            raise InvalidInput(f"seq {seq} is beyond the last message ({last})")
+        marker = await self._messages.set_read(conv.id, user.id, seq)
+        frame = p.encode_text(p.ReadUpdated(conversation=conv.id, user=user.id, seq=marker))
+        await self._hub.publish(conv.members, frame)
+        return marker
+
+    async def set_typing(self, user: User, conversation_id: str, typing: bool) -> None:
+        """Tell the other member (only them) that the caller is typing."""
+        conv = await self.member_conversation(user.id, conversation_id)
+        others = [m for m in conv.members if m != user.id]
+        frame = p.encode_text(p.Typing(conversation=conv.id, user=user.id, typing=typing))
+        await self._hub.publish(others, frame)
+
+    async def history(
+        self,
+        user: User,
+        conversation_id: str,
+        before: int | None,
+        after: int | None,
+        limit: int,
+    ) -> tuple[list[StoredMessage], bool]:
+        """A page: ``after`` gives newer messages, else the newest before ``before``."""
+        conv = await self.member_conversation(user.id, conversation_id)
+        if before is not None and after is not None:
+            raise InvalidInput("give either 'before' or 'after', not both")
+        if after is not None:
+            page = await self._messages.messages_after(conv.id, after, limit + 1)
+            return page[:limit], len(page) > limit
+        edge = before if before is not None else 2**53
+        page = await self._messages.messages_before(conv.id, edge, limit + 1)
+        return page[-limit:], len(page) > limit
+
+    async def resume(
+        self, user: User, conversation_id: str, after: int, max_messages: int
+    ) -> tuple[bool, list[StoredMessage], int]:
+        """Messages after ``after``: ``(recovered, messages, latest_seq)``.
+
+        ``recovered`` is false when more than ``max_messages`` are missing; the
+        client must then page history from ``latest_seq``.
+        """
+        conv = await self.member_conversation(user.id, conversation_id)
+        page = await self._messages.messages_after(conv.id, after, max_messages + 1)
+        if len(page) > max_messages:
+            return False, [], await self._messages.last_seq(conv.id)
+        latest = page[-1].seq if page else max(after, 0)
+        return True, page, latest
+
+    async def set_flag(self, user: User, conversation_id: str, flagged: bool) -> None:
+        """The counsellor flags or unflags a conversation."""
+        conv = await self.member_conversation(user.id, conversation_id)
+        if user.id != conv.counsellor_id:
+            raise NotMember("only the counsellor can flag a conversation")
+        await self._messages.set_flag(conv.id, flagged)
+
+    async def peers(self, user_id: str) -> list[str]:
+        """The other member of each of the user's conversations."""
+        convs = await self._messages.conversations_for(user_id)
+        return sorted({m for c in convs for m in c.members if m != user_id})
+
+    async def summaries(self, user: User) -> list[dict[str, Any]]:
+        """The user's conversations with unread counts, peers and presence.
+
+        Sorted for the counsellor's list: unread first, then flagged, then the
+        most recent activity.
+        """
+        convs = await self._messages.conversations_for(user.id)
+        return await self._summarise(user, convs)
+
+    async def _summarise(self, user: User, convs: Sequence[Conversation]) -> list[dict[str, Any]]:
+        ids = [c.id for c in convs]
+        markers = await self._messages.read_markers(ids)
+        peer_ids = [m for c in convs for m in c.members if m != user.id]
+        users = await self._accounts.get_users(peer_ids)
+        presence = await self._presence.presence(peer_ids, self._clock())
+        out: list[dict[str, Any]] = []
+        for c in convs:
+            peer_id = c.counsellor_id if user.id == c.beneficiary_id else c.beneficiary_id
+            mine = markers.get(c.id, {}).get(user.id, 0)
+            peer = users.get(peer_id)
+            pres = presence.get(peer_id)
+            out.append(
+                {
+                    "id": c.id,
+                    "beneficiary_id": c.beneficiary_id,
+                    "counsellor_id": c.counsellor_id,
+                    "peer": peer.public() if peer else {"id": peer_id},
+                    "peer_online": bool(pres and pres.online),
+                    "peer_last_seen": pres.last_seen if pres else None,
+                    "last_seq": c.last_seq,
+                    "last_at": c.last_at,
+                    "unread": max(0, c.last_seq - mine),
+                    "read": mine,
+                    "peer_read": markers.get(c.id, {}).get(peer_id, 0),
+                    "flagged": c.flagged,
+                    "epoch": c.epoch,
+                }
+            )
+        if user.role is not Role.BENEFICIARY:
+            out.sort(key=lambda s: (s["unread"] == 0, not s["flagged"], -s["last_at"]))
+        return out
+
+    async def unread_total(self, user: User) -> int:
+        """Unread messages over all the user's conversations."""
+        return sum(s["unread"] for s in await self.summaries(user))
+
+    async def presence_changed(self, user_id: str, online: bool) -> None:
+        """Tell the user's conversation peers (only them) about a presence change."""
+        peers = await self.peers(user_id)
+        if not peers:
+            return
+        frame = p.encode_text(
+            p.PresenceFrame(
+                user=user_id, online=online, last_seen=None if online else self._clock()
+            )
+        )
+        await self._hub.publish(peers, frame)

@@ -1,0 +1,129 @@
+"""Services: the one place the parts are built and wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from chat_server.accounts import AccountService
+from chat_server.broker.base import Broker
+from chat_server.broker.local import LocalBroker
+from chat_server.crypto.passwords import Passwords
+from chat_server.hub import Hub
+from chat_server.rooms.service import ConversationService, MessageVerifier, NoVerification
+from chat_server.settings import Settings
+from chat_server.storage.base import AccountStore, MessageStore, PresenceStore
+from chat_server.storage.embedded import EmbeddedMongo
+
+log = logging.getLogger(__name__)
+
+PRESENCE_TTL = 30.0
+
+
+@dataclass
+class Services:
+    """Everything a request or a connection needs, built once per process."""
+
+    settings: Settings
+    accounts_store: AccountStore
+    messages: MessageStore
+    presence: PresenceStore
+    broker: Broker
+    hub: Hub
+    accounts: AccountService
+    conversations: ConversationService
+    process_id: str
+    _closers: list[object] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+
+    async def ready(self) -> dict[str, bool]:
+        """Readiness of each dependency."""
+        from chat_server.storage.mongo import MongoDatabase
+
+        store_ok = True
+        for c in self._closers:
+            if isinstance(c, MongoDatabase):
+                store_ok = await c.ping()
+        return {"store": store_ok, "broker": await self.broker.healthy()}
+
+    async def close(self) -> None:
+        """Stop background tasks, the broker, the database and the embedded engine."""
+        for t in self._tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await self.broker.close()
+        for c in reversed(self._closers):
+            close = getattr(c, "close", None) or getattr(c, "stop", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+
+
+async def build_services(settings: Settings, verifier: MessageVerifier | None = None) -> Services:
+    """Start the store (embedded engine unless ``MONGODB_URL``) and the broker, wire the rest."""
+    from chat_server.storage.mongo import MongoDatabase
+
+    closers: list[object] = []
+    if settings.mongodb_url:
+        db = MongoDatabase(settings.mongodb_url, settings.mongodb_db)
+    else:
+        engine = EmbeddedMongo(settings.data_dir)
+        await engine.start()
+        closers.append(engine)
+        log.info("embedded MongoDB engine started", extra={"port": engine.port})
+        db = MongoDatabase(engine.url, settings.mongodb_db, direct=True)
+    closers.append(db)
+    await db.wait_ready(30)
+    await db.create_indexes()
+
+    broker: Broker
+    if settings.redis_url:
+        from chat_server.broker.redis import RedisBroker
+
+        broker = RedisBroker(settings.redis_url)
+    else:
+        broker = LocalBroker()
+    await broker.start()
+    hub = Hub(broker)
+    clock = time.time
+    accounts_store = db.accounts()
+    messages = db.messages()
+    presence = db.presence()
+    if verifier is None:
+        if settings.require_e2ee:
+            from chat_server.rooms.keys import KeyService
+
+            verifier = KeyService.verifier_for(db)
+        else:
+            verifier = NoVerification()
+    accounts = AccountService(accounts_store, messages, Passwords(), settings, clock)
+    conversations = ConversationService(
+        messages, accounts_store, presence, hub, clock, verifier, settings.max_body_bytes
+    )
+    svc = Services(
+        settings=settings,
+        accounts_store=accounts_store,
+        messages=messages,
+        presence=presence,
+        broker=broker,
+        hub=hub,
+        accounts=accounts,
+        conversations=conversations,
+        process_id=secrets.token_hex(8),
+        _closers=closers,
+    )
+    svc._tasks.append(asyncio.create_task(_heartbeat(svc), name="presence-heartbeat"))
+    return svc
+
+
+async def _heartbeat(svc: Services) -> None:
+    while True:
+        with contextlib.suppress(Exception):
+            await svc.presence.process_alive(svc.process_id, time.time() + PRESENCE_TTL)
+        await asyncio.sleep(PRESENCE_TTL / 3)

@@ -1,0 +1,157 @@
+"""Settings read from the environment once, validated at start.
+
+Every variable is optional; with none set the server runs on its embedded
+defaults (embedded MongoDB-wire engine, in-process broker). A bad value raises
+``SettingsError`` naming the variable and what it expects, and the process
+stops before it serves anything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A configuration variable holds a value the server cannot use."""
+
+    def __init__(self, name: str, expected: str, got: str) -> None:
+        super().__init__(f"{name}={got!r} is invalid: expected {expected}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable. See the README's configuration table."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    mongodb_url: str | None = None
+    mongodb_db: str = "cejchat"
+    data_dir: Path = Path("data")
+    redis_url: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    max_frame_bytes: int = 65536
+    max_body_bytes: int = 16384
+    rate_per_second: float = 20.0
+    rate_burst: int = 60
+    send_queue_size: int = 512
+    heartbeat_seconds: float = 20.0
+    auth_timeout_seconds: float = 10.0
+    session_ttl_days: int = 30
+    activation_ttl_hours: int = 72
+    login_max_failures: int = 5
+    login_window_seconds: int = 900
+    resume_max_messages: int = 1000
+    require_e2ee: bool = True
+    log_level: str = "INFO"
+    vapid_private_key: str | None = None
+    vapid_subject: str = "mailto:admin@localhost"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def origins(self) -> tuple[str, ...]:
+        """Allowed WebSocket/HTTP origins; defaults to this server's own address."""
+        if self.allowed_origins:
+            return self.allowed_origins
+        return (
+            f"http://{self.host}:{self.port}",
+            f"http://localhost:{self.port}",
+            f"http://127.0.0.1:{self.port}",
+        )
+
+
+def _int(name: str, raw: str, lo: int, hi: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(name, f"an integer between {lo} and {hi}", raw) from None
+    if not lo <= value <= hi:
+        raise SettingsError(name, f"an integer between {lo} and {hi}", raw)
+    return value
+
+
+def _float(name: str, raw: str, lo: float, hi: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(name, f"a number between {lo} and {hi}", raw) from None
+    if not lo <= value <= hi:
+        raise SettingsError(name, f"a number between {lo} and {hi}", raw)
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in {"1", "true", "yes", "on"}:
+        return True
+    if low in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(name, "one of true/false/1/0/yes/no", raw)
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    if not raw.startswith(tuple(s + "://" for s in schemes)):
+        raise SettingsError(name, "a URL starting with " + " or ".join(schemes), raw)
+    return raw
+
+
+def _origins(name: str, raw: str) -> tuple[str, ...]:
+    items = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for o in items:
+        if not o.startswith(("http://", "https://")):
+            raise SettingsError(name, "a comma-separated list of http(s)://host[:port]", raw)
+    return items
+
+
+def _level(name: str, raw: str) -> str:
+    up = raw.upper()
+    if up not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(name, "DEBUG, INFO, WARNING or ERROR", raw)
+    return up
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build ``Settings`` from ``env`` (default ``os.environ``); raise ``SettingsError``."""
+    e = os.environ if env is None else env
+    kw: dict[str, object] = {}
+
+    def take(var: str, key: str, conv: Callable[[str, str], object]) -> None:
+        raw = e.get(var)
+        if raw is not None and raw != "":
+            kw[key] = conv(var, raw)
+
+    take("HOST", "host", lambda n, r: r)
+    take("PORT", "port", lambda n, r: _int(n, r, 0, 65535))
+    take("MONGODB_URL", "mongodb_url", lambda n, r: _url(n, r, ("mongodb", "mongodb+srv")))
+    take("MONGODB_DB", "mongodb_db", lambda n, r: r)
+    take("DATA_DIR", "data_dir", lambda n, r: Path(r))
+    take("REDIS_URL", "redis_url", lambda n, r: _url(n, r, ("redis", "rediss", "unix")))
+    take("ALLOWED_ORIGINS", "allowed_origins", _origins)
+    take("MAX_FRAME_BYTES", "max_frame_bytes", lambda n, r: _int(n, r, 1024, 16 * 2**20))
+    take("MAX_BODY_BYTES", "max_body_bytes", lambda n, r: _int(n, r, 256, 8 * 2**20))
+    take("RATE_PER_SECOND", "rate_per_second", lambda n, r: _float(n, r, 0.1, 1e6))
+    take("RATE_BURST", "rate_burst", lambda n, r: _int(n, r, 1, 10**6))
+    take("SEND_QUEUE_SIZE", "send_queue_size", lambda n, r: _int(n, r, 8, 10**6))
+    take("HEARTBEAT_SECONDS", "heartbeat_seconds", lambda n, r: _float(n, r, 1, 3600))
+    take("AUTH_TIMEOUT_SECONDS", "auth_timeout_seconds", lambda n, r: _float(n, r, 0.5, 600))
+    take("SESSION_TTL_DAYS", "session_ttl_days", lambda n, r: _int(n, r, 1, 3650))
+    take("ACTIVATION_TTL_HOURS", "activation_ttl_hours", lambda n, r: _int(n, r, 1, 24 * 90))
+    take("LOGIN_MAX_FAILURES", "login_max_failures", lambda n, r: _int(n, r, 1, 1000))
+    take("LOGIN_WINDOW_SECONDS", "login_window_seconds", lambda n, r: _int(n, r, 1, 86400))
+    take("RESUME_MAX_MESSAGES", "resume_max_messages", lambda n, r: _int(n, r, 1, 10**6))
+    take("REQUIRE_E2EE", "require_e2ee", _bool)
+    take("LOG_LEVEL", "log_level", _level)
+    take("VAPID_PRIVATE_KEY", "vapid_private_key", lambda n, r: r)
+    take("VAPID_SUBJECT", "vapid_subject", lambda n, r: r)
+    if kw.get("max_body_bytes", Settings.max_body_bytes) > kw.get(  # type: ignore[operator]
+        "max_frame_bytes", Settings.max_frame_bytes
+    ):
+        raise SettingsError(
+            "MAX_BODY_BYTES", "at most MAX_FRAME_BYTES", str(kw.get("max_body_bytes"))
+        )
+    return Settings(**kw)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Storage ports (``base``) and their adapters (``mongo``, ``embedded``)."""

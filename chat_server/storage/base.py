@@ -1,0 +1,160 @@
+"""Storage ports. Each method's docstring is its contract; every adapter passes
+the contract suite in ``tests/contract/test_store_contract.py``.
+
+History, ``seq`` and read state live here; best-effort fan-out lives in the
+broker port, never here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from chat_server.rooms.models import (
+    Conversation,
+    NewMessage,
+    Presence,
+    Session,
+    StoredMessage,
+    Structure,
+    User,
+)
+
+
+class StoreError(Exception):
+    """The store could not complete an operation; nothing was written."""
+
+
+class Conflict(StoreError):
+    """A uniqueness rule was violated (for example a login already taken)."""
+
+
+class AccountStore(Protocol):
+    """Structures, accounts, sessions, activation codes and login throttling."""
+
+    async def add_structure(self, structure: Structure) -> None:
+        """Insert; raise ``Conflict`` if the id exists."""
+
+    async def get_structure(self, structure_id: str) -> Structure | None:
+        """Return the structure or None."""
+
+    async def list_structures(self) -> list[Structure]:
+        """All structures, by name."""
+
+    async def add_user(self, user: User) -> None:
+        """Insert; raise ``Conflict`` if the id or the login (case-insensitive) exists."""
+
+    async def get_user(self, user_id: str) -> User | None:
+        """Return the user or None."""
+
+    async def get_users(self, user_ids: Sequence[str]) -> dict[str, User]:
+        """Return the users that exist among ``user_ids``, keyed by id."""
+
+    async def find_user_by_login(self, login: str) -> User | None:
+        """Case-insensitive lookup by login."""
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        """Replace the stored hash (after activation, a change, or a rehash)."""
+
+    async def set_activation(self, user_id: str, code_hash: str, expires_at: float) -> None:
+        """Store the hash of a one-time activation code, replacing any previous one."""
+
+    async def consume_activation(self, code_hash: str, now: float) -> User | None:
+        """Atomically remove an unexpired activation code and return its user.
+
+        A code can be consumed once; an expired or unknown code returns None.
+        """
+
+    async def add_session(self, session: Session) -> None:
+        """Store a session (keyed by the token hash)."""
+
+    async def get_session(self, token_hash: str, now: float) -> Session | None:
+        """Return the session if it exists and has not expired."""
+
+    async def delete_session(self, token_hash: str) -> None:
+        """Remove one session; removing an unknown one is not an error."""
+
+    async def delete_user_sessions(self, user_id: str) -> int:
+        """Remove every session of a user; return how many."""
+
+    async def record_login_failure(self, key: str, now: float, window: float) -> int:
+        """Count a failed login for ``key`` in a window starting at its first failure.
+
+        Returns the number of failures in the current window (a window older than
+        ``window`` seconds restarts at 1).
+        """
+
+    async def login_failures(self, key: str, now: float, window: float) -> int:
+        """Failures for ``key`` in the current window (0 if the window has passed)."""
+
+    async def clear_login_failures(self, key: str) -> None:
+        """Forget failures after a successful login."""
+
+
+class MessageStore(Protocol):
+    """Conversations, their messages (with a contiguous ``seq``) and read markers."""
+
+    async def add_conversation(self, conversation: Conversation) -> None:
+        """Insert; raise ``Conflict`` if the beneficiary already has a conversation."""
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        """Return the conversation or None."""
+
+    async def conversations_for(self, user_id: str) -> list[Conversation]:
+        """Conversations where ``user_id`` is the beneficiary or the current counsellor."""
+
+    async def set_flag(self, conversation_id: str, flagged: bool) -> None:
+        """Set the counsellor's flag."""
+
+    async def set_counsellor(
+        self,
+        conversation_id: str,
+        counsellor_id: str,
+        previous_counsellor_id: str | None,
+        temporary_until: float | None,
+    ) -> Conversation | None:
+        """Change the current counsellor; return the updated conversation."""
+
+    async def append(self, message: NewMessage, now: float) -> tuple[StoredMessage, bool]:
+        """Store ``message`` durably with the next ``seq`` of its conversation.
+
+        Returns ``(stored, created)``. Guarantees: ``seq`` values of a
+        conversation are 1, 2, 3... with no hole and no repeat, even with
+        several writers in several processes; the write is acknowledged by the
+        database with majority and journal before this returns; a message whose
+        ``(conversation, sender, client_id)`` was already stored is not stored
+        again and the first stored copy is returned with ``created=False``.
+        On failure it raises ``StoreError`` and nothing is stored.
+        """
+
+    async def messages_after(
+        self, conversation_id: str, after_seq: int, limit: int
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` messages with ``seq > after_seq``, ascending."""
+
+    async def messages_before(
+        self, conversation_id: str, before_seq: int, limit: int
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` messages with ``seq < before_seq``, the newest ones, ascending."""
+
+    async def last_seq(self, conversation_id: str) -> int:
+        """The highest stored ``seq`` (0 if none), read from the messages themselves."""
+
+    async def set_read(self, conversation_id: str, user_id: str, seq: int) -> int:
+        """Move the user's read marker forward to ``seq`` (never backward); return it."""
+
+    async def read_markers(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """``{conversation_id: {user_id: seq}}`` for the given conversations."""
+
+
+class PresenceStore(Protocol):
+    """Who is connected, across processes; survives a process crash."""
+
+    async def connected(self, user_id: str, process_id: str, delta: int, now: float) -> None:
+        """Add ``delta`` (+1 or -1) to the user's connection count in this process."""
+
+    async def process_alive(self, process_id: str, until: float) -> None:
+        """Declare this process alive until ``until``; a dead process's counts are ignored."""
+
+    async def presence(self, user_ids: Sequence[str], now: float) -> dict[str, Presence]:
+        """Presence of each user: online if a live process holds a connection of theirs."""

@@ -1,0 +1,349 @@
+"""The WebSocket transport: the only module that touches Starlette's WebSocket.
+
+One connection = a read loop (this coroutine) and a writer task draining a
+bounded queue. Everything the connection sends goes through the queue, so a
+slow reader can never make the server's memory grow: when the queue is full
+the connection is closed with 1013 and ``slow_consumer``.
+
+Close codes: 4001 authentication failed or timed out, 4003 origin refused,
+1008 repeated abuse, 1009 frame too large, 1013 slow consumer, 1011 server error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from chat_server import protocol as p
+from chat_server.hub import KIND_MESSAGE, Event
+from chat_server.rooms.errors import DomainError
+from chat_server.rooms.models import Session, User
+from chat_server.rooms.service import message_out
+from chat_server.services import Services
+
+log = logging.getLogger(__name__)
+
+CLOSE_AUTH = 4001
+CLOSE_ORIGIN = 4003
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_SLOW = 1013
+CLOSE_ERROR = 1011
+
+_SYNC = "S"  # queue item kind: resume a conversation
+_CLOSE = "C"  # queue item kind: stop the writer
+_FRAME = "F"  # queue item kind: a frame for this connection only
+
+
+class TokenBucket:
+    """Per-connection rate limit: ``rate`` frames per second, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        """Spend one token if there is one."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Connection:
+    """One authenticated WebSocket: its queue, its positions, its writer task."""
+
+    def __init__(self, ws: WebSocket, svc: Services, user: User, session: Session) -> None:
+        self.id = secrets.token_hex(6)
+        self.ws = ws
+        self.svc = svc
+        self.user = user
+        self.session = session
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(svc.settings.send_queue_size)
+        self.sent: dict[str, int] = {}
+        self.overflowed = False
+        self.syncs: list[tuple[str | None, str, int, bool]] = []
+
+    @property
+    def user_id(self) -> str:
+        return self.user.id
+
+    def deliver(self, event: Event) -> None:
+        """Queue an event; on overflow close the connection as a slow consumer."""
+        if self.overflowed:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            log.warning("slow consumer disconnected", extra={"user_id": self.user.id})
+            asyncio.get_running_loop().create_task(self._close(CLOSE_SLOW, "slow_consumer"))
+
+    def reply(self, frame: p.ServerFrame) -> None:
+        """Queue a frame for this connection only."""
+        self.deliver(Event(_FRAME, "", "", 0, p.encode_text(frame)))
+
+    def request_sync(
+        self, frame_id: str | None, conversation: str, after: int, *, exact: bool
+    ) -> None:
+        """Ask the writer to resume ``conversation`` after ``after``.
+
+        With ``exact`` the page starts right after ``after``; otherwise after
+        whatever this connection has already sent, so nothing is sent twice.
+        """
+        self.syncs.append((frame_id, conversation, after, exact))
+        self.deliver(Event(_SYNC, "", "", 0, ""))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close(code, reason)
+
+    async def _send(self, text: str) -> None:
+        await self.ws.send_text(text)
+
+    async def writer(self) -> None:
+        """Drain the queue: dedup messages by ``seq``, fill gaps from the store."""
+        while True:
+            ev = await self.queue.get()
+            if ev.kind == _CLOSE:
+                return
+            if ev.kind == _SYNC:
+                while self.syncs:
+                    fid, conv, after, exact = self.syncs.pop(0)
+                    if not exact:
+                        after = max(after, self.sent.get(conv, after))
+                    await self._sync(fid, conv, after)
+                continue
+            if ev.kind == KIND_MESSAGE:
+                await self._message(ev)
+                continue
+            await self._send(ev.frame)
+
+    async def _message(self, ev: Event) -> None:
+        sent = self.sent.get(ev.conversation)
+        if sent is not None and ev.seq <= sent:
+            return
+        if sent is not None and ev.seq > sent + 1:
+            # The broker dropped something (or we raced a resume): fill from the store.
+            await self._fill(ev.conversation, sent, ev.seq)
+            return
+        self.sent[ev.conversation] = ev.seq
+        if ev.origin != self.id:
+            await self._send(ev.frame)
+
+    async def _fill(self, conv: str, after: int, upto: int) -> None:
+        limit = self.svc.settings.resume_max_messages
+        if upto - after > limit:
+            await self._sync(None, conv, after)
+            return
+        try:
+            page = await self.svc.messages.messages_after(conv, after, upto - after)
+        except Exception:
+            log.exception("gap fill failed", extra={"conversation_id": conv})
+            return
+        for m in page:
+            await self._send(p.encode_text(p.MessageCreated(message_out(m))))
+            self.sent[conv] = m.seq
+
+    async def _sync(self, frame_id: str | None, conv: str, after: int) -> None:
+        svc = self.svc
+        try:
+            recovered, page, latest = await svc.conversations.resume(
+                self.user, conv, after, svc.settings.resume_max_messages
+            )
+        except DomainError as exc:
+            await self._send(p.encode_text(p.ErrorFrame(exc.code, exc.message, frame_id)))
+            return
+        self.sent[conv] = max(latest, self.sent.get(conv, 0)) if recovered else latest
+        frame = p.Sync(
+            conversation=conv,
+            recovered=recovered,
+            messages=[message_out(m) for m in page],
+            seq=latest,
+            id=frame_id,
+        )
+        await self._send(p.encode_text(frame))
+
+
+def _origin_ok(ws: WebSocket, svc: Services) -> bool:
+    origin = ws.headers.get("origin")
+    # Non-browser clients (SDK, CLI) send no Origin; browsers always do.
+    return origin is None or origin.rstrip("/") in svc.settings.origins()
+
+
+async def _receive(ws: WebSocket, max_bytes: int) -> str | bytes | None:
+    msg = await ws.receive()
+    if msg["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(msg.get("code", 1000))
+    data: str | bytes | None = msg.get("text")
+    if data is None:
+        data = msg.get("bytes")
+    if data is not None and len(data) > max_bytes:
+        return None
+    return data
+
+
+async def serve(ws: WebSocket, svc: Services) -> None:
+    """Run one WebSocket connection from accept to close."""
+    settings = svc.settings
+    if not _origin_ok(ws, svc):
+        await ws.close(CLOSE_ORIGIN, "origin_not_allowed")
+        return
+    await ws.accept()
+    try:
+        first = await asyncio.wait_for(
+            _receive(ws, settings.max_frame_bytes), settings.auth_timeout_seconds
+        )
+    except TimeoutError:
+        await ws.close(CLOSE_AUTH, "auth_timeout")
+        return
+    except WebSocketDisconnect:
+        return
+    if first is None:
+        await ws.close(CLOSE_TOO_BIG, "frame_too_large")
+        return
+    try:
+        frame = p.parse_client_frame(first)
+        if not isinstance(frame, p.Auth):
+            raise p.ProtocolError("auth_required", "the first frame must be 'auth'")
+        user, session = await svc.accounts.authenticate(frame.token)
+    except (p.ProtocolError, DomainError) as exc:
+        code = exc.code
+        await ws.send_text(p.encode_text(p.ErrorFrame(code, exc.message)))
+        await ws.close(CLOSE_AUTH, code)
+        return
+    conn = Connection(ws, svc, user, session)
+    await _run(conn, frame)
+
+
+async def _run(conn: Connection, auth: p.Auth) -> None:
+    svc = conn.svc
+    user = conn.user
+    # Subscribe first, then read the store: nothing published in between is missed.
+    await svc.hub.attach(conn)
+    writer: asyncio.Task[None] | None = None
+    try:
+        await svc.presence.connected(user.id, svc.process_id, +1, time.time())
+        summaries = await svc.conversations.summaries(user)
+        for s in summaries:
+            conn.sent[s["id"]] = s["last_seq"]
+        for conv, after in auth.resume.items():
+            conn.sent[conv] = after
+            conn.request_sync(None, conv, after, exact=False)
+        # auth.ok goes first, before anything the queue collected since attach.
+        await conn.ws.send_text(
+            p.encode_text(
+                p.AuthOk(
+                    user=user.public(),
+                    device=conn.session.device_id,
+                    conversations=summaries,
+                    id=auth.id,
+                )
+            )
+        )
+        writer = asyncio.create_task(conn.writer(), name=f"ws-writer-{conn.id}")
+        await svc.conversations.presence_changed(user.id, True)
+        await _read_loop(conn)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("connection failed", extra={"user_id": user.id})
+        with contextlib.suppress(Exception):
+            await conn.ws.close(CLOSE_ERROR, "server_error")
+    finally:
+        await svc.hub.detach(conn)
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+        with contextlib.suppress(Exception):
+            await svc.presence.connected(user.id, svc.process_id, -1, time.time())
+            pres = await svc.presence.presence([user.id], time.time())
+            if not pres[user.id].online:
+                await svc.conversations.presence_changed(user.id, False)
+
+
+async def _read_loop(conn: Connection) -> None:
+    svc = conn.svc
+    settings = svc.settings
+    bucket = TokenBucket(settings.rate_per_second, settings.rate_burst)
+    strikes = 0
+    while True:
+        if conn.ws.client_state != WebSocketState.CONNECTED or conn.overflowed:
+            return
+        data = await _receive(conn.ws, settings.max_frame_bytes)
+        if data is None:
+            await conn.ws.close(CLOSE_TOO_BIG, "frame_too_large")
+            return
+        if not bucket.take():
+            strikes += 1
+            conn.reply(p.ErrorFrame("rate_limited", "too many frames; slow down"))
+            if strikes > settings.rate_burst:
+                await conn.ws.close(CLOSE_POLICY, "rate_limit_abuse")
+                return
+            continue
+        try:
+            frame = p.parse_client_frame(data)
+            await _handle(conn, frame)
+        except p.ProtocolError as exc:
+            strikes += 1
+            conn.reply(p.ErrorFrame(exc.code, exc.message, exc.frame_id))
+            if strikes > settings.rate_burst:
+                await conn.ws.close(CLOSE_POLICY, "too_many_bad_frames")
+                return
+        except DomainError as exc:
+            conn.reply(p.ErrorFrame(exc.code, exc.message, getattr(frame, "id", None)))
+
+
+async def _handle(conn: Connection, frame: Any) -> None:
+    svc = conn.svc
+    convs = svc.conversations
+    match frame:
+        case p.MessageSend():
+            stored, created = await convs.send(
+                conn.user, conn.session.device_id, frame, origin=conn.id
+            )
+            conn.reply(
+                p.Ack(
+                    id=frame.id,
+                    conversation=stored.conversation_id,
+                    client_id=stored.client_id,
+                    seq=stored.seq,
+                    created_at=stored.created_at,
+                    duplicate=not created,
+                )
+            )
+        case p.ReadMark():
+            await convs.mark_read(conn.user, frame.conversation, frame.seq)
+        case p.TypingSet():
+            await convs.set_typing(conn.user, frame.conversation, frame.typing)
+        case p.HistoryGet():
+            page, more = await convs.history(
+                conn.user, frame.conversation, frame.before, frame.after, frame.limit
+            )
+            conn.reply(
+                p.History(
+                    id=frame.id,
+                    conversation=frame.conversation,
+                    messages=[message_out(m) for m in page],
+                    has_more=more,
+                )
+            )
+        case p.ConversationSync():
+            await convs.member_conversation(conn.user.id, frame.conversation)
+            conn.request_sync(frame.id, frame.conversation, frame.after, exact=True)
+        case p.Ping():
+            conn.reply(p.Pong(id=frame.id))
+        case p.Auth():
+            raise p.ProtocolError("already_authenticated", "this connection is authenticated")

@@ -1,0 +1,1 @@
+"""The push worker: a durable outbox turned into Web Push (VAPID) deliveries."""

@@ -1,0 +1,1 @@
+"""Browser tests: the web client's JavaScript driven through Playwright and Chromium."""

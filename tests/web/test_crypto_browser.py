@@ -1,0 +1,210 @@
+"""web_client/shared/crypto.js in Chromium: RFC 9180 vector, Python vectors, browser vectors.
+
+A loopback HTTP server (a secure context for WebCrypto) serves `web_client/`
+and, under `/vectors/`, the RFC 9180 A.1.1 vector and `tests/vectors/python.json`.
+`web_client/test/crypto.html` runs every check in the page and leaves a summary
+on `window.__cryptoResults`; the tests read it. The browser's vectors are
+written to `tests/vectors/browser.json`, which the Python side checks.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, sync_playwright
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[2]
+WEB_ROOT = REPO / "web_client"
+VECTORS_DIR = REPO / "tests" / "vectors"
+PYTHON_VECTORS = VECTORS_DIR / "python.json"
+BROWSER_VECTORS = VECTORS_DIR / "browser.json"
+RFC_VECTOR_NAME = "hpke-rfc9180-a1-base.json"
+# The repository's copy first, then the project's shared/ folder beside the checkout.
+RFC_VECTOR_CANDIDATES = (
+    REPO / "tests" / "crypto" / RFC_VECTOR_NAME,
+    REPO.parent / "shared" / "vectors" / RFC_VECTOR_NAME,
+)
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VECTOR_SEED = "cejchat/browser-vectors/v1"
+PAGE_TIMEOUT_MS = 120_000
+PYTHON_VECTORS_MODULE = "chat_server.crypto.vectors"
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Serves `web_client/`, plus the named files of `routes` under `/vectors/`."""
+
+    def __init__(self, *args: Any, routes: Mapping[str, Path], **kwargs: Any) -> None:
+        self._routes = routes  # set before the base class handles the request
+        super().__init__(*args, directory=str(WEB_ROOT), **kwargs)
+
+    def translate_path(self, path: str) -> str:
+        route = urllib.parse.urlsplit(path).path
+        if route.startswith("/vectors/"):
+            target = self._routes.get(route.removeprefix("/vectors/"))
+            return str(target if target is not None else WEB_ROOT / "no-such-vector")
+        return super().translate_path(path)
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+def _rfc_vector_path() -> Path:
+    for candidate in RFC_VECTOR_CANDIDATES:
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in RFC_VECTOR_CANDIDATES)
+    raise FileNotFoundError(f"RFC 9180 vector not found; tried {tried}")
+
+
+def _ensure_python_vectors() -> str | None:
+    """Make sure tests/vectors/python.json exists; return why not if it can't."""
+    if PYTHON_VECTORS.is_file():
+        return None
+    if importlib.util.find_spec(PYTHON_VECTORS_MODULE) is None:
+        return f"{PYTHON_VECTORS} is missing and {PYTHON_VECTORS_MODULE} does not exist yet"
+    module = importlib.import_module(PYTHON_VECTORS_MODULE)
+    module.main(["--write", str(PYTHON_VECTORS)])
+    return None
+
+
+@pytest.fixture(scope="module")
+def python_vectors_missing() -> str | None:
+    """None when tests/vectors/python.json is there (written if needed), else the reason."""
+    return _ensure_python_vectors()
+
+
+@pytest.fixture(scope="module")
+def base_url(python_vectors_missing: str | None) -> Iterator[str]:
+    """A loopback HTTP server on a free port; closed, and its thread joined, afterwards."""
+    routes = {RFC_VECTOR_NAME: _rfc_vector_path()}
+    if python_vectors_missing is None:
+        routes["python.json"] = PYTHON_VECTORS
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, routes=routes))
+    thread = threading.Thread(target=server.serve_forever, name="crypto-test-http", daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        yield f"http://{host!s}:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, through Playwright."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def results(browser: Browser, base_url: str, python_vectors_missing: str | None) -> dict[str, Any]:
+    """Load the test page once and return `window.__cryptoResults` plus the page's errors."""
+    query = {"rfc": f"/vectors/{RFC_VECTOR_NAME}", "seed": VECTOR_SEED}
+    if python_vectors_missing is None:
+        query["peer"] = "/vectors/python.json"
+    page = browser.new_page()
+    page_errors: list[str] = []
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            page_errors.append(f"console.error: {msg.text}")
+
+    page.on("pageerror", lambda error: page_errors.append(str(error)))
+    page.on("console", on_console)
+    try:
+        page.goto(f"{base_url}/test/crypto.html?{urllib.parse.urlencode(query)}")
+        page.wait_for_function(
+            "() => window.__cryptoResults !== undefined && window.__cryptoResults.done",
+            timeout=PAGE_TIMEOUT_MS,
+        )
+        summary: dict[str, Any] = page.evaluate("() => window.__cryptoResults")
+    finally:
+        page.close()
+    summary["pageErrors"] = page_errors
+    return summary
+
+
+def _failures(part: Mapping[str, Any]) -> str:
+    lines = [m for m in part.get("messages", []) if not m.startswith("ok:")]
+    lines += part.get("errors", [])
+    return "\n".join(lines)
+
+
+def test_page_ran_without_errors(results: dict[str, Any]) -> None:
+    assert results.get("error") is None, results.get("error")
+    assert results["pageErrors"] == []
+
+
+def test_rfc9180_vector(results: dict[str, Any]) -> None:
+    rfc = results["rfc9180"]
+    assert rfc["pass"], _failures(rfc)
+    checked = "\n".join(rfc["messages"])
+    for part in ("shared_secret", "key_schedule_context", "exporter_secret", "open seq 256"):
+        assert part in checked
+
+
+def test_self_checks(results: dict[str, Any]) -> None:
+    assert results["self"]["pass"], _failures(results["self"])
+
+
+def test_python_vectors_check_in_browser(
+    results: dict[str, Any], python_vectors_missing: str | None
+) -> None:
+    if python_vectors_missing is not None:
+        pytest.skip(python_vectors_missing)
+    peer = results["peer"]
+    assert peer["producer"] == "python"
+    assert peer["pass"], _failures(peer)
+    assert all(count > 0 for count in peer["counts"].values()), peer["counts"]
+
+
+def test_browser_vectors_are_written(results: dict[str, Any]) -> None:
+    check = results["browserVectorsCheck"]
+    assert check["reproducible"], "buildVectors with a seed must give the same document"
+    assert check["pass"], _failures(check)
+    doc = results["browserVectors"]
+    assert doc["producer"] == "browser"
+    text = json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
+    # Rewrite only on change, so a checkout stays clean when nothing moved.
+    if not BROWSER_VECTORS.is_file() or BROWSER_VECTORS.read_text("utf-8") != text:
+        BROWSER_VECTORS.write_text(text, "utf-8")
+    assert json.loads(BROWSER_VECTORS.read_text("utf-8")) == doc
+
+
+def test_python_checks_browser_vectors(results: dict[str, Any]) -> None:
+    if importlib.util.find_spec(PYTHON_VECTORS_MODULE) is None:
+        pytest.skip(f"{PYTHON_VECTORS_MODULE} does not exist yet")
+    module = importlib.import_module(PYTHON_VECTORS_MODULE)
+    module.check_vectors(results["browserVectors"])  # raises VectorMismatch on any failure

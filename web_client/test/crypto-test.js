@@ -1,0 +1,274 @@
+/**
+ * Test harness for web_client/shared/crypto.js, run by test/crypto.html.
+ *
+ * The page reads its inputs from the query string:
+ *   rfc=URL    the RFC 9180 A.1.1 vector (JSON, hex strings)
+ *   peer=URL   another implementation's vectors document (optional)
+ *   seed=TEXT  seed of the reproducible browser vectors
+ * and leaves a JSON-serialisable summary on window.__cryptoResults:
+ *   { done, pass, rfc9180, peer, self, browserVectors, browserVectorsCheck, error }
+ * where each part is { pass, messages } (peer: checkVectors' report, or
+ * { skipped: true, reason }).
+ */
+
+import * as c from "../shared/crypto.js";
+
+class Checker {
+  constructor() {
+    this.messages = [];
+    this.failures = 0;
+  }
+
+  ok(condition, what) {
+    if (!condition) this.failures++;
+    this.messages.push(`${condition ? "ok" : "FAIL"}: ${what}`);
+  }
+
+  eqHex(actual, expectedHex, what) {
+    const hex = c.toHex(actual);
+    this.ok(hex === expectedHex.toLowerCase(), hex === expectedHex.toLowerCase() ? what : `${what}: got ${hex}, want ${expectedHex}`);
+  }
+
+  async throws(fn, what) {
+    try {
+      await fn();
+      this.ok(false, `${what} (did not throw)`);
+    } catch {
+      this.ok(true, what);
+    }
+  }
+
+  async guard(what, fn) {
+    try {
+      await fn();
+    } catch (err) {
+      this.ok(false, `${what}: ${err && err.stack ? err.stack : err}`);
+    }
+  }
+
+  result() {
+    return { pass: this.failures === 0 && this.messages.length > 0, failures: this.failures, messages: this.messages };
+  }
+}
+
+/** RFC 9180 A.1.1: key derivation, key schedule, every encryption and export, both sides. */
+export async function runRfc9180(v) {
+  const t = new Checker();
+  const h = (x) => c.fromHex(x);
+  await t.guard("rfc9180", async () => {
+    t.ok(v.mode === "0" && v.kem_id === "32" && v.kdf_id === "1" && v.aead_id === "1", "suite is base/X25519/SHA256/AES-128-GCM");
+    const e = await c.hpke.deriveKeyPair(h(v.ikmE), { extractable: true });
+    t.eqHex(e.skRaw, v.skEm, "DeriveKeyPair(ikmE).sk");
+    t.eqHex(e.pkRaw, v.pkEm, "DeriveKeyPair(ikmE).pk");
+    const r = await c.hpke.deriveKeyPair(h(v.ikmR));
+    t.eqHex(r.skRaw, v.skRm, "DeriveKeyPair(ikmR).sk");
+    t.eqHex(r.pkRaw, v.pkRm, "DeriveKeyPair(ikmR).pk");
+
+    const { enc, ctx: sender } = await c.setupBaseS(h(v.pkRm), h(v.info), { ikmE: h(v.ikmE) });
+    t.eqHex(enc, v.enc, "enc");
+    const viaSkE = await c.setupBaseS(h(v.pkRm), h(v.info), { skE: h(v.skEm) });
+    t.eqHex(viaSkE.enc, v.enc, "enc (skE injected)");
+    const receiver = await c.setupBaseR(h(v.enc), h(v.skRm), undefined, h(v.info));
+    const receiverKey = await c.setupBaseR(h(v.enc), r.privateKey, h(v.pkRm), h(v.info));
+    for (const [name, ctx] of [["sender", sender], ["receiver", receiver], ["receiver (CryptoKey)", receiverKey]]) {
+      t.eqHex(ctx.sharedSecret, v.shared_secret, `${name} shared_secret`);
+      t.eqHex(ctx.keyScheduleContext, v.key_schedule_context, `${name} key_schedule_context`);
+      t.eqHex(ctx.secret, v.secret, `${name} secret`);
+      t.eqHex(ctx.key, v.key, `${name} key`);
+      t.eqHex(ctx.baseNonce, v.base_nonce, `${name} base_nonce`);
+      t.eqHex(ctx.exporterSecret, v.exporter_secret, `${name} exporter_secret`);
+    }
+
+    // Sender: seal every sequence number in order, compare the listed ones.
+    const wanted = new Map(v.encryptions.map((x) => [BigInt(x.sequence_number), x]));
+    const last = v.encryptions.reduce((m, x) => (BigInt(x.sequence_number) > m ? BigInt(x.sequence_number) : m), 0n);
+    for (let seq = 0n; seq <= last; seq++) {
+      const x = wanted.get(seq);
+      t.ok(sender.seq === seq, `sender seq advances to ${seq}`);
+      if (x) {
+        t.eqHex(sender.computeNonce(seq), x.nonce, `nonce(${seq})`);
+        t.eqHex(await sender.seal(h(x.aad), h(x.pt)), x.ct, `seal seq ${seq}`);
+      } else {
+        await sender.seal(new Uint8Array(0), new Uint8Array(0));
+      }
+    }
+    // Receiver: jump to each listed sequence number and open.
+    for (const x of v.encryptions) {
+      receiver.seq = BigInt(x.sequence_number);
+      t.eqHex(await receiver.open(h(x.aad), h(x.ct)), x.pt, `open seq ${x.sequence_number}`);
+      t.ok(receiver.seq === BigInt(x.sequence_number) + 1n, `receiver seq increments after ${x.sequence_number}`);
+    }
+    receiver.seq = 0n;
+    const first = v.encryptions[0];
+    await t.throws(() => receiver.open(h(first.aad + "00"), h(first.ct)), "open with other aad fails");
+    t.ok(receiver.seq === 0n, "failed open leaves seq unchanged");
+    for (const x of v.exports) {
+      for (const [name, ctx] of [["sender", sender], ["receiver", receiver]]) {
+        t.eqHex(await ctx.export(h(x.exporter_context), Number(x.L)), x.exported_value, `${name} export(${x.exporter_context || "''"}, ${x.L})`);
+      }
+    }
+    // A small-order recipient key must be refused (RFC 9180 §7.1.4).
+    await t.throws(() => c.setupBaseS(new Uint8Array(32), h(v.info)), "all-zero pkR is refused");
+  });
+  return t.result();
+}
+
+/** Unit checks of the format helpers and the failure paths, with fresh random keys. */
+export async function runSelfChecks() {
+  const t = new Checker();
+  await t.guard("self", async () => {
+    // Encodings.
+    t.eqHex(c.lp("ab"), "000000026162", "lp(str)");
+    t.eqHex(c.lp(4294967296), "0000000a34323934393637323936", "lp(epoch) is decimal ASCII");
+    t.eqHex(c.lp("é"), "00000002c3a9", "lp is UTF-8 bytes");
+    t.eqHex(c.lp(new Uint8Array(0)), "00000000", "lp(empty)");
+    for (let n = 0; n < 40; n++) {
+      const bytes = c.randomBytes(n);
+      const std = btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+      if (c.b64encode(bytes) !== std || !c.bytesEqual(c.b64decode(std), bytes)) t.ok(false, `b64 length ${n}`);
+    }
+    t.ok(true, "b64url no padding matches btoa for lengths 0..39");
+    await t.throws(() => c.b64decode("AB=="), "b64 padding rejected");
+    await t.throws(() => c.b64decode("AB+/"), "b64 standard alphabet rejected");
+    await t.throws(() => c.b64decode("AB"), "b64 non-zero trailing bits rejected");
+    t.ok((await c.hkdf(c.utf8("k"), new Uint8Array(0), c.utf8("i"), 42)).length === 42, "hkdf length");
+
+    // Recovery key text form.
+    const rk = c.generateRecoveryKey();
+    const text = c.formatRecoveryKey(rk);
+    t.ok(/^[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){12}$/.test(text), `recovery key format ${text}`);
+    t.ok(c.bytesEqual(c.parseRecoveryKey(text), rk), "recovery key parse(format(k)) == k");
+    t.ok(c.bytesEqual(c.parseRecoveryKey(text.toLowerCase().replace(/-/g, " ")), rk), "parse is case/space tolerant");
+    t.ok(c.formatRecoveryKey(new Uint8Array(32).fill(255)).endsWith("ZZZG"), "fill bits are zero (trailing)");
+    t.ok(c.bytesEqual(c.parseRecoveryKey("O".repeat(52)), new Uint8Array(32)), "O reads as 0");
+    t.ok(c.bytesEqual(c.parseRecoveryKey("l".repeat(51) + "G"), c.parseRecoveryKey("1".repeat(51) + "G")), "l reads as 1");
+    await t.throws(() => c.parseRecoveryKey("U".repeat(52)), "U is not Crockford");
+    await t.throws(() => c.parseRecoveryKey(text.slice(0, -1)), "short recovery key rejected");
+    await t.throws(() => c.parseRecoveryKey("0".repeat(51) + "1"), "non-zero fill bits rejected");
+
+    // Non-extractable device keys work end to end.
+    const alice = await c.generateDeviceKeys();
+    const bob = await c.generateDeviceKeys();
+    t.ok(!alice.dhPrivate.extractable && !alice.sigPrivate.extractable, "device keys are non-extractable by default");
+    t.ok(alice.dhPublic.length === 32 && alice.sigPublic.length === 32, "raw public keys are 32 bytes");
+    await t.throws(() => c.exportDevicePrivate(alice), "non-extractable keys cannot be exported");
+    const reg = await c.deviceRegistration(alice, "u-a", "d-a");
+    t.ok(await c.verifyRegistration("u-a", "d-a", alice.dhPublic, alice.sigPublic, c.b64decode(reg.sig)), "registration verifies");
+    t.ok(!(await c.verifyRegistration("u-a", "d-b", alice.dhPublic, alice.sigPublic, c.b64decode(reg.sig))), "registration bound to device id");
+    t.ok(!(await c.verifyRegistration("u-a", "d-a", bob.dhPublic, alice.sigPublic, c.b64decode(reg.sig))), "registration bound to dh key");
+
+    // Envelopes.
+    const epochKey = c.generateEpochKey();
+    const env = await c.wrapEpochKey({
+      epochKey, conversation: "c", epoch: 3, recipientDevice: "d-b", recipientDhPub: bob.dhPublic,
+      senderDevice: "d-a", senderKeys: alice,
+    });
+    t.ok(c.bytesEqual(await c.openEnvelope(env, bob, alice.sigPublic), epochKey), "envelope round trip");
+    t.ok(!(await c.verifyEnvelope(env, bob.sigPublic)), "envelope sig checked against the sender key");
+    await t.throws(() => c.openEnvelope(env, alice, alice.sigPublic), "other device cannot open the envelope");
+    await t.throws(() => c.openEnvelope({ ...env, epoch: 4 }, bob, alice.sigPublic), "relabelled epoch rejected");
+    const ct = c.b64decode(env.ct);
+    ct[0] ^= 1;
+    await t.throws(() => c.openEnvelope({ ...env, ct: c.b64encode(ct) }, bob, alice.sigPublic), "tampered ct rejected");
+    // A relabelled envelope re-signed by the sender still fails: info binds it.
+    const moved = { ...env, conversation: "other" };
+    const info = c.envelopeInfo(moved.conversation, moved.epoch, moved.recipient_device);
+    const sig = await c.sign(alice.sigPrivate, c.envelopeSigBytes(info, c.envelopeAad("d-a"), c.b64decode(env.enc), c.b64decode(env.ct)));
+    await t.throws(() => c.openEnvelope({ ...moved, sig: c.b64encode(sig) }, bob, alice.sigPublic), "HPKE info binds the conversation");
+
+    // Messages.
+    const msg = await c.encryptMessage({
+      epochKey, conversation: "c", epoch: 3, senderDevice: "d-a", senderKeys: alice,
+      clientId: "m1", msgType: "text", plaintext: { text: "salut ✓" },
+    });
+    t.ok((await c.decryptMessageJson(msg, epochKey, alice.sigPublic)).text === "salut ✓", "message round trip");
+    t.ok(await c.verifyMessage(msg, alice.sigPublic), "server-side verify");
+    t.ok(!(await c.verifyMessage({ ...msg, msg_type: "appointment" }, alice.sigPublic)), "relabelled type fails verify");
+    const aesKey = await crypto.subtle.importKey("raw", epochKey, "AES-GCM", false, ["encrypt", "decrypt"]);
+    t.ok(c.utf8decode(await c.decryptMessage(msg, aesKey, alice.sigPublic)).includes("salut"), "epoch key as CryptoKey");
+    const relabelled = { ...msg, client_id: "m2" };
+    const aad = c.messageAad({ conversation: "c", epoch: 3, senderDevice: "d-a", clientId: "m2", msgType: "text" });
+    relabelled.sig = c.b64encode(await c.sign(alice.sigPrivate, c.messageSigBytes(aad, c.b64decode(msg.nonce), c.b64decode(msg.ciphertext))));
+    await t.throws(() => c.decryptMessage(relabelled, epochKey, alice.sigPublic), "AES-GCM aad binds the client id");
+    await t.throws(() => c.decryptMessage(msg, c.generateEpochKey(), alice.sigPublic), "wrong epoch key fails");
+
+    // Safety number.
+    const sn = await c.safetyNumber({ userId: "u-a", sigPubs: [alice.sigPublic] }, { userId: "u-b", sigPubs: [bob.sigPublic] });
+    t.ok(/^\d{30}$/.test(sn), `safety number shape ${sn}`);
+    t.ok(c.formatSafetyNumber(sn) === sn.match(/.{5}/g).join(" "), "safety number display groups");
+    await t.throws(() => c.safetyNumber({ userId: "u-a", sigPubs: [alice.sigPublic] }, { userId: "u-a", sigPubs: [bob.sigPublic] }), "same user twice refused");
+    await t.throws(() => c.safetyNumber({ userId: "u-a", sigPubs: [alice.sigPublic, alice.sigPublic] }, { userId: "u-b", sigPubs: [] }), "duplicate key refused");
+    const sn2 = await c.safetyNumber({ userId: "u-b", sigPubs: [bob.sigPublic] }, { userId: "u-a", sigPubs: [alice.sigPublic] });
+    t.ok(sn === sn2, "safety number is symmetric");
+    // Ordering by code point, not UTF-16: U+FF21 sorts before U+1F600 in Python, not in JS's default sort.
+    const p = await c.safetyNumber({ userId: "\uFF21", sigPubs: [alice.sigPublic] }, { userId: "\u{1F600}", sigPubs: [bob.sigPublic] });
+    const digest = await c.sha256(c.concat(c.lp("cejchat/safety/v1"), c.lp("\uFF21"), c.lp(alice.sigPublic), c.lp("\u{1F600}"), c.lp(bob.sigPublic)));
+    let expected = [];
+    for (let i = 0; i < 6; i++) {
+      let n = 0;
+      for (let j = 0; j < 5; j++) n = n * 256 + digest[5 * i + j];
+      expected.push(String(n % 100000).padStart(5, "0"));
+    }
+    t.ok(p === expected.join(""), "user ids ordered by code point");
+
+    // Backups.
+    const extractable = await c.generateDeviceKeys({ extractable: true });
+    const payload = await c.backupPayload("u-a", [{ deviceId: "d-a", keys: extractable }], [{ conversation: "c", epoch: 3, key: epochKey }]);
+    const backup = await c.sealBackup(rk, "u-a", payload);
+    const opened = await c.openBackup(text, "u-a", backup);
+    t.ok(opened.payload.epoch_keys[0].key === c.b64encode(epochKey), "backup round trip via the text form");
+    const restored = await c.importDeviceKeys({ dhPriv: c.b64decode(opened.payload.devices[0].dh_priv), sigPriv: c.b64decode(opened.payload.devices[0].sig_priv) });
+    t.ok(c.bytesEqual(restored.sigPublic, extractable.sigPublic) && c.bytesEqual(restored.dhPublic, extractable.dhPublic), "restored device keys match");
+    t.ok(!restored.dhPrivate.extractable, "restored keys are non-extractable by default");
+    await t.throws(() => c.openBackup(c.generateRecoveryKey(), "u-a", backup), "wrong recovery key fails");
+    await t.throws(() => c.openBackup(rk, "u-b", backup), "backup bound to the user id");
+
+    // A fresh (non-seeded) vectors document passes our own checker.
+    const fresh = await c.checkVectors(await c.buildVectors("browser"));
+    t.ok(fresh.ok, `fresh random vectors check: ${fresh.errors.join("; ")}`);
+  });
+  return t.result();
+}
+
+async function fetchJson(url) {
+  const response = await fetch(url, { cache: "no-store" });
+  if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+  return response.json();
+}
+
+/** Run everything; `params` is a URLSearchParams. */
+export async function runAll(params) {
+  const results = { done: false, pass: false };
+  try {
+    const rfcUrl = params.get("rfc");
+    results.rfc9180 = rfcUrl
+      ? await runRfc9180(await fetchJson(rfcUrl))
+      : { pass: false, messages: ["FAIL: no rfc= parameter"] };
+
+    const peerUrl = params.get("peer");
+    if (peerUrl) {
+      const report = await c.checkVectors(await fetchJson(peerUrl));
+      results.peer = { ...report, pass: report.ok, source: peerUrl };
+    } else {
+      results.peer = { skipped: true, reason: "no peer= parameter" };
+    }
+
+    results.self = await runSelfChecks();
+
+    const seed = params.get("seed") ?? "cejchat/browser-vectors/v1";
+    results.browserVectors = await c.buildVectors("browser", { seed });
+    const again = await c.buildVectors("browser", { seed });
+    const own = await c.checkVectors(results.browserVectors);
+    results.browserVectorsCheck = {
+      ...own,
+      pass: own.ok && JSON.stringify(again) === JSON.stringify(results.browserVectors),
+      reproducible: JSON.stringify(again) === JSON.stringify(results.browserVectors),
+    };
+    results.pass =
+      results.rfc9180.pass && results.self.pass && results.browserVectorsCheck.pass && (results.peer.skipped || results.peer.pass);
+  } catch (err) {
+    results.error = String(err && err.stack ? err.stack : err);
+  }
+  results.done = true;
+  return results;
+}
