@@ -8,15 +8,17 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from chat_server.accounts import AccountService
 from chat_server.broker.base import Broker
 from chat_server.broker.local import LocalBroker
 from chat_server.crypto.passwords import Passwords
 from chat_server.hub import Hub
+from chat_server.rooms.keys import E2EEVerifier, KeyService
 from chat_server.rooms.service import ConversationService, MessageVerifier, NoVerification
 from chat_server.settings import Settings
-from chat_server.storage.base import AccountStore, MessageStore, PresenceStore
+from chat_server.storage.base import AccountStore, KeyStore, MessageStore, PresenceStore
 from chat_server.storage.embedded import EmbeddedMongo
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ class Services:
     """Everything a request or a connection needs, built once per process."""
 
     settings: Settings
+    database: Database
     accounts_store: AccountStore
     messages: MessageStore
     presence: PresenceStore
@@ -36,6 +39,7 @@ class Services:
     hub: Hub
     accounts: AccountService
     conversations: ConversationService
+    keys: KeyService
     process_id: str
     _closers: list[object] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -95,19 +99,20 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
     accounts_store = db.accounts()
     messages = db.messages()
     presence = db.presence()
+    key_store = db.keys()
     if verifier is None:
         if settings.require_e2ee:
-            from chat_server.rooms.keys import KeyService
-
-            verifier = KeyService.verifier_for(db)
+            verifier = E2EEVerifier(key_store, messages)
         else:
             verifier = NoVerification()
     accounts = AccountService(accounts_store, messages, Passwords(), settings, clock)
     conversations = ConversationService(
         messages, accounts_store, presence, hub, clock, verifier, settings.max_body_bytes
     )
+    keys = KeyService(key_store, messages, accounts_store, conversations, hub, clock)
     svc = Services(
         settings=settings,
+        database=db,
         accounts_store=accounts_store,
         messages=messages,
         presence=presence,
@@ -115,6 +120,7 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
         hub=hub,
         accounts=accounts,
         conversations=conversations,
+        keys=keys,
         process_id=secrets.token_hex(8),
         _closers=closers,
     )

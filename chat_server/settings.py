@@ -31,6 +31,7 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    store: str = "mongo"
     mongodb_url: str | None = None
     mongodb_db: str = "cejchat"
     data_dir: Path = Path("data")
@@ -108,6 +109,12 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     return items
 
 
+def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
+    if raw not in allowed:
+        raise SettingsError(name, "one of " + ", ".join(allowed), raw)
+    return raw
+
+
 def _level(name: str, raw: str) -> str:
     up = raw.upper()
     if up not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -127,6 +134,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     take("HOST", "host", lambda n, r: r)
     take("PORT", "port", lambda n, r: _int(n, r, 0, 65535))
+    take("STORE", "store", lambda n, r: _choice(n, r, ("mongo", "memory")))
     take("MONGODB_URL", "mongodb_url", lambda n, r: _url(n, r, ("mongodb", "mongodb+srv")))
     take("MONGODB_DB", "mongodb_db", lambda n, r: r)
     take("DATA_DIR", "data_dir", lambda n, r: Path(r))

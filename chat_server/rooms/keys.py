@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
+from chat_server.hub import Hub
 from chat_server.rooms.models import Conversation, NewMessage
+from chat_server.rooms.service import ConversationService
+from chat_server.storage.base import AccountStore, KeyStore, MessageStore
 
 
-class KeyService:
-    """Placeholder until the end-to-end issue lands: refuses every message."""
+class E2EEVerifier:
+    """Placeholder."""
 
-    @classmethod
-    def verifier_for(cls, db: Any) -> KeyService:
-        return cls()
+    def __init__(self, keys: KeyStore, messages: MessageStore) -> None:
+        self._keys = keys
 
     async def check_message(self, conversation: Conversation, message: NewMessage) -> None:
         raise NotImplementedError
+
+
+class KeyService:
+    """Placeholder."""
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        messages: MessageStore,
+        accounts: AccountStore,
+        conversations: ConversationService,
+        hub: Hub,
+        clock: Callable[[], float],
+    ) -> None:
+        self._keys = keys

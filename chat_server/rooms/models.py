@@ -76,6 +76,7 @@ class Conversation:
     created_at: float = 0.0
     previous_counsellor_id: str | None = None
     temporary_until: float | None = None
+    rotation_required: bool = False
 
     @property
     def members(self) -> tuple[str, str]:
@@ -124,3 +125,57 @@ class Presence:
     user_id: str
     online: bool
     last_seen: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A device's public keys (raw 32 bytes each) and its self-signed registration."""
+
+    id: str
+    user_id: str
+    dh_pub: bytes
+    sig_pub: bytes
+    registration_sig: bytes
+    created_at: float
+    removed_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeRecord:
+    """An epoch key wrapped (HPKE) for one device, signed by the sending device."""
+
+    conversation_id: str
+    epoch: int
+    recipient_device: str
+    sender_device: str
+    enc: bytes
+    ct: bytes
+    sig: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRequest:
+    """A device that should receive the conversation's earlier epoch keys.
+
+    ``approved`` requests are shown to the devices that hold the keys; a
+    beneficiary's new phone waits for the counsellor's approval.
+    """
+
+    conversation_id: str
+    recipient_device: str
+    recipient_user: str
+    reason: str
+    approved: bool
+    created_at: float
+    done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """Who did what to a conversation's membership, and when."""
+
+    conversation_id: str
+    actor_id: str
+    action: str
+    details: dict[str, object]
+    at: float

@@ -11,7 +11,11 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from chat_server.rooms.models import (
+    AuditRecord,
     Conversation,
+    Device,
+    EnvelopeRecord,
+    KeyRequest,
     NewMessage,
     Presence,
     Session,
@@ -27,6 +31,10 @@ class StoreError(Exception):
 
 class Conflict(StoreError):
     """A uniqueness rule was violated (for example a login already taken)."""
+
+
+class NonceReused(Conflict):
+    """The sending device already used this nonce in a stored message."""
 
 
 class AccountStore(Protocol):
@@ -124,7 +132,9 @@ class MessageStore(Protocol):
         database with majority and journal before this returns; a message whose
         ``(conversation, sender, client_id)`` was already stored is not stored
         again and the first stored copy is returned with ``created=False``.
-        On failure it raises ``StoreError`` and nothing is stored.
+        A non-empty ``nonce`` already stored for the same sending device (in
+        another message) raises ``NonceReused``. On failure it raises
+        ``StoreError`` and nothing is stored.
         """
 
     async def messages_after(
@@ -158,3 +168,67 @@ class PresenceStore(Protocol):
 
     async def presence(self, user_ids: Sequence[str], now: float) -> dict[str, Presence]:
         """Presence of each user: online if a live process holds a connection of theirs."""
+
+
+class KeyStore(Protocol):
+    """Device public keys, epochs and their HPKE envelopes, key requests, backups, audit."""
+
+    async def add_device(self, device: Device) -> None:
+        """Register; raise ``Conflict`` if the device id exists (removed or not)."""
+
+    async def get_device(self, device_id: str) -> Device | None:
+        """The device, removed or not, or None."""
+
+    async def devices_of(self, user_ids: Sequence[str]) -> list[Device]:
+        """Registered, not removed devices of these users, oldest first."""
+
+    async def remove_device(self, device_id: str, now: float) -> bool:
+        """Mark removed; True if it was registered and not yet removed."""
+
+    async def add_epoch(
+        self, conversation_id: str, epoch: int, creator_device: str,
+        envelopes: Sequence[EnvelopeRecord], now: float,
+    ) -> None:
+        """Create epoch ``epoch`` with its envelopes in one atomic write.
+
+        Raise ``Conflict`` if that epoch already exists (another client rotated
+        first). On success the conversation's ``epoch`` becomes ``epoch`` (if
+        higher) and its ``rotation_required`` flag is cleared.
+        """
+
+    async def add_envelopes(self, envelopes: Sequence[EnvelopeRecord]) -> int:
+        """Add re-wrapped envelopes of existing epochs; an envelope for a
+        (conversation, epoch, recipient) that exists is skipped. Returns how many were added.
+        """
+
+    async def envelopes_for(
+        self, device_id: str, conversation_id: str | None
+    ) -> list[EnvelopeRecord]:
+        """Every envelope addressed to ``device_id`` (optionally in one conversation)."""
+
+    async def epochs_held(self, conversation_id: str, device_ids: Sequence[str]) -> dict[str, set[int]]:
+        """For each device, the epochs of the conversation it has an envelope for."""
+
+    async def require_rotation(self, conversation_id: str) -> None:
+        """Flag the conversation: no message is accepted until a new epoch exists."""
+
+    async def put_key_request(self, request: KeyRequest) -> None:
+        """Insert or replace the request for (conversation, recipient device)."""
+
+    async def key_requests(self, conversation_ids: Sequence[str]) -> list[KeyRequest]:
+        """Open (not done) requests in these conversations."""
+
+    async def close_key_request(self, conversation_id: str, device_id: str) -> None:
+        """Mark the request done."""
+
+    async def put_backup(self, user_id: str, backup: dict[str, str], now: float) -> None:
+        """Store (replace) the user's encrypted key backup."""
+
+    async def get_backup(self, user_id: str) -> dict[str, str] | None:
+        """The user's encrypted key backup, or None."""
+
+    async def add_audit(self, record: AuditRecord) -> None:
+        """Append an audit record (never updated, never deleted)."""
+
+    async def audit_for(self, conversation_id: str) -> list[AuditRecord]:
+        """Audit records of a conversation, oldest first."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
@@ -26,7 +26,10 @@ from chat_server.rooms.models import (
     Structure,
     User,
 )
-from chat_server.storage.base import Conflict, StoreError
+from chat_server.storage.base import Conflict, NonceReused, StoreError
+
+if TYPE_CHECKING:
+    from chat_server.storage.mongo_keys import MongoKeyStore
 
 Doc = dict[str, Any]
 DURABLE = WriteConcern(w="majority", j=True)
@@ -78,7 +81,13 @@ class MongoDatabase:
             [("conversation_id", ASCENDING), ("sender_id", ASCENDING), ("client_id", ASCENDING)],
             unique=True,
         )
+        await db.messages.create_index(
+            [("nonce_key", ASCENDING)],
+            unique=True,
+            partialFilterExpression={"nonce_key": {"$type": "string"}},
+        )
         await db.reads.create_index([("conversation_id", ASCENDING)])
+        await self.keys().create_indexes()
 
     def accounts(self) -> MongoAccountStore:
         """The account store on this database."""
@@ -91,6 +100,12 @@ class MongoDatabase:
     def presence(self) -> MongoPresenceStore:
         """The presence store on this database."""
         return MongoPresenceStore(self.db)
+
+    def keys(self) -> MongoKeyStore:
+        """The key store on this database."""
+        from chat_server.storage.mongo_keys import MongoKeyStore  # noqa: PLC0415
+
+        return MongoKeyStore(self.db)
 
     def collection(self, name: str) -> AsyncCollection[Doc]:
         """A raw collection, for the other adapters of this package."""
@@ -253,6 +268,7 @@ def _conversation(d: Mapping[str, Any]) -> Conversation:
         created_at=d.get("created_at", 0.0),
         previous_counsellor_id=d.get("previous_counsellor_id"),
         temporary_until=d.get("temporary_until"),
+        rotation_required=d.get("rotation_required", False),
     )
 
 
@@ -306,6 +322,7 @@ class MongoMessageStore:
                     "created_at": c.created_at,
                     "previous_counsellor_id": c.previous_counsellor_id,
                     "temporary_until": c.temporary_until,
+                    "rotation_required": c.rotation_required,
                 }
             )
         except DuplicateKeyError as exc:
@@ -388,6 +405,9 @@ class MongoMessageStore:
                 "sig": m.sig,
                 "created_at": now,
             }
+            if m.nonce:
+                # One string field, so one unique index refuses a nonce reused by a device.
+                doc["nonce_key"] = m.device_id + ":" + m.nonce.hex()
             try:
                 await self._messages.insert_one(doc)
             except DuplicateKeyError:
@@ -396,6 +416,10 @@ class MongoMessageStore:
                     self._next.pop(m.conversation_id, None)
                     await self._touch(existing.conversation_id, existing.seq, existing.created_at)
                     return existing, False
+                if m.nonce and await self._messages.find_one(
+                    {"nonce_key": doc.get("nonce_key")}, projection={"_id": 1}
+                ):
+                    raise NonceReused("this device already used this nonce")
                 seq = await self.last_seq(m.conversation_id) + 1
                 continue
             self._next[m.conversation_id] = seq + 1
