@@ -26,6 +26,28 @@ log = logging.getLogger(__name__)
 PRESENCE_TTL = 30.0
 
 
+class Database(Protocol):
+    """A store backend: hands out the adapter of every storage port."""
+
+    def accounts(self) -> AccountStore:
+        """The account store."""
+
+    def messages(self) -> MessageStore:
+        """The message store."""
+
+    def presence(self) -> PresenceStore:
+        """The presence store."""
+
+    def keys(self) -> KeyStore:
+        """The key store."""
+
+    async def ping(self) -> bool:
+        """True if the backend answers."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
 @dataclass
 class Services:
     """Everything a request or a connection needs, built once per process."""
@@ -35,6 +57,7 @@ class Services:
     accounts_store: AccountStore
     messages: MessageStore
     presence: PresenceStore
+    key_store: KeyStore
     broker: Broker
     hub: Hub
     accounts: AccountService
@@ -47,13 +70,7 @@ class Services:
 
     async def ready(self) -> dict[str, bool]:
         """Readiness of each dependency."""
-        from chat_server.storage.mongo import MongoDatabase
-
-        store_ok = True
-        for c in self._closers:
-            if isinstance(c, MongoDatabase):
-                store_ok = await c.ping()
-        return {"store": store_ok, "broker": await self.broker.healthy()}
+        return {"store": await self.database.ping(), "broker": await self.broker.healthy()}
 
     async def close(self) -> None:
         """Stop background tasks, the broker, the database and the embedded engine."""
@@ -69,11 +86,16 @@ class Services:
                     await close()
 
 
-async def build_services(settings: Settings, verifier: MessageVerifier | None = None) -> Services:
-    """Start the store (embedded engine unless ``MONGODB_URL``) and the broker, wire the rest."""
+async def open_database(settings: Settings, closers: list[object]) -> Database:
+    """The configured store: in-memory, a MongoDB URL, or the embedded engine."""
+    if settings.store == "memory":
+        from chat_server.storage.memory import MemoryDatabase
+
+        mem = MemoryDatabase()
+        closers.append(mem)
+        return mem
     from chat_server.storage.mongo import MongoDatabase
 
-    closers: list[object] = []
     if settings.mongodb_url:
         db = MongoDatabase(settings.mongodb_url, settings.mongodb_db)
     else:
@@ -85,7 +107,13 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
     closers.append(db)
     await db.wait_ready(30)
     await db.create_indexes()
+    return db
 
+
+async def build_services(settings: Settings, verifier: MessageVerifier | None = None) -> Services:
+    """Start the store and the broker, wire the rest."""
+    closers: list[object] = []
+    db = await open_database(settings, closers)
     broker: Broker
     if settings.redis_url:
         from chat_server.broker.redis import RedisBroker
@@ -101,10 +129,7 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
     presence = db.presence()
     key_store = db.keys()
     if verifier is None:
-        if settings.require_e2ee:
-            verifier = E2EEVerifier(key_store, messages)
-        else:
-            verifier = NoVerification()
+        verifier = E2EEVerifier(key_store) if settings.require_e2ee else NoVerification()
     accounts = AccountService(accounts_store, messages, Passwords(), settings, clock)
     conversations = ConversationService(
         messages, accounts_store, presence, hub, clock, verifier, settings.max_body_bytes
@@ -116,6 +141,7 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
         accounts_store=accounts_store,
         messages=messages,
         presence=presence,
+        key_store=key_store,
         broker=broker,
         hub=hub,
         accounts=accounts,

@@ -13,7 +13,7 @@ from chat_server.storage.base import AccountStore, KeyStore, MessageStore
 class E2EEVerifier:
     """Placeholder."""
 
-    def __init__(self, keys: KeyStore, messages: MessageStore) -> None:
+    def __init__(self, keys: KeyStore) -> None:
         self._keys = keys
 
     async def check_message(self, conversation: Conversation, message: NewMessage) -> None:

@@ -186,8 +186,12 @@ class KeyStore(Protocol):
         """Mark removed; True if it was registered and not yet removed."""
 
     async def add_epoch(
-        self, conversation_id: str, epoch: int, creator_device: str,
-        envelopes: Sequence[EnvelopeRecord], now: float,
+        self,
+        conversation_id: str,
+        epoch: int,
+        creator_device: str,
+        envelopes: Sequence[EnvelopeRecord],
+        now: float,
     ) -> None:
         """Create epoch ``epoch`` with its envelopes in one atomic write.
 
@@ -206,7 +210,9 @@ class KeyStore(Protocol):
     ) -> list[EnvelopeRecord]:
         """Every envelope addressed to ``device_id`` (optionally in one conversation)."""
 
-    async def epochs_held(self, conversation_id: str, device_ids: Sequence[str]) -> dict[str, set[int]]:
+    async def epochs_held(
+        self, conversation_id: str, device_ids: Sequence[str]
+    ) -> dict[str, set[int]]:
         """For each device, the epochs of the conversation it has an envelope for."""
 
     async def require_rotation(self, conversation_id: str) -> None:

@@ -103,7 +103,7 @@ class MongoDatabase:
 
     def keys(self) -> MongoKeyStore:
         """The key store on this database."""
-        from chat_server.storage.mongo_keys import MongoKeyStore  # noqa: PLC0415
+        from chat_server.storage.mongo_keys import MongoKeyStore
 
         return MongoKeyStore(self.db)
 
@@ -419,7 +419,7 @@ class MongoMessageStore:
                 if m.nonce and await self._messages.find_one(
                     {"nonce_key": doc.get("nonce_key")}, projection={"_id": 1}
                 ):
-                    raise NonceReused("this device already used this nonce")
+                    raise NonceReused("this device already used this nonce") from None
                 seq = await self.last_seq(m.conversation_id) + 1
                 continue
             self._next[m.conversation_id] = seq + 1
