@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from chat_server import transport
-from chat_server.api import auth, conversations
+from chat_server.api import auth, conversations, keys
 from chat_server.api.common import error
 from chat_server.rooms.service import MessageVerifier
 from chat_server.services import Services, build_services
@@ -117,6 +117,7 @@ def create_app(
         WebSocketRoute("/ws", ws_endpoint),
         *auth.routes,
         *conversations.routes,
+        *keys.routes,
     ]
     if WEB_ROOT.is_dir():
         routes.append(Mount("/", StaticFiles(directory=WEB_ROOT, html=True), name="web"))

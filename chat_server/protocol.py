@@ -256,6 +256,15 @@ class ConversationUpdated(Struct, tag="conversation.updated", tag_field="type"):
     conversation: dict[str, Any]
 
 
+class KeysRequested(Struct, tag="keys.requested", tag_field="type"):
+    """A device needs the conversation's earlier epoch keys; holders should re-wrap them."""
+
+    conversation: str
+    recipient_device: str
+    recipient_user: str
+    reason: str
+
+
 class Pong(Struct, tag="pong", tag_field="type"):
     """Answer to ``ping``."""
 
@@ -273,6 +282,7 @@ ServerFrame = (
     | Typing
     | PresenceFrame
     | ConversationUpdated
+    | KeysRequested
     | Pong
 )
 

@@ -23,12 +23,8 @@ from tests.helpers import ServerInfo
 
 
 @pytest.fixture(scope="session")
-def mongo_url() -> Iterator[str]:
-    """A MongoDB URL: ``CHAT_TEST_MONGODB_URL`` if set, else one embedded engine per session."""
-    url = os.environ.get("CHAT_TEST_MONGODB_URL")
-    if url:
-        yield url
-        return
+def embedded_mongo_url() -> Iterator[str]:
+    """One embedded ``nx-27017`` engine per session, whatever ``CHAT_TEST_MONGODB_URL`` says."""
     folder = Path(tempfile.mkdtemp(prefix="chat-test-mongo-"))
     engine = EmbeddedMongo(folder)
     asyncio.run(engine.start())
@@ -37,6 +33,16 @@ def mongo_url() -> Iterator[str]:
     finally:
         asyncio.run(engine.stop())
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mongo_url(request: pytest.FixtureRequest) -> str:
+    """A MongoDB URL: ``CHAT_TEST_MONGODB_URL`` if set, else the session's embedded engine."""
+    url = os.environ.get("CHAT_TEST_MONGODB_URL")
+    if url:
+        return url
+    embedded: str = request.getfixturevalue("embedded_mongo_url")
+    return embedded
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import secrets
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -189,3 +195,242 @@ class WsClient:
 def body_text(frame: dict[str, Any]) -> str:
     """Decode the opaque body of a ``message.created`` frame (core tests use plain bytes)."""
     return base64.b64decode(frame["message"]["body"]).decode()
+
+
+# ---------------------------------------------------------------- added for the core suite
+
+
+async def open_session(svc: Services, user: User, device_id: str | None = None) -> Account:
+    """A session for ``user`` written through the account store (no password round trip).
+
+    The HTTP login itself is tested in ``test_accounts.py``; everywhere else this keeps
+    tests fast (argon2id costs ~50 ms per hash by design).
+    """
+    from chat_server.crypto.tokens import new_id, new_token, token_hash
+    from chat_server.rooms.models import Session
+
+    token = new_token()
+    device = device_id or new_id()
+    now = time.time()
+    session = Session(token_hash(token), user.id, device, now, now + 3600)
+    await svc.accounts_store.add_session(session)
+    return Account(user, token, device)
+
+
+async def fast_world(svc: Services) -> World:
+    """The accounts of ``World``, created through ``AccountService`` without passwords."""
+    acc = svc.accounts
+    st = await acc.create_structure("Mission Locale Test", "mission_locale", ("CEJ",))
+    other = await acc.create_structure("Agence Autre", "france_travail", ("AIJ",))
+    c1 = await acc.create_user(Role.COUNSELLOR, "c1", "Claire Un", st.id)
+    c2 = await acc.create_user(Role.COUNSELLOR, "c2", "Cédric Deux", st.id)
+    sup = await acc.create_user(Role.SUPERVISOR, "sup", "Sophie Sup", st.id)
+    osup = await acc.create_user(Role.SUPERVISOR, "osup", "Omar Sup", other.id)
+    conv: dict[str, str] = {}
+    bens: dict[str, User] = {}
+    for name, counsellor in (("b1", c1), ("b2", c1), ("b3", c2)):
+        nb = await acc.create_beneficiary(counsellor, name, name.upper(), "CEJ")
+        conv[name] = nb.conversation.id
+        bens[name] = nb.user
+    return World(
+        st.id,
+        other.id,
+        await open_session(svc, c1),
+        await open_session(svc, c2),
+        await open_session(svc, sup),
+        await open_session(svc, osup),
+        await open_session(svc, bens["b1"]),
+        await open_session(svc, bens["b2"]),
+        await open_session(svc, bens["b3"]),
+        conv,
+    )
+
+
+def b64(text: str | bytes) -> str:
+    """Standard base64 of a text or bytes, as frames carry ``body``/``nonce``/``sig``."""
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(raw).decode()
+
+
+def send_frame(conv: str, text: str, client_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A ``message.send`` frame for a ``text`` message (its ``id`` is random)."""
+    frame: dict[str, Any] = {
+        "type": "message.send",
+        "id": secrets.token_hex(4),
+        "conversation": conv,
+        "client_id": client_id or secrets.token_hex(8),
+        "msg_type": "text",
+        "body": b64(text),
+    }
+    frame.update(extra)
+    return frame
+
+
+async def raw_ws(
+    server: ServerInfo, origin: str | None = None, path: str = "", **kwargs: Any
+) -> websockets.ClientConnection:
+    """A bare WebSocket connection to the server (nothing sent yet)."""
+    headers = {"Origin": origin} if origin else None
+    return await websockets.connect(
+        server.ws + path, additional_headers=headers, max_size=2**24, **kwargs
+    )
+
+
+async def close_code(ws: websockets.ClientConnection, timeout: float = 5.0) -> int | None:
+    """Read until the server closes the connection; return the close code it sent."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        left = deadline - loop.time()
+        if left <= 0:
+            raise TimeoutError("the server did not close the connection")
+        try:
+            await asyncio.wait_for(ws.recv(), left)
+        except websockets.ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd is not None else None
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 5.0, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` until it holds, or fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def api(
+    server: ServerInfo,
+    method: str,
+    path: str,
+    token: str | None = None,
+    json_body: Any = None,
+    content: bytes | None = None,
+) -> httpx.Response:
+    """One HTTP request to the server's API."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=server.http) as http:
+        return await http.request(method, path, headers=headers, json=json_body, content=content)
+
+
+async def dump_database(url: str, db_name: str) -> str:
+    """Every document of every collection of ``db_name``, as one repr string (for searches)."""
+    from chat_server.storage.mongo import MongoDatabase
+
+    db = MongoDatabase(url, db_name)
+    try:
+        parts: list[str] = []
+        for name in await db.db.list_collection_names():
+            async for doc in db.collection(name).find():
+                parts.append(repr(doc))
+        return "\n".join(parts)
+    finally:
+        await db.close()
+
+
+CONFIG_VARS = (
+    "HOST",
+    "PORT",
+    "STORE",
+    "MONGODB_URL",
+    "MONGODB_DB",
+    "DATA_DIR",
+    "REDIS_URL",
+    "ALLOWED_ORIGINS",
+    "MAX_FRAME_BYTES",
+    "MAX_BODY_BYTES",
+    "RATE_PER_SECOND",
+    "RATE_BURST",
+    "SEND_QUEUE_SIZE",
+    "HEARTBEAT_SECONDS",
+    "AUTH_TIMEOUT_SECONDS",
+    "SESSION_TTL_DAYS",
+    "ACTIVATION_TTL_HOURS",
+    "LOGIN_MAX_FAILURES",
+    "LOGIN_WINDOW_SECONDS",
+    "RESUME_MAX_MESSAGES",
+    "REQUIRE_E2EE",
+    "LOG_LEVEL",
+    "VAPID_PRIVATE_KEY",
+    "VAPID_SUBJECT",
+)
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    """This process's environment without any server configuration, plus ``overrides``."""
+    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARS}
+    env.update(overrides)
+    return env
+
+
+REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+class ServerProcess:
+    """``python -m <module>`` in a child process; its stderr goes to ``log_path``."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, module: str = "chat_server") -> None:
+        self.env = env
+        self.log_path = log_path
+        self.module = module
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port = int(env["PORT"])
+        self.http = f"http://127.0.0.1:{self.port}"
+        self.info = ServerInfo(self.http, f"ws://127.0.0.1:{self.port}/ws", Settings())
+
+    async def start(self, timeout: float = 30.0) -> None:
+        """Spawn and wait until ``/readyz`` answers 200 (poll with a deadline)."""
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                self.module,
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                cwd=REPO_ROOT,
+            )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with httpx.AsyncClient(base_url=self.http, timeout=2.0) as http:
+            while True:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log()}")
+                try:
+                    r = await http.get("/readyz")
+                    if r.status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if loop.time() > deadline:
+                    raise RuntimeError(f"server not ready in {timeout}s: {self.log()}")
+                await asyncio.sleep(0.05)
+
+    def log(self) -> str:
+        """Everything the process wrote so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM and wait; SIGKILL if it does not stop in time. Returns the exit status."""
+        proc = self.proc
+        if proc is None:
+            return 0
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise
+        return proc.returncode if proc.returncode is not None else 0
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()

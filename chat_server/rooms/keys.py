@@ -1,27 +1,155 @@
-"""End-to-end key management on the server side (devices, epochs, envelopes)."""
+"""End-to-end keys on the server side: devices, epochs, envelopes, re-shares, transfers.
+
+The server never holds a key that opens anything. It stores device public
+keys, epoch envelopes (HPKE-sealed to one device each), encrypted backups,
+and it checks signatures so that nobody can store a message or an envelope
+in another device's name.
+
+Who may receive envelopes of a conversation (the *authorised devices*): the
+registered devices of its two members, and of the supervisors of its
+structure (they keep the history readable across a transfer, as DESIGN.md
+says). A beneficiary's additional device is held back until the counsellor
+approves it: it is listed nowhere and gets nothing before that.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from chat_server import protocol as p
+from chat_server.crypto.encoding import b64encode
+from chat_server.crypto.envelope import Envelope, verify_envelope_signature
+from chat_server.crypto.keys import DevicePublicKeys, verify_registration
+from chat_server.crypto.message import verify_message_signature
 from chat_server.hub import Hub
-from chat_server.rooms.models import Conversation, NewMessage
+from chat_server.rooms.errors import E2EEError, Forbidden, InvalidInput, NotFound, NotMember
+from chat_server.rooms.models import (
+    AuditRecord,
+    Conversation,
+    Device,
+    EnvelopeRecord,
+    KeyRequest,
+    NewMessage,
+    Role,
+    User,
+)
 from chat_server.rooms.service import ConversationService
-from chat_server.storage.base import AccountStore, KeyStore, MessageStore
+from chat_server.storage.base import AccountStore, Conflict, KeyStore, MessageStore
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+_DEVICE_CACHE_SECONDS = 2.0
 
 
 class E2EEVerifier:
-    """Placeholder."""
+    """The checks of ``message.send`` when end-to-end encryption is required.
+
+    Refuses, each with its own code: an unknown or removed device, a device
+    of someone who is not a member, a conversation waiting for a new epoch,
+    an epoch that is not the current one, a malformed ciphertext, and a bad
+    signature. (A reused nonce is refused by the store's unique index.)
+    """
 
     def __init__(self, keys: KeyStore) -> None:
         self._keys = keys
+        self._cache: dict[str, tuple[float, Device | None]] = {}
+
+    async def _device(self, device_id: str) -> Device | None:
+        now = time.monotonic()
+        hit = self._cache.get(device_id)
+        if hit is not None and now - hit[0] < _DEVICE_CACHE_SECONDS:
+            return hit[1]
+        device = await self._keys.get_device(device_id)
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[device_id] = (now, device)
+        return device
 
     async def check_message(self, conversation: Conversation, message: NewMessage) -> None:
-        raise NotImplementedError
+        device = await self._device(message.device_id)
+        if device is None or device.removed_at is not None:
+            raise E2EEError("unknown_device", "this device has no registered keys")
+        if device.user_id != message.sender_id or device.user_id not in conversation.members:
+            raise E2EEError("device_not_in_conversation", "this device does not belong to a member")
+        if conversation.rotation_required or conversation.epoch == 0:
+            raise E2EEError(
+                "epoch_rotation_required",
+                f"create epoch {conversation.epoch + 1} before sending",
+            )
+        if message.epoch != conversation.epoch:
+            raise E2EEError(
+                "stale_epoch",
+                f"epoch {message.epoch} is not the current epoch {conversation.epoch}",
+            )
+        if len(message.nonce) != 12 or len(message.body) < 16:
+            raise E2EEError("malformed_ciphertext", "nonce must be 12 bytes, body at least 16")
+        if not verify_message_signature(
+            device.sig_pub,
+            conversation.id,
+            message.epoch,
+            device.id,
+            message.client_id,
+            message.msg_type,
+            message.nonce,
+            message.body,
+            message.sig,
+        ):
+            raise E2EEError("bad_signature", "the signature does not verify with this device's key")
+
+
+def device_json(d: Device) -> dict[str, Any]:
+    """A device's public part, in the key API's encoding (base64url)."""
+    return {
+        "device_id": d.id,
+        "user_id": d.user_id,
+        "dh_pub": b64encode(d.dh_pub),
+        "sig_pub": b64encode(d.sig_pub),
+        "registration_sig": b64encode(d.registration_sig),
+        "created_at": d.created_at,
+    }
+
+
+def envelope_record(e: Envelope, conversation_id: str) -> EnvelopeRecord:
+    """Store form of a checked envelope."""
+    return EnvelopeRecord(
+        conversation_id, e.epoch, e.recipient_device, e.sender_device, e.enc, e.ct, e.sig
+    )
+
+
+def envelope_json(e: EnvelopeRecord) -> dict[str, Any]:
+    """The envelope JSON of docs/crypto-format.md."""
+    return Envelope(
+        e.conversation_id, e.epoch, e.recipient_device, e.sender_device, e.enc, e.ct, e.sig
+    ).to_json()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSets:
+    """The devices of a conversation: members', supervisors' (escrow), and held-back ones."""
+
+    members: dict[str, list[Device]]
+    escrow: dict[str, list[Device]]
+    pending: set[str]
+
+    def authorised(self) -> dict[str, Device]:
+        """Every device that must get an envelope, by id."""
+        out: dict[str, Device] = {}
+        for group in (self.members, self.escrow):
+            for devices in group.values():
+                for d in devices:
+                    if d.id not in self.pending:
+                        out[d.id] = d
+        return out
 
 
 class KeyService:
-    """Placeholder."""
+    """Device registration, epochs, envelopes, key requests, backups and transfers."""
 
     def __init__(
         self,
@@ -30,6 +158,454 @@ class KeyService:
         accounts: AccountStore,
         conversations: ConversationService,
         hub: Hub,
-        clock: Callable[[], float],
+        clock: Clock,
     ) -> None:
         self._keys = keys
+        self._messages = messages
+        self._accounts = accounts
+        self._conversations = conversations
+        self._hub = hub
+        self._clock = clock
+
+    # ------------------------------------------------------------------ devices
+
+    async def register_device(
+        self, user: User, device_id: str, dh_pub: bytes, sig_pub: bytes, registration_sig: bytes
+    ) -> tuple[Device, bool]:
+        """Register the session's device; returns ``(device, created)``.
+
+        The registration must be signed by the device's own Ed25519 key. A
+        second registration with the same keys is a no-op; other keys for a
+        known device id are refused (``device_exists``).
+        """
+        public = DevicePublicKeys(dh_pub, sig_pub) if _sizes_ok(dh_pub, sig_pub) else None
+        if public is None or not verify_registration(public, user.id, device_id, registration_sig):
+            raise E2EEError("bad_registration_signature", "the registration signature is invalid")
+        existing = await self._keys.get_device(device_id)
+        if existing is not None:
+            if (
+                existing.user_id == user.id
+                and existing.sig_pub == sig_pub
+                and (existing.dh_pub == dh_pub and existing.removed_at is None)
+            ):
+                return existing, False
+            raise E2EEError("device_exists", "this device id is already registered")
+        device = Device(device_id, user.id, dh_pub, sig_pub, registration_sig, self._clock())
+        try:
+            await self._keys.add_device(device)
+        except Conflict:
+            raise E2EEError("device_exists", "this device id is already registered") from None
+        await self._device_changed(user, device, "added")
+        return device, True
+
+    async def _device_changed(self, user: User, device: Device, change: str) -> None:
+        owned = await self._keys.devices_of([user.id])
+        first = len(owned) <= 1 and change == "added"
+        for conv in await self._messages.conversations_for(user.id):
+            await self._conversations.post_system(
+                conv,
+                "system.device_changed",
+                {"user": user.id, "device": device.id, "change": change},
+                client_id=f"device-{change}-{device.id}",
+            )
+            if change == "removed":
+                await self._keys.require_rotation(conv.id)
+                await self._announce(conv.id)
+                continue
+            if conv.epoch == 0:
+                continue
+            # A beneficiary's first device comes from the activation code handed
+            # over by the counsellor; any later one waits for the counsellor.
+            approved = not (user.role is Role.BENEFICIARY and not first)
+            await self._request_keys(conv, user, device.id, "new_device", approved)
+
+    async def list_devices(self, user: User) -> list[Device]:
+        """The caller's registered devices."""
+        return await self._keys.devices_of([user.id])
+
+    async def remove_device(self, user: User, device_id: str) -> None:
+        """Remove one of the caller's devices; every conversation then needs a new epoch."""
+        device = await self._keys.get_device(device_id)
+        if device is None or device.user_id != user.id:
+            raise NotFound("no such device")
+        if await self._keys.remove_device(device_id, self._clock()):
+            await self._device_changed(user, device, "removed")
+
+    async def device_sets(self, conv: Conversation) -> DeviceSets:
+        """Members', supervisors' and held-back devices of a conversation."""
+        members = list(conv.members)
+        escrow_users: list[str] = []
+        if conv.structure_id:
+            sups = await self._accounts.users_in_structure(conv.structure_id, Role.SUPERVISOR)
+            escrow_users = [u.id for u in sups if u.id not in members]
+        devices = await self._keys.devices_of(members + escrow_users)
+        by_user: dict[str, list[Device]] = {}
+        for d in devices:
+            by_user.setdefault(d.user_id, []).append(d)
+        pending = {
+            r.recipient_device
+            for r in await self._keys.key_requests([conv.id])
+            if not r.approved and r.reason == "new_device"
+        }
+        return DeviceSets(
+            {u: by_user.get(u, []) for u in members},
+            {u: by_user.get(u, []) for u in escrow_users},
+            pending,
+        )
+
+    async def readable_conversation(self, user: User, conversation_id: str) -> Conversation:
+        """A conversation the caller may see keys of: a member, or a supervisor of its structure."""
+        conv = await self._messages.get_conversation(conversation_id)
+        if conv is None:
+            raise NotMember("you are not a member of this conversation")
+        if user.id in conv.members:
+            return conv
+        if (
+            user.role is Role.SUPERVISOR
+            and conv.structure_id is not None
+            and conv.structure_id == user.structure_id
+        ):
+            return conv
+        raise NotMember("you are not a member of this conversation")
+
+    async def conversation_devices(self, user: User, conversation_id: str) -> dict[str, Any]:
+        """What a client needs to wrap an epoch: every authorised device, grouped."""
+        conv = await self.readable_conversation(user, conversation_id)
+        sets = await self.device_sets(conv)
+        users = await self._accounts.get_users([*sets.members, *sets.escrow])
+
+        def group(g: dict[str, list[Device]]) -> list[dict[str, Any]]:
+            return [
+                {
+                    "user_id": uid,
+                    "role": users[uid].role.value if uid in users else None,
+                    "devices": [device_json(d) for d in ds if d.id not in sets.pending],
+                }
+                for uid, ds in g.items()
+            ]
+
+        return {
+            "conversation": conv.id,
+            "epoch": conv.epoch,
+            "rotation_required": conv.rotation_required,
+            "members": group(sets.members),
+            "escrow": group(sets.escrow),
+            "pending": sorted(sets.pending),
+        }
+
+    # ------------------------------------------------------------------ epochs
+
+    async def _sender_device(self, user: User, device_id: str) -> Device:
+        device = await self._keys.get_device(device_id)
+        if device is None or device.removed_at is not None or device.user_id != user.id:
+            raise E2EEError("unknown_device", "register this device's keys first")
+        return device
+
+    def _parse(self, conv: Conversation, sender: Device, docs: Sequence[Any]) -> list[Envelope]:
+        out = []
+        for doc in docs:
+            try:
+                env = Envelope.from_json(doc)
+            except ValueError as exc:
+                raise InvalidInput(f"bad envelope: {exc}") from None
+            if env.conversation != conv.id:
+                raise InvalidInput("an envelope names another conversation")
+            if env.sender_device != sender.id:
+                raise E2EEError("bad_envelope_signature", "envelopes must be sent by this device")
+            if not verify_envelope_signature(env, sender.sig_pub):
+                raise E2EEError("bad_envelope_signature", "an envelope's signature is invalid")
+            out.append(env)
+        return out
+
+    async def create_epoch(
+        self, user: User, device_id: str, conversation_id: str, epoch: int, docs: Sequence[Any]
+    ) -> int:
+        """Create epoch ``epoch`` (= current + 1) with one envelope per authorised device.
+
+        Safe under races: the epoch is one atomic insert; the loser gets
+        ``epoch_conflict`` (HTTP 409) and should fetch the winner's envelope.
+        """
+        conv = await self._conversations.member_conversation(user.id, conversation_id)
+        sender = await self._sender_device(user, device_id)
+        if epoch != conv.epoch + 1:
+            raise EpochConflict(conv.epoch)
+        envs = self._parse(conv, sender, docs)
+        if any(e.epoch != epoch for e in envs):
+            raise InvalidInput("every envelope must be for the new epoch")
+        authorised = (await self.device_sets(conv)).authorised()
+        recipients = [e.recipient_device for e in envs]
+        extra = sorted(set(recipients) - set(authorised))
+        if extra:
+            raise E2EEError(
+                "envelope_recipient_not_authorised",
+                f"devices outside the conversation: {', '.join(extra)}",
+            )
+        missing = sorted(set(authorised) - set(recipients))
+        if missing or len(recipients) != len(set(recipients)):
+            raise E2EEError(
+                "envelope_missing_recipient",
+                f"one envelope per device is required; missing: {', '.join(missing)}",
+            )
+        try:
+            await self._keys.add_epoch(
+                conv.id,
+                epoch,
+                sender.id,
+                [envelope_record(e, conv.id) for e in envs],
+                self._clock(),
+            )
+        except Conflict:
+            current = await self._messages.get_conversation(conv.id)
+            raise EpochConflict(current.epoch if current else conv.epoch) from None
+        await self._conversations.post_system(
+            conv,
+            "system.epoch_rotated",
+            {"epoch": epoch, "by": user.id, "device": sender.id},
+            client_id=f"epoch-{epoch}",
+        )
+        await self._announce(conv.id)
+        return epoch
+
+    async def add_envelopes(
+        self, user: User, device_id: str, conversation_id: str, docs: Sequence[Any]
+    ) -> int:
+        """Re-wrap earlier epochs for authorised devices (a transfer, a new phone)."""
+        conv = await self._messages.get_conversation(conversation_id)
+        if conv is None:
+            raise NotMember("you are not a member of this conversation")
+        holders = set(conv.members)
+        if conv.previous_counsellor_id:
+            holders.add(conv.previous_counsellor_id)
+        if user.id not in holders:
+            await self.readable_conversation(user, conversation_id)
+        sender = await self._sender_device(user, device_id)
+        envs = self._parse(conv, sender, docs)
+        authorised = (await self.device_sets(conv)).authorised()
+        for e in envs:
+            if e.recipient_device not in authorised:
+                raise E2EEError(
+                    "envelope_recipient_not_authorised",
+                    f"device {e.recipient_device} is not in the conversation",
+                )
+            if not 1 <= e.epoch <= conv.epoch:
+                raise InvalidInput(f"epoch {e.epoch} does not exist")
+        added = await self._keys.add_envelopes([envelope_record(e, conv.id) for e in envs])
+        await self._close_satisfied(conv, {e.recipient_device for e in envs})
+        return added
+
+    async def _close_satisfied(self, conv: Conversation, devices: set[str]) -> None:
+        if not devices:
+            return
+        held = await self._keys.epochs_held(conv.id, sorted(devices))
+        want = set(range(1, conv.epoch + 1))
+        for device_id, epochs in held.items():
+            if want <= epochs:
+                await self._keys.close_key_request(conv.id, device_id)
+
+    async def envelopes_for(
+        self, device_id: str, conversation_id: str | None
+    ) -> list[dict[str, Any]]:
+        """Envelopes addressed to this device, each with its sender's user and signing key."""
+        envs = await self._keys.envelopes_for(device_id, conversation_id)
+        senders: dict[str, Device | None] = {}
+        out = []
+        for e in envs:
+            if e.sender_device not in senders:
+                senders[e.sender_device] = await self._keys.get_device(e.sender_device)
+            sender = senders[e.sender_device]
+            item = envelope_json(e)
+            if sender is not None:
+                item["sender_user"] = sender.user_id
+                item["sender_sig_pub"] = b64encode(sender.sig_pub)
+            out.append(item)
+        return out
+
+    # ------------------------------------------------------------------ key requests
+
+    async def _request_keys(
+        self, conv: Conversation, user: User, device_id: str, reason: str, approved: bool
+    ) -> None:
+        await self._keys.put_key_request(
+            KeyRequest(conv.id, device_id, user.id, reason, approved, self._clock())
+        )
+        await self._announce(conv.id, requested=device_id if approved else None, reason=reason)
+
+    async def _announce(
+        self, conversation_id: str, requested: str | None = None, reason: str = ""
+    ) -> None:
+        conv = await self._messages.get_conversation(conversation_id)
+        if conv is None:
+            return
+        holders = set(conv.members)
+        if conv.previous_counsellor_id:
+            holders.add(conv.previous_counsellor_id)
+        if conv.structure_id:
+            sups = await self._accounts.users_in_structure(conv.structure_id, Role.SUPERVISOR)
+            holders.update(u.id for u in sups)
+        summary = {
+            "id": conv.id,
+            "beneficiary_id": conv.beneficiary_id,
+            "counsellor_id": conv.counsellor_id,
+            "epoch": conv.epoch,
+            "rotation_required": conv.rotation_required,
+            "flagged": conv.flagged,
+            "last_seq": conv.last_seq,
+        }
+        await self._hub.publish(holders, p.encode_text(p.ConversationUpdated(summary)))
+        if requested is not None:
+            device = await self._keys.get_device(requested)
+            frame = p.encode_text(
+                p.KeysRequested(
+                    conversation=conv.id,
+                    recipient_device=requested,
+                    recipient_user=device.user_id if device else "",
+                    reason=reason,
+                )
+            )
+            await self._hub.publish(holders, frame)
+
+    async def open_requests(self, user: User, device_id: str) -> list[dict[str, Any]]:
+        """Requests this device could fulfil: approved, open, in conversations it can read."""
+        convs = {c.id: c for c in await self._messages.conversations_for(user.id)}
+        for c in await self._messages.conversations_previously_with(user.id):
+            convs.setdefault(c.id, c)
+        if user.role is Role.SUPERVISOR and user.structure_id:
+            for c in await self._messages.conversations_in_structure(user.structure_id):
+                convs.setdefault(c.id, c)
+        out = []
+        for r in await self._keys.key_requests(sorted(convs)):
+            if r.recipient_device == device_id:
+                continue
+            device = await self._keys.get_device(r.recipient_device)
+            if device is None or device.removed_at is not None:
+                continue
+            conv = convs[r.conversation_id]
+            held = await self._keys.epochs_held(conv.id, [r.recipient_device])
+            missing = sorted(set(range(1, conv.epoch + 1)) - held[r.recipient_device])
+            if r.approved and not missing:
+                await self._keys.close_key_request(conv.id, r.recipient_device)
+                continue
+            out.append(
+                {
+                    "conversation": r.conversation_id,
+                    "recipient_device": r.recipient_device,
+                    "recipient_user": r.recipient_user,
+                    "reason": r.reason,
+                    "approved": r.approved,
+                    "missing_epochs": missing,
+                    "device": device_json(device),
+                }
+            )
+        return out
+
+    async def approve_device(self, user: User, conversation_id: str, device_id: str) -> None:
+        """The counsellor approves a beneficiary's new device; holders then re-wrap for it."""
+        conv = await self._conversations.member_conversation(user.id, conversation_id)
+        if user.id != conv.counsellor_id:
+            raise Forbidden("only the conversation's counsellor approves a new device")
+        device = await self._keys.get_device(device_id)
+        if device is None or device.user_id != conv.beneficiary_id or device.removed_at:
+            raise NotFound("no such device of this beneficiary")
+        beneficiary = await self._accounts.get_user(conv.beneficiary_id)
+        if beneficiary is None:
+            raise NotFound("no such beneficiary")
+        await self._request_keys(conv, beneficiary, device_id, "new_device", True)
+
+    # ------------------------------------------------------------------ backups
+
+    async def put_backup(self, user: User, backup: dict[str, str]) -> None:
+        """Store the caller's encrypted key backup (opaque to the server)."""
+        await self._keys.put_backup(user.id, backup, self._clock())
+
+    async def get_backup(self, user: User) -> dict[str, str]:
+        """The caller's encrypted key backup."""
+        b = await self._keys.get_backup(user.id)
+        if b is None:
+            raise NotFound("no key backup stored")
+        return b
+
+    # ------------------------------------------------------------------ transfer
+
+    async def transfer(
+        self, actor: User, conversation_id: str, to: str | None, mode: str, until: float | None
+    ) -> Conversation:
+        """A supervisor moves a beneficiary to another counsellor (or takes them back).
+
+        Posts a system event, writes an audit record, requires a new epoch
+        (so the previous counsellor's devices get nothing written after it),
+        and asks every key holder to re-wrap the history for the new
+        counsellor's devices.
+        """
+        if actor.role is not Role.SUPERVISOR:
+            raise Forbidden("only a supervisor can transfer a beneficiary")
+        conv = await self._messages.get_conversation(conversation_id)
+        if conv is None or conv.structure_id != actor.structure_id:
+            raise NotMember("this conversation is not in your structure")
+        if mode == "take_back":
+            if not conv.previous_counsellor_id:
+                raise InvalidInput("there is no previous counsellor to take the beneficiary back")
+            target_id, previous, temp = conv.previous_counsellor_id, None, None
+        elif mode in ("permanent", "temporary"):
+            if not to:
+                raise InvalidInput("'to' (the new counsellor) is required")
+            if mode == "temporary" and (until is None or until <= self._clock()):
+                raise InvalidInput("a temporary transfer needs 'until' in the future")
+            target_id, previous = to, conv.counsellor_id
+            temp = until if mode == "temporary" else None
+        else:
+            raise InvalidInput("mode must be permanent, temporary or take_back")
+        target = await self._accounts.get_user(target_id)
+        if (
+            target is None
+            or target.role is not Role.COUNSELLOR
+            or target.structure_id != conv.structure_id
+        ):
+            raise InvalidInput("the new counsellor must be a counsellor of the same structure")
+        if target.id == conv.counsellor_id:
+            raise InvalidInput("this counsellor already follows the beneficiary")
+        old = conv.counsellor_id
+        updated = await self._messages.set_counsellor(conv.id, target.id, previous, temp)
+        if updated is None:
+            raise NotFound("no such conversation")
+        now = self._clock()
+        await self._keys.add_audit(
+            AuditRecord(
+                conv.id,
+                actor.id,
+                f"transfer.{mode}",
+                {"from": old, "to": target.id, "until": temp},
+                now,
+            )
+        )
+        await self._keys.require_rotation(conv.id)
+        kind = "system.temporary_counsellor" if mode == "temporary" else "system.counsellor_changed"
+        await self._conversations.post_system(
+            updated,
+            kind,
+            {"from": old, "to": target.id, "mode": mode, "by": actor.id, "until": temp},
+            client_id=f"transfer-{secrets.token_hex(8)}",
+        )
+        # The previous counsellor hears about it too, then stops receiving.
+        await self._hub.publish(
+            [old],
+            p.encode_text(p.ConversationUpdated({"id": conv.id, "counsellor_id": target.id})),
+        )
+        await self._announce(conv.id)
+        for d in await self._keys.devices_of([target.id]):
+            await self._request_keys(updated, target, d.id, "transfer", True)
+        final = await self._messages.get_conversation(conv.id)
+        return final or updated
+
+
+class EpochConflict(E2EEError):
+    """Another client created this epoch first."""
+
+    status = 409
+
+    def __init__(self, current: int) -> None:
+        super().__init__("epoch_conflict", f"the current epoch is {current}; fetch it and retry")
+        self.current = current
+
+
+def _sizes_ok(dh_pub: bytes, sig_pub: bytes) -> bool:
+    return len(dh_pub) == 32 and len(sig_pub) == 32

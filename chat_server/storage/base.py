@@ -18,6 +18,7 @@ from chat_server.rooms.models import (
     KeyRequest,
     NewMessage,
     Presence,
+    Role,
     Session,
     StoredMessage,
     Structure,
@@ -60,6 +61,9 @@ class AccountStore(Protocol):
 
     async def find_user_by_login(self, login: str) -> User | None:
         """Case-insensitive lookup by login."""
+
+    async def users_in_structure(self, structure_id: str, role: Role) -> list[User]:
+        """Users of a structure with a role, by login."""
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
         """Replace the stored hash (after activation, a change, or a rehash)."""
@@ -110,6 +114,12 @@ class MessageStore(Protocol):
 
     async def conversations_for(self, user_id: str) -> list[Conversation]:
         """Conversations where ``user_id`` is the beneficiary or the current counsellor."""
+
+    async def conversations_previously_with(self, user_id: str) -> list[Conversation]:
+        """Conversations whose previous counsellor (before a transfer) is ``user_id``."""
+
+    async def conversations_in_structure(self, structure_id: str) -> list[Conversation]:
+        """Every conversation of a structure."""
 
     async def set_flag(self, conversation_id: str, flagged: bool) -> None:
         """Set the counsellor's flag."""

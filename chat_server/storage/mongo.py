@@ -66,6 +66,7 @@ class MongoDatabase:
         """Create every index the queries need (idempotent)."""
         db = self.db
         await db.users.create_index([("login_lower", ASCENDING)], unique=True)
+        await db.users.create_index([("structure_id", ASCENDING), ("role", ASCENDING)])
         await db.users.create_index(
             [("activation_hash", ASCENDING)],
             unique=True,
@@ -74,6 +75,8 @@ class MongoDatabase:
         await db.sessions.create_index([("user_id", ASCENDING)])
         await db.conversations.create_index([("beneficiary_id", ASCENDING)], unique=True)
         await db.conversations.create_index([("counsellor_id", ASCENDING)])
+        await db.conversations.create_index([("previous_counsellor_id", ASCENDING)])
+        await db.conversations.create_index([("structure_id", ASCENDING)])
         await db.messages.create_index(
             [("conversation_id", ASCENDING), ("seq", ASCENDING)], unique=True
         )
@@ -190,6 +193,12 @@ class MongoAccountStore:
     async def find_user_by_login(self, login: str) -> User | None:
         d = await self._db.users.find_one({"login_lower": login.lower()})
         return _user(d) if d else None
+
+    async def users_in_structure(self, structure_id: str, role: Role) -> list[User]:
+        cursor = self._db.users.find({"structure_id": structure_id, "role": role.value}).sort(
+            "login_lower", ASCENDING
+        )
+        return [_user(d) async for d in cursor]
 
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
         await self._db.users.update_one(
@@ -336,6 +345,14 @@ class MongoMessageStore:
         cursor = self._db.conversations.find(
             {"$or": [{"counsellor_id": user_id}, {"beneficiary_id": user_id}]}
         )
+        return [_conversation(d) async for d in cursor]
+
+    async def conversations_previously_with(self, user_id: str) -> list[Conversation]:
+        cursor = self._db.conversations.find({"previous_counsellor_id": user_id})
+        return [_conversation(d) async for d in cursor]
+
+    async def conversations_in_structure(self, structure_id: str) -> list[Conversation]:
+        cursor = self._db.conversations.find({"structure_id": structure_id})
         return [_conversation(d) async for d in cursor]
 
     async def set_flag(self, conversation_id: str, flagged: bool) -> None:

@@ -167,7 +167,9 @@ class MongoKeyStore:
     async def envelopes_for(
         self, device_id: str, conversation_id: str | None
     ) -> list[EnvelopeRecord]:
-        query: Doc = {"recipients": device_id}
+        # {"$in": [x]} rather than plain equality: the embedded engine does not match
+        # array elements by equality through an index.
+        query: Doc = {"recipients": {"$in": [device_id]}}
         if conversation_id is not None:
             query["conversation_id"] = conversation_id
         out: list[EnvelopeRecord] = []

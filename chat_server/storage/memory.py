@@ -1,0 +1,495 @@
+"""In-memory adapters of every storage port, for benchmarks and tests.
+
+NOT DURABLE: everything lives in this process's dictionaries and is gone when
+the process stops. ``append`` "acknowledges" a message that no disk has seen,
+so this store does not meet the durability contract of ``MessageStore`` and
+must never be used for real conversations. Use it (``STORE=memory``) to measure
+the server's own cost without a database, or in unit tests.
+
+Each method runs to completion without awaiting, so on one event loop every
+operation is atomic, which is what the contracts' uniqueness and
+"at most once" rules need. The behaviour otherwise mirrors the MongoDB
+adapters (``storage/mongo.py``, ``storage/mongo_keys.py``). Records handed
+out are immutable dataclasses; mutable fields (``meta``, backups, audit
+details) are copied on the way in and out so a caller cannot change what is
+stored.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from chat_server.rooms.models import (
+    AuditRecord,
+    Conversation,
+    Device,
+    EnvelopeRecord,
+    KeyRequest,
+    NewMessage,
+    Presence,
+    Session,
+    StoredMessage,
+    Structure,
+    User,
+)
+from chat_server.storage.base import Conflict, NonceReused
+
+
+@dataclass
+class _Activation:
+    user_id: str
+    expires_at: float
+
+
+@dataclass
+class _Failures:
+    count: int
+    start: float
+
+
+@dataclass
+class _Presence:
+    procs: dict[str, int] = field(default_factory=dict)
+    last_seen: float | None = None
+
+
+@dataclass
+class _Epoch:
+    creator_device: str
+    created_at: float
+    envelopes: tuple[EnvelopeRecord, ...]
+
+
+@dataclass
+class _State:
+    """Everything one ``MemoryDatabase`` holds; shared by its adapters."""
+
+    structures: dict[str, Structure] = field(default_factory=dict)
+    users: dict[str, User] = field(default_factory=dict)
+    login_index: dict[str, str] = field(default_factory=dict)  # login.lower() -> user id
+    activations: dict[str, _Activation] = field(default_factory=dict)  # code hash -> ...
+    activation_of: dict[str, str] = field(default_factory=dict)  # user id -> code hash
+    sessions: dict[str, Session] = field(default_factory=dict)
+    user_sessions: dict[str, set[str]] = field(default_factory=dict)
+    failures: dict[str, _Failures] = field(default_factory=dict)
+    conversations: dict[str, Conversation] = field(default_factory=dict)
+    by_beneficiary: dict[str, str] = field(default_factory=dict)
+    by_counsellor: dict[str, dict[str, None]] = field(default_factory=dict)
+    # Messages of a conversation: index i holds seq i + 1, so seq stays contiguous.
+    messages: dict[str, list[StoredMessage]] = field(default_factory=dict)
+    by_client_id: dict[tuple[str, str, str], StoredMessage] = field(default_factory=dict)
+    nonces: set[tuple[str, bytes]] = field(default_factory=set)
+    reads: dict[str, dict[str, int]] = field(default_factory=dict)
+    presence: dict[str, _Presence] = field(default_factory=dict)
+    processes: dict[str, float] = field(default_factory=dict)
+    devices: dict[str, Device] = field(default_factory=dict)
+    epochs: dict[tuple[str, int], _Epoch] = field(default_factory=dict)
+    rewraps: dict[tuple[str, int, str], EnvelopeRecord] = field(default_factory=dict)
+    key_requests: dict[tuple[str, str], KeyRequest] = field(default_factory=dict)
+    backups: dict[str, dict[str, str]] = field(default_factory=dict)
+    audit: list[AuditRecord] = field(default_factory=list)
+
+    def put_conversation(self, conversation: Conversation) -> None:
+        """Replace a stored conversation, keeping the counsellor index right."""
+        old = self.conversations.get(conversation.id)
+        if old is not None and old.counsellor_id != conversation.counsellor_id:
+            self.by_counsellor.get(old.counsellor_id, {}).pop(old.id, None)
+        self.conversations[conversation.id] = conversation
+        self.by_counsellor.setdefault(conversation.counsellor_id, {})[conversation.id] = None
+
+
+class MemoryDatabase:
+    """Holds the state and hands out the adapters. Not durable (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._state = _State()
+
+    def accounts(self) -> MemoryAccountStore:
+        """The account store on this database."""
+        return MemoryAccountStore(self._state)
+
+    def messages(self) -> MemoryMessageStore:
+        """The message store on this database."""
+        return MemoryMessageStore(self._state)
+
+    def presence(self) -> MemoryPresenceStore:
+        """The presence store on this database."""
+        return MemoryPresenceStore(self._state)
+
+    def keys(self) -> MemoryKeyStore:
+        """The key store on this database."""
+        return MemoryKeyStore(self._state)
+
+    async def ping(self) -> bool:
+        """Always True: the store is this process's memory."""
+        return True
+
+    async def close(self) -> None:
+        """Nothing to release; the data stays readable until the object is dropped."""
+
+
+class MemoryAccountStore:
+    """``AccountStore`` in memory."""
+
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    async def add_structure(self, structure: Structure) -> None:
+        if structure.id in self._s.structures:
+            raise Conflict(f"structure {structure.id} exists")
+        self._s.structures[structure.id] = structure
+
+    async def get_structure(self, structure_id: str) -> Structure | None:
+        return self._s.structures.get(structure_id)
+
+    async def list_structures(self) -> list[Structure]:
+        return sorted(self._s.structures.values(), key=lambda s: s.name)
+
+    async def add_user(self, user: User) -> None:
+        low = user.login.lower()
+        if user.id in self._s.users or low in self._s.login_index:
+            raise Conflict(f"login {user.login!r} is taken")
+        self._s.users[user.id] = user
+        self._s.login_index[low] = user.id
+
+    async def get_user(self, user_id: str) -> User | None:
+        return self._s.users.get(user_id)
+
+    async def get_users(self, user_ids: Sequence[str]) -> dict[str, User]:
+        users = self._s.users
+        return {u: users[u] for u in user_ids if u in users}
+
+    async def find_user_by_login(self, login: str) -> User | None:
+        uid = self._s.login_index.get(login.lower())
+        return self._s.users.get(uid) if uid is not None else None
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        user = self._s.users.get(user_id)
+        if user is not None:
+            self._s.users[user_id] = dataclasses.replace(user, password_hash=password_hash)
+
+    async def set_activation(self, user_id: str, code_hash: str, expires_at: float) -> None:
+        if user_id not in self._s.users:
+            return
+        holder = self._s.activations.get(code_hash)
+        if holder is not None and holder.user_id != user_id:
+            raise Conflict("activation code already in use")
+        previous = self._s.activation_of.pop(user_id, None)
+        if previous is not None:
+            self._s.activations.pop(previous, None)
+        self._s.activations[code_hash] = _Activation(user_id, expires_at)
+        self._s.activation_of[user_id] = code_hash
+
+    async def consume_activation(self, code_hash: str, now: float) -> User | None:
+        act = self._s.activations.get(code_hash)
+        if act is None or act.expires_at <= now:
+            return None
+        del self._s.activations[code_hash]
+        self._s.activation_of.pop(act.user_id, None)
+        return self._s.users.get(act.user_id)
+
+    async def add_session(self, session: Session) -> None:
+        if session.token_hash in self._s.sessions:
+            raise Conflict("session exists")
+        self._s.sessions[session.token_hash] = session
+        self._s.user_sessions.setdefault(session.user_id, set()).add(session.token_hash)
+
+    async def get_session(self, token_hash: str, now: float) -> Session | None:
+        session = self._s.sessions.get(token_hash)
+        if session is None or session.expires_at <= now:
+            return None
+        return session
+
+    async def delete_session(self, token_hash: str) -> None:
+        session = self._s.sessions.pop(token_hash, None)
+        if session is not None:
+            self._s.user_sessions.get(session.user_id, set()).discard(token_hash)
+
+    async def delete_user_sessions(self, user_id: str) -> int:
+        hashes = self._s.user_sessions.pop(user_id, set())
+        for h in hashes:
+            self._s.sessions.pop(h, None)
+        return len(hashes)
+
+    async def record_login_failure(self, key: str, now: float, window: float) -> int:
+        f = self._s.failures.get(key)
+        if f is not None and f.start > now - window:
+            f.count += 1
+            return f.count
+        self._s.failures[key] = _Failures(1, now)
+        return 1
+
+    async def login_failures(self, key: str, now: float, window: float) -> int:
+        f = self._s.failures.get(key)
+        return f.count if f is not None and f.start > now - window else 0
+
+    async def clear_login_failures(self, key: str) -> None:
+        self._s.failures.pop(key, None)
+
+
+class MemoryMessageStore:
+    """``MessageStore`` in memory: a list per conversation, index = ``seq`` - 1."""
+
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    async def add_conversation(self, conversation: Conversation) -> None:
+        c = conversation
+        if c.id in self._s.conversations or c.beneficiary_id in self._s.by_beneficiary:
+            raise Conflict("this beneficiary already has a conversation")
+        self._s.put_conversation(c)
+        self._s.by_beneficiary[c.beneficiary_id] = c.id
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        return self._s.conversations.get(conversation_id)
+
+    async def conversations_for(self, user_id: str) -> list[Conversation]:
+        convs = self._s.conversations
+        ids = list(self._s.by_counsellor.get(user_id, ()))
+        own = self._s.by_beneficiary.get(user_id)
+        if own is not None and own not in ids:
+            ids.append(own)
+        return [convs[i] for i in ids]
+
+    async def set_flag(self, conversation_id: str, flagged: bool) -> None:
+        c = self._s.conversations.get(conversation_id)
+        if c is not None:
+            self._s.put_conversation(dataclasses.replace(c, flagged=flagged))
+
+    async def set_counsellor(
+        self,
+        conversation_id: str,
+        counsellor_id: str,
+        previous_counsellor_id: str | None,
+        temporary_until: float | None,
+    ) -> Conversation | None:
+        c = self._s.conversations.get(conversation_id)
+        if c is None:
+            return None
+        updated = dataclasses.replace(
+            c,
+            counsellor_id=counsellor_id,
+            previous_counsellor_id=previous_counsellor_id,
+            temporary_until=temporary_until,
+        )
+        self._s.put_conversation(updated)
+        return updated
+
+    def _touch(self, conversation_id: str, seq: int, at: float) -> None:
+        c = self._s.conversations.get(conversation_id)
+        if c is not None and (seq > c.last_seq or at > c.last_at):
+            self._s.conversations[conversation_id] = dataclasses.replace(
+                c, last_seq=max(c.last_seq, seq), last_at=max(c.last_at, at)
+            )
+
+    async def append(self, message: NewMessage, now: float) -> tuple[StoredMessage, bool]:
+        m = message
+        key = (m.conversation_id, m.sender_id, m.client_id)
+        existing = self._s.by_client_id.get(key)
+        if existing is not None:
+            self._touch(existing.conversation_id, existing.seq, existing.created_at)
+            return existing, False
+        nonce_key = (m.device_id, m.nonce)
+        if m.nonce and nonce_key in self._s.nonces:
+            raise NonceReused("this device already used this nonce")
+        history = self._s.messages.setdefault(m.conversation_id, [])
+        stored = StoredMessage(
+            conversation_id=m.conversation_id,
+            seq=len(history) + 1,
+            client_id=m.client_id,
+            sender_id=m.sender_id,
+            device_id=m.device_id,
+            msg_type=m.msg_type,
+            body=bytes(m.body),
+            meta=copy.deepcopy(m.meta) if m.meta else {},
+            epoch=m.epoch,
+            nonce=bytes(m.nonce),
+            sig=bytes(m.sig),
+            created_at=now,
+        )
+        history.append(stored)
+        self._s.by_client_id[key] = stored
+        if m.nonce:
+            self._s.nonces.add(nonce_key)
+        self._touch(m.conversation_id, stored.seq, now)
+        return stored, True
+
+    async def messages_after(
+        self, conversation_id: str, after_seq: int, limit: int
+    ) -> list[StoredMessage]:
+        history = self._s.messages.get(conversation_id, [])
+        start = max(after_seq, 0)
+        return history[start : start + max(limit, 0)]
+
+    async def messages_before(
+        self, conversation_id: str, before_seq: int, limit: int
+    ) -> list[StoredMessage]:
+        history = self._s.messages.get(conversation_id, [])
+        end = min(max(before_seq - 1, 0), len(history))
+        return history[max(end - max(limit, 0), 0) : end]
+
+    async def last_seq(self, conversation_id: str) -> int:
+        return len(self._s.messages.get(conversation_id, ()))
+
+    async def set_read(self, conversation_id: str, user_id: str, seq: int) -> int:
+        markers = self._s.reads.setdefault(conversation_id, {})
+        value = max(markers.get(user_id, seq), seq)
+        markers[user_id] = value
+        return value
+
+    async def read_markers(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        reads = self._s.reads
+        return {c: dict(reads.get(c, {})) for c in conversation_ids}
+
+
+class MemoryPresenceStore:
+    """``PresenceStore`` in memory: per-process connection counts plus process liveness."""
+
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    async def connected(self, user_id: str, process_id: str, delta: int, now: float) -> None:
+        p = self._s.presence.setdefault(user_id, _Presence())
+        p.procs[process_id] = p.procs.get(process_id, 0) + delta
+        if delta < 0:
+            p.last_seen = now
+
+    async def process_alive(self, process_id: str, until: float) -> None:
+        self._s.processes[process_id] = until
+
+    async def presence(self, user_ids: Sequence[str], now: float) -> dict[str, Presence]:
+        processes = self._s.processes
+        out: dict[str, Presence] = {}
+        for u in user_ids:
+            p = self._s.presence.get(u)
+            if p is None:
+                out[u] = Presence(u, False, None)
+                continue
+            online = any(n > 0 and processes.get(proc, 0.0) > now for proc, n in p.procs.items())
+            out[u] = Presence(u, online, p.last_seen)
+        return out
+
+
+class MemoryKeyStore:
+    """``KeyStore`` in memory. An epoch and its envelopes are stored in one step."""
+
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    async def add_device(self, device: Device) -> None:
+        if device.id in self._s.devices:
+            raise Conflict("device already registered")
+        self._s.devices[device.id] = dataclasses.replace(device, removed_at=None)
+
+    async def get_device(self, device_id: str) -> Device | None:
+        return self._s.devices.get(device_id)
+
+    async def devices_of(self, user_ids: Sequence[str]) -> list[Device]:
+        wanted = set(user_ids)
+        found = [
+            d for d in self._s.devices.values() if d.user_id in wanted and d.removed_at is None
+        ]
+        found.sort(key=lambda d: d.created_at)
+        return found
+
+    async def remove_device(self, device_id: str, now: float) -> bool:
+        d = self._s.devices.get(device_id)
+        if d is None or d.removed_at is not None:
+            return False
+        self._s.devices[device_id] = dataclasses.replace(d, removed_at=now)
+        return True
+
+    async def add_epoch(
+        self,
+        conversation_id: str,
+        epoch: int,
+        creator_device: str,
+        envelopes: Sequence[EnvelopeRecord],
+        now: float,
+    ) -> None:
+        key = (conversation_id, epoch)
+        if key in self._s.epochs:
+            raise Conflict(f"epoch {epoch} already exists")
+        self._s.epochs[key] = _Epoch(creator_device, now, tuple(envelopes))
+        c = self._s.conversations.get(conversation_id)
+        if c is not None:
+            self._s.put_conversation(
+                dataclasses.replace(c, epoch=max(c.epoch, epoch), rotation_required=False)
+            )
+
+    async def add_envelopes(self, envelopes: Sequence[EnvelopeRecord]) -> int:
+        added = 0
+        for e in envelopes:
+            key = (e.conversation_id, e.epoch, e.recipient_device)
+            if key not in self._s.rewraps:
+                self._s.rewraps[key] = e
+                added += 1
+        return added
+
+    async def envelopes_for(
+        self, device_id: str, conversation_id: str | None
+    ) -> list[EnvelopeRecord]:
+        out: list[EnvelopeRecord] = []
+        for (conv, _), ep in self._s.epochs.items():
+            if conversation_id is None or conv == conversation_id:
+                out.extend(e for e in ep.envelopes if e.recipient_device == device_id)
+        seen = {(e.conversation_id, e.epoch) for e in out}
+        for (conv, epoch, recipient), e in self._s.rewraps.items():
+            if (
+                recipient == device_id
+                and (conversation_id is None or conv == conversation_id)
+                and (conv, epoch) not in seen
+            ):
+                out.append(e)
+        out.sort(key=lambda e: (e.conversation_id, e.epoch))
+        return out
+
+    async def epochs_held(
+        self, conversation_id: str, device_ids: Sequence[str]
+    ) -> dict[str, set[int]]:
+        held: dict[str, set[int]] = {d: set() for d in device_ids}
+        for (conv, epoch), ep in self._s.epochs.items():
+            if conv == conversation_id:
+                for e in ep.envelopes:
+                    if e.recipient_device in held:
+                        held[e.recipient_device].add(epoch)
+        for conv, epoch, recipient in self._s.rewraps:
+            if conv == conversation_id and recipient in held:
+                held[recipient].add(epoch)
+        return held
+
+    async def require_rotation(self, conversation_id: str) -> None:
+        c = self._s.conversations.get(conversation_id)
+        if c is not None:
+            self._s.put_conversation(dataclasses.replace(c, rotation_required=True))
+
+    async def put_key_request(self, request: KeyRequest) -> None:
+        self._s.key_requests[(request.conversation_id, request.recipient_device)] = request
+
+    async def key_requests(self, conversation_ids: Sequence[str]) -> list[KeyRequest]:
+        wanted = set(conversation_ids)
+        return [r for (conv, _), r in self._s.key_requests.items() if conv in wanted and not r.done]
+
+    async def close_key_request(self, conversation_id: str, device_id: str) -> None:
+        key = (conversation_id, device_id)
+        r = self._s.key_requests.get(key)
+        if r is not None:
+            self._s.key_requests[key] = dataclasses.replace(r, done=True)
+
+    async def put_backup(self, user_id: str, backup: dict[str, str], now: float) -> None:
+        self._s.backups[user_id] = dict(backup)
+
+    async def get_backup(self, user_id: str) -> dict[str, str] | None:
+        b = self._s.backups.get(user_id)
+        return dict(b) if b is not None else None
+
+    async def add_audit(self, record: AuditRecord) -> None:
+        self._s.audit.append(dataclasses.replace(record, details=copy.deepcopy(record.details)))
+
+    async def audit_for(self, conversation_id: str) -> list[AuditRecord]:
+        found = [r for r in self._s.audit if r.conversation_id == conversation_id]
+        found.sort(key=lambda r: r.at)
+        return [dataclasses.replace(r, details=copy.deepcopy(r.details)) for r in found]

@@ -1,0 +1,169 @@
+/**
+ * The HTTP API client (docs/protocol.md, "HTTP API" and "End-to-end keys").
+ *
+ * Every method resolves with the decoded JSON answer or rejects with an
+ * ApiError carrying the HTTP status and the API's error code (status 0 and
+ * code "network" when the server could not be reached).
+ */
+
+export class ApiError extends Error {
+  constructor(status, code, message, body = null) {
+    super(message || code);
+    this.status = status;
+    this.code = code;
+    this.body = body;
+  }
+}
+
+export class Api {
+  /** `onUnauthenticated` is called when a request with a token gets 401. */
+  constructor({ token = null, onUnauthenticated = null } = {}) {
+    this.token = token;
+    this.onUnauthenticated = onUnauthenticated;
+  }
+
+  async request(method, path, body) {
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    let response;
+    try {
+      response = await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        credentials: "omit",
+        cache: "no-store",
+      });
+    } catch (err) {
+      throw new ApiError(0, "network", err.message);
+    }
+    let data = null;
+    const text = await response.text();
+    if (text) {
+      try {
+        data = JSON.parse(text);
+      } catch {
+        data = null;
+      }
+    }
+    if (!response.ok) {
+      const e = data && data.error ? data.error : {};
+      const err = new ApiError(response.status, e.code || `http_${response.status}`, e.message, data);
+      if (response.status === 401 && this.token && this.onUnauthenticated) this.onUnauthenticated(err);
+      throw err;
+    }
+    return data;
+  }
+
+  get(path) {
+    return this.request("GET", path);
+  }
+
+  post(path, body = {}) {
+    return this.request("POST", path, body);
+  }
+
+  // ---- accounts
+  login(login, password, deviceId) {
+    return this.post("/api/login", { login, password, ...(deviceId ? { device_id: deviceId } : {}) });
+  }
+
+  activate(code, password, deviceId) {
+    return this.post("/api/activate", { code, password, ...(deviceId ? { device_id: deviceId } : {}) });
+  }
+
+  logout() {
+    return this.post("/api/logout");
+  }
+
+  me() {
+    return this.get("/api/me");
+  }
+
+  createBeneficiary(login, displayName, programme) {
+    return this.post("/api/beneficiaries", { login, display_name: displayName, programme: programme || null });
+  }
+
+  // ---- conversations
+  conversations() {
+    return this.get("/api/conversations");
+  }
+
+  messages(conversation, { before, after, limit } = {}) {
+    const q = new URLSearchParams();
+    if (before !== undefined && before !== null) q.set("before", String(before));
+    if (after !== undefined && after !== null) q.set("after", String(after));
+    if (limit) q.set("limit", String(limit));
+    return this.get(`/api/conversations/${encodeURIComponent(conversation)}/messages?${q}`);
+  }
+
+  markRead(conversation, seq) {
+    return this.post(`/api/conversations/${encodeURIComponent(conversation)}/read`, { seq });
+  }
+
+  flag(conversation, flagged) {
+    return this.post(`/api/conversations/${encodeURIComponent(conversation)}/flag`, { flagged });
+  }
+
+  transfer(conversation, to, mode, until) {
+    const body = { mode };
+    if (to) body.to = to;
+    if (until) body.until = until;
+    return this.post(`/api/conversations/${encodeURIComponent(conversation)}/transfer`, body);
+  }
+
+  structure() {
+    return this.get("/api/structure");
+  }
+
+  // ---- end-to-end keys
+  registerDevice(dhPub, sigPub, registrationSig) {
+    return this.post("/api/devices", { dh_pub: dhPub, sig_pub: sigPub, registration_sig: registrationSig });
+  }
+
+  myDevices() {
+    return this.get("/api/devices");
+  }
+
+  removeDevice(deviceId) {
+    return this.request("DELETE", `/api/devices/${encodeURIComponent(deviceId)}`);
+  }
+
+  conversationDevices(conversation) {
+    return this.get(`/api/conversations/${encodeURIComponent(conversation)}/devices`);
+  }
+
+  createEpoch(conversation, epoch, envelopes) {
+    return this.post(`/api/conversations/${encodeURIComponent(conversation)}/epochs`, { epoch, envelopes });
+  }
+
+  addEnvelopes(conversation, envelopes) {
+    return this.post(`/api/conversations/${encodeURIComponent(conversation)}/envelopes`, { envelopes });
+  }
+
+  envelopes(conversation) {
+    const q = conversation ? `?conversation=${encodeURIComponent(conversation)}` : "";
+    return this.get(`/api/keys/envelopes${q}`);
+  }
+
+  keyRequests() {
+    return this.get("/api/keys/requests");
+  }
+
+  approveKeyRequest(conversation, deviceId) {
+    return this.post("/api/keys/requests/approve", { conversation, device_id: deviceId });
+  }
+
+  putBackup(backup) {
+    return this.request("PUT", "/api/keys/backup", backup);
+  }
+
+  getBackup() {
+    return this.get("/api/keys/backup");
+  }
+
+  safety(conversation) {
+    return this.get(`/api/conversations/${encodeURIComponent(conversation)}/safety`);
+  }
+}
