@@ -16,6 +16,9 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+# Room a ``message.send`` frame needs besides its base64 body (ids, nonce, sig, meta).
+FRAME_OVERHEAD = 512
+
 
 class SettingsError(ValueError):
     """A configuration variable holds a value the server cannot use."""
@@ -156,10 +159,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     take("LOG_LEVEL", "log_level", _level)
     take("VAPID_PRIVATE_KEY", "vapid_private_key", lambda n, r: r)
     take("VAPID_SUBJECT", "vapid_subject", lambda n, r: r)
-    if kw.get("max_body_bytes", Settings.max_body_bytes) > kw.get(  # type: ignore[operator]
-        "max_frame_bytes", Settings.max_frame_bytes
-    ):
+    settings = Settings(**kw)  # type: ignore[arg-type]
+    # A body travels base64-encoded inside a frame, next to the other fields.
+    fits = (settings.max_frame_bytes - FRAME_OVERHEAD) * 3 // 4
+    if settings.max_body_bytes > fits:
         raise SettingsError(
-            "MAX_BODY_BYTES", "at most MAX_FRAME_BYTES", str(kw.get("max_body_bytes"))
+            "MAX_BODY_BYTES",
+            f"at most {fits}, so that a base64 body fits in MAX_FRAME_BYTES="
+            f"{settings.max_frame_bytes}",
+            str(settings.max_body_bytes),
         )
-    return Settings(**kw)  # type: ignore[arg-type]
+    return settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -153,3 +154,7 @@ async def server(settings: Settings) -> AsyncIterator[ServerInfo]:
     """A real uvicorn server on a free loopback port, on the embedded engine."""
     async for info in run_server(settings):
         yield info
+
+
+# ``async with serve(replace(settings, ...)) as srv:`` for tests that need other settings.
+serve = contextlib.asynccontextmanager(run_server)

@@ -174,7 +174,8 @@ async def backup(request: Request) -> Response:
     user, _ = await current(request)
     keys = services(request).keys
     if request.method == "GET":
-        return ok(await keys.get_backup(user))
+        stored = await keys.get_backup(user)
+        return ok({"v": int(stored["v"]), "nonce": stored["nonce"], "blob": stored["blob"]})
     body = await json_body(request, BackupBody)
     await keys.put_backup(user, {"v": str(body.v), "nonce": body.nonce, "blob": body.blob})
     return ok({"ok": True})

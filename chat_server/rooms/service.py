@@ -13,9 +13,15 @@ from typing import Any, Protocol
 from chat_server import protocol as p
 from chat_server.hub import KIND_MESSAGE, Hub
 from chat_server.rooms import types
-from chat_server.rooms.errors import BodyTooLarge, InvalidInput, NotMember, Unavailable
+from chat_server.rooms.errors import BodyTooLarge, E2EEError, InvalidInput, NotMember, Unavailable
 from chat_server.rooms.models import Conversation, NewMessage, Role, StoredMessage, User
-from chat_server.storage.base import AccountStore, MessageStore, PresenceStore, StoreError
+from chat_server.storage.base import (
+    AccountStore,
+    MessageStore,
+    NonceReused,
+    PresenceStore,
+    StoreError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +116,8 @@ class ConversationService:
         await self._verifier.check_message(conv, new)
         try:
             stored, created = await self._messages.append(new, self._clock())
+        except NonceReused:
+            raise E2EEError("nonce_reused", "this device already used this nonce") from None
         except StoreError as exc:
             log.error("append failed", extra={"conversation_id": conv.id, "error": str(exc)})
             raise Unavailable("the message could not be stored; retry") from None

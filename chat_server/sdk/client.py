@@ -118,6 +118,7 @@ class Client:
         self._reader: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.conversations: list[dict[str, Any]] = []
+        self.transcript: list[str] | None = None  # set to a list to keep every raw frame
 
     @property
     def user_id(self) -> str:
@@ -281,6 +282,8 @@ class Client:
             if not self._remember(d):
                 continue
             conv = r["conversation"]
+            if any((conv, e) not in self.state.epoch_keys for e in r["missing_epochs"]):
+                await self.fetch_envelopes(conv)
             envs = [
                 wrap_epoch_key(
                     self.state.epoch_keys[(conv, e)],
@@ -379,6 +382,8 @@ class Client:
             return
         with contextlib.suppress(websockets.ConnectionClosed):
             async for raw in self.ws:
+                if self.transcript is not None:
+                    self.transcript.append(raw if isinstance(raw, str) else raw.decode())
                 frame = json.loads(raw)
                 kind = frame.get("type")
                 fid = frame.get("id")

@@ -90,6 +90,7 @@ class MongoDatabase:
             partialFilterExpression={"nonce_key": {"$type": "string"}},
         )
         await db.reads.create_index([("conversation_id", ASCENDING)])
+        await db.presence.create_index([("user_id", ASCENDING)])
         await self.keys().create_indexes()
 
     def accounts(self) -> MongoAccountStore:
@@ -272,12 +273,13 @@ def _conversation(d: Mapping[str, Any]) -> Conversation:
         structure_id=d.get("structure_id"),
         last_seq=d.get("last_seq", 0),
         last_at=d.get("last_at", 0.0),
-        flagged=d.get("flagged", False),
+        # bool(): the embedded engine (SQLite) hands booleans back as 0/1.
+        flagged=bool(d.get("flagged", False)),
         epoch=d.get("epoch", 0),
         created_at=d.get("created_at", 0.0),
         previous_counsellor_id=d.get("previous_counsellor_id"),
         temporary_until=d.get("temporary_until"),
-        rotation_required=d.get("rotation_required", False),
+        rotation_required=bool(d.get("rotation_required", False)),
     )
 
 
@@ -499,16 +501,25 @@ class MongoMessageStore:
 
 
 class MongoPresenceStore:
-    """``PresenceStore`` on MongoDB: per-process connection counts plus process liveness."""
+    """``PresenceStore`` on MongoDB: one counter per (user, process) plus process liveness.
+
+    Counters are separate documents (no dotted paths), so every update is a
+    plain ``$inc`` that behaves the same on MongoDB and the embedded engine.
+    """
 
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self._db = db
 
     async def connected(self, user_id: str, process_id: str, delta: int, now: float) -> None:
-        update: Doc = {"$inc": {f"procs.{process_id}": delta}}
+        await self._db.presence.update_one(
+            {"_id": f"{user_id}:{process_id}"},
+            {"$inc": {"count": delta}, "$set": {"user_id": user_id, "process_id": process_id}},
+            upsert=True,
+        )
         if delta < 0:
-            update["$set"] = {"last_seen": now}
-        await self._db.presence.update_one({"_id": user_id}, update, upsert=True)
+            await self._db.last_seen.replace_one(
+                {"_id": user_id}, {"_id": user_id, "at": now}, upsert=True
+            )
 
     async def process_alive(self, process_id: str, until: float) -> None:
         await self._db.processes.replace_one(
@@ -517,9 +528,11 @@ class MongoPresenceStore:
 
     async def presence(self, user_ids: Sequence[str], now: float) -> dict[str, Presence]:
         alive = {d["_id"] async for d in self._db.processes.find({"until": {"$gt": now}})}
-        out = {u: Presence(u, False, None) for u in user_ids}
-        async for d in self._db.presence.find({"_id": {"$in": list(user_ids)}}):
-            procs: Mapping[str, int] = d.get("procs") or {}
-            online = any(n > 0 and p in alive for p, n in procs.items())
-            out[d["_id"]] = Presence(d["_id"], online, d.get("last_seen"))
+        ids = list(user_ids)
+        online = set()
+        async for d in self._db.presence.find({"user_id": {"$in": ids}, "count": {"$gt": 0}}):
+            if d["process_id"] in alive:
+                online.add(d["user_id"])
+        seen = {d["_id"]: d["at"] async for d in self._db.last_seen.find({"_id": {"$in": ids}})}
+        out = {u: Presence(u, u in online, seen.get(u)) for u in ids}
         return out

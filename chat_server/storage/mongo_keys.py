@@ -65,9 +65,9 @@ def _request(d: Mapping[str, Any]) -> KeyRequest:
         recipient_device=d["recipient_device"],
         recipient_user=d["recipient_user"],
         reason=d["reason"],
-        approved=d["approved"],
+        approved=bool(d["approved"]),
         created_at=d["created_at"],
-        done=d.get("done", False),
+        done=bool(d.get("done", False)),
     )
 
 
@@ -209,9 +209,12 @@ class MongoKeyStore:
 
     async def put_key_request(self, request: KeyRequest) -> None:
         r = request
+        key = f"{r.conversation_id}:{r.recipient_device}"
+        # _id repeated in the replacement: the embedded engine's upsert ignores the filter's.
         await self._db.key_requests.replace_one(
-            {"_id": f"{r.conversation_id}:{r.recipient_device}"},
+            {"_id": key},
             {
+                "_id": key,
                 "conversation_id": r.conversation_id,
                 "recipient_device": r.recipient_device,
                 "recipient_user": r.recipient_user,

@@ -1,0 +1,66 @@
+"""Run the chat server for a benchmark, seeding its own store before it serves.
+
+python -m bench.serve_chat --pairs 5000     # settings from the environment, as chat-server
+
+The app is ``chat_server.app.create_app`` with the uvicorn configuration of
+``chat-server``; a thin ASGI wrapper seeds the pairs through
+``app.state.services`` when the lifespan has started (needed for
+``STORE=memory``, where no other process can reach the store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import uvicorn
+import uvloop
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bench.peers.common import pin_from_env, raise_nofile
+from bench.seed import seed
+from chat_server import logs
+from chat_server.__main__ import _uvicorn_config
+from chat_server.app import create_app
+from chat_server.services import Services
+from chat_server.settings import load_settings
+
+
+class SeedOnStartup:
+    """Seeds the services' stores between lifespan startup and serving."""
+
+    def __init__(self, app: Any, pairs: int) -> None:
+        self.app = app
+        self.pairs = pairs
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan" or self.pairs <= 0:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_after_seeding(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                svc: Services = self.app.state.services
+                await seed(svc.accounts_store, svc.messages, 0, self.pairs)
+            await send(message)
+
+        await self.app(scope, receive, send_after_seeding)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=0, help="pairs to seed at startup")
+    args = ap.parse_args()
+    pin_from_env()
+    raise_nofile()
+    settings = load_settings()
+    logs.configure(settings.log_level)
+    app: ASGIApp = SeedOnStartup(create_app(settings), args.pairs)
+    server = uvicorn.Server(_uvicorn_config(settings, app))
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(server.serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""The servers under test and how to start each one.
+
+``chat-*`` are this project's server (``bench.serve_chat``: ``create_app``
+with the ``chat-server`` uvicorn configuration); the rest are the peers of
+``bench/peers``, which store nothing and check nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import HOST, Engine, Group, Redis, free_port, python, spawn, wait_http
+
+
+@dataclass(frozen=True)
+class Target:
+    """One server configuration."""
+
+    key: str
+    label: str
+    kind: str  # chat | ws | starlette | socketio
+    procs: int = 1
+    store: str = ""  # chat: memory | embedded
+    redis: bool = False
+    persists: bool = False
+
+    @property
+    def dialect(self) -> str:
+        return {"chat": "chat", "socketio": "socketio"}.get(self.kind, "relay")
+
+
+TARGETS: dict[str, Target] = {
+    t.key: t
+    for t in (
+        Target("chat-mem", "chat, memory store, in-process broker", "chat", store="memory"),
+        Target(
+            "chat-emb",
+            "chat, embedded engine, in-process broker",
+            "chat",
+            store="embedded",
+            persists=True,
+        ),
+        Target(
+            "chat-emb-redis",
+            "chat, embedded engine, Redis, 1 process",
+            "chat",
+            store="embedded",
+            redis=True,
+            persists=True,
+        ),
+        Target(
+            "chat-emb-redis-2",
+            "chat, embedded engine, Redis, 2 processes",
+            "chat",
+            procs=2,
+            store="embedded",
+            redis=True,
+            persists=True,
+        ),
+        Target("sio", "python-socketio, in-memory manager", "socketio"),
+        Target("sio-redis", "python-socketio, AsyncRedisManager, 1 process", "socketio", redis=True),
+        Target(
+            "sio-redis-2",
+            "python-socketio, AsyncRedisManager, 2 processes",
+            "socketio",
+            procs=2,
+            redis=True,
+        ),
+        Target("ws", "bare relay, websockets asyncio server", "ws"),
+        Target("starlette", "bare relay, Starlette on uvicorn", "starlette"),
+    )
+}
+
+
+@dataclass
+class Env:
+    """Shared services of a benchmark session (engine, Redis) and its settings."""
+
+    server_cpus: set[int]
+    logdir: Path
+    signed: bool = False
+    engine: Engine | None = None
+    redis: Redis | None = None
+    channel_seq: int = 0
+
+
+async def start(t: Target, env: Env, pairs: int, port: int | None = None) -> Group:
+    """Start every process of ``t`` and wait until each answers HTTP."""
+    group = Group(t.key)
+    base_env = dict(os.environ)
+    base_env.pop("BENCH_CPUS", None)
+    env.channel_seq += 1
+    channel = f"bench-sio-{env.channel_seq}"
+    for i in range(t.procs):
+        p = port if port is not None and i == 0 else free_port()
+        name = f"{t.key}-{i}"
+        penv = dict(base_env)
+        argv: list[str]
+        path = "/healthz"
+        if t.kind == "chat":
+            penv |= {
+                "HOST": HOST,
+                "PORT": str(p),
+                "REQUIRE_E2EE": "true" if env.signed else "false",
+                # The bench measures throughput, not the per-connection abuse limit.
+                "RATE_PER_SECOND": "1000000",
+                "RATE_BURST": "1000000",
+                "LOG_LEVEL": "WARNING",
+            }
+            seed_pairs = 0
+            if t.store == "memory":
+                penv["STORE"] = "memory"
+                seed_pairs = pairs
+            else:
+                assert env.engine is not None
+                await env.engine.seed(pairs)
+                penv["MONGODB_URL"] = env.engine.url
+            if t.redis:
+                assert env.redis is not None
+                penv["REDIS_URL"] = env.redis.url
+            argv = [python(), "-m", "bench.serve_chat", "--pairs", str(seed_pairs)]
+            if env.signed:
+                argv.append("--signed")
+        elif t.kind == "ws":
+            argv = [python(), "-m", "bench.peers.ws_relay", "--port", str(p)]
+        elif t.kind == "starlette":
+            argv = [python(), "-m", "bench.peers.starlette_relay", "--port", str(p)]
+        elif t.kind == "socketio":
+            argv = [python(), "-m", "bench.peers.socketio_server", "--port", str(p)]
+            if t.redis:
+                assert env.redis is not None
+                argv += ["--redis", env.redis.url, "--channel", channel]
+            path = "/"
+        else:
+            raise ValueError(t.kind)
+        group.procs.append(spawn(name, argv, penv, env.server_cpus, env.logdir, p))
+    try:
+        for proc in group.procs:
+            await wait_http(proc.port, path, proc, 120)
+    except BaseException:
+        group.stop()
+        raise
+    return group

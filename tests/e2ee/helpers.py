@@ -1,0 +1,63 @@
+"""Helpers of the end-to-end tests."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from typing import Any
+
+from chat_server.crypto.message import encrypt_message
+from chat_server.sdk import Client, Received
+
+
+async def next_user_message(client: Client, timeout: float = 10) -> Received:
+    """The next non-system message."""
+    for _ in range(100):
+        m = await client.next_message(timeout)
+        if not m.msg_type.startswith("system."):
+            return m
+    raise AssertionError("only system messages arrived")
+
+
+async def wait_text(client: Client, text: str, timeout: float = 10) -> Received:
+    """Read received messages until one decrypts to ``text``."""
+    for _ in range(1000):
+        m = await client.next_message(timeout)
+        if m.text == text:
+            return m
+    raise AssertionError(f"{text!r} never arrived")
+
+
+def frame_for(
+    client: Client,
+    conversation: str,
+    epoch: int,
+    key: bytes,
+    text: str,
+    *,
+    client_id: str | None = None,
+    nonce: bytes | None = None,
+) -> dict[str, Any]:
+    """A correctly encrypted and signed ``message.send`` frame (tests then break one part)."""
+    client_id = client_id or secrets.token_hex(8)
+    enc = encrypt_message(
+        key,
+        client.keys,
+        conversation=conversation,
+        epoch=epoch,
+        sender_device=client.device_id,
+        client_id=client_id,
+        msg_type="text",
+        plaintext=('{"text": "%s"}' % text).encode(),
+        nonce=nonce,
+    )
+    return {
+        "type": "message.send",
+        "conversation": conversation,
+        "client_id": client_id,
+        "msg_type": "text",
+        "body": base64.b64encode(enc.ciphertext).decode(),
+        "nonce": base64.b64encode(enc.nonce).decode(),
+        "sig": base64.b64encode(enc.sig).decode(),
+        "epoch": epoch,
+    }

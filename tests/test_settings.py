@@ -1,0 +1,145 @@
+"""Settings: every variable is parsed; a bad value stops the process naming the variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chat_server.settings import Settings, SettingsError, load_settings
+from tests.helpers import REPO_ROOT, clean_env
+
+GOOD: list[tuple[str, str, str, Any]] = [
+    ("HOST", "0.0.0.0", "host", "0.0.0.0"),
+    ("PORT", "8123", "port", 8123),
+    ("STORE", "memory", "store", "memory"),
+    ("MONGODB_URL", "mongodb://db.example:27017/?replicaSet=rs0", "mongodb_url", None),
+    ("MONGODB_URL", "mongodb+srv://cluster.example/", "mongodb_url", None),
+    ("MONGODB_DB", "chat_prod", "mongodb_db", "chat_prod"),
+    ("DATA_DIR", "/var/lib/chat", "data_dir", Path("/var/lib/chat")),
+    ("REDIS_URL", "redis://127.0.0.1:6379/0", "redis_url", None),
+    ("REDIS_URL", "rediss://cache.example:6380", "redis_url", None),
+    ("REDIS_URL", "unix:///run/redis.sock", "redis_url", None),
+    (
+        "ALLOWED_ORIGINS",
+        "https://a.example, https://b.example:8443/",
+        "allowed_origins",
+        ("https://a.example", "https://b.example:8443"),
+    ),
+    ("MAX_FRAME_BYTES", "131072", "max_frame_bytes", 131072),
+    ("MAX_BODY_BYTES", "4096", "max_body_bytes", 4096),
+    ("RATE_PER_SECOND", "2.5", "rate_per_second", 2.5),
+    ("RATE_BURST", "7", "rate_burst", 7),
+    ("SEND_QUEUE_SIZE", "64", "send_queue_size", 64),
+    ("HEARTBEAT_SECONDS", "5", "heartbeat_seconds", 5.0),
+    ("AUTH_TIMEOUT_SECONDS", "0.5", "auth_timeout_seconds", 0.5),
+    ("SESSION_TTL_DAYS", "7", "session_ttl_days", 7),
+    ("ACTIVATION_TTL_HOURS", "24", "activation_ttl_hours", 24),
+    ("LOGIN_MAX_FAILURES", "3", "login_max_failures", 3),
+    ("LOGIN_WINDOW_SECONDS", "60", "login_window_seconds", 60),
+    ("RESUME_MAX_MESSAGES", "10", "resume_max_messages", 10),
+    ("REQUIRE_E2EE", "false", "require_e2ee", False),
+    ("REQUIRE_E2EE", "YES", "require_e2ee", True),
+    ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
+    ("VAPID_PRIVATE_KEY", "abc", "vapid_private_key", "abc"),
+    ("VAPID_SUBJECT", "mailto:ops@example.org", "vapid_subject", "mailto:ops@example.org"),
+]
+
+BAD: list[tuple[str, str]] = [
+    ("PORT", "abc"),
+    ("PORT", "70000"),
+    ("PORT", "-1"),
+    ("STORE", "foo"),
+    ("MONGODB_URL", "http://db.example"),
+    ("REDIS_URL", "http://x"),
+    ("ALLOWED_ORIGINS", "a.example"),
+    ("MAX_FRAME_BYTES", "12"),
+    ("MAX_BODY_BYTES", "1.5"),
+    ("RATE_PER_SECOND", "fast"),
+    ("RATE_PER_SECOND", "nan"),
+    ("RATE_PER_SECOND", "0"),
+    ("RATE_BURST", "0"),
+    ("SEND_QUEUE_SIZE", "1"),
+    ("HEARTBEAT_SECONDS", "0"),
+    ("AUTH_TIMEOUT_SECONDS", "0.1"),
+    ("SESSION_TTL_DAYS", "0"),
+    ("ACTIVATION_TTL_HOURS", "x"),
+    ("LOGIN_MAX_FAILURES", "0"),
+    ("LOGIN_WINDOW_SECONDS", "0"),
+    ("RESUME_MAX_MESSAGES", "0"),
+    ("REQUIRE_E2EE", "maybe"),
+    ("LOG_LEVEL", "LOUD"),
+]
+
+
+def test_defaults_without_any_variable() -> None:
+    s = load_settings({})
+    assert s == Settings()
+    assert s.mongodb_url is None
+    assert s.redis_url is None
+    assert s.require_e2ee is True
+    assert "http://127.0.0.1:8000" in s.origins()
+
+
+@pytest.mark.parametrize(("var", "raw", "attr", "expected"), GOOD)
+def test_every_variable_is_parsed(var: str, raw: str, attr: str, expected: Any) -> None:
+    s = load_settings({var: raw})
+    assert getattr(s, attr) == (raw if expected is None else expected)
+
+
+def test_every_settings_field_has_a_variable() -> None:
+    covered = {attr for _, _, attr, _ in GOOD}
+    fields = set(Settings.__dataclass_fields__) - {"extra"}
+    assert fields == covered
+
+
+def test_empty_value_means_default() -> None:
+    assert load_settings({"PORT": "", "REDIS_URL": ""}) == Settings()
+
+
+@pytest.mark.parametrize(("var", "raw"), BAD)
+def test_bad_value_names_the_variable(var: str, raw: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({var: raw})
+    assert info.value.name == var
+    assert var in str(info.value)
+    assert repr(raw) in str(info.value)
+
+
+def test_allowed_origins_replace_the_default() -> None:
+    s = load_settings({"ALLOWED_ORIGINS": "https://console.example"})
+    assert s.origins() == ("https://console.example",)
+
+
+def test_body_limit_must_fit_in_a_frame() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({"MAX_FRAME_BYTES": "2048", "MAX_BODY_BYTES": "4096"})
+    assert info.value.name == "MAX_BODY_BYTES"
+    # Lowering only the frame limit below the default body limit names the effective value.
+    with pytest.raises(SettingsError) as info:
+        load_settings({"MAX_FRAME_BYTES": "2048"})
+    assert info.value.name == "MAX_BODY_BYTES"
+    assert "16384" in str(info.value)
+    # The body travels base64-encoded: a limit that cannot fit once encoded is refused.
+    with pytest.raises(SettingsError) as info:
+        load_settings({"MAX_FRAME_BYTES": "65536", "MAX_BODY_BYTES": "60000"})
+    assert info.value.name == "MAX_BODY_BYTES"
+    assert load_settings({"MAX_BODY_BYTES": "48000"}).max_body_bytes == 48000
+
+
+def test_server_exits_2_on_a_bad_port() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "chat_server"],
+        env=clean_env(PORT="abc"),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "PORT" in proc.stderr
+    assert "'abc'" in proc.stderr

@@ -1,0 +1,71 @@
+/**
+ * Service worker of the beneficiary app: keeps the app shell so the app
+ * opens without network. Network first (always the latest code when
+ * online), the cache when offline. The API and the WebSocket are never
+ * cached: messages are end-to-end encrypted and fetched fresh.
+ */
+
+const CACHE = "cejchat-app-v1";
+const SHELL = [
+  "/app/",
+  "/app/index.html",
+  "/app/app.css",
+  "/app/app.js",
+  "/app/manifest.webmanifest",
+  "/shared/base.css",
+  "/shared/api.js",
+  "/shared/b64.js",
+  "/shared/chat.js",
+  "/shared/crypto.js",
+  "/shared/e2ee.js",
+  "/shared/i18n.js",
+  "/shared/idb.js",
+  "/shared/session.js",
+  "/shared/socket.js",
+  "/shared/ui.js",
+  "/shared/wire.js",
+  "/shared/icons/favicon.png",
+  "/shared/icons/favicon-alert.png",
+  "/shared/icons/icon-192.png",
+  "/shared/icons/icon-512.png",
+  "/shared/icons/icon-maskable-512.png",
+];
+
+self.addEventListener("install", (event) => {
+  event.waitUntil(
+    caches
+      .open(CACHE)
+      .then((cache) => cache.addAll(SHELL))
+      .then(() => self.skipWaiting()),
+  );
+});
+
+self.addEventListener("activate", (event) => {
+  event.waitUntil(
+    caches
+      .keys()
+      .then((names) => Promise.all(names.filter((n) => n !== CACHE).map((n) => caches.delete(n))))
+      .then(() => self.clients.claim()),
+  );
+});
+
+self.addEventListener("fetch", (event) => {
+  const request = event.request;
+  const url = new URL(request.url);
+  if (request.method !== "GET" || url.origin !== self.location.origin) return;
+  if (url.pathname.startsWith("/api/") || url.pathname === "/ws") return;
+  if (!url.pathname.startsWith("/app/") && !url.pathname.startsWith("/shared/")) return;
+  event.respondWith(
+    fetch(request)
+      .then((response) => {
+        if (response.ok) {
+          const copy = response.clone();
+          caches.open(CACHE).then((cache) => cache.put(request, copy));
+        }
+        return response;
+      })
+      .catch(() =>
+        caches.match(request).then((hit) => hit || (request.mode === "navigate" ? caches.match("/app/") : Response.error())),
+      ),
+  );
+});

@@ -1,0 +1,551 @@
+/**
+ * The counsellor console: login, device keys, the conversation list, the
+ * thread, beneficiary creation, safety numbers and, for supervisors,
+ * transfers.
+ *
+ * The session token lives in sessionStorage (this tab only, gone when it
+ * closes); keys live in IndexedDB (shared/e2ee.js); nothing in localStorage.
+ */
+
+import { Api, ApiError } from "../shared/api.js";
+import { ChatClient } from "../shared/chat.js";
+import { ensureDevice } from "../shared/session.js";
+import { idbGet, idbPut } from "../shared/idb.js";
+import { formatSafetyNumber } from "../shared/crypto.js";
+import { t, shortTime, lastSeenText, longTime } from "../shared/i18n.js";
+import { $, h, setChildren, showScreen, reconcile, renderMessage, Attention, connectionText } from "../shared/ui.js";
+import { newId } from "../shared/wire.js";
+
+const SESSION_KEY = "cejchat.console.session";
+const BASE_TITLE = "Console conseiller — CEJ Messagerie";
+
+const api = new Api({ onUnauthenticated: () => expired() });
+const attention = new Attention(BASE_TITLE);
+let chat = null;
+let keys = null;
+let me = null;
+let current = null;
+const peerTyping = new Map();
+const keyRequests = new Map();
+let typingSent = 0;
+let typingStop = null;
+
+// ---------------------------------------------------------------- login
+
+async function init() {
+  for (const btn of document.querySelectorAll("dialog [data-close]")) {
+    btn.addEventListener("click", () => btn.closest("dialog").close());
+  }
+  $("#login-form").addEventListener("submit", onLogin);
+  const saved = sessionStorage.getItem(SESSION_KEY);
+  if (saved) {
+    api.token = saved;
+    try {
+      const answer = await api.me();
+      await enter({ token: saved, user: answer.user, device_id: answer.device_id }, null);
+      return;
+    } catch {
+      sessionStorage.removeItem(SESSION_KEY);
+      api.token = null;
+    }
+  }
+  showScreen("screen-login");
+  $("#login-name").focus();
+}
+
+async function onLogin(event) {
+  event.preventDefault();
+  const error = $("#login-error");
+  error.textContent = "";
+  const name = $("#login-name").value.trim();
+  const password = $("#login-password").value;
+  if (!name || !password) {
+    error.textContent = t("loginFailed");
+    return;
+  }
+  const button = event.target.querySelector("button[type=submit]");
+  button.disabled = true;
+  button.textContent = t("signingIn");
+  try {
+    const deviceId = (await idbGet("logins", name.toLowerCase())) || newId(16);
+    const login = await api.login(name, password, deviceId);
+    api.token = login.token;
+    await idbPut("logins", name.toLowerCase(), login.device_id);
+    $("#login-password").value = "";
+    await enter(login, password);
+  } catch (err) {
+    api.token = null;
+    error.textContent = loginError(err);
+    showScreen("screen-login");
+  } finally {
+    button.disabled = false;
+    button.textContent = t("signIn");
+  }
+}
+
+function loginError(err) {
+  if (err instanceof ApiError) {
+    if (err.status === 401) return t("loginFailed");
+    if (err.status === 429) return t("tooManyAttempts");
+    if (err.status === 0) return t("networkError");
+  }
+  return t("genericError", { message: err.message });
+}
+
+async function enter(login, password) {
+  if (login.user.role === "beneficiary") {
+    location.assign("/app/");
+    return;
+  }
+  const result = await ensureDevice({
+    api,
+    login,
+    password,
+    container: $("#screen-setup"),
+    showSetup: () => showScreen("screen-setup"),
+    relogin: (deviceId, pw) => api.login(login.user.login, pw, deviceId),
+  });
+  keys = result.keys;
+  me = result.login.user;
+  sessionStorage.setItem(SESSION_KEY, api.token);
+  startApp(result.login);
+}
+
+function expired() {
+  sessionStorage.removeItem(SESSION_KEY);
+  if (chat) chat.stop();
+  location.reload();
+}
+
+async function logout() {
+  if (chat) chat.stop();
+  try {
+    await api.logout();
+  } catch {
+    /* the session ends anyway on this side */
+  }
+  sessionStorage.removeItem(SESSION_KEY);
+  location.reload();
+}
+
+// ---------------------------------------------------------------- main screen
+
+function startApp(login) {
+  showScreen("screen-app");
+  $("#skip-link").hidden = false;
+  $("#who").textContent = `${me.display_name} (${me.role === "supervisor" ? "superviseur" : "conseiller"})`;
+  $("#btn-new-beneficiary").hidden = me.role !== "counsellor";
+  $("#btn-logout").addEventListener("click", logout);
+  $("#btn-new-beneficiary").addEventListener("click", openBeneficiaryDialog);
+  $("#btn-security").addEventListener("click", openSecurity);
+  $("#btn-flag").addEventListener("click", toggleFlag);
+  $("#btn-safety").addEventListener("click", openSafety);
+  $("#btn-older").addEventListener("click", () => chat.loadOlder(current));
+  $("#search").addEventListener("input", renderList);
+  $("#conv-list").addEventListener("keydown", listKeys);
+  $("#composer").addEventListener("submit", onSend);
+  $("#message").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      $("#composer").requestSubmit();
+    }
+  });
+  $("#message").addEventListener("input", onTypingInput);
+  $("#beneficiary-form").addEventListener("submit", createBeneficiary);
+  $("#transfer-form").addEventListener("submit", submitTransfer);
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && current) chat.markRead(current);
+  });
+
+  chat = new ChatClient({ api, keys, user: me, deviceId: login.device_id });
+  chat.on("summaries", () => {
+    renderList();
+    if (current) renderThreadHead();
+  });
+  chat.on("thread", (d) => {
+    if (d.conversation === current) {
+      renderThread();
+      if (!document.hidden) chat.markRead(current);
+    }
+  });
+  chat.on("typing", (d) => {
+    peerTyping.set(d.conversation, d.typing);
+    if (d.conversation === current) renderTyping();
+  });
+  chat.on("incoming", (d) => {
+    attention.notify();
+    if (d.conversation === current && !document.hidden) chat.markRead(current);
+  });
+  chat.on("state", (d) => {
+    const conn = $("#conn");
+    conn.textContent = connectionText(d.state);
+    conn.className = `conn conn-${d.state}`;
+  });
+  chat.on("keyrequest", (d) => {
+    keyRequests.set(d.request.conversation, d.request);
+    if (d.request.conversation === current) renderKeyRequests();
+  });
+  chat.on("authfailed", expired);
+  chat.start();
+  if (me.role === "supervisor") loadSupervision();
+}
+
+// ---------------------------------------------------------------- conversation list
+
+function normalise(text) {
+  return (text || "").normalize("NFD").replace(/[\u0300-\u036f]/g, "").toLowerCase();
+}
+
+function renderList() {
+  const list = $("#conv-list");
+  const query = normalise($("#search").value.trim());
+  const all = chat.sortedSummaries();
+  const items = all.filter((s) => !query || normalise(s.peer?.display_name).includes(query) || normalise(s.peer?.login).includes(query));
+  const focusedId = document.activeElement?.closest?.(".conv")?.dataset.id;
+  reconcile(
+    list,
+    items,
+    (s) => s.id,
+    (s) => JSON.stringify([s.peer?.display_name, s.unread, s.flagged, s.peer_online, s.last_at, s.id === current, s.peer?.programme]),
+    renderConversation,
+  );
+  if (focusedId && document.activeElement === document.body) list.querySelector(`[data-id="${CSS.escape(focusedId)}"]`)?.focus();
+  const empty = $("#conv-empty");
+  empty.hidden = items.length > 0;
+  empty.textContent = all.length ? t("noMatch") : t("noConversation");
+  const total = all.reduce((n, s) => n + (s.unread || 0), 0);
+  const badge = $("#unread-total");
+  badge.hidden = total === 0;
+  badge.textContent = total;
+  badge.setAttribute("aria-label", t("unreadCount", { n: total }));
+}
+
+function renderConversation(s) {
+  const name = s.peer?.display_name || s.peer?.login || "?";
+  const line2 = [
+    h("span", {}, h("span", { class: `presence-dot${s.peer_online ? " on" : ""}`, "aria-hidden": "true" }), s.peer_online ? t("online") : t("offline")),
+    s.peer?.programme ? h("span", {}, s.peer.programme) : null,
+    s.flagged ? h("span", { class: "tag tag-flag" }, t("flagged")) : null,
+    s.unread > 0 ? h("span", { class: "badge" }, h("span", { "aria-hidden": "true" }, s.unread), h("span", { class: "visually-hidden" }, t("unreadCount", { n: s.unread }))) : null,
+  ];
+  const button = h(
+    "button",
+    {
+      type: "button",
+      class: `conv${s.unread > 0 ? " unread" : ""}`,
+      "aria-current": s.id === current ? "true" : null,
+      dataset: { id: s.id },
+      onclick: () => select(s.id),
+    },
+    h("span", { class: "name" }, name),
+    h("span", { class: "time" }, shortTime(s.last_at)),
+    h("span", { class: "line2" }, ...line2),
+  );
+  return h("li", {}, button);
+}
+
+function listKeys(event) {
+  const buttons = [...$("#conv-list").querySelectorAll(".conv")];
+  const i = buttons.indexOf(document.activeElement);
+  let next = null;
+  if (event.key === "ArrowDown") next = buttons[Math.min(buttons.length - 1, i + 1)];
+  else if (event.key === "ArrowUp") next = buttons[Math.max(0, i - 1)];
+  else if (event.key === "Home") next = buttons[0];
+  else if (event.key === "End") next = buttons[buttons.length - 1];
+  if (next) {
+    event.preventDefault();
+    next.focus();
+  }
+}
+
+function select(id) {
+  if (current && current !== id) {
+    clearTimeout(typingStop);
+    if (typingSent) chat.setTyping(current, false);
+    typingSent = 0;
+  }
+  current = id;
+  $("#thread-empty").hidden = true;
+  $("#supervision").hidden = true;
+  $("#thread-view").hidden = false;
+  $("#messages").replaceChildren();
+  chat.openThread(id);
+  renderList();
+  renderThreadHead();
+  renderThread();
+  renderTyping();
+  renderKeyRequests();
+  chat.markRead(id);
+}
+
+// ---------------------------------------------------------------- thread
+
+function renderThreadHead() {
+  const s = chat.summary(current);
+  if (!s) return;
+  const name = s.peer?.display_name || s.peer?.login || "";
+  $("#thread-title").textContent = t("messagesOf", { name }) + (s.peer?.programme ? ` (${s.peer.programme})` : "");
+  setChildren(
+    $("#thread-presence"),
+    h("span", { class: `presence-dot${s.peer_online ? " on" : ""}`, "aria-hidden": "true" }),
+    s.peer_online ? t("online") : lastSeenText(s.peer_last_seen),
+  );
+  const flag = $("#btn-flag");
+  flag.hidden = s.counsellor_id !== me.id;
+  flag.setAttribute("aria-pressed", s.flagged ? "true" : "false");
+  flag.textContent = s.flagged ? t("flagged") : t("flag");
+}
+
+function renderThread() {
+  const thread = chat.thread(current);
+  const s = chat.summary(current);
+  if (!thread || !s) return;
+  const log = $("#log");
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
+  const peerName = s.peer?.display_name || "";
+  const items = thread.sorted().map((item) => ({ kind: "m", item }));
+  for (const entry of chat.outboxFor(current)) items.push({ kind: "o", entry });
+  reconcile(
+    $("#messages"),
+    items,
+    (x) => (x.kind === "m" ? `m${x.item.seq}` : `o${x.entry.clientId}`),
+    (x) => (x.kind === "m" ? JSON.stringify([!!x.item.content, x.item.error, x.item.mine && x.item.seq <= (s.peer_read || 0)]) : `${x.entry.state}`),
+    (x) => (x.kind === "m" ? renderStored(x.item, s, peerName) : renderPending(x.entry)),
+  );
+  $("#btn-older").hidden = !thread.hasOlder;
+  if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+function renderStored(item, s, peerName) {
+  let status = null;
+  if (item.mine && !item.system) {
+    status = item.seq <= (s.peer_read || 0) ? { kind: "read", text: t("statusRead") } : { kind: "sent", text: t("statusSent") };
+  }
+  return renderMessage(item, { peerName, status });
+}
+
+function renderPending(entry) {
+  const item = { mine: true, system: false, msgType: entry.msgType, content: entry.content, createdAt: entry.createdAt };
+  const text = { pending: t("statusPending"), sending: t("statusSending"), failed: t("statusFailed") }[entry.state];
+  const li = renderMessage(item, {
+    status: { kind: entry.state, text },
+    onRetry: () => chat.retry(entry.clientId),
+    onDiscard: () => chat.discard(entry.clientId),
+  });
+  li.classList.add("msg-pending");
+  return li;
+}
+
+function renderTyping() {
+  const el = $("#typing");
+  el.textContent = current && peerTyping.get(current) ? t("typing", { name: chat.peerName(current) }) : "";
+}
+
+function onTypingInput() {
+  if (!current) return;
+  const now = Date.now();
+  if (now - typingSent > 3000) {
+    chat.setTyping(current, true);
+    typingSent = now;
+  }
+  clearTimeout(typingStop);
+  typingStop = setTimeout(() => {
+    chat.setTyping(current, false);
+    typingSent = 0;
+  }, 4000);
+}
+
+async function onSend(event) {
+  event.preventDefault();
+  const input = $("#message");
+  const text = input.value.trim();
+  if (!text || !current) return;
+  input.value = "";
+  clearTimeout(typingStop);
+  if (typingSent) chat.setTyping(current, false);
+  typingSent = 0;
+  await chat.sendText(current, text);
+  const log = $("#log");
+  log.scrollTop = log.scrollHeight;
+}
+
+async function toggleFlag() {
+  const s = chat.summary(current);
+  if (!s) return;
+  try {
+    await chat.setFlag(current, !s.flagged);
+  } catch (err) {
+    alertError(err);
+  }
+}
+
+function renderKeyRequests() {
+  const box = $("#key-requests");
+  const request = keyRequests.get(current);
+  if (!request) {
+    box.replaceChildren();
+    return;
+  }
+  const approve = h("button", { type: "button", class: "primary" }, t("approve"));
+  approve.addEventListener("click", async () => {
+    approve.disabled = true;
+    try {
+      await chat.approveKeyRequest(request);
+      keyRequests.delete(current);
+      renderKeyRequests();
+    } catch (err) {
+      approve.disabled = false;
+      alertError(err);
+    }
+  });
+  setChildren(box, h("div", { class: "notice key-request row", role: "status" }, h("span", {}, t("keyRequestFor", { name: chat.peerName(current) })), approve));
+}
+
+function alertError(err) {
+  const status = $("#conn");
+  status.textContent = t("genericError", { message: err.message });
+}
+
+// ---------------------------------------------------------------- dialogs
+
+function openBeneficiaryDialog() {
+  $("#beneficiary-form").reset();
+  $("#b-error").textContent = "";
+  $("#dlg-beneficiary").showModal();
+}
+
+async function createBeneficiary(event) {
+  event.preventDefault();
+  const error = $("#b-error");
+  error.textContent = "";
+  const name = $("#b-name").value.trim();
+  const login = $("#b-login").value.trim();
+  if (!name || !login) {
+    error.textContent = "Le nom et l'identifiant sont obligatoires.";
+    return;
+  }
+  try {
+    const created = await api.createBeneficiary(login, name, $("#b-programme").value);
+    $("#dlg-beneficiary").close();
+    $("#dlg-code-title").textContent = t("beneficiaryCreated", { name: created.user.display_name });
+    $("#activation-code").textContent = created.activation_code;
+    $("#activation-expires").textContent = t("activationExpires", { when: longTime(created.activation_expires) });
+    await chat.refreshSummaries();
+    select(created.conversation_id);
+    $("#dlg-code").showModal();
+  } catch (err) {
+    error.textContent = err instanceof ApiError && err.code === "login_taken" ? t("loginTaken") : t("genericError", { message: err.message });
+  }
+}
+
+async function openSafety() {
+  const dlg = $("#dlg-safety");
+  $("#safety-intro").textContent = t("safetyIntro", { name: chat.peerName(current) });
+  $("#safety-number").textContent = t("loading");
+  dlg.showModal();
+  try {
+    $("#safety-number").textContent = formatSafetyNumber(await keys.safetyNumber(current));
+  } catch (err) {
+    $("#safety-number").textContent = t("keysError", { message: err.message });
+  }
+}
+
+async function openSecurity() {
+  const dlg = $("#dlg-security");
+  $("#this-device").textContent = keys.deviceId;
+  $("#security-status").textContent = "";
+  const list = $("#device-list");
+  setChildren(list, h("li", {}, t("loading")));
+  dlg.showModal();
+  try {
+    const answer = await api.myDevices();
+    setChildren(
+      list,
+      ...(answer.devices || []).map((d) => {
+        const id = d.device_id || d.id;
+        const mine = id === keys.deviceId;
+        const remove = mine
+          ? null
+          : h("button", { type: "button", class: "danger", onclick: async () => {
+              await api.removeDevice(id);
+              $("#security-status").textContent = t("deviceRemoved");
+              openSecurity();
+            } }, t("removeDevice"));
+        return h("li", {}, h("span", { class: "mono" }, id), mine ? ` (${t("thisDevice")})` : "", d.created_at ? ` — ${longTime(d.created_at)} ` : " ", remove);
+      }),
+    );
+  } catch (err) {
+    setChildren(list, h("li", {}, t("genericError", { message: err.message })));
+  }
+}
+
+// ---------------------------------------------------------------- supervision
+
+let structure = null;
+
+async function loadSupervision() {
+  $("#thread-empty").hidden = true;
+  const section = $("#supervision");
+  section.hidden = false;
+  const status = $("#supervision-status");
+  status.textContent = t("loading");
+  try {
+    structure = await api.structure();
+  } catch (err) {
+    status.textContent = err instanceof ApiError && err.status === 404 ? t("noStructureList") : t("genericError", { message: err.message });
+    return;
+  }
+  status.textContent = "";
+  const counsellors = new Map((structure.counsellors || []).map((c) => [c.id, c]));
+  const body = $("#supervision-body");
+  setChildren(
+    body,
+    ...(structure.conversations || []).map((c) => {
+      const who = c.beneficiary?.display_name || c.beneficiary_id;
+      const counsellor = counsellors.get(c.counsellor_id)?.display_name || c.counsellor_id;
+      const extra = c.temporary_until ? ` (temporaire jusqu'au ${longTime(c.temporary_until)})` : "";
+      const button = h("button", { type: "button", class: "secondary", onclick: () => openTransfer(c) }, t("transfer"), h("span", { class: "visually-hidden" }, ` ${who}`));
+      return h("tr", {}, h("td", {}, who), h("td", {}, counsellor + extra), h("td", {}, button));
+    }),
+  );
+  $("#supervision-table").hidden = false;
+}
+
+let transferring = null;
+
+function openTransfer(conv) {
+  transferring = conv;
+  $("#transfer-form").reset();
+  $("#transfer-error").textContent = "";
+  $("#transfer-who").textContent = `${t("beneficiary")} : ${conv.beneficiary?.display_name || conv.beneficiary_id}`;
+  setChildren(
+    $("#transfer-to"),
+    ...(structure.counsellors || []).filter((c) => c.id !== conv.counsellor_id).map((c) => h("option", { value: c.id }, c.display_name)),
+  );
+  $("#dlg-transfer").showModal();
+}
+
+async function submitTransfer(event) {
+  event.preventDefault();
+  const mode = new FormData(event.target).get("mode");
+  const until = $("#transfer-until").value;
+  const error = $("#transfer-error");
+  if (mode === "temporary" && !until) {
+    error.textContent = "Indiquez la date de fin du transfert temporaire.";
+    return;
+  }
+  try {
+    const untilTs = until ? new Date(`${until}T23:59:59`).getTime() / 1000 : undefined;
+    await api.transfer(transferring.id, mode === "take_back" ? undefined : $("#transfer-to").value, mode, untilTs);
+    $("#dlg-transfer").close();
+    $("#supervision-status").textContent = t("transferDone");
+    loadSupervision();
+  } catch (err) {
+    error.textContent = t("genericError", { message: err.message });
+  }
+}
+
+init().catch((err) => {
+  showScreen("screen-login");
+  $("#login-error").textContent = t("genericError", { message: err.message });
+});

@@ -1,0 +1,640 @@
+/**
+ * The chat engine shared by the console and the app: conversation summaries,
+ * loaded threads (messages by `seq`, no gap, no duplicate), the outbox, and
+ * the end-to-end keys. The UI listens to events on `chat.events`:
+ *
+ *   summaries            the list changed (counts, order, presence, flags)
+ *   thread {conversation} a loaded thread changed (messages, outbox, receipts)
+ *   typing {conversation, user, typing}
+ *   incoming {conversation, message}   a message from someone else arrived
+ *   state {state}        connection state: connecting, online, reconnecting, offline
+ *   keyrequest {request} a key request needs a person's approval
+ *   authfailed           the session is no longer valid
+ *
+ * Positions: for each loaded thread `lastSeq` is the highest `seq` such that
+ * every message from the first loaded one up to it is held. Resume sends it;
+ * a `message.created` beyond `lastSeq + 1` makes the thread fetch the hole
+ * first; anything at or below `lastSeq` is dropped as already held.
+ */
+
+import { ChatSocket, FrameError } from "./socket.js";
+import { ApiError } from "./api.js";
+import { KeyError } from "./e2ee.js";
+import { idbDelete, idbEntries, idbPut } from "./idb.js";
+import { newId, delay } from "./wire.js";
+
+const PAGE = 50;
+const MAX_ATTEMPTS = 4;
+
+export function sortSummaries(list) {
+  return list.sort((a, b) => {
+    if ((a.unread > 0) !== (b.unread > 0)) return a.unread > 0 ? -1 : 1;
+    if (!!a.flagged !== !!b.flagged) return a.flagged ? -1 : 1;
+    return (b.last_at || 0) - (a.last_at || 0);
+  });
+}
+
+class Thread {
+  constructor(conversation) {
+    this.conversation = conversation;
+    this.items = new Map();
+    this.lastSeq = 0;
+    this.firstSeq = null;
+    this.hasOlder = false;
+    this.loaded = false;
+    this.loading = null;
+    this.buffer = [];
+    this.filling = null;
+  }
+
+  sorted() {
+    return [...this.items.values()].sort((a, b) => a.seq - b.seq);
+  }
+
+  advance() {
+    while (this.items.has(this.lastSeq + 1)) this.lastSeq += 1;
+  }
+}
+
+export class ChatClient {
+  constructor({ api, keys, user, deviceId, persistOutbox = false }) {
+    this.api = api;
+    this.keys = keys;
+    this.user = user;
+    this.deviceId = deviceId;
+    this.persistOutbox = persistOutbox;
+    this.events = new EventTarget();
+    this.summaries = new Map();
+    this.threads = new Map();
+    this.outbox = [];
+    this.flushing = false;
+    this.typingTimers = new Map();
+    this.socket = new ChatSocket({
+      token: api.token,
+      getResume: () => this.resumePositions(),
+      onFrame: (f) => this.onFrame(f),
+      onState: (s) => {
+        this.emit("state", { state: s });
+        if (s !== "online") this.clearTyping();
+      },
+      onAuthOk: (f) => this.onAuthOk(f),
+      onAuthFailed: () => this.emit("authfailed", {}),
+    });
+  }
+
+  emit(type, detail) {
+    this.events.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  on(type, fn) {
+    this.events.addEventListener(type, (e) => fn(e.detail));
+  }
+
+  async start() {
+    if (this.persistOutbox) {
+      for (const [key, entry] of await idbEntries("outbox")) {
+        if (key.startsWith(`${this.user.id}|`)) this.outbox.push({ ...entry, state: entry.state === "failed" ? "failed" : "pending" });
+      }
+      this.outbox.sort((a, b) => a.createdAt - b.createdAt);
+    }
+    try {
+      const answer = await this.api.conversations();
+      this.setSummaries(answer.conversations);
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status !== 0) throw err;
+    }
+    this.socket.start();
+  }
+
+  stop() {
+    this.socket.stop();
+  }
+
+  // ------------------------------------------------------------------ summaries
+
+  setSummaries(list) {
+    const next = new Map();
+    for (const s of list) next.set(s.id, { ...this.summaries.get(s.id), ...s });
+    this.summaries = next;
+    this.emit("summaries", {});
+  }
+
+  sortedSummaries() {
+    return sortSummaries([...this.summaries.values()]);
+  }
+
+  summary(conversation) {
+    return this.summaries.get(conversation);
+  }
+
+  peerName(conversation) {
+    const s = this.summaries.get(conversation);
+    return s?.peer?.display_name || s?.peer?.login || "";
+  }
+
+  // ------------------------------------------------------------------ socket frames
+
+  resumePositions() {
+    const out = {};
+    for (const [id, thread] of this.threads) if (thread.loaded) out[id] = thread.lastSeq;
+    return out;
+  }
+
+  onAuthOk(frame) {
+    this.setSummaries(frame.conversations || []);
+    for (const thread of this.threads.values()) if (!thread.loaded && !thread.loading) this.loadThread(thread.conversation);
+    this.flush();
+    this.checkKeyRequests();
+  }
+
+  onFrame(f) {
+    switch (f.type) {
+      case "message.created":
+        this.onMessage(f.message);
+        break;
+      case "sync":
+        this.onSync(f);
+        break;
+      case "read.updated":
+        this.onRead(f);
+        break;
+      case "typing":
+        this.onTyping(f);
+        break;
+      case "presence":
+        for (const s of this.summaries.values()) {
+          if (s.peer?.id === f.user) {
+            s.peer_online = f.online;
+            if (f.last_seen) s.peer_last_seen = f.last_seen;
+          }
+        }
+        this.emit("summaries", {});
+        break;
+      case "conversation.updated": {
+        const s = f.conversation;
+        const prev = this.summaries.get(s.id);
+        this.summaries.set(s.id, { ...prev, ...s });
+        this.emit("summaries", {});
+        if (this.threads.has(s.id)) this.retryUndecrypted(s.id);
+        break;
+      }
+      case "keys.requested":
+        this.onKeyRequest(f);
+        break;
+      default:
+        break;
+    }
+  }
+
+  onMessage(m) {
+    const s = this.summaries.get(m.conversation);
+    if (s) {
+      if (m.seq > (s.last_seq || 0)) {
+        s.last_seq = m.seq;
+        s.last_at = m.created_at;
+      }
+      if (m.sender === this.user.id) s.read = Math.max(s.read || 0, m.seq);
+      s.unread = Math.max(0, s.last_seq - (s.read || 0));
+      if (m.msg_type === "system.epoch_rotated" && m.meta?.epoch) s.epoch = Math.max(s.epoch || 0, m.meta.epoch);
+      this.emit("summaries", {});
+    }
+    const thread = this.threads.get(m.conversation);
+    if (thread) this.applyMessages(thread, [m]);
+    if (m.sender !== this.user.id && m.sender !== "system") {
+      this.emit("incoming", { conversation: m.conversation, message: m });
+    }
+    if (!s) this.refreshSummaries();
+  }
+
+  async refreshSummaries() {
+    try {
+      const answer = await this.api.conversations();
+      this.setSummaries(answer.conversations);
+    } catch {
+      /* next auth.ok brings them */
+    }
+  }
+
+  onSync(f) {
+    const thread = this.threads.get(f.conversation);
+    if (!thread) return;
+    if (f.recovered) this.applyMessages(thread, f.messages || []);
+    else this.reloadThread(f.conversation);
+  }
+
+  onRead(f) {
+    const s = this.summaries.get(f.conversation);
+    if (!s) return;
+    if (f.user === this.user.id) {
+      s.read = Math.max(s.read || 0, f.seq);
+      s.unread = Math.max(0, (s.last_seq || 0) - s.read);
+    } else {
+      s.peer_read = Math.max(s.peer_read || 0, f.seq);
+    }
+    this.emit("summaries", {});
+    this.emit("thread", { conversation: f.conversation });
+  }
+
+  onTyping(f) {
+    const key = f.conversation;
+    clearTimeout(this.typingTimers.get(key));
+    if (f.typing) {
+      // A peer that stops typing without saying so (closed tab) times out.
+      this.typingTimers.set(key, setTimeout(() => this.emit("typing", { conversation: key, user: f.user, typing: false }), 8000));
+    }
+    this.emit("typing", { conversation: key, user: f.user, typing: f.typing });
+  }
+
+  clearTyping() {
+    for (const [key, timer] of this.typingTimers) {
+      clearTimeout(timer);
+      this.emit("typing", { conversation: key, typing: false });
+    }
+    this.typingTimers.clear();
+  }
+
+  // ------------------------------------------------------------------ threads
+
+  thread(conversation) {
+    return this.threads.get(conversation);
+  }
+
+  /** Load a conversation's latest page (once) and keep it up to date afterwards. */
+  openThread(conversation) {
+    let thread = this.threads.get(conversation);
+    if (!thread) {
+      thread = new Thread(conversation);
+      this.threads.set(conversation, thread);
+    }
+    if (!thread.loaded && !thread.loading) this.loadThread(conversation);
+    return thread;
+  }
+
+  loadThread(conversation) {
+    const thread = this.threads.get(conversation);
+    thread.loading = (async () => {
+      try {
+        const page = await this.api.messages(conversation, { limit: PAGE });
+        thread.items.clear();
+        thread.hasOlder = page.has_more;
+        const msgs = page.messages || [];
+        thread.firstSeq = msgs.length ? msgs[0].seq : null;
+        thread.lastSeq = msgs.length ? msgs[0].seq - 1 : 0;
+        thread.loaded = true;
+        this.insert(thread, msgs);
+        const buffered = thread.buffer.splice(0);
+        this.applyMessages(thread, buffered);
+        // Whatever arrived between the page and now comes by resume.
+        if (this.socket.ready) this.socket.send({ type: "conversation.sync", id: newId(), conversation, after: thread.lastSeq });
+      } catch (err) {
+        this.emit("error", { error: err });
+      } finally {
+        thread.loading = null;
+        this.emit("thread", { conversation });
+      }
+    })();
+    return thread.loading;
+  }
+
+  reloadThread(conversation) {
+    const thread = this.threads.get(conversation);
+    if (!thread || thread.loading) return;
+    thread.loaded = false;
+    this.loadThread(conversation);
+  }
+
+  async loadOlder(conversation) {
+    const thread = this.threads.get(conversation);
+    if (!thread || !thread.hasOlder || thread.firstSeq === null) return;
+    const page = await this.api.messages(conversation, { before: thread.firstSeq, limit: PAGE });
+    const msgs = page.messages || [];
+    thread.hasOlder = page.has_more;
+    if (msgs.length) thread.firstSeq = msgs[0].seq;
+    for (const m of msgs) if (!thread.items.has(m.seq)) thread.items.set(m.seq, this.item(m));
+    for (const m of msgs) this.decode(thread, thread.items.get(m.seq));
+    this.emit("thread", { conversation });
+  }
+
+  applyMessages(thread, msgs) {
+    if (!thread.loaded) {
+      thread.buffer.push(...msgs);
+      return;
+    }
+    const fresh = msgs.filter((m) => m.seq > thread.lastSeq && !thread.items.has(m.seq));
+    if (!fresh.length) return;
+    this.insert(thread, fresh);
+    const max = Math.max(...fresh.map((m) => m.seq));
+    if (max > thread.lastSeq) this.fillGap(thread);
+  }
+
+  insert(thread, msgs) {
+    for (const m of msgs) {
+      if (thread.items.has(m.seq)) continue;
+      const item = this.item(m);
+      thread.items.set(m.seq, item);
+      this.decode(thread, item);
+      if (thread.firstSeq === null || m.seq < thread.firstSeq) thread.firstSeq = m.seq;
+    }
+    thread.advance();
+    this.emit("thread", { conversation: thread.conversation });
+  }
+
+  /** Fetch the messages between `lastSeq` and the first held one beyond it. */
+  fillGap(thread) {
+    if (thread.filling) return;
+    thread.filling = (async () => {
+      try {
+        for (let guard = 0; guard < 100; guard++) {
+          const beyond = [...thread.items.keys()].some((seq) => seq > thread.lastSeq + 1);
+          if (!beyond) break;
+          const page = await this.api.messages(thread.conversation, { after: thread.lastSeq, limit: 200 });
+          const msgs = page.messages || [];
+          if (!msgs.length) break;
+          this.insert(thread, msgs);
+        }
+      } catch {
+        /* the next resume fills it */
+      } finally {
+        thread.filling = null;
+      }
+    })();
+  }
+
+  item(m) {
+    return {
+      seq: m.seq,
+      clientId: m.client_id,
+      sender: m.sender,
+      device: m.device,
+      msgType: m.msg_type,
+      meta: m.meta || {},
+      createdAt: m.created_at,
+      mine: m.sender === this.user.id,
+      system: m.sender === "system" || m.msg_type.startsWith("system."),
+      content: null,
+      error: null,
+      raw: m,
+    };
+  }
+
+  async decode(thread, item) {
+    if (item.system || item.content) return;
+    try {
+      item.content = await this.keys.decrypt(item.raw);
+      item.error = null;
+    } catch (err) {
+      item.error = err instanceof KeyError ? err.code : "decrypt_failed";
+    }
+    this.emit("thread", { conversation: thread.conversation });
+  }
+
+  async retryUndecrypted(conversation) {
+    const thread = this.threads.get(conversation);
+    if (!thread) return;
+    const waiting = [...thread.items.values()].filter((i) => !i.system && !i.content);
+    if (!waiting.length) return;
+    try {
+      await this.keys.fetchEnvelopes(conversation);
+    } catch {
+      return;
+    }
+    for (const item of waiting) await this.decode(thread, item);
+  }
+
+  // ------------------------------------------------------------------ reading, typing, flags
+
+  /** Mark the conversation read up to its latest message (when the person sees it). */
+  markRead(conversation) {
+    const s = this.summaries.get(conversation);
+    const thread = this.threads.get(conversation);
+    if (!s || !thread || !thread.loaded) return;
+    const seq = thread.lastSeq;
+    if (seq <= (s.read || 0)) return;
+    s.read = seq;
+    s.unread = Math.max(0, (s.last_seq || 0) - seq);
+    this.emit("summaries", {});
+    if (!this.socket.send({ type: "read.mark", conversation, seq })) {
+      this.api.markRead(conversation, seq).catch(() => {});
+    }
+  }
+
+  setTyping(conversation, typing) {
+    this.socket.send({ type: "typing.set", conversation, typing });
+  }
+
+  async setFlag(conversation, flagged) {
+    await this.api.flag(conversation, flagged);
+    const s = this.summaries.get(conversation);
+    if (s) s.flagged = flagged;
+    this.emit("summaries", {});
+  }
+
+  // ------------------------------------------------------------------ outbox
+
+  outboxFor(conversation) {
+    return this.outbox.filter((e) => e.conversation === conversation);
+  }
+
+  async saveEntry(entry) {
+    if (!this.persistOutbox) return;
+    const { state, error, ...stored } = entry;
+    await idbPut("outbox", `${this.user.id}|${entry.clientId}`, { ...stored, state: state === "failed" ? "failed" : "pending", error });
+  }
+
+  async dropEntry(entry) {
+    this.outbox = this.outbox.filter((e) => e !== entry);
+    if (this.persistOutbox) await idbDelete("outbox", `${this.user.id}|${entry.clientId}`);
+  }
+
+  /** Queue a text message; it is sent now if connected, else when the connection returns. */
+  async sendText(conversation, text) {
+    const entry = {
+      clientId: newId(),
+      conversation,
+      msgType: "text",
+      content: { text },
+      createdAt: Date.now() / 1000,
+      state: "pending",
+      attempts: 0,
+      error: null,
+    };
+    this.outbox.push(entry);
+    await this.saveEntry(entry);
+    this.emit("thread", { conversation });
+    this.flush();
+    return entry;
+  }
+
+  retry(clientId) {
+    const entry = this.outbox.find((e) => e.clientId === clientId);
+    if (!entry) return;
+    entry.state = "pending";
+    entry.attempts = 0;
+    entry.error = null;
+    this.saveEntry(entry);
+    this.emit("thread", { conversation: entry.conversation });
+    this.flush();
+  }
+
+  async discard(clientId) {
+    const entry = this.outbox.find((e) => e.clientId === clientId);
+    if (!entry) return;
+    await this.dropEntry(entry);
+    this.emit("thread", { conversation: entry.conversation });
+  }
+
+  /** Send pending entries one at a time, oldest first, while connected. */
+  async flush() {
+    if (this.flushing) return;
+    this.flushing = true;
+    try {
+      while (this.socket.ready) {
+        const entry = this.outbox.find((e) => e.state === "pending");
+        if (!entry) break;
+        const outcome = await this.sendEntry(entry);
+        if (outcome === "stop") break;
+        if (outcome === "later") {
+          setTimeout(() => this.flush(), 1500);
+          break;
+        }
+      }
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  async sendEntry(entry) {
+    const conv = entry.conversation;
+    const s = this.summaries.get(conv) || {};
+    entry.state = "sending";
+    entry.attempts = (entry.attempts || 0) + 1;
+    this.emit("thread", { conversation: conv });
+    let ack;
+    let epoch;
+    try {
+      epoch = await this.keys.writableEpoch(conv, { epoch: s.epoch || 0, rotationRequired: !!s.rotation_required });
+      const enc = await this.keys.encrypt({ conversation: conv, epoch, clientId: entry.clientId, msgType: entry.msgType, content: entry.content });
+      ack = await this.socket.request({
+        type: "message.send",
+        conversation: conv,
+        client_id: entry.clientId,
+        msg_type: entry.msgType,
+        meta: {},
+        ...enc,
+      });
+    } catch (err) {
+      return this.sendFailed(entry, err);
+    }
+    const summary = this.summaries.get(conv);
+    if (summary) {
+      summary.epoch = epoch;
+      summary.rotation_required = false;
+      if (ack.seq > (summary.last_seq || 0)) {
+        summary.last_seq = ack.seq;
+        summary.last_at = ack.created_at;
+      }
+      summary.read = Math.max(summary.read || 0, ack.seq);
+      summary.unread = Math.max(0, summary.last_seq - summary.read);
+      this.emit("summaries", {});
+    }
+    await this.dropEntry(entry);
+    const thread = this.threads.get(conv);
+    if (thread) {
+      const m = {
+        conversation: conv,
+        seq: ack.seq,
+        client_id: entry.clientId,
+        sender: this.user.id,
+        device: this.deviceId,
+        msg_type: entry.msgType,
+        meta: {},
+        epoch,
+        created_at: ack.created_at,
+      };
+      const item = this.item(m);
+      item.content = entry.content;
+      if (thread.loaded) {
+        if (!thread.items.has(ack.seq)) thread.items.set(ack.seq, item);
+        thread.advance();
+        if ([...thread.items.keys()].some((seq) => seq > thread.lastSeq)) this.fillGap(thread);
+      }
+    }
+    this.emit("thread", { conversation: conv });
+    return "sent";
+  }
+
+  async sendFailed(entry, err) {
+    const conv = entry.conversation;
+    const code = err?.code || "error";
+    const transient = ["disconnected", "timeout", "network", "store_unavailable", "rate_limited"];
+    const keysStale = ["stale_epoch", "epoch_rotation_required", "nonce_reused", "epoch_conflict", "no_key"];
+    let outcome;
+    if (transient.includes(code) || (err instanceof ApiError && (err.status === 0 || err.status >= 500))) {
+      entry.state = "pending";
+      entry.attempts = Math.max(0, entry.attempts - 1);
+      outcome = code === "disconnected" ? "stop" : "later";
+    } else if (keysStale.includes(code) && entry.attempts < MAX_ATTEMPTS) {
+      const s = this.summaries.get(conv);
+      if (s) {
+        try {
+          const listing = await this.keys.conversationDevices(conv);
+          s.epoch = listing.epoch;
+          s.rotation_required = listing.rotationRequired || code === "epoch_rotation_required";
+        } catch {
+          s.rotation_required = code === "epoch_rotation_required";
+        }
+      }
+      entry.state = "pending";
+      await delay(50);
+      outcome = "again";
+    } else {
+      entry.state = "failed";
+      entry.error = err?.message || code;
+      outcome = "again";
+    }
+    await this.saveEntry(entry);
+    this.emit("thread", { conversation: conv });
+    return outcome;
+  }
+
+  pendingCount() {
+    return this.outbox.filter((e) => e.state !== "failed").length;
+  }
+
+  // ------------------------------------------------------------------ key requests
+
+  async checkKeyRequests() {
+    let answer;
+    try {
+      answer = await this.api.keyRequests();
+    } catch {
+      return;
+    }
+    for (const request of answer.requests || []) await this.handleKeyRequest(request);
+  }
+
+  onKeyRequest(f) {
+    this.handleKeyRequest({ ...f, approved: f.approved ?? f.reason !== "new_device" }).catch(() => {});
+  }
+
+  /** Re-wrap for approved requests; ask the counsellor about a beneficiary's new device. */
+  async handleKeyRequest(request) {
+    if (request.recipient_device === this.deviceId) return;
+    const needsApproval = request.approved === false;
+    if (needsApproval) {
+      const s = this.summaries.get(request.conversation);
+      if (s && s.counsellor_id === this.user.id) this.emit("keyrequest", { request });
+      return;
+    }
+    try {
+      await this.keys.rewrapFor(request.conversation, request.recipient_device);
+    } catch (err) {
+      console.warn("re-wrap failed", err);
+    }
+  }
+
+  async approveKeyRequest(request) {
+    await this.api.approveKeyRequest(request.conversation, request.recipient_device);
+    await this.keys.rewrapFor(request.conversation, request.recipient_device);
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * After a login: make sure this browser has a registered device with keys.
+ *
+ *  - keys already here and registered: go on;
+ *  - no keys here and no backup on the server (first device): create them,
+ *    register, store the backup, show the recovery key once;
+ *  - no keys here and a backup exists (new browser or phone): restore with
+ *    the recovery key (this browser becomes the backed-up device: a new
+ *    session is opened with its device id), or start as a new device and
+ *    wait for a re-share (a new recovery key then replaces the old one).
+ */
+
+import { KeyManager, KeyError } from "./e2ee.js";
+import { ApiError } from "./api.js";
+import { idbPut } from "./idb.js";
+import { h, setChildren } from "./ui.js";
+import { t } from "./i18n.js";
+
+/**
+ * Resolve with { keys, login } where `login` is the (possibly renewed)
+ * login answer. `relogin(deviceId, password)` opens a session bound to
+ * another device id; `showSetup()` makes `container` visible.
+ */
+export async function ensureDevice({ api, login, password, container, showSetup, relogin }) {
+  const keys = new KeyManager({ api, userId: login.user.id, deviceId: login.device_id });
+  try {
+    await api.myDevices();
+  } catch (err) {
+    if (err.status === 404) {
+      const { PlainKeys } = await import("./dev-plain.js");
+      return { keys: new PlainKeys(login.device_id), login, fresh: false };
+    }
+  }
+  if (await keys.load()) {
+    if (await keys.registeredOnServer()) return { keys, login, fresh: false };
+  }
+  showSetup();
+  const backup = await keys.serverBackup();
+  if (backup) {
+    const restored = await askRestore(container, keys, password);
+    if (restored) {
+      const renewed = await relogin(restored.deviceId, restored.password);
+      await api.logout().catch(() => {});
+      api.token = renewed.token;
+      await idbPut("logins", login.user.login.toLowerCase(), renewed.device_id);
+      const again = new KeyManager({ api, userId: renewed.user.id, deviceId: renewed.device_id });
+      await again.load();
+      return { keys: again, login: renewed, fresh: false };
+    }
+  }
+  const text = await createKeys(container, keys);
+  await showRecoveryKey(container, text);
+  return { keys, login, fresh: true };
+}
+
+function panel(container, title, intro, ...body) {
+  const heading = h("h1", { id: "setup-title", tabindex: "-1" }, title);
+  setChildren(container, h("div", { class: "card" }, heading, intro ? h("p", {}, intro) : null, ...body));
+  heading.focus();
+}
+
+async function createKeys(container, keys) {
+  panel(container, t("deviceSetupTitle"), t("deviceSetupIntro"), h("p", { role: "status" }, t("deviceWorking")));
+  try {
+    return await keys.setup();
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 409) throw new KeyError("device_conflict", err.message);
+    throw err;
+  }
+}
+
+function showRecoveryKey(container, text) {
+  return new Promise((resolve) => {
+    const box = h("input", { type: "checkbox", id: "recovery-ok" });
+    const next = h("button", { type: "submit", class: "primary", disabled: true }, t("continue"));
+    box.addEventListener("change", () => {
+      next.disabled = !box.checked;
+    });
+    const copyBtn = h("button", { type: "button", class: "secondary" }, t("copy"));
+    copyBtn.addEventListener("click", async () => {
+      try {
+        await navigator.clipboard.writeText(text);
+        copyBtn.textContent = t("copied");
+      } catch {
+        /* clipboard refused: the key is on screen */
+      }
+    });
+    const form = h(
+      "form",
+      { class: "stack" },
+      h("p", { class: "recovery-key", id: "recovery-key", "aria-label": t("recoveryKey") }, text),
+      copyBtn,
+      h("p", { class: "check" }, box, h("label", { for: "recovery-ok" }, t("recoveryConfirm"))),
+      next,
+    );
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      if (!box.checked) return;
+      setChildren(container);
+      resolve();
+    });
+    panel(container, t("recoveryShowTitle"), t("recoveryShowIntro"), form);
+  });
+}
+
+function askRestore(container, keys, knownPassword) {
+  return new Promise((resolve) => {
+    const error = h("p", { class: "error", role: "alert" });
+    const keyInput = h("input", { id: "restore-key", name: "recovery", autocomplete: "off", spellcheck: "false", required: true, class: "mono" });
+    const pwInput = knownPassword
+      ? null
+      : h("input", { id: "restore-password", type: "password", autocomplete: "current-password", required: true });
+    const submit = h("button", { type: "submit", class: "primary" }, t("restore"));
+    const form = h(
+      "form",
+      { class: "stack" },
+      h("label", { for: "restore-key" }, t("recoveryKey")),
+      keyInput,
+      pwInput ? h("label", { for: "restore-password" }, t("password")) : null,
+      pwInput,
+      error,
+      submit,
+    );
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      submit.disabled = true;
+      error.textContent = "";
+      try {
+        const deviceId = await keys.restore(keyInput.value);
+        resolve({ deviceId, password: knownPassword || pwInput.value });
+      } catch (err) {
+        error.textContent = err instanceof KeyError && err.code === "bad_recovery_key" ? t("restoreFailed") : t("genericError", { message: err.message });
+        submit.disabled = false;
+      }
+    });
+    const without = h("button", { type: "button", class: "secondary" }, t("noRecoveryKey"));
+    without.addEventListener("click", () => {
+      const go = h("button", { type: "button", class: "primary" }, t("continueWithoutKey"));
+      go.addEventListener("click", () => resolve(null));
+      const back = h("button", { type: "button", class: "secondary" }, t("cancel"));
+      back.addEventListener("click", () => askRestore(container, keys, knownPassword).then(resolve));
+      panel(container, t("noRecoveryKey"), t("noRecoveryKeyIntro"), h("div", { class: "row" }, go, back));
+    });
+    panel(container, t("restoreTitle"), t("restoreIntro"), form, without);
+  });
+}
