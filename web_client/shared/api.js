@@ -163,7 +163,7 @@ export class Api {
     return this.get("/api/keys/backup");
   }
 
-  safety(conversation) {
-    return this.get(`/api/conversations/${encodeURIComponent(conversation)}/safety`);
+  device(deviceId) {
+    return this.get(`/api/keys/devices/${encodeURIComponent(deviceId)}`);
   }
 }

@@ -170,20 +170,31 @@ export class ChatClient {
         }
         this.emit("summaries", {});
         break;
-      case "conversation.updated": {
-        const s = f.conversation;
-        const prev = this.summaries.get(s.id);
-        this.summaries.set(s.id, { ...prev, ...s });
-        this.emit("summaries", {});
-        if (this.threads.has(s.id)) this.retryUndecrypted(s.id);
+      case "conversation.updated":
+        this.onConversationUpdated(f.conversation);
         break;
-      }
       case "keys.requested":
         this.onKeyRequest(f);
         break;
       default:
         break;
     }
+  }
+
+  onConversationUpdated(update) {
+    const prev = this.summaries.get(update.id);
+    const mine = (update.counsellor_id ?? prev?.counsellor_id) === this.user.id || (update.beneficiary_id ?? prev?.beneficiary_id) === this.user.id;
+    if (!prev || !prev.peer || !mine || (update.counsellor_id && update.counsellor_id !== prev.counsellor_id)) {
+      // A transfer (to or from us) or a conversation we do not know yet: the full list again.
+      this.refreshSummaries();
+    } else {
+      this.summaries.set(update.id, { ...prev, ...update });
+      this.emit("summaries", {});
+    }
+    if (this.threads.has(update.id)) this.retryUndecrypted(update.id);
+    // A beneficiary's new phone may be waiting for this counsellor's approval.
+    clearTimeout(this.requestTimer);
+    this.requestTimer = setTimeout(() => this.checkKeyRequests(), 300);
   }
 
   onMessage(m) {
@@ -493,8 +504,8 @@ export class ChatClient {
         if (!entry) break;
         const outcome = await this.sendEntry(entry);
         if (outcome === "stop") break;
-        if (outcome === "later") {
-          setTimeout(() => this.flush(), 1500);
+        if (outcome === "later" || outcome === "wait") {
+          setTimeout(() => this.flush(), outcome === "wait" ? 15000 : 1500);
           break;
         }
       }
@@ -566,13 +577,13 @@ export class ChatClient {
   async sendFailed(entry, err) {
     const conv = entry.conversation;
     const code = err?.code || "error";
-    const transient = ["disconnected", "timeout", "network", "store_unavailable", "rate_limited"];
+    const transient = ["disconnected", "timeout", "network", "store_unavailable", "rate_limited", "pending_approval"];
     const keysStale = ["stale_epoch", "epoch_rotation_required", "nonce_reused", "epoch_conflict", "no_key"];
     let outcome;
     if (transient.includes(code) || (err instanceof ApiError && (err.status === 0 || err.status >= 500))) {
       entry.state = "pending";
       entry.attempts = Math.max(0, entry.attempts - 1);
-      outcome = code === "disconnected" ? "stop" : "later";
+      outcome = code === "disconnected" ? "stop" : code === "pending_approval" ? "wait" : "later";
     } else if (keysStale.includes(code) && entry.attempts < MAX_ATTEMPTS) {
       const s = this.summaries.get(conv);
       if (s) {
@@ -614,7 +625,8 @@ export class ChatClient {
   }
 
   onKeyRequest(f) {
-    this.handleKeyRequest({ ...f, approved: f.approved ?? f.reason !== "new_device" }).catch(() => {});
+    // The server only announces approved requests; unapproved ones come from GET /api/keys/requests.
+    this.handleKeyRequest({ ...f, approved: true }).catch(() => {});
   }
 
   /** Re-wrap for approved requests; ask the counsellor about a beneficiary's new device. */

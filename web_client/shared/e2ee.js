@@ -72,13 +72,10 @@ export class KeyManager {
     return this.device;
   }
 
-  /** Whether the server lists this device, with these keys, as registered. */
-  async registeredOnServer() {
+  /** The server's record of this session's device (public keys, b64url), or null. */
+  async serverDevice() {
     const answer = await this.api.myDevices();
-    const list = answer.devices || [];
-    const mine = list.find((d) => (d.device_id || d.id) === this.deviceId);
-    if (!mine) return false;
-    return !this.device || stdToUrl(mine.sig_pub) === b64encode(this.device.sigPublic);
+    return (answer.devices || []).find((d) => d.device_id === this.deviceId) || null;
   }
 
   /** The user's encrypted backup on the server, or null. */
@@ -169,7 +166,16 @@ export class KeyManager {
       this.peerDevices.set(id, dev);
       devices.push(dev);
     }
-    return { epoch: listing.epoch || 0, rotationRequired: !!listing.rotation_required, devices };
+    return {
+      epoch: listing.epoch || 0,
+      rotationRequired: !!listing.rotation_required,
+      pending: listing.pending || [],
+      devices,
+      members: (listing.members || []).map((m) => ({
+        userId: m.user_id,
+        sigPubs: (m.devices || []).map((d) => b64decode(stdToUrl(d.sig_pub))),
+      })),
+    };
   }
 
   async senderSigPub(conversation, deviceId, fallback) {
@@ -183,6 +189,19 @@ export class KeyManager {
     }
     const known = this.peerDevices.get(deviceId);
     if (known) return known.sigPub;
+    // A device no longer in the conversation (a previous counsellor's, a removed
+    // one): its registered keys, checked against their own registration.
+    try {
+      const { device: d } = await this.api.device(deviceId);
+      const dhPub = b64decode(d.dh_pub);
+      const sigPub = b64decode(d.sig_pub);
+      if (await C.verifyRegistration(d.user_id, d.device_id, dhPub, sigPub, b64decode(d.registration_sig))) {
+        this.peerDevices.set(deviceId, { deviceId, userId: d.user_id, dhPub, sigPub, former: true });
+        return sigPub;
+      }
+    } catch {
+      /* unknown or offline */
+    }
     return fallback || null;
   }
 
@@ -260,6 +279,10 @@ export class KeyManager {
 
   async _rotate(conversation) {
     const listing = await this.conversationDevices(conversation);
+    if (listing.pending.includes(this.deviceId)) {
+      // A beneficiary's new phone waits for the counsellor's approval.
+      throw new KeyError("pending_approval", "this device waits for approval");
+    }
     if (!listing.rotationRequired && listing.epoch > 0) {
       const key = await this.epochKey(conversation, listing.epoch);
       if (key) return listing.epoch;
@@ -380,15 +403,16 @@ export class KeyManager {
     return envelopes.length;
   }
 
-  /** The safety number of a conversation (30 digits), from the server's member devices. */
+  /**
+   * The safety number of a conversation (30 digits): both members' registered
+   * signing keys, as listed by the server and checked against their own
+   * registration signatures.
+   */
   async safetyNumber(conversation) {
-    const answer = await this.api.safety(conversation);
-    const members = answer.members || [];
-    if (members.length !== 2) throw new KeyError("bad_safety", "a safety number needs two members");
-    const [a, b] = members.map((m) => ({
-      userId: m.user_id,
-      sigPubs: (m.devices || []).map((d) => b64decode(stdToUrl(d.sig_pub))),
-    }));
+    const listing = await this.conversationDevices(conversation);
+    if (listing.members.length !== 2) throw new KeyError("bad_safety", "a safety number needs two members");
+    const verified = new Set(listing.devices.map((d) => b64encode(d.sigPub)));
+    const [a, b] = listing.members.map((m) => ({ userId: m.userId, sigPubs: m.sigPubs.filter((k) => verified.has(b64encode(k))) }));
     return C.safetyNumber(a, b);
   }
 }

@@ -13,6 +13,8 @@
 import { KeyManager, KeyError } from "./e2ee.js";
 import { ApiError } from "./api.js";
 import { idbPut } from "./idb.js";
+import { b64encode } from "./b64.js";
+import { newId } from "./wire.js";
 import { h, setChildren } from "./ui.js";
 import { t } from "./i18n.js";
 
@@ -23,16 +25,17 @@ import { t } from "./i18n.js";
  */
 export async function ensureDevice({ api, login, password, container, showSetup, relogin }) {
   const keys = new KeyManager({ api, userId: login.user.id, deviceId: login.device_id });
-  try {
-    await api.myDevices();
-  } catch (err) {
-    if (err.status === 404) {
-      const { PlainKeys } = await import("./dev-plain.js");
-      return { keys: new PlainKeys(login.device_id), login, fresh: false };
-    }
-  }
-  if (await keys.load()) {
-    if (await keys.registeredOnServer()) return { keys, login, fresh: false };
+  const hasKeys = await keys.load();
+  const onServer = await keys.serverDevice();
+  if (hasKeys && onServer && onServer.sig_pub === b64encode(keys.device.sigPublic)) return { keys, login, fresh: false };
+  if (onServer && password) {
+    // This device id is registered but its keys are not in this browser (storage
+    // cleared): it can never be registered again, so open a session for a new one.
+    const renewed = await relogin(newId(16), password);
+    await api.logout().catch(() => {});
+    api.token = renewed.token;
+    await idbPut("logins", login.user.login.toLowerCase(), renewed.device_id);
+    return ensureDevice({ api, login: renewed, password, container, showSetup, relogin });
   }
   showSetup();
   const backup = await keys.serverBackup();
@@ -64,7 +67,7 @@ async function createKeys(container, keys) {
   try {
     return await keys.setup();
   } catch (err) {
-    if (err instanceof ApiError && err.status === 409) throw new KeyError("device_conflict", err.message);
+    if (err instanceof ApiError && err.code === "device_exists") throw new KeyError("device_conflict", err.message);
     throw err;
   }
 }
