@@ -185,6 +185,32 @@ class Client:
             raise ClientError(err.get("code", "http_error"), err.get("message", ""), r.status_code)
         return data
 
+    def to_state(self) -> dict[str, Any]:
+        """Everything needed to resume this device later (secret: keep it private)."""
+        return {
+            "base_url": self.base_url,
+            "token": self.token,
+            "user": self.user,
+            "device_id": self.device_id,
+            "dh_priv": b64encode(self.keys.dh_priv),
+            "sig_priv": b64encode(self.keys.sig_priv),
+            "epoch_keys": [
+                {"conversation": c, "epoch": e, "key": b64encode(k)}
+                for (c, e), k in sorted(self.state.epoch_keys.items())
+            ],
+            "seqs": self.state.seqs,
+        }
+
+    @classmethod
+    def from_state(cls, doc: Mapping[str, Any]) -> Client:
+        """A client restored from ``to_state()``."""
+        keys = DeviceKeys.from_private_bytes(b64decode(doc["dh_priv"]), b64decode(doc["sig_priv"]))
+        client = cls(doc["base_url"], doc["token"], doc["user"], doc["device_id"], keys)
+        for e in doc.get("epoch_keys", []):
+            client.state.epoch_keys[(e["conversation"], int(e["epoch"]))] = b64decode(e["key"])
+        client.state.seqs.update(doc.get("seqs", {}))
+        return client
+
     # ------------------------------------------------------------------ keys
 
     async def _device_sig_pub(self, device_id: str) -> tuple[str, bytes]:

@@ -74,7 +74,9 @@ async def test_server_never_holds_a_plaintext(settings: Settings, tmp_path: Path
                     payload = json.dumps({"text": edit}, ensure_ascii=False).encode()
                     await sender.send(conv, payload, "edit", meta={"target_seq": ack["seq"]})
             await clients["sup"].request(
-                "POST", f"/api/conversations/{conv}/transfer", {"to": w.c2.user.id, "mode": "permanent"}
+                "POST",
+                f"/api/conversations/{conv}/transfer",
+                {"to": w.c2.user.id, "mode": "permanent"},
             )
             after = f"Après le transfert : nouveau secret {secrets.token_hex(6)}"
             plaintexts.append(after)
