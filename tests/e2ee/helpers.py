@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from typing import Any
 
@@ -48,7 +49,7 @@ def frame_for(
         sender_device=client.device_id,
         client_id=client_id,
         msg_type="text",
-        plaintext=('{"text": "%s"}' % text).encode(),
+        plaintext=json.dumps({"text": text}).encode(),
         nonce=nonce,
     )
     return {

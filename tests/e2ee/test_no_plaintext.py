@@ -65,7 +65,7 @@ async def test_server_never_holds_a_plaintext(settings: Settings, tmp_path: Path
             b, c1 = clients["b1"], clients["c1"]
             for i in range(MESSAGES):
                 sender = b if i % 3 else c1
-                text = f"Secret n°{i} – entretien chez Boulangerie {secrets.token_hex(6)}"
+                text = f"Secret n°{i} - entretien chez Boulangerie {secrets.token_hex(6)}"
                 plaintexts.append(text)
                 ack = await sender.send_text(conv, text)
                 if i % 50 == 7:

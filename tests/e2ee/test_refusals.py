@@ -7,8 +7,8 @@ import base64
 
 import pytest
 
-from chat_server.crypto.envelope import generate_epoch_key, wrap_epoch_key
 from chat_server.crypto.encoding import b64decode, b64encode
+from chat_server.crypto.envelope import generate_epoch_key, wrap_epoch_key
 from chat_server.crypto.keys import DeviceKeys, sign_registration
 from chat_server.sdk import Client, ClientError
 from tests.e2ee.helpers import frame_for

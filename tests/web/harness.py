@@ -1,0 +1,170 @@
+"""Browser-test harness: a real server process, Debian's Chromium, axe-core.
+
+The server runs as ``python -m chat_server --demo`` (the demo accounts are
+seeded by the same code as ``chat-admin demo``) on a free loopback port with
+its own ``DATA_DIR`` (embedded engine) and ``REQUIRE_E2EE=true``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Browser, Page, sync_playwright
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "tests" / "artifacts"
+SCREENSHOTS = REPO / "docs" / "screenshots"
+AXE = REPO / "web_client" / "test" / "node_modules" / "axe-core" / "axe.min.js"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DEMO_PASSWORD = "demo-password-2026"
+_ENGINE_PORT = re.compile(r'"msg": "embedded MongoDB engine started", "port": (\d+)')
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    """A running ``chat_server`` process and where it keeps its data."""
+
+    url: str
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+
+    def log(self) -> str:
+        return self.log_path.read_text("utf-8", errors="replace")
+
+    def engine_url(self) -> str:
+        """The embedded engine's URL, read from the server's start-up log."""
+        match = _ENGINE_PORT.search(self.log())
+        if match is None:
+            raise RuntimeError("the server did not log its embedded engine's port")
+        return f"mongodb://127.0.0.1:{match.group(1)}/?directConnection=true"
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/readyz", timeout=1) as r:  # noqa: S310 - loopback
+            body: dict[str, Any] = json.loads(r.read())
+            return bool(body.get("ready"))
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@contextmanager
+def run_server(data_dir: Path, timeout: float = 60.0) -> Iterator[ServerProcess]:
+    """Start the server with the demo accounts; stop it (SIGTERM, then wait) afterwards."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in {"MONGODB_URL", "REDIS_URL", "STORE"}}
+    env.update(
+        PORT=str(port),
+        HOST="127.0.0.1",
+        DATA_DIR=str(data_dir),
+        REQUIRE_E2EE="true",
+        LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = data_dir / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chat_server", "--demo"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = ServerProcess(f"http://127.0.0.1:{port}", data_dir, log_path, proc)
+    try:
+        deadline = time.monotonic() + timeout
+        while not _ready(server.url):
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after {timeout}s:\n{server.log()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's Chromium, headless."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def axe_violations(page: Page) -> list[dict[str, Any]]:
+    """Run axe-core in the page (its context must bypass the CSP) and return violations."""
+    if not AXE.is_file():
+        raise FileNotFoundError(f"{AXE} is missing: run `npm ci` in web_client/test")
+    page.add_script_tag(path=str(AXE))
+    found: list[dict[str, Any]] = page.evaluate(
+        """async () => {
+            const result = await axe.run(document, { resultTypes: ["violations"] });
+            return result.violations.map((v) => ({
+                id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.map((n) => n.target.join(" ")),
+            }));
+        }"""
+    )
+    return found
+
+
+def serious(violations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Only the serious and critical ones."""
+    return [v for v in violations if v.get("impact") in {"serious", "critical"}]
+
+
+def save_screenshot(page: Page, name: str, docs_name: str | None = None) -> Path:
+    """Save to tests/artifacts/; copy to docs/screenshots/ if missing or UPDATE_SCREENSHOTS=1."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    if docs_name is not None:
+        target = SCREENSHOTS / docs_name
+        if not target.exists() or os.environ.get("UPDATE_SCREENSHOTS") == "1":
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    return path
