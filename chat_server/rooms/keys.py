@@ -224,11 +224,16 @@ class KeyService:
         return await self._keys.devices_of([user.id])
 
     async def remove_device(self, user: User, device_id: str) -> None:
-        """Remove one of the caller's devices; every conversation then needs a new epoch."""
+        """Remove one of the caller's devices and end its sessions.
+
+        Every conversation of the user then needs a new epoch, which the
+        removed device does not get.
+        """
         device = await self._keys.get_device(device_id)
         if device is None or device.user_id != user.id:
             raise NotFound("no such device")
         if await self._keys.remove_device(device_id, self._clock()):
+            await self._accounts.delete_device_sessions(user.id, device_id)
             await self._device_changed(user, device, "removed")
 
     async def device_sets(self, conv: Conversation) -> DeviceSets:

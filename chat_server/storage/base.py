@@ -89,6 +89,9 @@ class AccountStore(Protocol):
     async def delete_user_sessions(self, user_id: str) -> int:
         """Remove every session of a user; return how many."""
 
+    async def delete_device_sessions(self, user_id: str, device_id: str) -> int:
+        """Remove the user's sessions bound to one device; return how many."""
+
     async def record_login_failure(self, key: str, now: float, window: float) -> int:
         """Count a failed login for ``key`` in a window starting at its first failure.
 

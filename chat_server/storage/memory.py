@@ -30,6 +30,7 @@ from chat_server.rooms.models import (
     KeyRequest,
     NewMessage,
     Presence,
+    Role,
     Session,
     StoredMessage,
     Structure,
@@ -166,6 +167,23 @@ class MemoryAccountStore:
         uid = self._s.login_index.get(login.lower())
         return self._s.users.get(uid) if uid is not None else None
 
+    async def users_in_structure(self, structure_id: str, role: Role) -> list[User]:
+        found = [
+            u for u in self._s.users.values() if u.structure_id == structure_id and u.role is role
+        ]
+        return sorted(found, key=lambda u: u.login.lower())
+
+    async def delete_device_sessions(self, user_id: str, device_id: str) -> int:
+        hashes = [
+            h
+            for h in self._s.user_sessions.get(user_id, set())
+            if (sess := self._s.sessions.get(h)) is not None and sess.device_id == device_id
+        ]
+        for h in hashes:
+            self._s.sessions.pop(h, None)
+            self._s.user_sessions.get(user_id, set()).discard(h)
+        return len(hashes)
+
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
         user = self._s.users.get(user_id)
         if user is not None:
@@ -253,6 +271,12 @@ class MemoryMessageStore:
         if own is not None and own not in ids:
             ids.append(own)
         return [convs[i] for i in ids]
+
+    async def conversations_previously_with(self, user_id: str) -> list[Conversation]:
+        return [c for c in self._s.conversations.values() if c.previous_counsellor_id == user_id]
+
+    async def conversations_in_structure(self, structure_id: str) -> list[Conversation]:
+        return [c for c in self._s.conversations.values() if c.structure_id == structure_id]
 
     async def set_flag(self, conversation_id: str, flagged: bool) -> None:
         c = self._s.conversations.get(conversation_id)

@@ -244,6 +244,10 @@ class MongoAccountStore:
         res = await self._db.sessions.delete_many({"user_id": user_id})
         return int(res.deleted_count)
 
+    async def delete_device_sessions(self, user_id: str, device_id: str) -> int:
+        res = await self._db.sessions.delete_many({"user_id": user_id, "device_id": device_id})
+        return int(res.deleted_count)
+
     async def record_login_failure(self, key: str, now: float, window: float) -> int:
         d = await self._db.login_failures.find_one_and_update(
             {"_id": key, "start": {"$gt": now - window}},

@@ -82,6 +82,9 @@ async def test_wrong_epoch_is_refused(e2ee_server: ServerInfo) -> None:
         # After a device removal the conversation needs a new epoch first.
         extra = await Client.login(e2ee_server.http, "c1", PASSWORD)
         await extra.request("DELETE", f"/api/devices/{extra.device_id}")
+        with pytest.raises(ClientError) as gone:
+            await extra.request("GET", "/api/me")
+        assert gone.value.status == 401
         reply = await b._call(frame_for(b, conv, epoch, key, "avant rotation"))
         assert reply["code"] == "epoch_rotation_required"
         await extra.close()
