@@ -43,6 +43,9 @@ from bench.wsclient import WsConnection
 
 Endpoint = tuple[str, int]
 
+# uvloop's loop.time() has millisecond resolution: stamp events with this instead.
+_now = time.monotonic
+
 
 @dataclass
 class Job:
@@ -268,9 +271,9 @@ class Generator:
         """Storm: retry every ``storm_retry`` s until authenticated, then resend the unacked."""
         host, port = c.endpoint
         uri = f"ws://{host}:{port}{self.dialect.path}"
-        deadline = self.loop.time() + self.job.storm_deadline
+        deadline = _now() + self.job.storm_deadline
         c.synced_t = 0.0
-        while self.loop.time() < deadline:
+        while _now() < deadline:
             self.reconnect_attempts += 1
             c.authed = self.loop.create_future()
             c.resume = {c.conv: c.pos}
@@ -323,7 +326,7 @@ class Generator:
         rec = self.pending.get(client_id)
         if rec is None or rec.acked:
             return
-        rec.acked = self.loop.time()
+        rec.acked = _now()
         if rec.delivered:
             self.complete(client_id, rec, rec.acked)
 
@@ -337,7 +340,7 @@ class Generator:
         if rec.delivered:
             self.dup_created += 1
             return
-        rec.delivered = self.loop.time()
+        rec.delivered = _now()
         if rec.acked:
             self.complete(client_id, rec, rec.delivered)
 
@@ -359,7 +362,7 @@ class Generator:
         if rec is not None:
             rec.client.inflight -= 1
             if self.closed_loop and self.running:
-                self.send_one(rec.client, self.loop.time())
+                self.send_one(rec.client, _now())
 
     # storm bookkeeping
 
@@ -372,7 +375,7 @@ class Generator:
             while c.pos + 1 in c.above:
                 c.above.remove(c.pos + 1)
                 c.pos += 1
-            c.pos_t = self.loop.time()
+            c.pos_t = _now()
         else:
             c.above.add(seq)
         return True
@@ -382,20 +385,20 @@ class Generator:
             self.not_recovered += 1
         for m in messages:
             self.hold(c, m.seq)
-        c.synced_t = self.loop.time()
+        c.synced_t = _now()
 
     # modes
 
     async def run_closed(self, start: float) -> None:
         job = self.job
         self.w0, self.w1 = start + job.warmup, start + job.warmup + job.duration
-        await asyncio.sleep(max(0.0, start - self.loop.time()))
+        await asyncio.sleep(max(0.0, start - _now()))
         self.running = True
-        now = self.loop.time()
+        now = _now()
         for _ in range(job.inflight):
             for c in self.clients:
                 self.send_one(c, now)
-        await asyncio.sleep(max(0.0, self.w1 - self.loop.time()))
+        await asyncio.sleep(max(0.0, self.w1 - _now()))
         self.running = False
         await self.drain(job.grace)
 
@@ -405,10 +408,10 @@ class Generator:
         self.rng.shuffle(order)
         n = len(order)
         k = 0
-        await asyncio.sleep(max(0.0, start - self.loop.time()))
+        await asyncio.sleep(max(0.0, start - _now()))
         self.running = True
         while self.running:
-            now = self.loop.time()
+            now = _now()
             if now >= until or self.sent >= self.job.max_messages:
                 break
             due = int((now - start) * rate)
@@ -419,8 +422,8 @@ class Generator:
         self.running = False
 
     async def drain(self, grace: float) -> None:
-        deadline = self.loop.time() + grace
-        while self.pending and self.loop.time() < deadline:
+        deadline = _now() + grace
+        while self.pending and _now() < deadline:
             await asyncio.sleep(0.01)
 
     def late(self) -> int:
@@ -447,8 +450,8 @@ class Generator:
                 c.conn.close()
 
     async def wait_closed(self, timeout: float) -> None:
-        deadline = self.loop.time() + timeout
-        while any(c.conn is not None for c in self.clients) and self.loop.time() < deadline:
+        deadline = _now() + timeout
+        while any(c.conn is not None for c in self.clients) and _now() < deadline:
             await asyncio.sleep(0.05)
         for c in self.clients:
             if c.conn is not None:
@@ -459,8 +462,8 @@ async def _recv(pipe: Connection) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, pipe.recv)
 
 
-def _wall_to_loop(loop: asyncio.AbstractEventLoop, wall: float) -> float:
-    return loop.time() + (wall - time.time())
+def _wall_to_mono(wall: float) -> float:
+    return _now() + (wall - time.time())
 
 
 async def _run(job: Job, pipe: Connection) -> None:
@@ -475,7 +478,7 @@ async def _run(job: Job, pipe: Connection) -> None:
     pipe.send(("connected", info))
     cmd = await _recv(pipe)
     if job.mode in ("closed", "open"):
-        start = _wall_to_loop(loop, cmd[1])
+        start = _wall_to_mono(cmd[1])
         cpu0 = time.process_time()
         if job.mode == "closed":
             await gen.run_closed(start)
@@ -484,7 +487,7 @@ async def _run(job: Job, pipe: Connection) -> None:
             await gen.run_open(start, job.rate, gen.w1)
             await gen.drain(job.grace)
         cpu = time.process_time() - cpu0
-        wall = loop.time() - start
+        wall = _now() - start
         result = gen.counters() | {
             "window": job.duration,
             "lat": gen.lat,
@@ -511,16 +514,16 @@ async def _storm(gen: Generator, pipe: Connection) -> dict[str, Any]:
     job = gen.job
     loop = gen.loop
     gen.storm = True
-    start = loop.time()
+    start = _now()
     gen.w0, gen.w1 = start, start + job.storm_traffic_max
     await gen.run_open(start, job.storm_rate, start + job.storm_traffic_max)
     sent_before = gen.sent
     restarted = await _recv(pipe)
-    t_kill = _wall_to_loop(loop, restarted[1])
-    t_ready = _wall_to_loop(loop, restarted[2])
-    deadline = loop.time() + job.storm_deadline
+    t_kill = _wall_to_mono(restarted[1])
+    t_ready = _wall_to_mono(restarted[2])
+    deadline = _now() + job.storm_deadline
     done = False
-    while loop.time() < deadline:
+    while _now() < deadline:
         if _caught_up(gen, t_kill):
             done = True
             break

@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from bench.loadgen import Job, worker_main
-from bench.procs import Group, cpu_seconds
+from bench.procs import CLK_TCK, Group, cpu_seconds
 from bench.targets import Env, Target, start
 
 _CTX = multiprocessing.get_context("spawn")
@@ -124,19 +125,34 @@ def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _cores_busy(cpus: set[int]) -> float:
+    """Busy seconds (everything but idle and iowait) of ``cpus`` since boot."""
+    busy = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name = line.split(maxsplit=1)[0]
+        if name.startswith("cpu") and name != "cpu" and int(name[3:]) in cpus:
+            v = [int(x) for x in line.split()[1:]]
+            busy += sum(v[:8]) - v[3] - v[4]
+    return busy / CLK_TCK
+
+
 class CpuMeter:
-    """CPU seconds of the server group and the shared engine/Redis over a window."""
+    """CPU use over a window: the server group, the engine, Redis, and the server cores.
+
+    ``other_cpu`` is what other processes took from the server cores: on a
+    shared machine it explains a low throughput with a low ``server_cpu``.
+    """
 
     def __init__(self, group: Group, env: Env) -> None:
         self.group = group
         self.env = env
         self.t0 = 0.0
-        self.c0: tuple[float, float, float] = (0.0, 0.0, 0.0)
+        self.c0: tuple[float, ...] = ()
 
-    def _now(self) -> tuple[float, float, float]:
+    def _now(self) -> tuple[float, ...]:
         engine = cpu_seconds(self.env.engine.pid) if self.env.engine else 0.0
         redis = cpu_seconds(self.env.redis.proc.pid) if self.env.redis else 0.0
-        return self.group.cpu(), engine, redis
+        return self.group.cpu(), engine, redis, _cores_busy(self.env.server_cpus)
 
     def begin(self) -> None:
         self.t0 = time.monotonic()
@@ -144,9 +160,13 @@ class CpuMeter:
 
     def end(self) -> dict[str, float]:
         wall = time.monotonic() - self.t0
-        c1 = self._now()
-        s, e, r = (b - a for a, b in zip(self.c0, c1, strict=True))
-        return {"server_cpu": s / wall, "engine_cpu": e / wall, "redis_cpu": r / wall}
+        s, e, r, busy = (b - a for a, b in zip(self.c0, self._now(), strict=True))
+        return {
+            "server_cpu": s / wall,
+            "engine_cpu": e / wall,
+            "redis_cpu": r / wall,
+            "other_cpu": max(0.0, busy - s - e - r) / wall,
+        }
 
 
 async def traffic(
@@ -171,6 +191,9 @@ async def traffic(
     merged = _merge(results)
     merged |= cpu | conn
     merged["throughput"] = merged["completed"] / job.duration
+    used = merged["server_cpu"] + merged["engine_cpu"] + merged["redis_cpu"]
+    # Delivered msg/s per fully used server core: robust to a neighbour stealing the core.
+    merged["per_core"] = merged["throughput"] / used if used > 0 else float("nan")
     merged["offered"] = job.rate if job.mode == "open" else None
     return merged
 

@@ -35,8 +35,8 @@ class WsConnection(asyncio.Protocol):
     # asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses; same interface.
+        self._transport = transport  # type: ignore[assignment]
         self._ws.send_request(self._ws.connect())
         self._flush()
 

@@ -207,6 +207,7 @@ class KeyService:
                 "system.device_changed",
                 {"user": user.id, "device": device.id, "change": change},
                 client_id=f"device-{change}-{device.id}",
+                actor=user.id,
             )
             if change == "removed":
                 await self._keys.require_rotation(conv.id)
@@ -367,6 +368,7 @@ class KeyService:
             "system.epoch_rotated",
             {"epoch": epoch, "by": user.id, "device": sender.id},
             client_id=f"epoch-{epoch}",
+            actor=user.id,
         )
         await self._announce(conv.id)
         return epoch

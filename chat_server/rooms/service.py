@@ -128,9 +128,18 @@ class ConversationService:
         return stored, created
 
     async def post_system(
-        self, conv: Conversation, msg_type: str, meta: dict[str, Any], client_id: str
+        self,
+        conv: Conversation,
+        msg_type: str,
+        meta: dict[str, Any],
+        client_id: str,
+        actor: str | None = None,
     ) -> StoredMessage:
-        """Append a server-written event (counsellor changed, epoch rotated...)."""
+        """Append a server-written event (counsellor changed, epoch rotated...).
+
+        The member who caused it (``actor``) has it marked read: one's own
+        new device is not an unread message.
+        """
         types.lookup(msg_type, from_server=True)
         new = NewMessage(
             conversation_id=conv.id,
@@ -144,6 +153,14 @@ class ConversationService:
         stored, created = await self._messages.append(new, self._clock())
         if created:
             await self._publish_message(conv, stored, "")
+            if actor is not None and actor in conv.members:
+                await self._messages.set_read(conv.id, actor, stored.seq)
+            if not types.lookup(msg_type, from_server=True).notify:
+                # Key housekeeping is not news: members who were up to date stay so.
+                markers = (await self._messages.read_markers([conv.id])).get(conv.id, {})
+                for member in conv.members:
+                    if markers.get(member, 0) == stored.seq - 1:
+                        await self._messages.set_read(conv.id, member, stored.seq)
         return stored
 
     async def _publish_message(self, conv: Conversation, m: StoredMessage, origin: str) -> None:

@@ -120,10 +120,12 @@ register(
     )
 )
 register(MessageType("attachment", _fields({"size": int}), notify=True))
-for _name in (
-    "system.counsellor_changed",
-    "system.temporary_counsellor",
-    "system.epoch_rotated",
-    "system.device_changed",
+# System events are written by the server. A change of counsellor is news for
+# both members; key housekeeping (epochs, devices) is shown but never unread.
+for _name, _news in (
+    ("system.counsellor_changed", True),
+    ("system.temporary_counsellor", True),
+    ("system.epoch_rotated", False),
+    ("system.device_changed", False),
 ):
-    register(MessageType(_name, lambda meta: None, system=True, notify=False))
+    register(MessageType(_name, lambda meta: None, system=True, notify=_news))

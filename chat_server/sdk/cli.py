@@ -64,16 +64,20 @@ async def _chat(client: Client, conv: str) -> None:
     for c in client.conversations:
         names[c["peer"]["id"]] = c["peer"].get("display_name", c["peer"]["id"])
     page, _ = await client.history(conv, limit=20)
+    shown = 0
     for m in page:
         print(_line(m, names))
+        shown = m.seq
     if page:
         await client.mark_read(conv, page[-1].seq)
 
     async def printer() -> None:
+        nonlocal shown
         while True:
             m = await client.messages.get()
-            if m.conversation == conv:
+            if m.conversation == conv and m.seq > shown:
                 print(_line(m, names), flush=True)
+                shown = m.seq
                 await client.mark_read(conv, m.seq)
 
     task = asyncio.create_task(printer())

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Locator,
+    Page,
+    ViewportSize,
+    expect,
+)
 
 from tests.web.harness import (
     DEMO_PASSWORD,
@@ -30,8 +38,8 @@ from tests.web.harness import (
 
 pytestmark = pytest.mark.browser
 
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 BENEFICIARY_NAME = "Sarah Lefèvre"
 BENEFICIARY_LOGIN = "sarah.lefevre"
 BENEFICIARY_PASSWORD = "mon-mot-de-passe-2026"
@@ -103,7 +111,7 @@ def _ack_recovery_key(page: Page) -> str:
     return text
 
 
-def _bubble(page: Page, cls: str, text: str) -> Any:
+def _bubble(page: Page, cls: str, text: str) -> Locator:
     return page.locator(f".{cls}", has=page.locator(".msg-text", has_text=text))
 
 
@@ -184,9 +192,7 @@ def test_network_cut_loses_nothing_and_doubles_nothing(world: World) -> None:
     for text in typed:
         app.get_by_label("Votre message").fill(text)
         app.get_by_role("button", name="Envoyer").click()
-        expect(_bubble(app, "msg-mine", text).locator(".status-pending")).to_have_text(
-            "En attente"
-        )
+        expect(_bubble(app, "msg-mine", text).locator(".status-pending")).to_have_text("En attente")
     missed = world.say("Pendant la coupure : pensez à votre CV")
     console.get_by_label("Votre message").fill(missed)
     console.get_by_label("Votre message").press("Enter")
@@ -225,8 +231,10 @@ def test_hidden_console_signals_new_messages(world: World) -> None:
     base_title = console.title()
     console.evaluate(
         """() => {
-            Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
-            Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+            const prop = (name, value) =>
+                Object.defineProperty(document, name, { configurable: true, get: () => value });
+            prop("hidden", true);
+            prop("visibilityState", "hidden");
             document.dispatchEvent(new Event("visibilitychange"));
         }"""
     )
@@ -247,9 +255,7 @@ def test_hidden_console_signals_new_messages(world: World) -> None:
         }"""
     )
     expect(console).to_have_title(base_title)
-    expect(console.locator("link[rel=icon]")).to_have_attribute(
-        "href", "/shared/icons/favicon.png"
-    )
+    expect(console.locator("link[rel=icon]")).to_have_attribute("href", "/shared/icons/favicon.png")
     expect(_bubble(app, "msg-mine", text).locator(".status-read")).to_have_text("Lu")
 
 
@@ -328,6 +334,11 @@ def test_new_phone_waits_for_counsellor_reshare_and_passes_axe(world: World) -> 
         world.console.get_by_role("button", name="Autoriser").click()
         expect(_bubble(page, "msg-peer", world.plaintexts[0])).to_have_count(1, timeout=30_000)
         expect(page.locator("#reshare-banner")).to_be_hidden()
+        text = world.say("Nouveau téléphone : c'est toujours moi")
+        page.get_by_label("Votre message").fill(text)
+        page.get_by_role("button", name="Envoyer").click()
+        expect(_bubble(world.console, "msg-peer", text)).to_have_count(1)
+        expect(_bubble(world.app, "msg-mine", text)).to_have_count(1)
         save_screenshot(page, "app-new-phone.png")
     finally:
         ctx.close()

@@ -224,8 +224,10 @@ function startThread() {
   chat = new ChatClient({ api, keys, user: session.user, deviceId: keys.deviceId, persistOutbox: true });
   chat.on("summaries", () => {
     const id = conversationId();
-    if (id && !session.conversation) {
+    const s = id ? chat.summary(id) : null;
+    if (id && (!session.conversation || (s?.peer && s.peer.display_name !== session.peerName))) {
       session.conversation = id;
+      session.peerName = s?.peer?.display_name || session.peerName;
       idbPut("kv", "session", session);
     }
     if (id && !chat.thread(id)) chat.openThread(id);
@@ -256,7 +258,10 @@ function startThread() {
 function renderHead() {
   const id = conversationId();
   const s = id ? chat.summary(id) : null;
-  if (!s) return;
+  if (!s) {
+    if (session.peerName) $("#peer-name").textContent = session.peerName;
+    return;
+  }
   $("#peer-name").textContent = s.peer?.display_name || t("counsellor");
   setChildren(
     $("#peer-presence"),

@@ -96,6 +96,7 @@ export class ChatClient {
         if (key.startsWith(`${this.user.id}|`)) this.outbox.push({ ...entry, state: entry.state === "failed" ? "failed" : "pending" });
       }
       this.outbox.sort((a, b) => a.createdAt - b.createdAt);
+      for (const conversation of new Set(this.outbox.map((e) => e.conversation))) this.emit("thread", { conversation });
     }
     try {
       const answer = await this.api.conversations();
