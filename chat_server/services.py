@@ -155,7 +155,11 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
 
 
 async def _heartbeat(svc: Services) -> None:
+    """Every few seconds: declare this process alive; end temporary transfers that are over."""
     while True:
-        with contextlib.suppress(Exception):
+        try:
             await svc.presence.process_alive(svc.process_id, time.time() + PRESENCE_TTL)
-        await asyncio.sleep(PRESENCE_TTL / 3)
+            await svc.keys.expire_temporary()
+        except Exception:
+            log.exception("heartbeat failed")
+        await asyncio.sleep(PRESENCE_TTL / 6)

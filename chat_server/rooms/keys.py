@@ -548,6 +548,22 @@ class KeyService:
         conv = await self._messages.get_conversation(conversation_id)
         if conv is None or conv.structure_id != actor.structure_id:
             raise NotMember("this conversation is not in your structure")
+        return await self._apply_transfer(actor.id, conv, to, mode, until)
+
+    async def expire_temporary(self) -> int:
+        """Give back every conversation whose temporary transfer has ended; return how many."""
+        done = 0
+        for conv in await self._messages.expired_temporary(self._clock()):
+            try:
+                await self._apply_transfer("system", conv, None, "take_back", None)
+            except (InvalidInput, NotFound):
+                continue  # another process took it back first
+            done += 1
+        return done
+
+    async def _apply_transfer(
+        self, actor_id: str, conv: Conversation, to: str | None, mode: str, until: float | None
+    ) -> Conversation:
         if mode == "take_back":
             if not conv.previous_counsellor_id:
                 raise InvalidInput("there is no previous counsellor to take the beneficiary back")
@@ -578,7 +594,7 @@ class KeyService:
         await self._keys.add_audit(
             AuditRecord(
                 conv.id,
-                actor.id,
+                actor_id,
                 f"transfer.{mode}",
                 {"from": old, "to": target.id, "until": temp},
                 now,
@@ -589,7 +605,7 @@ class KeyService:
         await self._conversations.post_system(
             updated,
             kind,
-            {"from": old, "to": target.id, "mode": mode, "by": actor.id, "until": temp},
+            {"from": old, "to": target.id, "mode": mode, "by": actor_id, "until": temp},
             client_id=f"transfer-{secrets.token_hex(8)}",
         )
         # The previous counsellor hears about it too, then stops receiving.

@@ -124,6 +124,9 @@ class MessageStore(Protocol):
     async def conversations_in_structure(self, structure_id: str) -> list[Conversation]:
         """Every conversation of a structure."""
 
+    async def expired_temporary(self, now: float) -> list[Conversation]:
+        """Conversations whose temporary transfer ended before ``now``."""
+
     async def set_flag(self, conversation_id: str, flagged: bool) -> None:
         """Set the counsellor's flag."""
 

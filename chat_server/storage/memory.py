@@ -278,6 +278,13 @@ class MemoryMessageStore:
     async def conversations_in_structure(self, structure_id: str) -> list[Conversation]:
         return [c for c in self._s.conversations.values() if c.structure_id == structure_id]
 
+    async def expired_temporary(self, now: float) -> list[Conversation]:
+        return [
+            c
+            for c in self._s.conversations.values()
+            if c.temporary_until is not None and c.temporary_until <= now
+        ]
+
     async def set_flag(self, conversation_id: str, flagged: bool) -> None:
         c = self._s.conversations.get(conversation_id)
         if c is not None:

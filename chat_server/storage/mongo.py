@@ -361,6 +361,10 @@ class MongoMessageStore:
         cursor = self._db.conversations.find({"structure_id": structure_id})
         return [_conversation(d) async for d in cursor]
 
+    async def expired_temporary(self, now: float) -> list[Conversation]:
+        cursor = self._db.conversations.find({"temporary_until": {"$ne": None, "$lte": now}})
+        return [_conversation(d) async for d in cursor]
+
     async def set_flag(self, conversation_id: str, flagged: bool) -> None:
         await self._db.conversations.update_one(
             {"_id": conversation_id}, {"$set": {"flagged": flagged}}

@@ -222,3 +222,34 @@ async def test_safety_number_same_on_every_device_and_device_change_is_visible(
 
 def _unused(x: object) -> str:
     return json.dumps(x)
+
+
+async def test_temporary_transfer_ends_by_itself(e2ee_server: ServerInfo) -> None:
+    import time
+
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    try:
+        until = time.time() + 0.3
+        await sup.request(
+            "POST",
+            f"/api/conversations/{conv}/transfer",
+            {"to": w.c2.user.id, "mode": "temporary", "until": until},
+        )
+        keys = e2ee_server.services.keys
+        assert await keys.expire_temporary() == 0
+        await asyncio.sleep(max(0.0, until - time.time()) + 0.05)
+        assert await keys.expire_temporary() == 1
+        back = await e2ee_server.services.messages.get_conversation(conv)
+        assert back is not None
+        assert back.counsellor_id == w.c1.user.id
+        assert back.temporary_until is None
+        audit = await e2ee_server.services.key_store.audit_for(conv)
+        assert [(a.action, a.actor_id) for a in audit] == [
+            ("transfer.temporary", w.sup.user.id),
+            ("transfer.take_back", "system"),
+        ]
+        assert await keys.expire_temporary() == 0
+    finally:
+        await sup.close()

@@ -344,6 +344,59 @@ def test_new_phone_waits_for_counsellor_reshare_and_passes_axe(world: World) -> 
         ctx.close()
 
 
+def test_supervisor_transfers_temporarily_then_takes_back(world: World) -> None:
+    ctx = world.browser.new_context(viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris")
+    try:
+        page = ctx.new_page()
+        _watch(page, "supervisor", world.problems)
+        page.goto(world.server.url + "/console/")
+        page.locator("#login-name").fill("superviseur.demo")
+        page.locator("#login-password").fill(DEMO_PASSWORD)
+        page.get_by_role("button", name="Se connecter").click()
+        _ack_recovery_key(page)
+        rows = page.locator("#supervision-body tr")
+        expect(rows).to_have_count(4)
+        dialog = page.get_by_role("dialog", name="Transférer")
+
+        def transfer(mode: str) -> None:
+            page.get_by_role("button", name=f"Transférer {BENEFICIARY_NAME}").click()
+            dialog.get_by_role("radio", name=mode).check()
+            if mode == "Temporaire":
+                dialog.get_by_label("Nouveau conseiller").select_option(label="Léa Dubois")
+                tomorrow = page.evaluate(
+                    "() => new Date(Date.now() + 86400000).toISOString().slice(0, 10)"
+                )
+                dialog.get_by_label("Jusqu'au (transfert temporaire)").fill(tomorrow)
+            dialog.get_by_role("button", name="Transférer").click()
+            expect(page.locator("#supervision-status")).to_have_text("Transfert effectué.")
+
+        transfer("Temporaire")
+        expect(page.locator("#supervision-body tr", has_text=BENEFICIARY_NAME)).to_contain_text(
+            "Léa Dubois"
+        )
+        # The usual counsellor no longer sees the conversation; the beneficiary is told.
+        expect(world.console.locator("#conv-list .conv")).to_have_count(3)
+        expect(world.console.locator("#thread-view")).to_be_hidden()
+        expect(world.app.locator("#peer-name")).to_have_text("Léa Dubois")
+        expect(
+            world.app.locator(".msg-system", has_text="assure temporairement le suivi")
+        ).to_have_count(1)
+        during = world.say("Message pendant le remplacement de mon conseiller")
+        world.app.get_by_label("Votre message").fill(during)
+        world.app.get_by_role("button", name="Envoyer").click()
+        expect(_bubble(world.app, "msg-mine", during).locator(".status-sent")).to_be_visible()
+
+        transfer("Reprise par le conseiller habituel")
+        expect(world.console.locator("#conv-list .conv")).to_have_count(4)
+        expect(world.app.locator("#peer-name")).to_have_text("Karim Benali")
+        # Back with the whole history: the app re-wraps the new epochs for him.
+        world.console.locator(".conv", has_text=BENEFICIARY_NAME).click()
+        expect(_bubble(world.console, "msg-peer", during)).to_have_count(1, timeout=30_000)
+        expect(_bubble(world.console, "msg-mine", world.plaintexts[0])).to_have_count(1)
+    finally:
+        ctx.close()
+
+
 def test_no_plaintext_on_the_server(world: World) -> None:
     from pymongo import MongoClient  # noqa: TID251 - the test reads the store directly
 

@@ -28,7 +28,6 @@ let installPrompt = null;
 let typingSent = 0;
 let typingStop = null;
 let peerTyping = false;
-let reshareTimer = null;
 
 if ("serviceWorker" in navigator) {
   navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => {});
@@ -302,14 +301,7 @@ function renderThread() {
     },
   );
   $("#btn-older").hidden = !thread.hasOlder;
-  const missing = thread.sorted().some((i) => i.error === "no_key");
-  $("#reshare-banner").hidden = !missing;
-  if (missing && !reshareTimer) {
-    reshareTimer = setInterval(() => chat.retryUndecrypted(id), 15000);
-  } else if (!missing && reshareTimer) {
-    clearInterval(reshareTimer);
-    reshareTimer = null;
-  }
+  $("#reshare-banner").hidden = !thread.sorted().some((i) => i.error === "no_key");
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
 

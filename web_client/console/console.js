@@ -159,6 +159,7 @@ function startApp(login) {
 
   chat = new ChatClient({ api, keys, user: me, deviceId: login.device_id });
   chat.on("summaries", () => {
+    if (current && !chat.summary(current)) closeThread();
     renderList();
     if (current) renderThreadHead();
   });
@@ -279,6 +280,14 @@ function select(id) {
 }
 
 // ---------------------------------------------------------------- thread
+
+function closeThread() {
+  current = null;
+  $("#thread-view").hidden = true;
+  $("#messages").replaceChildren();
+  if (me.role === "supervisor") $("#supervision").hidden = false;
+  else $("#thread-empty").hidden = false;
+}
 
 function renderThreadHead() {
   const s = chat.summary(current);

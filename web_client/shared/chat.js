@@ -109,6 +109,7 @@ export class ChatClient {
 
   stop() {
     this.socket.stop();
+    for (const timer of this.keyRetry?.values() || []) clearTimeout(timer);
   }
 
   // ------------------------------------------------------------------ summaries
@@ -117,6 +118,9 @@ export class ChatClient {
     const next = new Map();
     for (const s of list) next.set(s.id, { ...this.summaries.get(s.id), ...s });
     this.summaries = next;
+    // A conversation transferred away is no longer ours: forget its thread
+    // (it is loaded afresh if it comes back).
+    for (const id of [...this.threads.keys()]) if (!next.has(id)) this.threads.delete(id);
     this.emit("summaries", {});
   }
 
@@ -396,15 +400,38 @@ export class ChatClient {
       item.error = null;
     } catch (err) {
       item.error = err instanceof KeyError ? err.code : "decrypt_failed";
+      if (item.error === "no_key") this.scheduleKeyRetry(thread.conversation);
     }
     this.emit("thread", { conversation: thread.conversation });
+  }
+
+  /**
+   * Keys missing (a new phone waiting for a re-share, a transfer): ask the
+   * server for envelopes again a little later, backing off up to a minute.
+   */
+  scheduleKeyRetry(conversation) {
+    this.keyRetry = this.keyRetry || new Map();
+    if (this.keyRetry.has(conversation)) return;
+    const wait = Math.min(60000, (this.keyRetryDelay?.get(conversation) || 2500) * 2);
+    this.keyRetryDelay = this.keyRetryDelay || new Map();
+    this.keyRetryDelay.set(conversation, wait);
+    this.keyRetry.set(
+      conversation,
+      setTimeout(async () => {
+        this.keyRetry.delete(conversation);
+        await this.retryUndecrypted(conversation);
+      }, wait),
+    );
   }
 
   async retryUndecrypted(conversation) {
     const thread = this.threads.get(conversation);
     if (!thread) return;
     const waiting = [...thread.items.values()].filter((i) => !i.system && !i.content);
-    if (!waiting.length) return;
+    if (!waiting.length) {
+      this.keyRetryDelay?.delete(conversation);
+      return;
+    }
     try {
       await this.keys.fetchEnvelopes(conversation);
     } catch {
