@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import time
@@ -61,7 +62,8 @@ async def test_password_hash_is_argon2id_and_rehashed_when_parameters_change(
     r = await api(server, "POST", "/api/login", json_body={"login": "Claire", "password": PASSWORD})
     assert r.status_code == 200, r.text
     stored = await svc.accounts_store.get_user(user.id)
-    assert stored is not None and stored.password_hash is not None
+    assert stored is not None
+    assert stored.password_hash is not None
     assert stored.password_hash.startswith("$argon2id$")
     assert "m=19456,t=2,p=1" in stored.password_hash
     assert stored.password_hash != user.password_hash
@@ -69,7 +71,8 @@ async def test_password_hash_is_argon2id_and_rehashed_when_parameters_change(
     r = await api(server, "POST", "/api/login", json_body={"login": "claire", "password": PASSWORD})
     assert r.status_code == 200
     again = await svc.accounts_store.get_user(user.id)
-    assert again is not None and again.password_hash == stored.password_hash
+    assert again is not None
+    assert again.password_hash == stored.password_hash
     r = await api(server, "POST", "/api/login", json_body={"login": "claire", "password": "nope"})
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "unauthenticated"
@@ -151,7 +154,8 @@ async def test_expired_activation_code_is_refused(server: ServerInfo) -> None:
     )
     assert r.status_code == 401
     user = await svc.accounts_store.get_user(user_id)
-    assert user is not None and user.password_hash is None
+    assert user is not None
+    assert user.password_hash is None
     # Issuing a new code replaces the old one, which stops working.
     fresh, _ = await svc.accounts.reset_activation(user_id)
     newer, _ = await svc.accounts.reset_activation(user_id)
@@ -210,7 +214,7 @@ async def test_logout_and_logout_all(server: ServerInfo) -> None:
 
     # A revoked token cannot open a WebSocket either.
     ws = await raw_ws(server)
-    await ws.send('{"type": "auth", "token": "%s"}' % token_a)
+    await ws.send(json.dumps({"type": "auth", "token": token_a}))
     assert await close_code(ws) == 4001
     await ws.close()
 
@@ -233,7 +237,7 @@ async def test_connected_websocket_of_a_revoked_session_is_refused_on_reconnect(
     await ws.close()
     await api(server, "POST", "/api/logout", token)
     raw = await raw_ws(server)
-    await raw.send('{"type": "auth", "token": "%s"}' % token)
+    await raw.send(json.dumps({"type": "auth", "token": token}))
     err = await asyncio.wait_for(raw.recv(), 5)
     assert '"unauthenticated"' in str(err)
     assert await close_code(raw) == 4001

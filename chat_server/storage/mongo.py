@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 from pymongo.write_concern import WriteConcern
 
 from chat_server.rooms.models import (
@@ -304,6 +304,61 @@ def _message(d: Mapping[str, Any]) -> StoredMessage:
     )
 
 
+class _GroupCommit:
+    """Batches concurrent single-document inserts into unordered ``insert_many`` calls.
+
+    ``insert(doc)`` returns when that document is durably written, or raises
+    what a lone ``insert_one`` would have raised for it (``DuplicateKeyError``
+    for its own unique-index conflict; the batch's error if the whole write
+    failed). Documents of one batch do not depend on each other's success.
+    """
+
+    MAX_BATCH = 256
+
+    def __init__(self, collection: AsyncCollection[Doc]) -> None:
+        self._collection = collection
+        self._queue: list[tuple[Doc, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def insert(self, doc: Doc) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((doc, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        await fut
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH :]
+            try:
+                await self._collection.insert_many([d for d, _ in batch], ordered=False)
+            except BulkWriteError as exc:
+                failed = {e["index"]: e for e in exc.details.get("writeErrors", [])}
+                for i, (_, fut) in enumerate(batch):
+                    err = failed.get(i)
+                    if fut.done():
+                        continue
+                    if err is None:
+                        fut.set_result(None)
+                    elif err.get("code") == 11000:
+                        fut.set_exception(DuplicateKeyError(err.get("errmsg", ""), 11000, err))
+                    else:
+                        fut.set_exception(OperationFailure(err.get("errmsg", ""), err.get("code")))
+                continue
+            except BaseException as exc:  # the whole batch failed: every sender hears it
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(
+                            exc if isinstance(exc, PyMongoError) else PyMongoError(str(exc))
+                        )
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+
 class MongoMessageStore:
     """``MessageStore`` on MongoDB.
 
@@ -311,6 +366,11 @@ class MongoMessageStore:
     index: a seq is only ever taken by a successful insert, so there are no
     holes; a concurrent writer in another process loses the race with a
     duplicate-key error and retries with the next value.
+
+    Group commit: inserts from concurrent senders (one per conversation at a
+    time, under that conversation's lock) are gathered by ``_GroupCommit``
+    into one unordered ``insert_many``, so one durable (majority, journaled)
+    round trip acknowledges many messages.
     """
 
     _MAX_ATTEMPTS = 50
@@ -320,6 +380,7 @@ class MongoMessageStore:
         self._messages = db.get_collection("messages", write_concern=DURABLE)
         self._next: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._commit = _GroupCommit(self._messages)
 
     async def add_conversation(self, conversation: Conversation) -> None:
         c = conversation
@@ -436,7 +497,7 @@ class MongoMessageStore:
                 # One string field, so one unique index refuses a nonce reused by a device.
                 doc["nonce_key"] = m.device_id + ":" + m.nonce.hex()
             try:
-                await self._messages.insert_one(doc)
+                await self._commit.insert(doc)
             except DuplicateKeyError:
                 existing = await self._existing(m)
                 if existing is not None:

@@ -492,7 +492,7 @@ async function openSecurity() {
 
 let structure = null;
 
-async function loadSupervision() {
+async function loadSupervision(done = "") {
   $("#thread-empty").hidden = true;
   const section = $("#supervision");
   section.hidden = false;
@@ -504,7 +504,7 @@ async function loadSupervision() {
     status.textContent = err instanceof ApiError && err.status === 404 ? t("noStructureList") : t("genericError", { message: err.message });
     return;
   }
-  status.textContent = "";
+  status.textContent = done;
   const counsellors = new Map((structure.counsellors || []).map((c) => [c.id, c]));
   const body = $("#supervision-body");
   setChildren(
@@ -547,8 +547,7 @@ async function submitTransfer(event) {
     const untilTs = until ? new Date(`${until}T23:59:59`).getTime() / 1000 : undefined;
     await api.transfer(transferring.id, mode === "take_back" ? undefined : $("#transfer-to").value, mode, untilTs);
     $("#dlg-transfer").close();
-    $("#supervision-status").textContent = t("transferDone");
-    loadSupervision();
+    await loadSupervision(t("transferDone"));
   } catch (err) {
     error.textContent = t("genericError", { message: err.message });
   }

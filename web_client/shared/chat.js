@@ -387,6 +387,7 @@ export class ChatClient {
       createdAt: m.created_at,
       mine: m.sender === this.user.id,
       system: m.sender === "system" || m.msg_type.startsWith("system."),
+      aboutMe: (m.meta || {}).user === this.user.id,
       content: null,
       error: null,
       raw: m,

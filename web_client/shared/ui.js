@@ -42,7 +42,7 @@ export function showScreen(id) {
 }
 
 /** The French text of a message item (decrypted content, system event, or fallback). */
-export function messageText(item) {
+export function messageText(item, peerName = "") {
   if (item.system) {
     switch (item.msgType) {
       case "system.counsellor_changed":
@@ -51,8 +51,11 @@ export function messageText(item) {
         return t("sysTemporaryCounsellor");
       case "system.epoch_rotated":
         return t("sysEpochRotated");
-      case "system.device_changed":
-        return t("sysDeviceChanged");
+      case "system.device_changed": {
+        const removed = item.meta?.change === "removed";
+        if (item.aboutMe) return t(removed ? "sysMyDeviceRemoved" : "sysMyDeviceAdded");
+        return t(removed ? "sysPeerDeviceRemoved" : "sysPeerDeviceAdded", { name: peerName || t("counsellor") });
+      }
       default:
         return t("unknownType", { type: item.msgType });
     }
@@ -109,7 +112,7 @@ export function renderMessage(item, { peerName, status, onRetry, onDiscard } = {
   const time = item.createdAt ? clock(item.createdAt) : "";
   const children = [];
   if (!item.system) children.push(h("span", { class: "visually-hidden" }, `${who} : `));
-  children.push(h("p", { class: "msg-text" }, messageText(item)));
+  children.push(h("p", { class: "msg-text" }, messageText(item, peerName)));
   const foot = h("p", { class: "msg-meta" });
   if (time) foot.append(h("time", { datetime: new Date(item.createdAt * 1000).toISOString() }, time));
   if (status) {
