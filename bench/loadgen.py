@@ -201,6 +201,8 @@ class Generator:
         self.not_recovered = 0
         self.reconnect_attempts = 0
         self.conv_final: dict[str, int] = {}
+        self.presigning = job.signed and self.dialect.name == "chat"
+        self.exhausted = 0
 
     # connections
 
@@ -303,12 +305,17 @@ class Generator:
             return
         if c.presigned:
             client_id, frame = c.presigned.pop()
+        elif self.presigning:
+            self.exhausted += 1
+            return
         else:
             c.n += 1
             client_id = f"{self.tag}{c.idx:x}.{c.n:x}"
             p = self.payloads
             i = self.rng.getrandbits(6) % len(p.bodies)
-            frame = self.dialect.message(c.conv, client_id, p.bodies[i], fresh_nonce(), p.sigs[i], 0)
+            frame = self.dialect.message(
+                c.conv, client_id, p.bodies[i], fresh_nonce(), p.sigs[i], 0
+            )
         self.pending[client_id] = Rec(t0, c)
         c.inflight += 1
         self.sent += 1
@@ -318,11 +325,10 @@ class Generator:
             self.send_failed += 1
 
     def acked(self, c: Client, client_id: str, seq: int) -> None:
-        if self.storm:
-            if c.unacked.pop(client_id, None) is not None:
-                if seq > self.conv_final.get(c.conv, 0):
-                    self.conv_final[c.conv] = seq
-                self.hold(c, seq)
+        if self.storm and c.unacked.pop(client_id, None) is not None:
+            if seq > self.conv_final.get(c.conv, 0):
+                self.conv_final[c.conv] = seq
+            self.hold(c, seq)
         rec = self.pending.get(client_id)
         if rec is None or rec.acked:
             return
@@ -423,7 +429,8 @@ class Generator:
 
     async def drain(self, grace: float) -> None:
         deadline = _now() + grace
-        while self.pending and _now() < deadline:
+        # A bounded poll: completions arrive from many callbacks, none of them owns the end.
+        while self.pending and _now() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
     def late(self) -> int:
@@ -442,6 +449,7 @@ class Generator:
             "dup_created": self.dup_created,
             "errors": dict(self.errors),
             "disconnects": self.disconnects,
+            "exhausted": self.exhausted,
         }
 
     def close_all(self) -> None:
@@ -451,7 +459,7 @@ class Generator:
 
     async def wait_closed(self, timeout: float) -> None:
         deadline = _now() + timeout
-        while any(c.conn is not None for c in self.clients) and _now() < deadline:
+        while any(c.conn is not None for c in self.clients) and _now() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         for c in self.clients:
             if c.conn is not None:
@@ -468,7 +476,6 @@ def _wall_to_mono(wall: float) -> float:
 
 async def _run(job: Job, pipe: Connection) -> None:
     gen = Generator(job)
-    loop = gen.loop
     if job.signed:
         from bench.signed import presign
 
@@ -510,17 +517,31 @@ async def _run(job: Job, pipe: Connection) -> None:
 
 
 async def _storm(gen: Generator, pipe: Connection) -> dict[str, Any]:
-    """Traffic until the server dies; reconnect all; wait until all caught up."""
+    """Traffic until the connections go; reconnect all; wait until all caught up.
+
+    The orchestrator either kills and restarts the server (then sends
+    ``("restarted", t_kill, t_ready)``) or, for a store that does not survive
+    a restart, sends ``("drop",)``: every client drops its TCP connection at
+    once and reconnects at once to the same server.
+    """
     job = gen.job
-    loop = gen.loop
     gen.storm = True
     start = _now()
     gen.w0, gen.w1 = start, start + job.storm_traffic_max
-    await gen.run_open(start, job.storm_rate, start + job.storm_traffic_max)
+    pacer = asyncio.create_task(gen.run_open(start, job.storm_rate, start + job.storm_traffic_max))
+    cmd = await _recv(pipe)
+    if cmd[0] == "drop":
+        gen.running = False
+        await pacer
+        t_kill = t_ready = _now()
+        for c in gen.clients:
+            if c.conn is not None:
+                c.conn.abort()
+    else:
+        await pacer
+        t_kill = _wall_to_mono(cmd[1])
+        t_ready = _wall_to_mono(cmd[2])
     sent_before = gen.sent
-    restarted = await _recv(pipe)
-    t_kill = _wall_to_mono(restarted[1])
-    t_ready = _wall_to_mono(restarted[2])
     deadline = _now() + job.storm_deadline
     done = False
     while _now() < deadline:
@@ -531,6 +552,7 @@ async def _storm(gen: Generator, pipe: Connection) -> dict[str, Any]:
     for c in gen.clients:
         c.caught_t = max(c.synced_t, c.pos_t)
     last = max((c.caught_t for c in gen.clients), default=t_ready)
+    each = sorted(c.caught_t - t_ready for c in gen.clients)
     lost = 0
     behind = 0
     for c in gen.clients:
@@ -542,6 +564,8 @@ async def _storm(gen: Generator, pipe: Connection) -> dict[str, Any]:
         "clients": len(gen.clients),
         "all_caught_up": done,
         "caught_up_after_ready": last - t_ready,
+        "client_caught_up_p50": each[len(each) // 2] if each else 0.0,
+        "client_caught_up_p99": each[int(len(each) * 0.99)] if each else 0.0,
         "caught_up_after_kill": last - t_kill,
         "restart_seconds": t_ready - t_kill,
         "sent_before_kill": sent_before,

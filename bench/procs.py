@@ -206,6 +206,7 @@ class Engine:
         self.cpus = cpus
         self.pid = 0
         self.seeded = 0
+        self.keys_seeded = 0
 
     @property
     def url(self) -> str:
@@ -216,21 +217,26 @@ class Engine:
         self.pid = int((self.dir / "mongo" / "engine.pid").read_text().strip())
         pin_all_threads(self.pid, self.cpus)
 
-    async def seed(self, pairs: int) -> None:
+    async def seed(self, pairs: int, signed: bool = False) -> None:
         """Seed pairs up to ``pairs`` (idempotent across calls) through the Mongo stores."""
-        if pairs <= self.seeded:
+        if pairs <= self.seeded and (self.keys_seeded >= pairs or not signed):
             return
         from bench.seed import seed
+        from bench.signed import seed_keys
         from chat_server.storage.mongo import MongoDatabase
 
         db = MongoDatabase(self.url, "cejchat")
         try:
             await db.wait_ready(30)
             await db.create_indexes()
-            await seed(db.accounts(), db.messages(), self.seeded, pairs - self.seeded, 64)
+            if pairs > self.seeded:
+                await seed(db.accounts(), db.messages(), self.seeded, pairs - self.seeded, 64)
+                self.seeded = pairs
+            if signed and pairs > self.keys_seeded:
+                await seed_keys(db.keys(), self.keys_seeded, pairs - self.keys_seeded)
+                self.keys_seeded = pairs
         finally:
             await db.close()
-        self.seeded = pairs
 
     async def stop(self) -> None:
         await self.engine.stop()

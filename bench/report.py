@@ -144,18 +144,23 @@ def markdown(runs: Runs, meta: dict[str, Any]) -> str:
             "",
             f"{meta.get('storm', '')}",
             "",
-            "| server | clients | restart s | all caught up after ready s | after kill s "
-            "| acked msgs | lost | never acked | duplicates | all caught up |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| server | mode | clients | restart s | all caught up s (after ready) "
+            "| client p50 / p99 s | acked msgs | lost | never acked | duplicates "
+            "| server+engine CPU | all caught up |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for key, rs in storm.items():
             ok = all(r.get("all_caught_up") for r in rs)
+            cpu = [r.get("server_cpu", 0) + r.get("engine_cpu", 0) for r in rs]
             lines.append(
-                f"| {_label(key)} | {fmt(stat(rs, 'clients'))} | {fmt(stat(rs, 'restart_seconds'), 1)} "
+                f"| {_label(key)} | {rs[0].get('mode', '')} | {fmt(stat(rs, 'clients'))} "
+                f"| {fmt(stat(rs, 'restart_seconds'), 1)} "
                 f"| {fmt(stat(rs, 'caught_up_after_ready'), 2)} "
-                f"| {fmt(stat(rs, 'caught_up_after_kill'), 2)} | {fmt(stat(rs, 'acked'))} "
+                f"| {fmt(stat(rs, 'client_caught_up_p50'), 2)} / "
+                f"{fmt(stat(rs, 'client_caught_up_p99'), 2)} | {fmt(stat(rs, 'acked'))} "
                 f"| {fmt(stat(rs, 'lost'))} | {fmt(stat(rs, 'unacked_at_end'))} "
-                f"| {fmt(stat(rs, 'dup_created'))} | {'yes' if ok else 'NO'} |"
+                f"| {fmt(stat(rs, 'dup_created'))} "
+                f"| {statistics.median(cpu):.2f} | {'yes' if ok else 'NO'} |"
             )
         lines.append("")
     lines += _ratio_lines(runs)
@@ -164,8 +169,35 @@ def markdown(runs: Runs, meta: dict[str, Any]) -> str:
 
 def _ratio_lines(runs: Runs) -> list[str]:
     pairs = [
+        (
+            "saturation",
+            "throughput",
+            "chat-mem-e2ee",
+            "sio",
+            "chat (memory, e2ee) / socketio msg/s",
+        ),
+        (
+            "saturation",
+            "throughput",
+            "chat-mem-e2ee",
+            "starlette",
+            "chat (memory, e2ee) / bare Starlette msg/s",
+        ),
+        (
+            "saturation",
+            "per_core",
+            "chat-mem-e2ee",
+            "starlette",
+            "chat (memory, e2ee) / bare Starlette msg per core-s",
+        ),
         ("saturation", "throughput", "chat-mem", "sio", "chat (memory) / socketio msg/s"),
-        ("saturation", "throughput", "chat-mem", "starlette", "chat (memory) / bare Starlette msg/s"),
+        (
+            "saturation",
+            "throughput",
+            "chat-mem",
+            "starlette",
+            "chat (memory) / bare Starlette msg/s",
+        ),
         ("saturation", "throughput", "chat-mem", "ws", "chat (memory) / bare websockets msg/s"),
         ("saturation", "per_core", "chat-mem", "sio", "chat (memory) / socketio msg per core-s"),
         (
@@ -206,5 +238,11 @@ def _ratio_lines(runs: Runs) -> list[str]:
                     out.append(f"| {text} ({keys[-1][13:]} conns) | {fmt(r, 2)} |")
     if not out:
         return []
-    return ["### Ratios (same round, then median [min-max] over rounds)", "", "| ratio | value |",
-            "|---|---|", *out, ""]
+    return [
+        "### Ratios (same round, then median [min-max] over rounds)",
+        "",
+        "| ratio | value |",
+        "|---|---|",
+        *out,
+        "",
+    ]

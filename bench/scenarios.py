@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
@@ -169,6 +172,23 @@ class CpuMeter:
         }
 
 
+def _profile(group: Group, env: Env, name: str, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """With ``env.profile_dir``: py-spy the server processes (and the engine) for the window."""
+    if env.profile_dir is None:
+        return []
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    pids = [(p.name, p.pid) for p in group.procs]
+    if env.engine is not None and group.name.startswith("chat-emb"):
+        pids.append(("engine", env.engine.pid))
+    out = []
+    for pname, pid in pids:
+        path = env.profile_dir / f"{name}-{pname}.txt"
+        argv = [spy, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200"]
+        argv += ["-f", "raw", "-o", str(path), "--nonblocking"]
+        out.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return out
+
+
 async def traffic(
     t: Target, env: Env, lg: LoadGen, job: Job, *, seed_pairs: int | None = None
 ) -> dict[str, Any]:
@@ -182,8 +202,11 @@ async def traffic(
         meter = CpuMeter(group, env)
         await asyncio.sleep(max(0.0, start_at + job.warmup - time.time()))
         meter.begin()
+        profilers = _profile(group, env, t.key + "-" + job.mode, job.duration)
         await asyncio.sleep(job.duration)
         cpu = meter.end()
+        for prof in profilers:
+            prof.wait(30)
         results = [r[1] for r in await workers.recv_all(job.grace + 60)]
     finally:
         workers.join()
@@ -237,11 +260,14 @@ async def idle_memory(t: Target, env: Env, lg: LoadGen, steps: list[int]) -> dic
                     pipe.send(("more", k))
                 later = await workers.recv_all(600)
                 infos = [
-                    ("connected", {
-                        "connected": a[1]["connected"] + b[1]["connected"],
-                        "failed": b[1]["failed"],
-                        "connect_seconds": b[1]["connect_seconds"],
-                    })
+                    (
+                        "connected",
+                        {
+                            "connected": a[1]["connected"] + b[1]["connected"],
+                            "failed": b[1]["failed"],
+                            "connect_seconds": b[1]["connect_seconds"],
+                        },
+                    )
                     for a, b in zip(infos, later, strict=True)
                 ]
         workers.send_all(("close",))
@@ -265,17 +291,30 @@ async def storm(t: Target, env: Env, lg: LoadGen, clients: int, job: Job) -> dic
         conn = _check_connected(await workers.recv_all(job.connect_deadline + 30), t.key)
         workers.send_all(("traffic",))
         await asyncio.sleep(job.warmup)
-        t_kill = time.time()
-        group.procs[0].stop(signal.SIGKILL)
-        group = await start(t, env, pairs, port=port)
-        t_ready = time.time()
-        workers.send_all(("restarted", t_kill, t_ready))
+        meter = CpuMeter(group, env)
+        if t.persists:
+            t_kill = time.time()
+            group.procs[0].stop(signal.SIGKILL)
+            group = await start(t, env, pairs, port=port)
+            t_ready = time.time()
+            meter = CpuMeter(group, env)
+            meter.begin()
+            workers.send_all(("restarted", t_kill, t_ready))
+        else:
+            # A memory store does not survive a restart: drop every connection instead.
+            t_kill = t_ready = time.time()
+            meter.begin()
+            workers.send_all(("drop",))
         results = [r[1] for r in await workers.recv_all(job.storm_deadline + 60)]
+        cpu = meter.end()
     finally:
         workers.join()
         group.stop()
     merged = _merge(results)
     merged["caught_up_after_ready"] = max(r["caught_up_after_ready"] for r in results)
     merged["caught_up_after_kill"] = max(r["caught_up_after_kill"] for r in results)
+    for k in ("client_caught_up_p50", "client_caught_up_p99"):
+        merged[k] = max(r[k] for r in results)
     merged["restart_seconds"] = t_ready - t_kill
-    return merged | conn
+    merged["mode"] = "restart" if t.persists else "drop"
+    return merged | conn | cpu

@@ -8,12 +8,13 @@ its hash is stored, as the server does), and conversation ``conv<i>``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
+from bench.workload import conversation_id, device_of, token_of, user_ids
 from chat_server.crypto.tokens import token_hash
 from chat_server.rooms.models import Conversation, Role, Session, Structure, User
 from chat_server.storage.base import AccountStore, Conflict, MessageStore
-from bench.workload import conversation_id, device_of, token_of, user_ids
 
 STRUCTURE = "bench"
 SESSION_TTL = 30 * 86400.0
@@ -37,10 +38,8 @@ async def seed(
 ) -> None:
     """Seed pairs ``first .. first+count-1`` (``concurrency`` pairs at a time)."""
     now = time.time()
-    try:
+    with contextlib.suppress(Conflict):
         await accounts.add_structure(Structure(STRUCTURE, "Bench", "mission_locale", ("CEJ",)))
-    except Conflict:
-        pass
     pairs = range(first, first + count)
     for i in range(0, len(pairs), concurrency):
         chunk = pairs[i : i + concurrency]

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bench.peers.common import pin_from_env, raise_nofile
 from bench.seed import seed
+from bench.signed import seed_keys
 from chat_server import logs
 from chat_server.__main__ import _uvicorn_config
 from chat_server.app import create_app
@@ -30,9 +31,10 @@ from chat_server.settings import load_settings
 class SeedOnStartup:
     """Seeds the services' stores between lifespan startup and serving."""
 
-    def __init__(self, app: Any, pairs: int) -> None:
+    def __init__(self, app: Any, pairs: int, signed: bool) -> None:
         self.app = app
         self.pairs = pairs
+        self.signed = signed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan" or self.pairs <= 0:
@@ -43,6 +45,8 @@ class SeedOnStartup:
             if message["type"] == "lifespan.startup.complete":
                 svc: Services = self.app.state.services
                 await seed(svc.accounts_store, svc.messages, 0, self.pairs)
+                if self.signed:
+                    await seed_keys(svc.key_store, 0, self.pairs)
             await send(message)
 
         await self.app(scope, receive, send_after_seeding)
@@ -51,12 +55,13 @@ class SeedOnStartup:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=0, help="pairs to seed at startup")
+    ap.add_argument("--signed", action="store_true", help="also seed devices and epoch 1")
     args = ap.parse_args()
     pin_from_env()
     raise_nofile()
     settings = load_settings()
     logs.configure(settings.log_level)
-    app: ASGIApp = SeedOnStartup(create_app(settings), args.pairs)
+    app: ASGIApp = SeedOnStartup(create_app(settings), args.pairs, args.signed)
     server = uvicorn.Server(_uvicorn_config(settings, app))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(server.serve())

@@ -25,6 +25,7 @@ class Target:
     store: str = ""  # chat: memory | embedded
     redis: bool = False
     persists: bool = False
+    signed: bool = False  # chat: REQUIRE_E2EE=true, real signed messages
 
     @property
     def dialect(self) -> str:
@@ -35,6 +36,13 @@ TARGETS: dict[str, Target] = {
     t.key: t
     for t in (
         Target("chat-mem", "chat, memory store, in-process broker", "chat", store="memory"),
+        Target(
+            "chat-mem-e2ee",
+            "chat, memory store, in-process broker, signatures checked",
+            "chat",
+            store="memory",
+            signed=True,
+        ),
         Target(
             "chat-emb",
             "chat, embedded engine, in-process broker",
@@ -59,8 +67,19 @@ TARGETS: dict[str, Target] = {
             redis=True,
             persists=True,
         ),
+        Target(
+            "chat-emb-redis-e2ee",
+            "chat, embedded engine, Redis, 1 process, signatures checked",
+            "chat",
+            store="embedded",
+            redis=True,
+            persists=True,
+            signed=True,
+        ),
         Target("sio", "python-socketio, in-memory manager", "socketio"),
-        Target("sio-redis", "python-socketio, AsyncRedisManager, 1 process", "socketio", redis=True),
+        Target(
+            "sio-redis", "python-socketio, AsyncRedisManager, 1 process", "socketio", redis=True
+        ),
         Target(
             "sio-redis-2",
             "python-socketio, AsyncRedisManager, 2 processes",
@@ -84,6 +103,7 @@ class Env:
     engine: Engine | None = None
     redis: Redis | None = None
     channel_seq: int = 0
+    profile_dir: Path | None = None
 
 
 async def start(t: Target, env: Env, pairs: int, port: int | None = None) -> Group:
@@ -100,10 +120,11 @@ async def start(t: Target, env: Env, pairs: int, port: int | None = None) -> Gro
         argv: list[str]
         path = "/healthz"
         if t.kind == "chat":
+            signed = env.signed or t.signed
             penv |= {
                 "HOST": HOST,
                 "PORT": str(p),
-                "REQUIRE_E2EE": "true" if env.signed else "false",
+                "REQUIRE_E2EE": "true" if signed else "false",
                 # The bench measures throughput, not the per-connection abuse limit.
                 "RATE_PER_SECOND": "1000000",
                 "RATE_BURST": "1000000",
@@ -115,13 +136,13 @@ async def start(t: Target, env: Env, pairs: int, port: int | None = None) -> Gro
                 seed_pairs = pairs
             else:
                 assert env.engine is not None
-                await env.engine.seed(pairs)
+                await env.engine.seed(pairs, signed)
                 penv["MONGODB_URL"] = env.engine.url
             if t.redis:
                 assert env.redis is not None
                 penv["REDIS_URL"] = env.redis.url
             argv = [python(), "-m", "bench.serve_chat", "--pairs", str(seed_pairs)]
-            if env.signed:
+            if signed:
                 argv.append("--signed")
         elif t.kind == "ws":
             argv = [python(), "-m", "bench.peers.ws_relay", "--port", str(p)]

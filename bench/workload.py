@@ -3,7 +3,7 @@
 P conversations of two members (a beneficiary ``b<i>`` and a counsellor
 ``c<i>``, conversation ``conv<i>``). A message is what a real client sends for
 a 100-300 character text: ``body`` is the AES-256-GCM ciphertext of
-``{"text": "..."}`` (UTF-8, a few accented letters, 16-byte tag), ``nonce`` 12
+``{"text":"..."}`` (UTF-8, a few accented letters, 16-byte tag), ``nonce`` 12
 bytes, ``sig`` an Ed25519 signature (64 bytes), all base64 in the frame. In
 unsigned mode the bytes are random (the server cannot tell); in signed mode
 they are real (``bench.signed``).
@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 
 # {"text": ""} around the text, and the GCM tag.
-_JSON_OVERHEAD = len(b'{"text": ""}')
+_JSON_OVERHEAD = len(b'{"text":""}')
 _TAG = 16
 # French text: about 4% of characters take two bytes in UTF-8.
 _BYTES_PER_CHAR = 1.04

@@ -101,7 +101,25 @@ async def _run(args: argparse.Namespace) -> list[str]:
             ]
         return await seed_demo(svc)
     finally:
+        await _stop_background_tasks(svc)
         await svc.close()
+
+
+async def _stop_background_tasks(svc: Services) -> None:
+    """Cancel the services' background tasks until they have really stopped.
+
+    PyMongo's asyncio API can absorb a cancellation that lands in the middle
+    of an operation (the operation then completes normally), so one
+    ``cancel()`` may leave a looping task running and ``close()`` waiting on
+    it forever. A short-lived command closes while the first heartbeat is in
+    flight, so it hits this often; hence the retry, bounded in time.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    for task in svc._tasks:
+        while not task.done() and loop.time() < deadline:
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,10 +34,38 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+# Third-party loggers that write payloads below these levels: PyMongo's DEBUG
+# command log holds whole documents (message bodies, token hashes); the
+# WebSocket layer's DEBUG frame trace (through ``uvicorn.error``) holds frames,
+# the ``auth`` frame's token included.
+QUIET_BELOW = {
+    "pymongo": logging.WARNING,
+    "uvicorn.error": logging.INFO,
+    "websockets": logging.INFO,
+    "uvicorn.access": logging.WARNING,  # carries query strings
+}
+
+
+class RedactQueryStrings(logging.Filter):
+    """Drop the query string of URLs in uvicorn's lines (``"WebSocket /ws?..." [accepted]``).
+
+    Tokens are never accepted in URLs, but a client may still put one there.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("uvicorn") and isinstance(record.args, tuple):
+            record.args = tuple(
+                a.split("?", 1)[0] + "?<redacted>" if isinstance(a, str) and "?" in a else a
+                for a in record.args
+            )
+        return True
+
+
 def configure(level: str) -> None:
     """Send every log line to stderr as JSON at ``level``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactQueryStrings())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -45,5 +73,6 @@ def configure(level: str) -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
-    # uvicorn's access log carries query strings; keep it off.
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    wanted = logging.getLevelName(level)
+    for name, floor in QUIET_BELOW.items():
+        logging.getLogger(name).setLevel(max(floor, wanted))

@@ -263,6 +263,14 @@ class KeysRequested(Struct, tag="keys.requested", tag_field="type"):
     recipient_device: str
     recipient_user: str
     reason: str
+    approved: bool = True
+
+
+class KeysAvailable(Struct, tag="keys.available", tag_field="type"):
+    """New envelopes were stored for ``device``: fetch them (``GET /api/keys/envelopes``)."""
+
+    conversation: str
+    device: str
 
 
 class Pong(Struct, tag="pong", tag_field="type"):
@@ -283,6 +291,7 @@ ServerFrame = (
     | PresenceFrame
     | ConversationUpdated
     | KeysRequested
+    | KeysAvailable
     | Pong
 )
 

@@ -434,3 +434,21 @@ class ServerProcess:
         if proc is not None and proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def barrier(client: WsClient, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Ping and wait for the pong; return (and clear) every frame buffered before it.
+
+    A connection's frames leave in order, so whatever the server had queued for this
+    connection before the ping is in the returned list.
+    """
+    fid = "b" + secrets.token_hex(4)
+    await client.send({"type": "ping", "id": fid})
+    await client.expect("pong", timeout=timeout, id=fid)
+    frames, client.buffer = client.buffer, []
+    return frames
+
+
+def of_type(frames: list[dict[str, Any]], ftype: str) -> list[dict[str, Any]]:
+    """The frames of one type."""
+    return [f for f in frames if f.get("type") == ftype]

@@ -356,9 +356,13 @@ def test_admin_cli_creates_structure_and_counsellor(
 
 
 def test_chat_admin_demo_prints_logins(mongo_url: str, db_name: str) -> None:
-    env = clean_env(MONGODB_URL=mongo_url, MONGODB_DB=db_name)
+    env = clean_env(MONGODB_URL=mongo_url, MONGODB_DB=db_name, PYTHONFAULTHANDLER="1")
     chat_admin = Path(REPO_ROOT) / ".venv" / "bin" / "chat-admin"
-    cmd = [str(chat_admin)] if chat_admin.exists() else ["python", "-m", "chat_server.admin"]
+    cmd = (
+        ["timeout", "-s", "ABRT", "15", str(chat_admin)]
+        if chat_admin.exists()
+        else ["python", "-m", "chat_server.admin"]
+    )
     first = subprocess.run(
         [*cmd, "demo"], env=env, capture_output=True, text=True, timeout=120, check=False
     )

@@ -6,7 +6,6 @@ python -m bench.peers.ws_relay --port 9001
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 import uvloop
 from websockets.asyncio.server import ServerConnection, serve

@@ -59,6 +59,26 @@ class E2EEVerifier:
     def __init__(self, keys: KeyStore) -> None:
         self._keys = keys
         self._cache: dict[str, tuple[float, Device | None]] = {}
+        self._cleared: set[tuple[str, str]] = set()
+
+    async def _is_pending(self, conversation_id: str, device_id: str) -> bool:
+        """Whether the device waits for approval in this conversation.
+
+        A device is pending only from its registration until its approval and
+        never again, so "not pending" is remembered; "pending" is re-read.
+        """
+        key = (conversation_id, device_id)
+        if key in self._cleared:
+            return False
+        pending = any(
+            r.recipient_device == device_id and not r.approved and r.reason == "new_device"
+            for r in await self._keys.key_requests([conversation_id])
+        )
+        if not pending:
+            if len(self._cleared) > 200_000:
+                self._cleared.clear()
+            self._cleared.add(key)
+        return pending
 
     async def _device(self, device_id: str) -> Device | None:
         now = time.monotonic()
@@ -68,7 +88,8 @@ class E2EEVerifier:
         device = await self._keys.get_device(device_id)
         if len(self._cache) > 50_000:
             self._cache.clear()
-        self._cache[device_id] = (now, device)
+        if device is not None:  # an unknown device may register any moment: never cached
+            self._cache[device_id] = (now, device)
         return device
 
     async def check_message(self, conversation: Conversation, message: NewMessage) -> None:
@@ -77,6 +98,11 @@ class E2EEVerifier:
             raise E2EEError("unknown_device", "this device has no registered keys")
         if device.user_id != message.sender_id or device.user_id not in conversation.members:
             raise E2EEError("device_not_in_conversation", "this device does not belong to a member")
+        if await self._is_pending(conversation.id, device.id):
+            raise E2EEError(
+                "device_pending_approval",
+                "this new device is waiting for the counsellor's approval",
+            )
         if conversation.rotation_required or conversation.epoch == 0:
             raise E2EEError(
                 "epoch_rotation_required",
@@ -338,7 +364,9 @@ class KeyService:
         envs = self._parse(conv, sender, docs)
         if any(e.epoch != epoch for e in envs):
             raise InvalidInput("every envelope must be for the new epoch")
-        authorised = (await self.device_sets(conv)).authorised()
+        sets = await self.device_sets(conv)
+        _refuse_pending(sets, sender)
+        authorised = sets.authorised()
         recipients = [e.recipient_device for e in envs]
         extra = sorted(set(recipients) - set(authorised))
         if extra:
@@ -387,7 +415,9 @@ class KeyService:
             await self.readable_conversation(user, conversation_id)
         sender = await self._sender_device(user, device_id)
         envs = self._parse(conv, sender, docs)
-        authorised = (await self.device_sets(conv)).authorised()
+        sets = await self.device_sets(conv)
+        _refuse_pending(sets, sender)
+        authorised = sets.authorised()
         for e in envs:
             if e.recipient_device not in authorised:
                 raise E2EEError(
@@ -398,6 +428,9 @@ class KeyService:
                 raise InvalidInput(f"epoch {e.epoch} does not exist")
         added = await self._keys.add_envelopes([envelope_record(e, conv.id) for e in envs])
         await self._close_satisfied(conv, {e.recipient_device for e in envs})
+        for recipient in sorted({e.recipient_device for e in envs}):
+            frame = p.KeysAvailable(conversation=conv.id, device=recipient)
+            await self._hub.publish([authorised[recipient].user_id], p.encode_text(frame))
         return added
 
     async def _close_satisfied(self, conv: Conversation, devices: set[str]) -> None:
@@ -435,11 +468,20 @@ class KeyService:
         await self._keys.put_key_request(
             KeyRequest(conv.id, device_id, user.id, reason, approved, self._clock())
         )
-        await self._announce(conv.id, requested=device_id if approved else None, reason=reason)
+        await self._announce(conv.id, requested=device_id, reason=reason, approved=approved)
 
     async def _announce(
-        self, conversation_id: str, requested: str | None = None, reason: str = ""
+        self,
+        conversation_id: str,
+        requested: str | None = None,
+        reason: str = "",
+        approved: bool = True,
     ) -> None:
+        """Tell the holders the conversation changed, and that a device waits for keys.
+
+        An approved request goes to every holder (the first online re-wraps);
+        one waiting for approval goes to the counsellor only, who decides.
+        """
         conv = await self._messages.get_conversation(conversation_id)
         if conv is None:
             return
@@ -467,9 +509,10 @@ class KeyService:
                     recipient_device=requested,
                     recipient_user=device.user_id if device else "",
                     reason=reason,
+                    approved=approved,
                 )
             )
-            await self._hub.publish(holders, frame)
+            await self._hub.publish(holders if approved else [conv.counsellor_id], frame)
 
     async def open_requests(self, user: User, device_id: str) -> list[dict[str, Any]]:
         """Requests this device could fulfil: approved, open, in conversations it can read."""
@@ -618,6 +661,14 @@ class KeyService:
             await self._request_keys(updated, target, d.id, "transfer", True)
         final = await self._messages.get_conversation(conv.id)
         return final or updated
+
+
+def _refuse_pending(sets: DeviceSets, sender: Device) -> None:
+    if sender.id in sets.pending:
+        raise E2EEError(
+            "device_pending_approval",
+            "this new device is waiting for the counsellor's approval",
+        )
 
 
 class EpochConflict(E2EEError):

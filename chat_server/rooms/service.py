@@ -269,6 +269,7 @@ class ConversationService:
                     "peer_read": markers.get(c.id, {}).get(peer_id, 0),
                     "flagged": c.flagged,
                     "epoch": c.epoch,
+                    "rotation_required": c.rotation_required,
                 }
             )
         if user.role is not Role.BENEFICIARY:

@@ -2,16 +2,36 @@
 
 Used when no ``MONGODB_URL`` is given: the engine runs as a child process on
 a loopback port picked here, keeping its data (SQLite files) under a folder.
+
+The engine never outlives its server: on Linux it gets SIGTERM when the
+process that started it dies, even by SIGKILL (``PR_SET_PDEATHSIG``); and
+``start`` stops an engine that a crashed server left running on the same
+folder, which would otherwise keep the folder's pid file and refuse to start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+# Runs in the child before it becomes the engine: ask the kernel for SIGTERM
+# when the parent dies (prctl 1 = PR_SET_PDEATHSIG; kept across exec), then exec.
+_LAUNCHER = """
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+except (AttributeError, OSError):
+    pass  # not Linux: the engine is still stopped by stop()
+if os.getppid() != int(sys.argv[1]):
+    sys.exit(0)  # the parent died before prctl took effect
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -39,9 +59,13 @@ class EmbeddedMongo:
         """Start the engine and wait until its port accepts connections."""
         folder = self.data_dir.resolve() / "mongo"
         folder.mkdir(parents=True, exist_ok=True)
+        await _stop_stale_engine(folder)
         self.port = free_port(self.host)
         cmd = [
             sys.executable,
+            "-c",
+            _LAUNCHER,
+            str(os.getpid()),
             "-W",
             "ignore::RuntimeWarning",
             "-m",
@@ -92,3 +116,32 @@ class EmbeddedMongo:
         except subprocess.TimeoutExpired:
             proc.kill()
             await asyncio.to_thread(proc.wait, 5)
+
+
+def _engine_pid(folder: Path) -> int | None:
+    """The pid in the folder's pid file if it is a live engine serving this folder."""
+    try:
+        pid = int((folder / "engine.pid").read_text().strip())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None  # no pid file, no such process, or no /proc: nothing we may stop
+    if not any(b"nx_27017" in a for a in argv) or str(folder).encode() not in argv:
+        return None  # the pid was reused by another program
+    return pid
+
+
+async def _stop_stale_engine(folder: Path, timeout: float = 10.0) -> None:
+    """Stop an engine left running on ``folder`` by a server that crashed."""
+    pid = _engine_pid(folder)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while _engine_pid(folder) == pid:
+        if loop.time() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = loop.time() + timeout
+        await asyncio.sleep(0.05)

@@ -6,8 +6,10 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 
-from chat_server.sdk import Client
-from tests.e2ee.helpers import wait_text
+import pytest
+
+from chat_server.sdk import Client, ClientError
+from tests.e2ee.helpers import frame_for, wait_text
 from tests.helpers import PASSWORD, ServerInfo, login, seed_world
 
 
@@ -82,6 +84,14 @@ async def test_permanent_transfer_gives_history_to_new_counsellor_only(
     finally:
         for cl in (c1, c2, b, sup):
             await cl.close()
+
+
+async def _event(client: Client, kind: str) -> dict[str, object]:
+    for _ in range(100):
+        event = await asyncio.wait_for(client.events.get(), 10)
+        if event.get("type") == kind:
+            return event
+    raise AssertionError(f"no {kind} event")
 
 
 def _b64(data: bytes) -> str:
@@ -186,6 +196,19 @@ async def test_counsellor_assisted_reshare_to_new_phone(e2ee_server: ServerInfo)
         assert phone.device_id in info["pending"]
         reqs = (await c.request("GET", "/api/keys/requests"))["requests"]
         assert [(r["recipient_device"], r["approved"]) for r in reqs] == [(phone.device_id, False)]
+        # The counsellor is told (and only asked to decide: approved is false).
+        event = await _event(c, "keys.requested")
+        assert event["recipient_device"] == phone.device_id
+        assert event["approved"] is False
+        # Until approved, the new device can neither send nor rotate the key.
+        current = info["epoch"]
+        forged = frame_for(phone, conv, current, bytes(32), "je ne devrais pas pouvoir écrire")
+        assert (await phone._call(forged))["code"] == "device_pending_approval"
+        with pytest.raises(ClientError) as refused:
+            await phone.request(
+                "POST", f"/api/conversations/{conv}/epochs", {"epoch": current + 1, "envelopes": []}
+            )
+        assert refused.value.code == "device_pending_approval"
         await c.approve_device(conv, phone.device_id)
         await _until(lambda: _holds(phone, conv, 1))
         history = await phone.all_history(conv)
