@@ -19,6 +19,7 @@ import json
 import math
 import os
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import Job
-from bench.procs import Engine, Redis
+from bench.procs import Engine, Redis, stop_all
 from bench.report import Runs, machine, markdown
 from bench.scenarios import LoadGen, idle_memory, storm, traffic
 from bench.targets import TARGETS, Env, Target
@@ -124,6 +125,7 @@ def _targets(scenario: str, wanted: list[str]) -> list[Target]:
 def _short(r: dict[str, Any]) -> str:
     keys = (
         "throughput",
+        "delivered_rate",
         "per_core",
         "p50_ms",
         "p99_ms",
@@ -199,8 +201,12 @@ async def run(a: argparse.Namespace) -> int:
             t0 = time.monotonic()
             need = max(
                 plan.pairs,
-                plan.latency_pairs if any(t.store == "embedded" for t in chosen.get("latency", [])) else 0,
-                plan.memory_steps[-1] // 2 if any(t.store == "embedded" for t in chosen.get("memory", [])) else 0,
+                plan.latency_pairs
+                if any(t.store == "embedded" for t in chosen.get("latency", []))
+                else 0,
+                plan.memory_steps[-1] // 2
+                if any(t.store == "embedded" for t in chosen.get("memory", []))
+                else 0,
                 plan.storm_clients_embedded // 2,
             )
             signed = a.signed or any(t.signed and t.store == "embedded" for t in every)
@@ -218,10 +224,14 @@ async def run(a: argparse.Namespace) -> int:
                     runs[scenario].setdefault(t.key, []).append(result)
                     print(f"[round {r + 1}] {scenario} {t.key}: {_short(result)}", flush=True)
     finally:
+        stop_all()
         if env.redis is not None:
             env.redis.stop()
         if env.engine is not None:
-            await env.engine.stop()
+            try:
+                await env.engine.stop()
+            finally:
+                env.engine.kill()
     meta["minutes"] = (time.monotonic() - t_start) / 60
     text = markdown(runs, meta)
     print("\n" + text)
@@ -296,10 +306,17 @@ async def _one(
     raise ValueError(scenario)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
+    # SIGTERM unwinds like Ctrl-C, so every server, the engine and Redis are stopped.
+    signal.signal(signal.SIGTERM, _terminate)
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(run(a))
+    stop_all()
     return 130
 
 

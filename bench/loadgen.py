@@ -192,6 +192,7 @@ class Generator:
         self.sent = 0
         self.send_failed = 0
         self.completed = 0
+        self.done_in_window = 0
         self.lat: list[float] = []
         self.ack_lat: list[float] = []
         self.unexpected = 0
@@ -352,6 +353,8 @@ class Generator:
 
     def complete(self, client_id: str, rec: Rec, now: float) -> None:
         del self.pending[client_id]
+        if self.w0 <= now < self.w1:
+            self.done_in_window += 1
         key = now if self.closed_loop else rec.t0
         if self.w0 <= key < self.w1:
             self.completed += 1
@@ -444,6 +447,7 @@ class Generator:
             "sent": self.sent,
             "send_failed": self.send_failed,
             "completed": self.completed,
+            "done_in_window": self.done_in_window,
             "incomplete": self.late(),
             "unexpected": self.unexpected,
             "dup_created": self.dup_created,

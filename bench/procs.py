@@ -112,6 +112,15 @@ class Group:
             p.stop()
 
 
+STARTED: list[Proc] = []
+
+
+def stop_all() -> None:
+    """Stop every process this run started that is still alive (at exit, on error)."""
+    while STARTED:
+        STARTED.pop().stop(timeout=5)
+
+
 def spawn(
     name: str, argv: list[str], env: dict[str, str], cpus: set[int], logdir: Path, port: int
 ) -> Proc:
@@ -126,7 +135,9 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return Proc(name, popen, port, log)
+    proc = Proc(name, popen, port, log)
+    STARTED.append(proc)
+    return proc
 
 
 async def wait_http(port: int, path: str, proc: Proc | None, timeout: float) -> None:
@@ -240,6 +251,14 @@ class Engine:
 
     async def stop(self) -> None:
         await self.engine.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Make sure the engine is gone (after an interrupted ``stop``)."""
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            self.pid = 0
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -80,7 +80,9 @@ async def seed_keys(keys: KeyStore, first: int, count: int) -> None:
                 EnvelopeRecord(conv, EPOCH, e.recipient_device, e.sender_device, e.enc, e.ct, e.sig)
             )
         with contextlib.suppress(Conflict):
-            await keys.add_epoch(conv, EPOCH, device_of(ids[1]), envelopes, now)
+            await keys.add_epoch(
+                conv, EPOCH, device_of(ids[1]), envelopes, now, counsellor_id=ids[1]
+            )
 
 
 def _text(rng: random.Random) -> str:

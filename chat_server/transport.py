@@ -198,6 +198,9 @@ async def serve(ws: WebSocket, svc: Services) -> None:
     """Run one WebSocket connection from accept to close."""
     settings = svc.settings
     if not _origin_ok(ws, svc):
+        # Accept first so the client gets the documented close code, not a bare HTTP 403;
+        # nothing is read from this connection.
+        await ws.accept()
         await ws.close(CLOSE_ORIGIN, "origin_not_allowed")
         return
     await ws.accept()
@@ -234,7 +237,10 @@ async def _run(conn: Connection, auth: p.Auth) -> None:
     await svc.hub.attach(conn)
     writer: asyncio.Task[None] | None = None
     try:
-        await svc.presence.connected(user.id, svc.process_id, +1, time.time())
+        now = time.time()
+        # Only a first connection is news to the peers (a race can repeat it, not lose it).
+        was_online = (await svc.presence.presence([user.id], now))[user.id].online
+        await svc.presence.connected(user.id, svc.process_id, +1, now)
         summaries = await svc.conversations.summaries(user)
         for s in summaries:
             conn.sent[s["id"]] = s["last_seq"]
@@ -253,7 +259,8 @@ async def _run(conn: Connection, auth: p.Auth) -> None:
             )
         )
         writer = asyncio.create_task(conn.writer(), name=f"ws-writer-{conn.id}")
-        await svc.conversations.presence_changed(user.id, True)
+        if not was_online:
+            await svc.conversations.presence_changed(user.id, True)
         await _read_loop(conn)
     except WebSocketDisconnect:
         pass
@@ -268,10 +275,12 @@ async def _run(conn: Connection, auth: p.Auth) -> None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
         with contextlib.suppress(Exception):
-            await svc.presence.connected(user.id, svc.process_id, -1, time.time())
-            pres = await svc.presence.presence([user.id], time.time())
+            now = time.time()
+            await svc.presence.connected(user.id, svc.process_id, -1, now)
+            pres = await svc.presence.presence([user.id], now)
             if not pres[user.id].online:
-                await svc.conversations.presence_changed(user.id, False)
+                # The same last_seen as the store's, so the list and the event agree.
+                await svc.conversations.presence_changed(user.id, False, last_seen=now)
 
 
 async def _read_loop(conn: Connection) -> None:
@@ -346,4 +355,6 @@ async def _handle(conn: Connection, frame: Any) -> None:
         case p.Ping():
             conn.reply(p.Pong(id=frame.id))
         case p.Auth():
-            raise p.ProtocolError("already_authenticated", "this connection is authenticated")
+            raise p.ProtocolError(
+                "already_authenticated", "this connection is authenticated", frame.id
+            )

@@ -182,8 +182,12 @@ class WsClient:
         }
         frame.update(extra)
         await self.send(frame)
+        # The reply cannot be buffered yet (its id is new): read the socket, buffer the rest.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
         while True:
-            f = await self.recv()
+            raw = await asyncio.wait_for(self.ws.recv(), max(0.0, deadline - loop.time()))
+            f: dict[str, Any] = json.loads(raw)
             if f.get("id") == fid and f["type"] in ("ack", "error"):
                 return f
             self.buffer.append(f)

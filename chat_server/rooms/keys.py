@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 _DEVICE_CACHE_SECONDS = 2.0
+MAX_DEVICES_PER_USER = 10
 
 
 class E2EEVerifier:
@@ -216,18 +217,49 @@ class KeyService:
             ):
                 return existing, False
             raise E2EEError("device_exists", "this device id is already registered")
-        device = Device(device_id, user.id, dh_pub, sig_pub, registration_sig, self._clock())
+        if len(await self._keys.devices_of([user.id])) >= MAX_DEVICES_PER_USER:
+            raise E2EEError(
+                "too_many_devices",
+                f"at most {MAX_DEVICES_PER_USER} devices per account: remove one first",
+            )
+        # A beneficiary's very first device comes with the activation code the
+        # counsellor handed over; any later one (even after removing the old
+        # ones) waits for the counsellor. Its pending requests are written
+        # before the device exists, so it is never seen un-pending.
+        approved = not (
+            user.role is Role.BENEFICIARY and await self._keys.ever_registered(user.id) > 0
+        )
+        convs = await self._conversations_of(user)
+        now = self._clock()
+        if not approved:
+            for conv in convs:
+                await self._keys.put_key_request(
+                    KeyRequest(conv.id, device_id, user.id, "new_device", False, now)
+                )
+        device = Device(device_id, user.id, dh_pub, sig_pub, registration_sig, now)
         try:
             await self._keys.add_device(device)
         except Conflict:
             raise E2EEError("device_exists", "this device id is already registered") from None
-        await self._device_changed(user, device, "added")
+        await self._device_changed(user, device, "added", convs, approved)
         return device, True
 
-    async def _device_changed(self, user: User, device: Device, change: str) -> None:
-        owned = await self._keys.devices_of([user.id])
-        first = len(owned) <= 1 and change == "added"
-        for conv in await self._messages.conversations_for(user.id):
+    async def _conversations_of(self, user: User) -> list[Conversation]:
+        """Where this user's devices get envelopes: as a member, or as a supervisor (escrow)."""
+        if user.role is Role.SUPERVISOR and user.structure_id:
+            return await self._messages.conversations_in_structure(user.structure_id)
+        return await self._messages.conversations_for(user.id)
+
+    async def _device_changed(
+        self,
+        user: User,
+        device: Device,
+        change: str,
+        convs: Sequence[Conversation],
+        approved: bool = True,
+    ) -> None:
+        """Post the change in every conversation the device reads; rotate or ask for keys."""
+        for conv in convs:
             await self._conversations.post_system(
                 conv,
                 "system.device_changed",
@@ -241,9 +273,6 @@ class KeyService:
                 continue
             if conv.epoch == 0:
                 continue
-            # A beneficiary's first device comes from the activation code handed
-            # over by the counsellor; any later one waits for the counsellor.
-            approved = not (user.role is Role.BENEFICIARY and not first)
             await self._request_keys(conv, user, device.id, "new_device", approved)
 
     async def list_devices(self, user: User) -> list[Device]:
@@ -261,7 +290,8 @@ class KeyService:
             raise NotFound("no such device")
         if await self._keys.remove_device(device_id, self._clock()):
             await self._accounts.delete_device_sessions(user.id, device_id)
-            await self._device_changed(user, device, "removed")
+            convs = await self._conversations_of(user)
+            await self._device_changed(user, device, "removed", convs)
 
     async def device_sets(self, conv: Conversation) -> DeviceSets:
         """Members', supervisors' and held-back devices of a conversation."""
@@ -387,6 +417,7 @@ class KeyService:
                 sender.id,
                 [envelope_record(e, conv.id) for e in envs],
                 self._clock(),
+                conv.counsellor_id,
             )
         except Conflict:
             current = await self._messages.get_conversation(conv.id)
@@ -418,6 +449,7 @@ class KeyService:
         sets = await self.device_sets(conv)
         _refuse_pending(sets, sender)
         authorised = sets.authorised()
+        held = (await self._keys.epochs_held(conv.id, [sender.id]))[sender.id]
         for e in envs:
             if e.recipient_device not in authorised:
                 raise E2EEError(
@@ -426,6 +458,11 @@ class KeyService:
                 )
             if not 1 <= e.epoch <= conv.epoch:
                 raise InvalidInput(f"epoch {e.epoch} does not exist")
+            if e.epoch not in held:
+                # Only a device that was given an epoch key may pass it on.
+                raise E2EEError(
+                    "epoch_not_held", f"this device never received the key of epoch {e.epoch}"
+                )
         added = await self._keys.add_envelopes([envelope_record(e, conv.id) for e in envs])
         await self._close_satisfied(conv, {e.recipient_device for e in envs})
         for recipient in sorted({e.recipient_device for e in envs}):
@@ -643,7 +680,6 @@ class KeyService:
                 now,
             )
         )
-        await self._keys.require_rotation(conv.id)
         kind = "system.temporary_counsellor" if mode == "temporary" else "system.counsellor_changed"
         await self._conversations.post_system(
             updated,

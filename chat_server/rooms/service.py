@@ -13,7 +13,14 @@ from typing import Any, Protocol
 from chat_server import protocol as p
 from chat_server.hub import KIND_MESSAGE, Hub
 from chat_server.rooms import types
-from chat_server.rooms.errors import BodyTooLarge, E2EEError, InvalidInput, NotMember, Unavailable
+from chat_server.rooms.errors import (
+    BodyTooLarge,
+    E2EEError,
+    Forbidden,
+    InvalidInput,
+    NotMember,
+    Unavailable,
+)
 from chat_server.rooms.models import Conversation, NewMessage, Role, StoredMessage, User
 from chat_server.storage.base import (
     AccountStore,
@@ -225,7 +232,7 @@ class ConversationService:
         """The counsellor flags or unflags a conversation."""
         conv = await self.member_conversation(user.id, conversation_id)
         if user.id != conv.counsellor_id:
-            raise NotMember("only the counsellor can flag a conversation")
+            raise Forbidden("only the counsellor can flag a conversation")
         await self._messages.set_flag(conv.id, flagged)
 
     async def peers(self, user_id: str) -> list[str]:
@@ -280,14 +287,20 @@ class ConversationService:
         """Unread messages over all the user's conversations."""
         return sum(s["unread"] for s in await self.summaries(user))
 
-    async def presence_changed(self, user_id: str, online: bool) -> None:
-        """Tell the user's conversation peers (only them) about a presence change."""
+    async def presence_changed(
+        self, user_id: str, online: bool, last_seen: float | None = None
+    ) -> None:
+        """Tell the user's conversation peers (only them) about a presence change.
+
+        Going offline, ``last_seen`` is the time the presence store recorded
+        (the clock's time if not given).
+        """
         peers = await self.peers(user_id)
         if not peers:
             return
+        if not online and last_seen is None:
+            last_seen = self._clock()
         frame = p.encode_text(
-            p.PresenceFrame(
-                user=user_id, online=online, last_seen=None if online else self._clock()
-            )
+            p.PresenceFrame(user=user_id, online=online, last_seen=None if online else last_seen)
         )
         await self._hub.publish(peers, frame)

@@ -146,7 +146,11 @@ class Client:
             base_url, data["token"], data["user"], data["device_id"], keys or DeviceKeys.generate()
         )
         if register:
-            await client.register_device()
+            try:
+                await client.register_device()
+            except BaseException:
+                await client.http.aclose()
+                raise
         return client
 
     @classmethod
@@ -159,7 +163,11 @@ class Client:
             base_url, data["token"], data["user"], data["device_id"], DeviceKeys.generate()
         )
         if register:
-            await client.register_device()
+            try:
+                await client.register_device()
+            except BaseException:
+                await client.http.aclose()
+                raise
         return client
 
     async def register_device(self) -> None:

@@ -137,7 +137,8 @@ class MessageStore(Protocol):
         previous_counsellor_id: str | None,
         temporary_until: float | None,
     ) -> Conversation | None:
-        """Change the current counsellor; return the updated conversation."""
+        """Change the current counsellor and, in the same atomic update, require a
+        new epoch (``rotation_required``); return the updated conversation."""
 
     async def append(self, message: NewMessage, now: float) -> tuple[StoredMessage, bool]:
         """Store ``message`` durably with the next ``seq`` of its conversation.
@@ -208,13 +209,20 @@ class KeyStore(Protocol):
         creator_device: str,
         envelopes: Sequence[EnvelopeRecord],
         now: float,
+        counsellor_id: str,
     ) -> None:
         """Create epoch ``epoch`` with its envelopes in one atomic write.
 
         Raise ``Conflict`` if that epoch already exists (another client rotated
-        first). On success the conversation's ``epoch`` becomes ``epoch`` (if
-        higher) and its ``rotation_required`` flag is cleared.
+        first); the conversation's ``epoch`` is then brought up to it, which
+        repairs an earlier call interrupted between its two writes. On success
+        the conversation's ``epoch`` becomes ``epoch`` (if higher), and its
+        ``rotation_required`` flag is cleared only if its counsellor is still
+        ``counsellor_id``: a transfer in between keeps the rotation due.
         """
+
+    async def ever_registered(self, user_id: str) -> int:
+        """How many devices the user has registered, removed ones included."""
 
     async def add_envelopes(self, envelopes: Sequence[EnvelopeRecord]) -> int:
         """Add re-wrapped envelopes of existing epochs; an envelope for a

@@ -305,6 +305,7 @@ class MemoryMessageStore:
             counsellor_id=counsellor_id,
             previous_counsellor_id=previous_counsellor_id,
             temporary_until=temporary_until,
+            rotation_required=True,
         )
         self._s.put_conversation(updated)
         return updated
@@ -440,6 +441,7 @@ class MemoryKeyStore:
         creator_device: str,
         envelopes: Sequence[EnvelopeRecord],
         now: float,
+        counsellor_id: str,
     ) -> None:
         key = (conversation_id, epoch)
         if key in self._s.epochs:
@@ -447,9 +449,17 @@ class MemoryKeyStore:
         self._s.epochs[key] = _Epoch(creator_device, now, tuple(envelopes))
         c = self._s.conversations.get(conversation_id)
         if c is not None:
+            still = c.counsellor_id == counsellor_id and epoch >= c.epoch
             self._s.put_conversation(
-                dataclasses.replace(c, epoch=max(c.epoch, epoch), rotation_required=False)
+                dataclasses.replace(
+                    c,
+                    epoch=max(c.epoch, epoch),
+                    rotation_required=c.rotation_required and not still,
+                )
             )
+
+    async def ever_registered(self, user_id: str) -> int:
+        return sum(1 for d in self._s.devices.values() if d.user_id == user_id)
 
     async def add_envelopes(self, envelopes: Sequence[EnvelopeRecord]) -> int:
         added = 0

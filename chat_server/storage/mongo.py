@@ -445,6 +445,7 @@ class MongoMessageStore:
                     "counsellor_id": counsellor_id,
                     "previous_counsellor_id": previous_counsellor_id,
                     "temporary_until": temporary_until,
+                    "rotation_required": True,
                 }
             },
             return_document=ReturnDocument.AFTER,

@@ -131,6 +131,7 @@ class MongoKeyStore:
         creator_device: str,
         envelopes: Sequence[EnvelopeRecord],
         now: float,
+        counsellor_id: str,
     ) -> None:
         try:
             await self._epochs.insert_one(
@@ -145,11 +146,20 @@ class MongoKeyStore:
                 }
             )
         except DuplicateKeyError as exc:
+            await self._db.conversations.update_one(
+                {"_id": conversation_id}, {"$max": {"epoch": epoch}}
+            )
             raise Conflict(f"epoch {epoch} already exists") from exc
         await self._db.conversations.update_one(
-            {"_id": conversation_id},
-            {"$max": {"epoch": epoch}, "$set": {"rotation_required": False}},
+            {"_id": conversation_id}, {"$max": {"epoch": epoch}}
         )
+        await self._db.conversations.update_one(
+            {"_id": conversation_id, "counsellor_id": counsellor_id, "epoch": epoch},
+            {"$set": {"rotation_required": False}},
+        )
+
+    async def ever_registered(self, user_id: str) -> int:
+        return int(await self._db.devices.count_documents({"user_id": user_id}))
 
     async def add_envelopes(self, envelopes: Sequence[EnvelopeRecord]) -> int:
         if not envelopes:

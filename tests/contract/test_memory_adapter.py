@@ -118,10 +118,10 @@ async def test_epochs_are_atomic_and_raise_the_conversation_epoch() -> None:
         await keys.add_device(Device("dev-b", "b", b"d" * 32, b"s" * 32, b"r" * 64, 1.0))
     await keys.require_rotation("c1")
     env = EnvelopeRecord("c1", 2, "dev-b", "dev-b", b"e" * 32, b"c" * 48, b"g" * 64)
-    await keys.add_epoch("c1", 2, "dev-b", [env], 5.0)
+    await keys.add_epoch("c1", 2, "dev-b", [env], 5.0, counsellor_id="k")
     with pytest.raises(Conflict):
-        await keys.add_epoch("c1", 2, "dev-b", [], 6.0)
-    await keys.add_epoch("c1", 1, "dev-b", [], 7.0)
+        await keys.add_epoch("c1", 2, "dev-b", [], 6.0, counsellor_id="k")
+    await keys.add_epoch("c1", 1, "dev-b", [], 7.0, counsellor_id="k")
     conv = await db.messages().get_conversation("c1")
     assert conv is not None
     assert (conv.epoch, conv.rotation_required) == (2, False)

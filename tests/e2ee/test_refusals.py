@@ -194,3 +194,66 @@ async def test_bad_registration_is_refused(e2ee_server: ServerInfo) -> None:
         assert exc.value.code == "bad_registration_signature"
     finally:
         await cl.close()
+
+
+async def test_device_limit_per_account(e2ee_server: ServerInfo) -> None:
+    from chat_server.rooms.keys import MAX_DEVICES_PER_USER
+
+    await seed_world(e2ee_server)
+    clients = [
+        await Client.login(e2ee_server.http, "c2", PASSWORD) for _ in range(MAX_DEVICES_PER_USER)
+    ]
+    try:
+        with pytest.raises(ClientError) as exc:
+            await Client.login(e2ee_server.http, "c2", PASSWORD)
+        assert exc.value.code == "too_many_devices"
+    finally:
+        for cl in clients:
+            await cl.close()
+
+
+async def test_removing_old_devices_does_not_skip_approval(e2ee_server: ServerInfo) -> None:
+    c, b, conv = await _pair(e2ee_server)
+    try:
+        await b.send_text(conv, "historique")
+        await b.request("DELETE", f"/api/devices/{b.device_id}")
+        thief = await Client.login(e2ee_server.http, "b1", PASSWORD)
+        info = await c.devices(conv)
+        assert thief.device_id in info["pending"]
+        assert await thief.fetch_envelopes(conv) == 0
+        await thief.close()
+    finally:
+        await c.close()
+        await b.close()
+
+
+async def test_only_holders_of_an_epoch_can_rewrap_it(e2ee_server: ServerInfo) -> None:
+    c, b, conv = await _pair(e2ee_server)
+    await b.send_text(conv, "premier")
+    await b.disconnect()
+    await c.disconnect()  # no holder online: nobody re-wraps epoch 1 for the newcomer
+    newcomer = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    try:
+        info = await b.devices(conv)
+        target = next(
+            d for g in info["members"] for d in g["devices"] if d["device_id"] == c.device_id
+        )
+        env = wrap_epoch_key(
+            generate_epoch_key(),
+            sender=newcomer.keys,
+            sender_device=newcomer.device_id,
+            recipient_device=target["device_id"],
+            recipient_dh_pub=b64decode(target["dh_pub"]),
+            conversation=conv,
+            epoch=1,
+        ).to_json()
+        held = await newcomer.fetch_envelopes(conv)
+        assert held == 0  # the newcomer was never given epoch 1 (no holder re-wrapped yet)
+        with pytest.raises(ClientError) as exc:
+            await newcomer.request(
+                "POST", f"/api/conversations/{conv}/envelopes", {"envelopes": [env]}
+            )
+        assert exc.value.code == "epoch_not_held"
+    finally:
+        for cl in (c, b, newcomer):
+            await cl.close()

@@ -124,10 +124,13 @@ async def test_temporary_transfer_and_take_back(e2ee_server: ServerInfo) -> None
         )
         assert back["counsellor_id"] == w.c1.user.id
         msgs = await e2ee_server.services.messages.messages_after(conv, 0, 100)
-        assert [m.msg_type for m in msgs] == [
+        assert [m.msg_type for m in msgs if m.msg_type != "system.device_changed"] == [
             "system.temporary_counsellor",
             "system.counsellor_changed",
         ]
+        # The supervisor's device reads the structure's conversations: it is announced there.
+        changes = [m.meta for m in msgs if m.msg_type == "system.device_changed"]
+        assert {"user": w.sup.user.id, "device": sup.device_id, "change": "added"} in changes
         # Only a supervisor of the structure may transfer.
         other = await login(e2ee_server, "osup")
         import httpx

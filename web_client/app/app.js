@@ -220,7 +220,8 @@ function startThread() {
     if (!document.hidden && conversationId()) chat.markRead(conversationId());
   });
 
-  chat = new ChatClient({ api, keys, user: session.user, deviceId: keys.deviceId, persistOutbox: true });
+  // The beneficiary's app never re-wraps keys for anyone (docs/security.md).
+  chat = new ChatClient({ api, keys, user: session.user, deviceId: keys.deviceId, persistOutbox: true, rewrap: false });
   chat.on("summaries", () => {
     const id = conversationId();
     const s = id ? chat.summary(id) : null;

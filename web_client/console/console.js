@@ -26,6 +26,7 @@ let keys = null;
 let me = null;
 let current = null;
 const peerTyping = new Map();
+// conversation -> Map(device -> request) of devices waiting for this user's decision.
 const keyRequests = new Map();
 let typingSent = 0;
 let typingStop = null;
@@ -183,8 +184,14 @@ function startApp(login) {
     conn.className = `conn conn-${d.state}`;
   });
   chat.on("keyrequest", (d) => {
-    keyRequests.set(d.request.conversation, d.request);
-    if (d.request.conversation === current) renderKeyRequests();
+    const conv = d.request.conversation;
+    if (!keyRequests.has(conv)) keyRequests.set(conv, new Map());
+    keyRequests.get(conv).set(d.request.recipient_device, d.request);
+    if (conv === current) renderKeyRequests();
+  });
+  chat.on("keysshared", (d) => {
+    // Shown in the thread (renderThread); a supervisor has no thread: the supervision panel says it.
+    if (!chat.summary(d.conversation)) $("#supervision-keys").textContent = noticeText(d.conversation, d.notice);
   });
   chat.on("authfailed", expired);
   chat.start();
@@ -312,14 +319,25 @@ function renderThread() {
   const log = $("#log");
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
   const peerName = s.peer?.display_name || "";
-  const items = thread.sorted().map((item) => ({ kind: "m", item }));
+  const items = thread.sorted().map((item) => ({ kind: "m", item, at: item.seq }));
+  // Local notices (keys this console shared) after the message they followed.
+  for (const notice of chat.noticesFor(current)) items.push({ kind: "n", notice, at: notice.afterSeq + 0.5 });
+  items.sort((a, b) => a.at - b.at);
   for (const entry of chat.outboxFor(current)) items.push({ kind: "o", entry });
+  const keyOf = { m: (x) => `m${x.item.seq}`, n: (x) => `n${x.notice.id}`, o: (x) => `o${x.entry.clientId}` };
   reconcile(
     $("#messages"),
     items,
-    (x) => (x.kind === "m" ? `m${x.item.seq}` : `o${x.entry.clientId}`),
-    (x) => (x.kind === "m" ? JSON.stringify([!!x.item.content, x.item.error, x.item.mine && x.item.seq <= (s.peer_read || 0)]) : `${x.entry.state}`),
-    (x) => (x.kind === "m" ? renderStored(x.item, s, peerName) : renderPending(x.entry)),
+    (x) => keyOf[x.kind](x),
+    (x) => {
+      if (x.kind === "m") return JSON.stringify([!!x.item.content, x.item.error, x.item.mine && x.item.seq <= (s.peer_read || 0)]);
+      return x.kind === "o" ? `${x.entry.state}` : "n";
+    },
+    (x) => {
+      if (x.kind === "m") return renderStored(x.item, s, peerName);
+      if (x.kind === "n") return h("li", { class: "msg msg-system msg-notice" }, h("p", { class: "msg-text" }, noticeText(current, x.notice)));
+      return renderPending(x.entry);
+    },
   );
   $("#btn-older").hidden = !thread.hasOlder;
   if (atBottom) log.scrollTop = log.scrollHeight;
@@ -388,26 +406,49 @@ async function toggleFlag() {
   }
 }
 
+/** The display name of a user of conversation `conv`, as far as this console knows it. */
+function userName(conv, userId) {
+  if (userId === me.id) return me.display_name;
+  const s = chat.summary(conv);
+  if (s?.peer?.id === userId) return s.peer.display_name || s.peer.login;
+  const known = (structure?.counsellors || []).find((c) => c.id === userId);
+  if (known) return known.display_name;
+  const listed = (structure?.conversations || []).find((c) => c.beneficiary?.id === userId || c.beneficiary_id === userId);
+  return listed?.beneficiary?.display_name || userId;
+}
+
+function noticeText(conv, notice) {
+  const name = userName(conv, notice.userId);
+  return t(notice.reason === "transfer" ? "keysSharedTransfer" : "keysSharedNewDevice", { name });
+}
+
 function renderKeyRequests() {
   const box = $("#key-requests");
-  const request = keyRequests.get(current);
-  if (!request) {
-    box.replaceChildren();
-    return;
-  }
-  const approve = h("button", { type: "button", class: "primary" }, t("approve"));
-  approve.addEventListener("click", async () => {
-    approve.disabled = true;
-    try {
-      await chat.approveKeyRequest(request);
-      keyRequests.delete(current);
-      renderKeyRequests();
-    } catch (err) {
-      approve.disabled = false;
-      alertError(err);
-    }
-  });
-  setChildren(box, h("div", { class: "notice key-request row", role: "status" }, h("span", {}, t("keyRequestFor", { name: chat.peerName(current) })), approve));
+  const conv = current;
+  const waiting = [...(keyRequests.get(conv)?.values() || [])];
+  setChildren(
+    box,
+    ...waiting.map((request) => {
+      const approve = h("button", { type: "button", class: "primary" }, t("approve"));
+      approve.addEventListener("click", async () => {
+        approve.disabled = true;
+        try {
+          if (request.kind === "confirm") await chat.confirmKeyRequest(request);
+          else await chat.approveKeyRequest(request);
+          keyRequests.get(conv)?.delete(request.recipient_device);
+          if (conv === current) renderKeyRequests();
+        } catch (err) {
+          approve.disabled = false;
+          alertError(err);
+        }
+      });
+      const text =
+        request.kind === "confirm"
+          ? t("keyRequestEscrow", { name: userName(conv, request.recipient_user) })
+          : t("keyRequestFor", { name: chat.peerName(conv) });
+      return h("div", { class: "notice key-request row", role: "status" }, h("span", {}, text), approve);
+    }),
+  );
 }
 
 function alertError(err) {

@@ -8,13 +8,25 @@
  *   typing {conversation, user, typing}
  *   incoming {conversation, message}   a message from someone else arrived
  *   state {state}        connection state: connecting, online, reconnecting, offline
- *   keyrequest {request} a key request needs a person's approval
+ *   keyrequest {request} a device waits for keys and needs this person's
+ *                        decision: request.kind "approve" (a beneficiary's
+ *                        device: approve, then re-wrap) or "confirm" (a
+ *                        device listed only as a supervisor's: re-wrap if confirmed)
+ *   keysshared {conversation, notice}  this client re-wrapped keys for a device
+ *                        (also kept as a notice of the thread, see noticesFor)
  *   authfailed           the session is no longer valid
  *
  * Positions: for each loaded thread `lastSeq` is the highest `seq` such that
  * every message from the first loaded one up to it is held. Resume sends it;
  * a `message.created` beyond `lastSeq + 1` makes the thread fetch the hole
  * first; anything at or below `lastSeq` is dropped as already held.
+ *
+ * Re-sharing keys (docs/security.md): the server asks key holders to re-wrap
+ * the history for a device (`keys.requested`, GET /api/keys/requests). Its
+ * word is not enough: a beneficiary's client never re-wraps; other clients
+ * re-wrap on their own only for a member's device that /devices lists with a
+ * valid registration, and never for a beneficiary's device without the
+ * counsellor's click, nor for a supervisor's without the user's confirmation.
  */
 
 import { ChatSocket, FrameError } from "./socket.js";
@@ -57,12 +69,20 @@ class Thread {
 }
 
 export class ChatClient {
-  constructor({ api, keys, user, deviceId, persistOutbox = false }) {
+  /** `rewrap`: whether this client may re-wrap keys for other devices (never for a beneficiary). */
+  constructor({ api, keys, user, deviceId, persistOutbox = false, rewrap = true }) {
     this.api = api;
     this.keys = keys;
     this.user = user;
     this.deviceId = deviceId;
     this.persistOutbox = persistOutbox;
+    this.canRewrap = rewrap === true && user.role !== "beneficiary";
+    this.notices = new Map();
+    this.approvedHere = new Set();
+    this.shared = new Set();
+    this.rewrapping = new Map();
+    // A newly opened epoch key is checked against the loaded messages of its epoch.
+    keys.probeSource = (conversation, epoch) => this.storedMessages(conversation, epoch);
     this.events = new EventTarget();
     this.summaries = new Map();
     this.threads = new Map();
@@ -180,6 +200,9 @@ export class ChatClient {
         break;
       case "keys.requested":
         this.onKeyRequest(f);
+        break;
+      case "keys.available":
+        if (f.device === this.deviceId) this.retryUndecrypted(f.conversation, { fresh: true });
         break;
       default:
         break;
@@ -425,7 +448,7 @@ export class ChatClient {
     );
   }
 
-  async retryUndecrypted(conversation) {
+  async retryUndecrypted(conversation, { fresh = false } = {}) {
     const thread = this.threads.get(conversation);
     if (!thread) return;
     const waiting = [...thread.items.values()].filter((i) => !i.system && !i.content);
@@ -434,11 +457,37 @@ export class ChatClient {
       return;
     }
     try {
-      await this.keys.fetchEnvelopes(conversation);
+      await this.keys.fetchEnvelopes(conversation, { fresh });
     } catch {
       return;
     }
     for (const item of waiting) await this.decode(thread, item);
+  }
+
+  /** The loaded messages of `epoch` (wire shape) in a conversation. */
+  storedMessages(conversation, epoch) {
+    const thread = this.threads.get(conversation);
+    if (!thread) return [];
+    return [...thread.items.values()].filter((i) => !i.system && i.raw?.body && i.raw.epoch === epoch).map((i) => i.raw);
+  }
+
+  /** Local notices of a conversation's thread (keys shared by this client), each after `afterSeq`. */
+  noticesFor(conversation) {
+    return this.notices.get(conversation) || [];
+  }
+
+  addNotice(conversation, fields) {
+    const thread = this.threads.get(conversation);
+    const notice = {
+      id: newId(),
+      afterSeq: thread ? thread.lastSeq : this.summaries.get(conversation)?.last_seq || 0,
+      createdAt: Date.now() / 1000,
+      ...fields,
+    };
+    this.notices.set(conversation, [...this.noticesFor(conversation), notice]);
+    this.emit("keysshared", { conversation, notice });
+    this.emit("thread", { conversation });
+    return notice;
   }
 
   // ------------------------------------------------------------------ reading, typing, flags
@@ -644,6 +693,7 @@ export class ChatClient {
   // ------------------------------------------------------------------ key requests
 
   async checkKeyRequests() {
+    if (!this.canRewrap) return;
     let answer;
     try {
       answer = await this.api.keyRequests();
@@ -654,28 +704,98 @@ export class ChatClient {
   }
 
   onKeyRequest(f) {
-    // The server only announces approved requests; unapproved ones come from GET /api/keys/requests.
-    this.handleKeyRequest({ ...f, approved: true }).catch(() => {});
+    // The server's `approved` as sent: a frame without it is not approved.
+    this.handleKeyRequest({ ...f, approved: f.approved === true }, { announced: true }).catch((err) => console.warn("key request", err));
   }
 
-  /** Re-wrap for approved requests; ask the counsellor about a beneficiary's new device. */
-  async handleKeyRequest(request) {
-    if (request.recipient_device === this.deviceId) return;
-    const needsApproval = request.approved === false;
-    if (needsApproval) {
-      const s = this.summaries.get(request.conversation);
-      if (s && s.counsellor_id === this.user.id) this.emit("keyrequest", { request });
+  /**
+   * Decide about a device waiting for a conversation's keys:
+   *  - a beneficiary's client: never re-wraps;
+   *  - not approved (a beneficiary's new phone): the counsellor is asked ("approve");
+   *  - a device /devices does not list with a valid registration: nothing;
+   *  - a beneficiary's device, even approved: only on the counsellor's click ("approve");
+   *  - a device listed only as escrow (a supervisor's): only if the user confirms ("confirm");
+   *  - a member's device (the new counsellor after a transfer, a counsellor's
+   *    new device): re-wrapped now, with a notice in the thread.
+   * `announced`: from a `keys.requested` frame (a new request), not the
+   * periodic list, which does not re-wrap again what this session did.
+   */
+  async handleKeyRequest(request, { announced = false } = {}) {
+    if (!this.canRewrap || request.recipient_device === this.deviceId) return;
+    const id = `${request.conversation}|${request.recipient_device}`;
+    const s = this.summaries.get(request.conversation);
+    const counsellor = !!s && s.counsellor_id === this.user.id;
+    if (request.approved !== true) {
+      if (counsellor) this.emit("keyrequest", { request: { ...request, kind: "approve" } });
+      return;
+    }
+    if (this.approvedHere.has(id) || (!announced && this.shared.has(id))) return;
+    let target;
+    try {
+      target = await this.keys.listedDevice(request.conversation, request.recipient_device);
+    } catch {
+      return;
+    }
+    if (!target) return;
+    if (target.group !== "member") {
+      if (s) this.emit("keyrequest", { request: { ...request, kind: "confirm", recipient_user: target.userId } });
+      return;
+    }
+    if (target.role === "beneficiary") {
+      if (counsellor) this.emit("keyrequest", { request: { ...request, kind: "approve" } });
       return;
     }
     try {
-      await this.keys.rewrapFor(request.conversation, request.recipient_device);
+      await this.shareKeys(request, target, {});
     } catch (err) {
       console.warn("re-wrap failed", err);
     }
   }
 
+  /** Re-wrap for `target` (a listed device), once at a time; a notice when something was shared. */
+  shareKeys(request, target, options) {
+    const id = `${request.conversation}|${request.recipient_device}`;
+    if (this.rewrapping.has(id)) return this.rewrapping.get(id);
+    const job = (async () => {
+      const count = await this.keys.rewrapFor(request.conversation, request.recipient_device, options);
+      const first = !this.shared.has(id);
+      this.shared.add(id);
+      if (count > 0 && first) {
+        this.addNotice(request.conversation, {
+          kind: "keysshared",
+          userId: target.userId,
+          role: target.role,
+          device: request.recipient_device,
+          reason: request.reason,
+        });
+      }
+      return count;
+    })().finally(() => this.rewrapping.delete(id));
+    this.rewrapping.set(id, job);
+    return job;
+  }
+
+  /** The counsellor clicked "Autoriser" for a beneficiary's device: approve it, then re-wrap. */
   async approveKeyRequest(request) {
-    await this.api.approveKeyRequest(request.conversation, request.recipient_device);
-    await this.keys.rewrapFor(request.conversation, request.recipient_device);
+    if (!this.canRewrap) throw new KeyError("not_allowed", "this client does not share keys");
+    const id = `${request.conversation}|${request.recipient_device}`;
+    this.approvedHere.add(id);
+    try {
+      await this.api.approveKeyRequest(request.conversation, request.recipient_device);
+      const target = await this.keys.listedDevice(request.conversation, request.recipient_device);
+      if (!target || target.group !== "member") throw new KeyError("not_authorised", "this device is not a member's registered device");
+      return await this.shareKeys(request, target, {});
+    } catch (err) {
+      this.approvedHere.delete(id);
+      throw err;
+    }
+  }
+
+  /** The user confirmed re-wrapping for a device listed only as a supervisor's (escrow). */
+  async confirmKeyRequest(request) {
+    if (!this.canRewrap) throw new KeyError("not_allowed", "this client does not share keys");
+    const target = await this.keys.listedDevice(request.conversation, request.recipient_device);
+    if (!target) throw new KeyError("not_authorised", "this device is not a registered device of the conversation");
+    return this.shareKeys(request, target, { allowEscrow: true });
   }
 }

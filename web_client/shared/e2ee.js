@@ -14,6 +14,16 @@
  * A restored device becomes the backed-up device again (same device id; the
  * caller logs in again with it), so every envelope ever addressed to it on
  * the server opens again, and the backup never needs the recovery key later.
+ *
+ * Trust rules (docs/security.md, "A compromised server"): the server only
+ * relays. An epoch key is accepted from an envelope only when its sender
+ * device is resolved from the key API with a self-signed registration that
+ * verifies (never from the `sender_sig_pub` the envelope listing carries),
+ * and that device belongs to a member of the conversation, a supervisor
+ * listed as escrow, or a counsellor the thread shows was replaced (only for
+ * epochs they held); never for an epoch beyond the current one; and, when a
+ * signed message of that epoch is at hand, only if it decrypts it. A message
+ * is accepted only from a device of the user the server names as its sender.
  */
 
 import * as C from "./crypto.js";
@@ -22,6 +32,13 @@ import { ApiError } from "./api.js";
 import { urlToStd, stdToUrl } from "./wire.js";
 
 const { b64encode, b64decode } = C;
+
+// Envelope senders, best first: this device, a member's, an escrow
+// supervisor's, a counsellor replaced by a transfer (history re-wraps).
+const RANK = { self: 0, member: 1, escrow: 2, former: 3 };
+const MAX_PROBES = 3;
+const HISTORY_PAGES = 50;
+const TRANSFER_EVENTS = new Set(["system.counsellor_changed", "system.temporary_counsellor"]);
 
 export class KeyError extends Error {
   constructor(code, message) {
@@ -34,14 +51,44 @@ async function aesKey(raw) {
   return crypto.subtle.importKey("raw", raw, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
 }
 
+/** Whether raw key bytes are the (non-extractable) key already held: encrypt with one, decrypt with the other. */
+async function sameKey(held, raw) {
+  try {
+    const iv = C.randomBytes(12);
+    const ct = await crypto.subtle.encrypt({ name: "AES-GCM", iv }, held, C.randomBytes(16));
+    const other = await crypto.subtle.importKey("raw", raw, { name: "AES-GCM" }, false, ["decrypt"]);
+    await crypto.subtle.decrypt({ name: "AES-GCM", iv }, other, ct);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function devicesOf(listing) {
   const out = [];
-  for (const group of [listing.members || [], listing.escrow || []]) {
-    for (const member of group) {
-      for (const d of member.devices || []) out.push({ ...d, user_id: d.user_id || member.user_id, role: member.role });
+  for (const [group, entries] of [["member", listing.members || []], ["escrow", listing.escrow || []]]) {
+    for (const member of entries) {
+      for (const d of member.devices || []) {
+        // A device listed under a user it does not belong to is not that user's.
+        if (d.user_id && d.user_id !== member.user_id) continue;
+        out.push({ ...d, user_id: member.user_id, role: member.role, group });
+      }
     }
   }
   return out;
+}
+
+function wireOf(msg) {
+  return {
+    conversation: msg.conversation,
+    epoch: msg.epoch,
+    sender_device: msg.device,
+    client_id: msg.client_id,
+    msg_type: msg.msg_type,
+    nonce: stdToUrl(msg.nonce),
+    ciphertext: stdToUrl(msg.body),
+    sig: stdToUrl(msg.sig),
+  };
 }
 
 export class KeyManager {
@@ -54,6 +101,12 @@ export class KeyManager {
     this.fetching = new Map();
     this.peerDevices = new Map();
     this.rotating = new Map();
+    this.refetch = new Map();
+    this.listingJobs = new Map();
+    // Verified messages per "conversation|epoch", to check a newly opened epoch key.
+    this.probes = new Map();
+    // Optional (conversation, epoch) => stored messages of that epoch the caller holds.
+    this.probeSource = null;
   }
 
   // ------------------------------------------------------------------ device
@@ -101,6 +154,10 @@ export class KeyManager {
         v: 1,
         user_id: this.userId,
         devices: [{ device_id: this.deviceId, dh_priv: b64encode(dhPriv), sig_priv: b64encode(sigPriv) }],
+        // Deliberately no epoch keys: restoring takes over this device identity
+        // (same device id, see restore()), so every envelope the server holds
+        // for it opens again, including those of epochs created after this
+        // backup was written. The backup never has to be rewritten.
         epoch_keys: [],
       };
       const backup = await C.sealBackup(recoveryKey, this.userId, payload);
@@ -120,7 +177,10 @@ export class KeyManager {
 
   /**
    * Open the server's backup with the recovery key typed by the user and
-   * store the backed-up device (non-extractable) and its epoch keys.
+   * store the backed-up device (non-extractable). Backups hold no epoch keys
+   * (see setup()): this browser takes over the backed-up device identity,
+   * and the envelopes addressed to that device open again through the usual
+   * checks (fetchEnvelopes). Epoch keys listed by an older backup are kept.
    * Returns the restored device id: the caller logs in again with it.
    */
   async restore(recoveryText) {
@@ -152,25 +212,54 @@ export class KeyManager {
 
   // ------------------------------------------------------------------ devices of a conversation
 
-  /** The conversation's devices to wrap for (members and escrow), registrations checked. */
-  async conversationDevices(conversation) {
+  /**
+   * The conversation's devices to wrap for (members and escrow supervisors),
+   * each with a self-signed registration that verifies (the others are left
+   * out, never wrapped for, never trusted as senders), plus who the members
+   * and the escrow supervisors are and the current epoch.
+   */
+  conversationDevices(conversation) {
+    // Shared while in flight: a page of messages from one device asks once.
+    if (this.listingJobs.has(conversation)) return this.listingJobs.get(conversation);
+    const job = this._conversationDevices(conversation).finally(() => this.listingJobs.delete(conversation));
+    this.listingJobs.set(conversation, job);
+    return job;
+  }
+
+  async _conversationDevices(conversation) {
     const listing = await this.api.conversationDevices(conversation);
     const devices = [];
     for (const d of devicesOf(listing)) {
       const id = d.device_id || d.id;
-      const dhPub = b64decode(stdToUrl(d.dh_pub));
-      const sigPub = b64decode(stdToUrl(d.sig_pub));
-      const ok = await C.verifyRegistration(d.user_id, id, dhPub, sigPub, b64decode(stdToUrl(d.registration_sig)));
-      if (!ok) continue; // a registration that does not verify is never wrapped for
-      const dev = { deviceId: id, userId: d.user_id, role: d.role, dhPub, sigPub };
-      this.peerDevices.set(id, dev);
+      let dev;
+      try {
+        const dhPub = b64decode(stdToUrl(d.dh_pub));
+        const sigPub = b64decode(stdToUrl(d.sig_pub));
+        if (!(await C.verifyRegistration(d.user_id, id, dhPub, sigPub, b64decode(stdToUrl(d.registration_sig))))) continue;
+        dev = { deviceId: id, userId: d.user_id, role: d.role, group: d.group, dhPub, sigPub };
+      } catch {
+        continue; // malformed keys: a registration that does not verify is never wrapped for
+      }
+      if (this.device && id === this.deviceId) {
+        // This device as the server lists it must be this device.
+        if (dev.userId !== this.userId || !C.bytesEqual(dev.sigPub, this.device.sigPublic) || !C.bytesEqual(dev.dhPub, this.device.dhPublic)) continue;
+      } else {
+        // A device id names one registration for good: other keys later are not believed.
+        const known = this.peerDevices.get(id);
+        if (known && (known.userId !== dev.userId || !C.bytesEqual(known.sigPub, dev.sigPub) || !C.bytesEqual(known.dhPub, dev.dhPub))) continue;
+        if (!known) this.peerDevices.set(id, { deviceId: id, userId: dev.userId, dhPub: dev.dhPub, sigPub: dev.sigPub });
+      }
       devices.push(dev);
     }
+    const memberUsers = new Set((listing.members || []).map((m) => m.user_id));
+    const escrowUsers = new Set((listing.escrow || []).map((m) => m.user_id).filter((u) => !memberUsers.has(u)));
     return {
-      epoch: listing.epoch || 0,
+      epoch: Number.isSafeInteger(listing.epoch) && listing.epoch > 0 ? listing.epoch : 0,
       rotationRequired: !!listing.rotation_required,
       pending: listing.pending || [],
       devices,
+      memberUsers,
+      escrowUsers,
       members: (listing.members || []).map((m) => ({
         userId: m.user_id,
         sigPubs: (m.devices || []).map((d) => b64decode(stdToUrl(d.sig_pub))),
@@ -178,31 +267,79 @@ export class KeyManager {
     };
   }
 
-  async senderSigPub(conversation, deviceId, fallback) {
-    if (this.device && deviceId === this.deviceId) return this.device.sigPublic;
-    if (!this.peerDevices.has(deviceId)) {
+  /**
+   * A device's registered public keys { deviceId, userId, dhPub, sigPub },
+   * its self-signed registration checked, or null. From the conversation's
+   * listing first, else GET /api/keys/devices/{id} (a sender who left the
+   * conversation, a removed device). Never from what an envelope carries.
+   */
+  async resolveDevice(conversation, deviceId) {
+    if (typeof deviceId !== "string" || !deviceId) return null;
+    if (this.device && deviceId === this.deviceId) {
+      return { deviceId, userId: this.userId, dhPub: this.device.dhPublic, sigPub: this.device.sigPublic, self: true };
+    }
+    if (!this.peerDevices.has(deviceId) && conversation) {
       try {
         await this.conversationDevices(conversation);
       } catch {
-        /* offline: use what we know */
+        /* offline or not readable: ask for the device itself */
       }
     }
     const known = this.peerDevices.get(deviceId);
-    if (known) return known.sigPub;
-    // A device no longer in the conversation (a previous counsellor's, a removed
-    // one): its registered keys, checked against their own registration.
+    if (known) return known;
     try {
       const { device: d } = await this.api.device(deviceId);
-      const dhPub = b64decode(d.dh_pub);
-      const sigPub = b64decode(d.sig_pub);
-      if (await C.verifyRegistration(d.user_id, d.device_id, dhPub, sigPub, b64decode(d.registration_sig))) {
-        this.peerDevices.set(deviceId, { deviceId, userId: d.user_id, dhPub, sigPub, former: true });
-        return sigPub;
-      }
+      if (!d || d.device_id !== deviceId || typeof d.user_id !== "string" || !d.user_id) return null;
+      const dhPub = b64decode(stdToUrl(d.dh_pub));
+      const sigPub = b64decode(stdToUrl(d.sig_pub));
+      if (!(await C.verifyRegistration(d.user_id, deviceId, dhPub, sigPub, b64decode(stdToUrl(d.registration_sig))))) return null;
+      const dev = { deviceId, userId: d.user_id, dhPub, sigPub };
+      this.peerDevices.set(deviceId, dev);
+      return dev;
     } catch {
-      /* unknown or offline */
+      return null; // unknown, malformed or offline
     }
-    return fallback || null;
+  }
+
+  /**
+   * Counsellors the thread shows were replaced (`system.counsellor_changed`,
+   * `system.temporary_counsellor`, posted by the server), each with the last
+   * epoch they held before the change: Map user id -> epoch.
+   */
+  async formerCounsellors(conversation) {
+    const out = new Map();
+    let epoch = 0;
+    let after = 0;
+    for (let page = 0; page < HISTORY_PAGES; page++) {
+      const answer = await this.api.messages(conversation, { after, limit: 200 });
+      const msgs = answer.messages || [];
+      for (const m of msgs) {
+        if (m.msg_type === "system.epoch_rotated" && Number.isSafeInteger(m.meta?.epoch)) epoch = Math.max(epoch, m.meta.epoch);
+        else if (Number.isSafeInteger(m.epoch)) epoch = Math.max(epoch, m.epoch);
+        if (m.sender === "system" && TRANSFER_EVENTS.has(m.msg_type) && typeof m.meta?.from === "string" && m.meta.from) {
+          out.set(m.meta.from, Math.max(out.get(m.meta.from) ?? 0, epoch));
+        }
+        if (Number.isSafeInteger(m.seq)) after = Math.max(after, m.seq);
+      }
+      if (!answer.has_more || !msgs.length) break;
+    }
+    return out;
+  }
+
+  /**
+   * How far an envelope's sender is trusted for `epoch` (lower is better, see
+   * RANK), or null when its device belongs to nobody entitled to send keys of
+   * this conversation.
+   */
+  async senderRank(conversation, sender, epoch, listing, memo) {
+    if (sender.self) return RANK.self;
+    if (listing.memberUsers.has(sender.userId)) return RANK.member;
+    if (listing.escrowUsers.has(sender.userId)) return RANK.escrow;
+    // A re-wrap after a transfer by the counsellor it replaced: only epochs they held.
+    if (!memo.former) memo.former = this.formerCounsellors(conversation).catch(() => new Map());
+    const held = (await memo.former).get(sender.userId);
+    if (held !== undefined && epoch <= held) return RANK.former;
+    return null;
   }
 
   // ------------------------------------------------------------------ epoch keys
@@ -211,6 +348,7 @@ export class KeyManager {
     const key = await aesKey(raw);
     raw.fill(0);
     this.epochKeys.set(`${conversation}|${epoch}`, key);
+    this.probes.delete(`${conversation}|${epoch}`);
     await idbPut("epochs", `${this.userId}|${conversation}|${epoch}`, key);
     return key;
   }
@@ -229,32 +367,134 @@ export class KeyManager {
     return this.epochKeys.get(id) || null;
   }
 
-  /** Open every envelope the server holds for this device in `conversation`. */
-  fetchEnvelopes(conversation) {
-    if (this.fetching.has(conversation)) return this.fetching.get(conversation);
+  /**
+   * Open the envelopes the server holds for this device in `conversation`.
+   * `fresh`: new envelopes were announced; if a fetch is running, one more
+   * runs after it.
+   */
+  fetchEnvelopes(conversation, { fresh = false } = {}) {
+    const running = this.fetching.get(conversation);
+    if (running) {
+      if (!fresh) return running;
+      if (!this.refetch.has(conversation)) {
+        this.refetch.set(
+          conversation,
+          running
+            .catch(() => 0)
+            .then(() => {
+              this.refetch.delete(conversation);
+              return this.fetchEnvelopes(conversation);
+            }),
+        );
+      }
+      return this.refetch.get(conversation);
+    }
     const job = this._fetchEnvelopes(conversation).finally(() => this.fetching.delete(conversation));
     this.fetching.set(conversation, job);
     return job;
   }
 
   async _fetchEnvelopes(conversation) {
+    const listing = await this.conversationDevices(conversation);
     const answer = await this.api.envelopes(conversation);
+    const memo = {};
     let opened = 0;
-    for (const env of answer.envelopes || []) {
-      if (env.conversation !== conversation || env.recipient_device !== this.deviceId) continue;
-      if (this.epochKeys.has(`${conversation}|${env.epoch}`)) continue;
-      const fallback = env.sender_sig_pub ? b64decode(stdToUrl(env.sender_sig_pub)) : null;
-      const senderPub = await this.senderSigPub(conversation, env.sender_device, fallback);
-      if (!senderPub) continue;
-      try {
-        const raw = await C.openEnvelope(env, this.device, senderPub);
-        await this.storeEpochKey(conversation, env.epoch, raw);
-        opened++;
-      } catch (err) {
-        console.warn("envelope refused", env.epoch, err.message);
-      }
+    for (const [epoch, envs] of this._envelopesByEpoch(conversation, answer, listing.epoch)) {
+      if (await this.epochKey(conversation, epoch, { fetch: false })) continue;
+      const raw = await this._openTrusted(conversation, epoch, envs, listing, memo);
+      if (!raw) continue;
+      await this.storeEpochKey(conversation, epoch, raw);
+      opened++;
     }
     return opened;
+  }
+
+  /** This device's envelopes of `conversation` by epoch, none beyond the current epoch. */
+  _envelopesByEpoch(conversation, answer, current) {
+    const out = new Map();
+    for (const env of answer.envelopes || []) {
+      if (env.conversation !== conversation || env.recipient_device !== this.deviceId) continue;
+      if (!Number.isSafeInteger(env.epoch) || env.epoch < 1) continue;
+      if (env.epoch > current) {
+        console.warn("envelope refused: epoch beyond the current one", env.epoch);
+        continue;
+      }
+      if (!out.has(env.epoch)) out.set(env.epoch, []);
+      out.get(env.epoch).push(env);
+    }
+    return out;
+  }
+
+  /**
+   * Of one epoch's envelopes, open the first that passes every check, best
+   * senders first: the sender device resolves with a valid registration, it
+   * belongs to someone entitled to send keys, the envelope's signature and
+   * HPKE open succeed, and the key is the one already held for that epoch,
+   * or (none held) decrypts the verified messages of that epoch at hand.
+   * Returns the raw key (the caller zeroes it) or null.
+   */
+  async _openTrusted(conversation, epoch, envs, listing, memo) {
+    const ranked = [];
+    for (const env of envs) {
+      const sender = await this.resolveDevice(conversation, env.sender_device);
+      const rank = sender ? await this.senderRank(conversation, sender, epoch, listing, memo) : null;
+      if (rank === null) {
+        console.warn("envelope refused: its sender is not entitled to this conversation's keys", epoch);
+        continue;
+      }
+      ranked.push({ env, sender, rank });
+    }
+    ranked.sort((a, b) => a.rank - b.rank);
+    const held = await this.epochKey(conversation, epoch, { fetch: false });
+    for (const { env, sender } of ranked) {
+      let raw;
+      try {
+        raw = await C.openEnvelope(env, this.device, sender.sigPub);
+      } catch (err) {
+        console.warn("envelope refused", epoch, err.message);
+        continue;
+      }
+      if (held ? await sameKey(held, raw) : await this.fitsMessages(conversation, epoch, raw)) return raw;
+      raw.fill(0);
+      console.warn("envelope refused: its key does not decrypt this epoch's messages", epoch);
+    }
+    return null;
+  }
+
+  /** Remember a verified message (wire form) to check a key of its epoch opened later. */
+  addProbe(wire, sigPub) {
+    const id = `${wire.conversation}|${wire.epoch}`;
+    if (this.epochKeys.has(id)) return;
+    const list = this.probes.get(id) || [];
+    if (list.length >= MAX_PROBES || list.some((p) => p.wire.sender_device === wire.sender_device && p.wire.client_id === wire.client_id)) return;
+    list.push({ wire, sigPub });
+    this.probes.set(id, list);
+  }
+
+  /**
+   * Whether a newly opened key decrypts (AES-GCM tag) a verified message of
+   * its epoch: those remembered by decrypt(), else those `probeSource` (the
+   * chat engine's loaded threads) offers, checked here first. True when no
+   * message of that epoch is at hand.
+   */
+  async fitsMessages(conversation, epoch, raw) {
+    const probes = [...(this.probes.get(`${conversation}|${epoch}`) || [])];
+    if (!probes.length && this.probeSource) {
+      for (const msg of (this.probeSource(conversation, epoch) || []).slice(0, MAX_PROBES)) {
+        const checked = await this.verified(msg).catch(() => null);
+        if (checked) probes.push(checked);
+      }
+    }
+    if (!probes.length) return true;
+    for (const { wire, sigPub } of probes) {
+      try {
+        await C.decryptMessage(wire, raw, sigPub);
+        return true;
+      } catch {
+        /* try the next one */
+      }
+    }
+    return false;
   }
 
   /**
@@ -342,52 +582,64 @@ export class KeyManager {
     return { epoch, body: urlToStd(m.ciphertext), nonce: urlToStd(m.nonce), sig: urlToStd(m.sig) };
   }
 
+  /**
+   * A stored message (wire shape) whose device resolves with a valid
+   * registration, belongs to the user named as its sender, and signed it:
+   * { wire, sigPub }. Throws KeyError otherwise.
+   */
+  async verified(msg) {
+    const sender = await this.resolveDevice(msg.conversation, msg.device);
+    if (!sender) throw new KeyError("unknown_device", "unknown sender device");
+    if (sender.userId !== msg.sender) throw new KeyError("device_mismatch", "the device does not belong to the sender");
+    const wire = wireOf(msg);
+    if (!(await C.verifyMessage(wire, sender.sigPub))) throw new KeyError("bad_signature", "invalid signature");
+    return { wire, sigPub: sender.sigPub };
+  }
+
   /** Verify and decrypt a stored message (wire shape); returns the content object. */
   async decrypt(msg) {
-    const senderPub = await this.senderSigPub(msg.conversation, msg.device);
-    if (!senderPub) throw new KeyError("unknown_device", "unknown sender device");
+    const { wire, sigPub } = await this.verified(msg);
+    this.addProbe(wire, sigPub);
     const key = await this.epochKey(msg.conversation, msg.epoch);
     if (!key) throw new KeyError("no_key", `no key for epoch ${msg.epoch}`);
-    const wire = {
-      conversation: msg.conversation,
-      epoch: msg.epoch,
-      sender_device: msg.device,
-      client_id: msg.client_id,
-      msg_type: msg.msg_type,
-      nonce: stdToUrl(msg.nonce),
-      ciphertext: stdToUrl(msg.body),
-      sig: stdToUrl(msg.sig),
-    };
-    if (!(await C.verifyMessage(wire, senderPub))) throw new KeyError("bad_signature", "invalid signature");
-    return C.decryptMessageJson(wire, key, senderPub);
+    return C.decryptMessageJson(wire, key, sigPub);
   }
 
   // ------------------------------------------------------------------ re-sharing
 
-  /** Re-wrap every epoch key this device holds in `conversation` for `recipientDevice`. */
-  async rewrapFor(conversation, recipientDevice) {
+  /**
+   * The device `deviceId` as the conversation lists it (registration
+   * verified): { deviceId, userId, role, group: "member"|"escrow", ... }, or null.
+   */
+  async listedDevice(conversation, deviceId) {
+    const listing = await this.conversationDevices(conversation);
+    return listing.devices.find((d) => d.deviceId === deviceId) || null;
+  }
+
+  /**
+   * Re-wrap the epoch keys this device holds in `conversation` for
+   * `recipientDevice`, which must be listed for the conversation with a valid
+   * registration, and a member's device unless `allowEscrow` (the user
+   * confirmed a supervisor's device). Whether to do it at all is the
+   * caller's decision (chat.js: approvals and requests). Returns how many.
+   */
+  async rewrapFor(conversation, recipientDevice, { allowEscrow = false } = {}) {
     const listing = await this.conversationDevices(conversation);
     const target = listing.devices.find((d) => d.deviceId === recipientDevice);
-    if (!target) return 0;
+    if (!target) throw new KeyError("not_authorised", "this device is not a registered device of the conversation");
+    if (target.group !== "member" && !allowEscrow) throw new KeyError("needs_confirmation", "a supervisor's device needs the user's confirmation");
     const answer = await this.api.envelopes(conversation);
+    const memo = {};
     const envelopes = [];
-    for (const env of answer.envelopes || []) {
-      if (env.conversation !== conversation || env.recipient_device !== this.deviceId) continue;
-      const fallback = env.sender_sig_pub ? b64decode(stdToUrl(env.sender_sig_pub)) : null;
-      const senderPub = await this.senderSigPub(conversation, env.sender_device, fallback);
-      if (!senderPub) continue;
-      let raw;
-      try {
-        raw = await C.openEnvelope(env, this.device, senderPub);
-      } catch {
-        continue;
-      }
+    for (const [epoch, envs] of this._envelopesByEpoch(conversation, answer, listing.epoch)) {
+      const raw = await this._openTrusted(conversation, epoch, envs, listing, memo);
+      if (!raw) continue;
       try {
         envelopes.push(
           await C.wrapEpochKey({
             epochKey: raw,
             conversation,
-            epoch: env.epoch,
+            epoch,
             recipientDevice,
             recipientDhPub: target.dhPub,
             senderDevice: this.deviceId,

@@ -46,8 +46,13 @@ export async function ensureDevice({ api, login, password, container, showSetup,
       await api.logout().catch(() => {});
       api.token = renewed.token;
       await idbPut("logins", login.user.login.toLowerCase(), renewed.device_id);
+      // This browser is now the backed-up device: same id, same keys, as the
+      // server has it registered, so the envelopes addressed to it open again.
       const again = new KeyManager({ api, userId: renewed.user.id, deviceId: renewed.device_id });
-      await again.load();
+      const registered = (await again.load()) ? await again.serverDevice() : null;
+      if (!registered || registered.sig_pub !== b64encode(again.device.sigPublic) || registered.dh_pub !== b64encode(again.device.dhPublic)) {
+        throw new KeyError("restore_mismatch", "the restored device is not the one registered on the server");
+      }
       return { keys: again, login: renewed, fresh: false };
     }
   }

@@ -61,6 +61,7 @@ export function messageText(item, peerName = "") {
     }
   }
   if (item.error) {
+    if (item.error === "device_mismatch") return t("unverifiableMessage");
     if (item.error === "bad_signature" || item.error === "unknown_device") return t("unverifiedMessage");
     if (item.error === "no_key") return t("unreadableMessage");
     return t("unreadableMessage");

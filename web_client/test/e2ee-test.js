@@ -1,0 +1,520 @@
+/**
+ * Trust rules of shared/e2ee.js and shared/chat.js against a lying server,
+ * run in the browser by tests/web/test_e2ee_policy.py.
+ *
+ * Each scenario builds a conversation with real keys (crypto.js), serves it
+ * through a fake key API that says whatever the scenario wants (forged
+ * envelopes, foreign devices, epochs from the future, relabelled senders,
+ * key requests), and checks what KeyManager and ChatClient accept and do.
+ * `run(name)` returns { pass, messages } (JSON-serialisable).
+ */
+
+import * as C from "../shared/crypto.js";
+import { ApiError } from "../shared/api.js";
+import { KeyManager, KeyError } from "../shared/e2ee.js";
+import { ChatClient } from "../shared/chat.js";
+import { messageText } from "../shared/ui.js";
+import { urlToStd } from "../shared/wire.js";
+
+const b64 = C.b64encode;
+let counter = 0;
+const uid = (prefix) => `${prefix}-${Date.now().toString(36)}-${(counter++).toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+
+class Checker {
+  constructor() {
+    this.messages = [];
+    this.failures = 0;
+  }
+
+  ok(condition, what) {
+    if (!condition) this.failures++;
+    this.messages.push(`${condition ? "ok" : "FAIL"}: ${what}`);
+  }
+
+  async rejects(fn, code, what) {
+    try {
+      await fn();
+      this.ok(false, `${what} (accepted)`);
+    } catch (err) {
+      this.ok(err instanceof KeyError && err.code === code, `${what} (${err.code || err.message})`);
+    }
+  }
+
+  result() {
+    return { pass: this.failures === 0 && this.messages.length > 0, messages: this.messages };
+  }
+}
+
+async function makeDevice(userId) {
+  const deviceId = uid("dev");
+  const keys = await C.generateDeviceKeys();
+  const reg = await C.signRegistration(keys, userId, deviceId);
+  return {
+    userId,
+    deviceId,
+    keys,
+    json: { device_id: deviceId, user_id: userId, dh_pub: b64(keys.dhPublic), sig_pub: b64(keys.sigPublic), registration_sig: b64(reg) },
+  };
+}
+
+/**
+ * A conversation between a beneficiary and a counsellor, a supervisor of the
+ * structure (escrow), another counsellor of the structure (not a member), and
+ * a fake server that answers from `world` (tests edit it as they go).
+ */
+async function makeWorld() {
+  const conversation = uid("conv");
+  const users = { ben: uid("ben"), coun: uid("coun"), sup: uid("sup"), other: uid("other"), former: uid("former") };
+  const d = {};
+  for (const name of ["ben", "ben2", "coun", "coun2", "sup", "other", "former"]) d[name] = await makeDevice(users[name.replace(/2$/, "")]);
+  const world = {
+    conversation,
+    users,
+    d,
+    epoch: 2,
+    members: { [users.ben]: [d.ben], [users.coun]: [d.coun] },
+    roles: { [users.ben]: "beneficiary", [users.coun]: "counsellor", [users.sup]: "supervisor" },
+    escrow: { [users.sup]: [d.sup] },
+    pending: [],
+    registry: new Map(Object.values(d).map((x) => [x.deviceId, x.json])),
+    envelopes: [],
+    messages: [],
+    requests: [],
+    added: [],
+    approved: [],
+    calls: [],
+  };
+  world.api = {
+    token: "test",
+    async conversationDevices(conv) {
+      world.calls.push("devices");
+      const group = (g) => Object.entries(g).map(([user, devs]) => ({ user_id: user, role: world.roles[user], devices: devs.map((x) => ({ ...(x.json || x) })) }));
+      return { conversation: conv, epoch: world.epoch, rotation_required: false, members: group(world.members), escrow: group(world.escrow), pending: world.pending };
+    },
+    async envelopes(conv) {
+      world.calls.push("envelopes");
+      return { envelopes: world.envelopes.filter((e) => e.conversation === conv).map((e) => ({ ...e })) };
+    },
+    async device(id) {
+      world.calls.push(`device ${id}`);
+      const found = world.registry.get(id);
+      if (!found) throw new ApiError(404, "not_found", "no such device");
+      return { device: { ...found } };
+    },
+    async messages(conv, { after = 0 } = {}) {
+      return { messages: world.messages.filter((m) => m.conversation === conv && m.seq > after), has_more: false };
+    },
+    async addEnvelopes(conv, envelopes) {
+      world.added.push(...envelopes);
+      return { added: envelopes.length };
+    },
+    async approveKeyRequest(conv, deviceId) {
+      world.approved.push(deviceId);
+      world.pending = world.pending.filter((p) => p !== deviceId);
+      return { ok: true };
+    },
+    async keyRequests() {
+      world.calls.push("requests");
+      return { requests: world.requests };
+    },
+    async conversations() {
+      return { conversations: [] };
+    },
+  };
+  return world;
+}
+
+/** An envelope of `key` for `epoch`, from device `from` to device `to`, signed by `signer` (default: from). */
+async function wrap(world, from, to, epoch, key, { signer = from, extra = {} } = {}) {
+  const env = await C.wrapEpochKey({
+    epochKey: key,
+    conversation: world.conversation,
+    epoch,
+    recipientDevice: to.deviceId,
+    recipientDhPub: to.keys.dhPublic,
+    senderDevice: from.deviceId,
+    senderKeys: signer.keys,
+  });
+  // What the server adds to each envelope it lists: the client must not rely on it.
+  return { ...env, sender_user: from.userId, sender_sig_pub: b64(signer.keys.sigPublic), ...extra };
+}
+
+let seq = 0;
+/** A stored message (history shape) of `from`'s device, as the server would serve it. */
+async function message(world, from, epoch, key, text, { sender = from.userId } = {}) {
+  const clientId = uid("c");
+  const m = await C.encryptMessage({
+    epochKey: key,
+    conversation: world.conversation,
+    epoch,
+    senderDevice: from.deviceId,
+    senderKeys: from.keys,
+    clientId,
+    msgType: "text",
+    plaintext: { text },
+  });
+  const stored = {
+    conversation: world.conversation,
+    seq: ++seq,
+    client_id: clientId,
+    sender,
+    device: from.deviceId,
+    msg_type: "text",
+    body: urlToStd(m.ciphertext),
+    nonce: urlToStd(m.nonce),
+    sig: urlToStd(m.sig),
+    meta: {},
+    epoch,
+    created_at: Date.now() / 1000,
+  };
+  world.messages.push(stored);
+  return stored;
+}
+
+function system(world, msgType, meta) {
+  const m = { conversation: world.conversation, seq: ++seq, client_id: uid("s"), sender: "system", device: null, msg_type: msgType, meta, epoch: 0, created_at: Date.now() / 1000 };
+  world.messages.push(m);
+  return m;
+}
+
+/** The KeyManager of device `dev` (its keys given directly, as after setup()). */
+function managerOf(world, dev) {
+  const km = new KeyManager({ api: world.api, userId: dev.userId, deviceId: dev.deviceId });
+  km.device = { userId: dev.userId, deviceId: dev.deviceId, ...dev.keys };
+  return km;
+}
+
+async function readable(km, msg) {
+  try {
+    return (await km.decrypt(msg)).text;
+  } catch (err) {
+    return `error:${err.code || err.message}`;
+  }
+}
+
+function quiet(fn) {
+  // The refusals are logged with console.warn; keep the test output readable.
+  return async () => {
+    const warn = console.warn;
+    console.warn = () => {};
+    try {
+      return await fn();
+    } finally {
+      console.warn = warn;
+    }
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Finding 1: who may hand this device an epoch key
+// ---------------------------------------------------------------------------
+
+async function foreignSenderRefused() {
+  const t = new Checker();
+  const w = await makeWorld();
+  const good = C.generateEpochKey();
+  const bad = C.generateEpochKey();
+  const msg = await message(w, w.d.coun, 1, good, "bonjour");
+  // A registered device of a counsellor who is not a member of the conversation.
+  w.envelopes.push(await wrap(w, w.d.other, w.d.ben, 1, bad));
+  // An envelope naming the counsellor's device but signed by another key, with
+  // the server's `sender_sig_pub` set to that key: the old fallback accepted it.
+  w.envelopes.push(await wrap(w, w.d.coun, w.d.ben, 1, bad, { signer: w.d.other }));
+  // A device id the server does not know, with its key in `sender_sig_pub`.
+  const ghost = await makeDevice(w.users.coun);
+  w.envelopes.push(await wrap(w, ghost, w.d.ben, 1, bad));
+  const km = managerOf(w, w.d.ben);
+  t.ok((await km.fetchEnvelopes(w.conversation)) === 0, "no envelope opened");
+  t.ok((await km.epochKey(w.conversation, 1, { fetch: false })) === null, "no key for epoch 1");
+  t.ok((await readable(km, msg)) === "error:no_key", "the counsellor's message stays unreadable");
+  // The real envelope from the counsellor's device is accepted.
+  w.envelopes.push(await wrap(w, w.d.coun, w.d.ben, 1, good));
+  t.ok((await readable(km, msg)) === "bonjour", "the member's envelope opens it");
+  return t.result();
+}
+
+async function invalidRegistrationRefused() {
+  const t = new Checker();
+  const w = await makeWorld();
+  const key = C.generateEpochKey();
+  const msg = await message(w, w.d.ben, 1, key, "salut");
+  // The server lists the counsellor's device with a registration that does not verify.
+  const tampered = { ...w.d.coun.json, registration_sig: w.d.sup.json.registration_sig };
+  w.members[w.users.coun] = [tampered];
+  w.registry.set(w.d.coun.deviceId, tampered);
+  w.envelopes.push(await wrap(w, w.d.coun, w.d.sup, 1, key));
+  const km = managerOf(w, w.d.sup);
+  t.ok((await km.fetchEnvelopes(w.conversation)) === 0, "envelope from a device with an invalid registration refused");
+  t.ok((await readable(km, msg)) === "error:no_key", "nothing readable");
+  const listing = await km.conversationDevices(w.conversation);
+  t.ok(!listing.devices.some((x) => x.deviceId === w.d.coun.deviceId), "the device is not listed to wrap for");
+  await t.rejects(() => km.rewrapFor(w.conversation, w.d.coun.deviceId), "not_authorised", "no re-wrap for it");
+  return t.result();
+}
+
+async function futureEpochRefused() {
+  const t = new Checker();
+  const w = await makeWorld();
+  w.epoch = 1;
+  const k1 = C.generateEpochKey();
+  const k2 = C.generateEpochKey();
+  w.envelopes.push(await wrap(w, w.d.coun, w.d.ben, 1, k1));
+  w.envelopes.push(await wrap(w, w.d.coun, w.d.ben, 2, k2));
+  const km = managerOf(w, w.d.ben);
+  t.ok((await km.fetchEnvelopes(w.conversation)) === 1, "only epoch 1 opened");
+  t.ok((await km.epochKey(w.conversation, 2, { fetch: false })) === null, "epoch 2 (beyond the current epoch 1) refused");
+  w.epoch = 2;
+  t.ok((await km.epochKey(w.conversation, 2)) !== null, "accepted once it is the current epoch");
+  return t.result();
+}
+
+async function memberPreferredOverEscrow() {
+  const t = new Checker();
+  const w = await makeWorld();
+  const good = C.generateEpochKey();
+  const other = C.generateEpochKey();
+  // Listed first: an escrow supervisor's envelope with another key (nothing to check it against).
+  w.envelopes.push(await wrap(w, w.d.sup, w.d.ben, 1, other));
+  w.envelopes.push(await wrap(w, w.d.coun, w.d.ben, 1, good));
+  const km = managerOf(w, w.d.ben);
+  t.ok((await km.fetchEnvelopes(w.conversation)) === 1, "epoch 1 opened once");
+  const msg = await message(w, w.d.coun, 1, good, "clé du membre");
+  t.ok((await readable(km, msg)) === "clé du membre", "the member's key was taken, not the supervisor's");
+  // Only an escrow envelope: accepted (supervisors are the structure's escrow).
+  const w2 = await makeWorld();
+  w2.envelopes.push(await wrap(w2, w2.d.sup, w2.d.ben, 1, good));
+  const km2 = managerOf(w2, w2.d.ben);
+  t.ok((await km2.fetchEnvelopes(w2.conversation)) === 1, "an escrow supervisor's envelope alone is accepted");
+  return t.result();
+}
+
+async function keyCheckedAgainstStoredMessage() {
+  const t = new Checker();
+  const w = await makeWorld();
+  const good = C.generateEpochKey();
+  const bad = C.generateEpochKey();
+  const msg = await message(w, w.d.coun, 1, good, "vérifié par le tag");
+  // A supervisor's (escrow) envelope carrying a key that is not the epoch's.
+  w.envelopes.push(await wrap(w, w.d.sup, w.d.ben, 1, bad));
+  const km = managerOf(w, w.d.ben);
+  t.ok((await readable(km, msg)) === "error:no_key", "a key that does not decrypt the epoch's message is refused");
+  t.ok((await km.epochKey(w.conversation, 1, { fetch: false })) === null, "and not stored");
+  w.envelopes.push(await wrap(w, w.d.sup, w.d.ben, 1, good));
+  t.ok((await readable(km, msg)) === "vérifié par le tag", "the right key from the same sender is accepted");
+  return t.result();
+}
+
+async function formerCounsellorOnlyForHeldEpochs() {
+  const t = new Checker();
+  const w = await makeWorld();
+  const k1 = C.generateEpochKey();
+  const k2 = C.generateEpochKey();
+  system(w, "system.epoch_rotated", { epoch: 1 });
+  system(w, "system.counsellor_changed", { from: w.users.former, to: w.users.coun, mode: "permanent" });
+  system(w, "system.epoch_rotated", { epoch: 2 });
+  // The replaced counsellor re-wraps the history for the new counsellor's device.
+  w.envelopes.push(await wrap(w, w.d.former, w.d.coun, 1, k1));
+  w.envelopes.push(await wrap(w, w.d.former, w.d.coun, 2, k2));
+  // A counsellor the thread never names does the same.
+  w.envelopes.push(await wrap(w, w.d.other, w.d.coun, 2, k2));
+  const km = managerOf(w, w.d.coun);
+  t.ok((await km.fetchEnvelopes(w.conversation)) === 1, "one epoch opened");
+  t.ok((await km.epochKey(w.conversation, 1, { fetch: false })) !== null, "epoch 1 from the previous counsellor accepted");
+  t.ok((await km.epochKey(w.conversation, 2, { fetch: false })) === null, "epoch 2 (after the change) refused, from them and from a stranger");
+  return t.result();
+}
+
+// ---------------------------------------------------------------------------
+// Finding 3: a message's device must belong to its sender
+// ---------------------------------------------------------------------------
+
+async function deviceMustBelongToSender() {
+  const t = new Checker();
+  const w = await makeWorld();
+  const key = C.generateEpochKey();
+  w.envelopes.push(await wrap(w, w.d.coun, w.d.ben, 1, key));
+  const honest = await message(w, w.d.coun, 1, key, "de mon conseiller");
+  // The supervisor's device wrote it; the server says the counsellor did.
+  const relabelled = await message(w, w.d.sup, 1, key, "faux conseiller", { sender: w.users.coun });
+  const km = managerOf(w, w.d.ben);
+  t.ok((await readable(km, honest)) === "de mon conseiller", "a message from the sender's own device is read");
+  await t.rejects(() => km.decrypt(relabelled), "device_mismatch", "a message from another user's device is refused");
+  const text = messageText({ system: false, error: "device_mismatch", msgType: "text" });
+  t.ok(/non vérifiable/.test(text), `shown as: ${text}`);
+  return t.result();
+}
+
+// ---------------------------------------------------------------------------
+// Finding 2: who re-wraps the history, for whom
+// ---------------------------------------------------------------------------
+
+function chatFor(w, dev, role) {
+  const km = managerOf(w, dev);
+  const chat = new ChatClient({ api: w.api, keys: km, user: { id: dev.userId, role }, deviceId: dev.deviceId });
+  chat.setSummaries([
+    { id: w.conversation, counsellor_id: w.users.coun, beneficiary_id: w.users.ben, peer: { id: w.users.ben, display_name: "Bénéficiaire" }, last_seq: 0 },
+  ]);
+  const events = [];
+  chat.on("keyrequest", (d) => events.push(d.request));
+  return { chat, km, events };
+}
+
+async function withHeldKeys(w) {
+  // Epochs 1 and 2, created by the counsellor's device for every listed device.
+  for (const epoch of [1, 2]) {
+    const key = C.generateEpochKey();
+    for (const to of [w.d.ben, w.d.coun, w.d.sup]) w.envelopes.push(await wrap(w, w.d.coun, to, epoch, key));
+  }
+}
+
+const request = (w, dev, reason, approved) => ({
+  type: "keys.requested",
+  conversation: w.conversation,
+  recipient_device: dev.deviceId,
+  recipient_user: dev.userId,
+  reason,
+  ...(approved === undefined ? {} : { approved }),
+});
+
+async function beneficiaryNeverRewraps() {
+  const t = new Checker();
+  const w = await makeWorld();
+  await withHeldKeys(w);
+  w.members[w.users.coun].push(w.d.coun2);
+  const { chat } = chatFor(w, w.d.ben, "beneficiary");
+  t.ok(chat.canRewrap === false, "the beneficiary's client cannot re-wrap");
+  await chat.handleKeyRequest(request(w, w.d.coun2, "transfer", true), { announced: true });
+  w.requests = [{ ...request(w, w.d.coun2, "new_device", true) }];
+  await chat.checkKeyRequests();
+  t.ok(w.added.length === 0, "no envelope uploaded for an approved request");
+  t.ok(!w.calls.includes("requests"), "it does not even list requests");
+  await t.rejects(() => chat.approveKeyRequest(request(w, w.d.coun2, "new_device", true)), "not_allowed", "approving is refused");
+  return t.result();
+}
+
+async function counsellorPolicy() {
+  const t = new Checker();
+  const w = await makeWorld();
+  await withHeldKeys(w);
+  const { chat, events } = chatFor(w, w.d.coun, "counsellor");
+  const notices = () => chat.noticesFor(w.conversation);
+
+  // A frame without `approved` is not approved: the counsellor is asked, nothing is sent.
+  w.pending = [w.d.ben2.deviceId];
+  chat.onKeyRequest(request(w, w.d.ben2, "new_device"));
+  await new Promise((r) => setTimeout(r, 50));
+  t.ok(w.added.length === 0 && events.length === 1 && events[0].kind === "approve", "unapproved: asked, nothing re-wrapped");
+
+  // The server says a beneficiary's extra device is approved: still the counsellor's click only.
+  w.pending = [];
+  w.members[w.users.ben] = [w.d.ben, w.d.ben2];
+  await chat.handleKeyRequest(request(w, w.d.ben2, "new_device", true), { announced: true });
+  t.ok(w.added.length === 0 && events.length === 2 && events[1].kind === "approve", "approved beneficiary device: asked, nothing re-wrapped");
+
+  // The click: approve, then re-wrap for that device.
+  w.pending = [w.d.ben2.deviceId];
+  w.members[w.users.ben] = [w.d.ben];
+  w.api.approveKeyRequest = async (conv, deviceId) => {
+    w.approved.push(deviceId);
+    w.pending = [];
+    w.members[w.users.ben] = [w.d.ben, w.d.ben2];
+    return { ok: true };
+  };
+  const n = await chat.approveKeyRequest(events[0]);
+  t.ok(w.approved.includes(w.d.ben2.deviceId), "approved on the server first");
+  t.ok(n === 2 && w.added.every((e) => e.recipient_device === w.d.ben2.deviceId && e.sender_device === w.d.coun.deviceId), "then both epochs re-wrapped for it");
+  t.ok(notices().length === 1 && notices()[0].userId === w.users.ben, "a notice in the thread");
+  w.added.length = 0;
+
+  // A device the conversation does not list (another counsellor's), or not at all registered.
+  await chat.handleKeyRequest(request(w, w.d.other, "transfer", true), { announced: true });
+  const ghost = await makeDevice(w.users.coun);
+  await chat.handleKeyRequest(request(w, ghost, "new_device", true), { announced: true });
+  t.ok(w.added.length === 0, "nothing for devices outside the listing");
+
+  // A supervisor's device (escrow only): the user must confirm.
+  const sup2 = await makeDevice(w.users.sup);
+  w.escrow[w.users.sup] = [w.d.sup, sup2];
+  await chat.handleKeyRequest(request(w, sup2, "new_device", true), { announced: true });
+  const confirm = events.find((e) => e.kind === "confirm");
+  t.ok(w.added.length === 0 && confirm && confirm.recipient_device === sup2.deviceId, "escrow device: asked to confirm, nothing re-wrapped");
+  await t.rejects(() => w.api && chat.keys.rewrapFor(w.conversation, sup2.deviceId), "needs_confirmation", "rewrapFor refuses escrow without confirmation");
+  t.ok((await chat.confirmKeyRequest(confirm)) === 2 && w.added.length === 2, "re-wrapped after confirmation");
+  w.added.length = 0;
+
+  // The new counsellor after a transfer / a counsellor's new device: member, valid registration: done, and said.
+  w.members[w.users.coun] = [w.d.coun, w.d.coun2];
+  await chat.handleKeyRequest(request(w, w.d.coun2, "transfer", true), { announced: true });
+  t.ok(w.added.length === 2 && w.added.every((e) => e.recipient_device === w.d.coun2.deviceId), "member counsellor device re-wrapped automatically");
+  t.ok(notices().some((x) => x.device === w.d.coun2.deviceId && x.reason === "transfer"), "with a notice in the thread");
+  return t.result();
+}
+
+// ---------------------------------------------------------------------------
+// Finding 4: the backup holds the device, restoring takes it over
+// ---------------------------------------------------------------------------
+
+async function backupTakesOverDevice() {
+  const t = new Checker();
+  const w = await makeWorld();
+  let backup = null;
+  let registered = null;
+  w.api.registerDevice = async (dh, sig, reg) => {
+    registered = { dh, sig, reg };
+    return {};
+  };
+  w.api.putBackup = async (b) => {
+    backup = b;
+    return {};
+  };
+  w.api.getBackup = async () => {
+    if (!backup) throw new ApiError(404, "not_found", "none");
+    return backup;
+  };
+  const userId = w.users.ben;
+  const first = new KeyManager({ api: w.api, userId, deviceId: uid("phone") });
+  const recovery = await first.setup();
+  const opened = await C.openBackup(recovery, userId, backup);
+  t.ok(opened.payload.devices.length === 1 && opened.payload.devices[0].device_id === first.deviceId, "the backup holds this device's keys");
+  t.ok(Array.isArray(opened.payload.epoch_keys) && opened.payload.epoch_keys.length === 0, "and no epoch key");
+  t.ok(registered && registered.sig === b64(first.device.sigPublic), "the registered keys are the backed-up ones");
+
+  // Epochs created afterwards, sealed to that device by the counsellor.
+  const oldPhone = { userId, deviceId: first.deviceId, keys: { dhPublic: first.device.dhPublic } };
+  const key = C.generateEpochKey();
+  w.envelopes.push(await wrap(w, w.d.coun, oldPhone, 1, key));
+  const msg = await message(w, w.d.coun, 1, key, "après la sauvegarde");
+
+  // A new phone restores: it becomes the backed-up device and reads it.
+  const second = new KeyManager({ api: w.api, userId, deviceId: uid("newphone") });
+  await t.rejects(() => second.restore("0000-0000-0000-0000-0000-0000-0000-0000-0000-0000-0000-0000-0000"), "bad_recovery_key", "a wrong recovery key is refused");
+  const restoredId = await second.restore(recovery.toLowerCase());
+  t.ok(restoredId === first.deviceId && second.deviceId === first.deviceId, "restore takes over the device id");
+  t.ok(C.bytesEqual(second.device.sigPublic, first.device.sigPublic), "with the same keys");
+  t.ok((await readable(second, msg)) === "après la sauvegarde", "envelopes addressed to that device open again");
+  return t.result();
+}
+
+export const scenarios = {
+  foreignSenderRefused,
+  invalidRegistrationRefused,
+  futureEpochRefused,
+  memberPreferredOverEscrow,
+  keyCheckedAgainstStoredMessage,
+  formerCounsellorOnlyForHeldEpochs,
+  deviceMustBelongToSender,
+  beneficiaryNeverRewraps,
+  counsellorPolicy,
+  backupTakesOverDevice,
+};
+
+/** Run one scenario; never throws. */
+export async function run(name) {
+  const scenario = scenarios[name];
+  if (!scenario) return { pass: false, messages: [`no scenario ${name}`] };
+  try {
+    return await quiet(scenario)();
+  } catch (err) {
+    return { pass: false, messages: [`error: ${err && err.stack ? err.stack : err}`] };
+  }
+}
