@@ -7,6 +7,7 @@ its own ``DATA_DIR`` (embedded engine) and ``REQUIRE_E2EE=true``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -15,18 +16,21 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Browser, Page, sync_playwright
 
 REPO = Path(__file__).resolve().parents[2]
+WEB_ROOT = REPO / "web_client"
 ARTIFACTS = REPO / "tests" / "artifacts"
 SCREENSHOTS = REPO / "docs" / "screenshots"
 AXE = REPO / "web_client" / "test" / "node_modules" / "axe-core" / "axe.min.js"
@@ -120,6 +124,33 @@ def run_server(data_dir: Path, timeout: float = 60.0) -> Iterator[ServerProcess]
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    """Static files, never cached, no request log."""
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Keep the test output quiet."""
+
+
+@contextmanager
+def static_server(root: Path = WEB_ROOT) -> Iterator[str]:
+    """Serve `root` on a free loopback port (a secure context for WebCrypto); yield its URL."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="static-http", daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        yield f"http://{host!s}:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from playwright.sync_api import (
     ConsoleMessage,
     Locator,
     Page,
+    Request,
     ViewportSize,
     expect,
 )
@@ -44,6 +45,8 @@ BENEFICIARY_NAME = "Sarah Lefèvre"
 BENEFICIARY_LOGIN = "sarah.lefevre"
 BENEFICIARY_PASSWORD = "mon-mot-de-passe-2026"
 RECOVERY_KEY = re.compile(r"^[0-9A-Z]{4}(-[0-9A-Z]{4}){12}$")
+# Requests that hand keys to another device (re-wraps, approvals).
+KEY_SHARING = re.compile(r"/api/(conversations/[^/?]+/envelopes|keys/requests/approve)(\?|$)")
 
 expect.set_options(timeout=20_000)
 
@@ -60,6 +63,7 @@ class World:
     app: Page
     problems: list[str] = field(default_factory=list)
     plaintexts: list[str] = field(default_factory=list)
+    app_key_sharing: list[str] = field(default_factory=list)
     counsellor_recovery: str = ""
     activation_code: str = ""
 
@@ -79,6 +83,16 @@ def _watch(page: Page, name: str, problems: list[str]) -> None:
     page.on("pageerror", lambda err: problems.append(f"{name} page error: {err}"))
 
 
+def _watch_key_sharing(page: Page, found: list[str]) -> None:
+    """Record every request by which `page` would share keys with another device."""
+
+    def on_request(request: Request) -> None:
+        if request.method == "POST" and KEY_SHARING.search(request.url):
+            found.append(request.url)
+
+    page.on("request", on_request)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     data_dir: Path = tmp_path_factory.mktemp("web-server")
@@ -95,6 +109,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             )
             _watch(w.console, "console", w.problems)
             _watch(w.app, "app", w.problems)
+            # The beneficiary's app never re-wraps keys for anyone (checked at the end).
+            _watch_key_sharing(w.app, w.app_key_sharing)
             yield w
         finally:
             console_ctx.close()
@@ -113,6 +129,17 @@ def _ack_recovery_key(page: Page) -> str:
 
 def _bubble(page: Page, cls: str, text: str) -> Locator:
     return page.locator(f".{cls}", has=page.locator(".msg-text", has_text=text))
+
+
+def _device_id(page: Page) -> str:
+    """This console's device id, as its security dialog shows it."""
+    page.get_by_role("button", name="Sécurité", exact=True).click()
+    device = page.locator("#this-device")
+    expect(device).not_to_be_empty()
+    text = (device.text_content() or "").strip()
+    page.keyboard.press("Escape")
+    expect(page.locator("#dlg-security")).to_be_hidden()
+    return text
 
 
 def _no_local_storage(page: Page) -> None:
@@ -299,9 +326,12 @@ def test_console_restores_from_recovery_key_and_passes_axe(world: World) -> None
         page.get_by_label("Clé de récupération").fill(world.counsellor_recovery.lower())
         page.get_by_role("button", name="Restaurer").click()
         page.locator(".conv", has_text=BENEFICIARY_NAME).click()
-        # The restored device reads the whole history.
+        # The restored device reads the whole history: the backup holds no epoch
+        # key, this browser took over the backed-up device (same id) and opens
+        # the envelopes addressed to it.
         expect(_bubble(page, "msg-mine", world.plaintexts[0])).to_have_count(1)
         expect(_bubble(page, "msg-peer", world.plaintexts[1])).to_have_count(1)
+        assert _device_id(page) == _device_id(world.console)
         violations = axe_violations(page)
         assert serious(violations) == [], violations
         save_screenshot(page, "console-restored.png")
@@ -330,10 +360,19 @@ def test_new_phone_waits_for_counsellor_reshare_and_passes_axe(world: World) -> 
         violations = axe_violations(page)
         assert serious(violations) == [], violations
 
-        # The counsellor approves the new phone; the console re-wraps the history.
+        new_phone_sharing: list[str] = []
+        _watch_key_sharing(page, new_phone_sharing)
+        # Nothing is shared before the counsellor's click.
+        expect(page.locator("#reshare-banner")).to_be_visible()
+        # The counsellor approves the new phone; the console re-wraps the history
+        # and says so in the thread.
         world.console.get_by_role("button", name="Autoriser").click()
+        expect(
+            world.console.locator(".msg-notice", has_text="Clés partagées avec le nouvel appareil")
+        ).to_have_text(f"Clés partagées avec le nouvel appareil de {BENEFICIARY_NAME}.")
         expect(_bubble(page, "msg-peer", world.plaintexts[0])).to_have_count(1, timeout=30_000)
         expect(page.locator("#reshare-banner")).to_be_hidden()
+        assert new_phone_sharing == []
         text = world.say("Nouveau téléphone : c'est toujours moi")
         page.get_by_label("Votre message").fill(text)
         page.get_by_role("button", name="Envoyer").click()
@@ -389,10 +428,16 @@ def test_supervisor_transfers_temporarily_then_takes_back(world: World) -> None:
         transfer("Reprise par le conseiller habituel")
         expect(world.console.locator("#conv-list .conv")).to_have_count(4)
         expect(world.app.locator("#peer-name")).to_have_text("Karim Benali")
-        # Back with the whole history: the app re-wraps the new epochs for him.
+        # Back with the whole history: the supervisor's console (escrow of the
+        # epoch written meanwhile) re-wraps it for him, a member's device, and
+        # says so; the beneficiary's app does not re-wrap.
+        expect(page.locator("#supervision-keys")).to_have_text(
+            "Clés partagées avec l'appareil de Karim Benali (transfert)."
+        )
         world.console.locator(".conv", has_text=BENEFICIARY_NAME).click()
         expect(_bubble(world.console, "msg-peer", during)).to_have_count(1, timeout=30_000)
         expect(_bubble(world.console, "msg-mine", world.plaintexts[0])).to_have_count(1)
+        assert world.app_key_sharing == []
     finally:
         ctx.close()
 

@@ -414,7 +414,7 @@ function userName(conv, userId) {
   const known = (structure?.counsellors || []).find((c) => c.id === userId);
   if (known) return known.display_name;
   const listed = (structure?.conversations || []).find((c) => c.beneficiary?.id === userId || c.beneficiary_id === userId);
-  return listed?.beneficiary?.display_name || userId;
+  return listed?.beneficiary?.display_name || t("unknownPerson");
 }
 
 function noticeText(conv, notice) {
@@ -444,7 +444,7 @@ function renderKeyRequests() {
       });
       const text =
         request.kind === "confirm"
-          ? t("keyRequestEscrow", { name: userName(conv, request.recipient_user) })
+          ? t("keyRequestEscrow")
           : t("keyRequestFor", { name: chat.peerName(conv) });
       return h("div", { class: "notice key-request row", role: "status" }, h("span", {}, text), approve);
     }),

@@ -550,7 +550,7 @@ export class KeyManager {
         if (err instanceof ApiError && err.code === "epoch_conflict") {
           // Someone rotated first: take theirs.
           const current = err.body?.error?.current ?? err.body?.current ?? next;
-          await this.fetchEnvelopes(conversation);
+          await this.fetchEnvelopes(conversation, { fresh: true });
           if (this.epochKeys.has(`${conversation}|${current}`)) return current;
           return this._rotate(conversation);
         }
