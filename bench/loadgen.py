@@ -229,7 +229,8 @@ class Generator:
                 await asyncio.wait_for(
                     self.loop.create_connection(self._factory(c, uri), host, port), timeout
                 )
-                assert c.conn is not None
+                if c.conn is None:
+                    raise ConnectionError("closed at once")
                 await asyncio.wait_for(asyncio.shield(c.conn.opened), timeout)
                 self.dialect.on_open(c)
                 await asyncio.wait_for(asyncio.shield(c.authed), timeout)
@@ -284,7 +285,8 @@ class Generator:
                 await asyncio.wait_for(
                     self.loop.create_connection(self._factory(c, uri), host, port), 10
                 )
-                assert c.conn is not None
+                if c.conn is None:
+                    raise ConnectionError("closed at once")
                 await asyncio.wait_for(asyncio.shield(c.conn.opened), 10)
                 self.dialect.on_open(c)
                 await asyncio.wait_for(asyncio.shield(c.authed), 20)

@@ -30,6 +30,8 @@ class WsConnection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._fragments: list[bytes] | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A handshake can fail after its waiter gave up: never log that as unretrieved.
+        self.opened.add_done_callback(_retrieve)
         self.closed = False
 
     # asyncio.Protocol
@@ -112,6 +114,11 @@ class WsConnection(asyncio.Protocol):
                 transport.write(chunk)
             elif transport.can_write_eof():
                 transport.write_eof()
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def open_connection(

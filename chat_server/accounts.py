@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -160,50 +161,60 @@ class AccountService:
         await self._accounts.set_activation(user_id, token_hash(normalise_code(code)), expires)
         return code, expires
 
-    async def activate(self, code: str, password: str, device_id: str | None) -> Login:
-        """Consume an activation code, set the password, and open a session."""
+    async def activate(
+        self, code: str, password: str, device_id: str | None, client: str = "-"
+    ) -> Login:
+        """Consume an activation code, set the password, and open a session.
+
+        Wrong codes are counted per client address (``client``): guessing is
+        throttled without letting one client lock out everyone's activation.
+        """
         try:
             Passwords.check_policy(password)
         except PasswordPolicyError as exc:
             raise InvalidInput(str(exc)) from None
-        key = "activation"
+        key = "activation:" + client
         now = self._clock()
-        # Codes are guessable only by brute force: throttle failures globally.
-        if (
-            await self._accounts.login_failures(key, now, self._settings.login_window_seconds)
-            >= self._settings.login_max_failures * 20
+        window = self._settings.login_window_seconds
+        if await self._accounts.login_failures(key, now, window) >= (
+            self._settings.login_max_failures * 4
         ):
             raise Throttled("too many wrong codes; try again later")
         user = await self._accounts.consume_activation(token_hash(normalise_code(code)), now)
         if user is None:
-            await self._accounts.record_login_failure(key, now, self._settings.login_window_seconds)
+            await self._accounts.record_login_failure(key, now, window)
             raise Unauthenticated("this activation code is unknown, used or expired")
-        await self._accounts.set_password_hash(user.id, self._passwords.hash(password))
+        hashed = await asyncio.to_thread(self._passwords.hash, password)
+        await self._accounts.set_password_hash(user.id, hashed)
         return await self._open_session(user, device_id)
 
     async def login(self, login: str, password: str, device_id: str | None) -> Login:
         """Check a password and open a session bound to a device.
 
-        Failures are counted per login; past the limit every attempt is refused
-        (even with the right password) until the window passes.
+        Every attempt is counted per login *before* the password is checked,
+        so concurrent guesses cannot slip past the limit; a success clears
+        the count. Past the limit every attempt is refused (even with the
+        right password) until the window passes. argon2 runs in a worker
+        thread so the event loop keeps serving.
         """
         key = "login:" + login.strip().lower()
         now = self._clock()
         window = self._settings.login_window_seconds
-        if (
-            await self._accounts.login_failures(key, now, window)
-            >= self._settings.login_max_failures
-        ):
+        attempts = await self._accounts.record_login_failure(key, now, window)
+        if attempts > self._settings.login_max_failures:
             raise Throttled("too many failed attempts; try again later")
         user = await self._accounts.find_user_by_login(login.strip())
         ok, rehash = (False, None)
         if user is not None and user.password_hash:
-            ok, rehash = self._passwords.verify(user.password_hash, password)
+            ok, rehash = await asyncio.to_thread(
+                self._passwords.verify, user.password_hash, password
+            )
         else:
             # Same cost whether or not the login exists.
-            self._passwords.verify(_DUMMY_HASH.get(self._passwords), password)
+            await asyncio.to_thread(
+                self._passwords.verify, _DUMMY_HASH.get(self._passwords), password
+            )
         if not ok or user is None:
-            await self._accounts.record_login_failure(key, now, window)
             raise Unauthenticated("wrong login or password")
         await self._accounts.clear_login_failures(key)
         if rehash:

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 KIND_MESSAGE = "M"
 KIND_EVENT = "E"
+KIND_REVOKE = "R"  # origin: a session's token hash, "device:<id>", or "*" (every session)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,10 @@ class Hub:
                 await self._broker.unsubscribe(_topic(user_id))
         if user_id not in self._local and not lock.locked():
             self._locks.pop(user_id, None)
+
+    async def revoke(self, user_id: str, what: str) -> None:
+        """Close the user's connections matching ``what`` in every process (see KIND_REVOKE)."""
+        await self.publish([user_id], "", kind=KIND_REVOKE, origin=what)
 
     async def publish(
         self,

@@ -21,7 +21,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from chat_server import protocol as p
-from chat_server.hub import KIND_MESSAGE, Event
+from chat_server.hub import KIND_MESSAGE, KIND_REVOKE, Event
 from chat_server.rooms.errors import DomainError
 from chat_server.rooms.models import Session, User
 from chat_server.rooms.service import message_out
@@ -35,6 +35,7 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_SLOW = 1013
 CLOSE_ERROR = 1011
+SESSION_RECHECK_SECONDS = 60.0
 
 _SYNC = "S"  # queue item kind: resume a conversation
 _CLOSE = "C"  # queue item kind: stop the writer
@@ -80,8 +81,17 @@ class Connection:
         return self.user.id
 
     def deliver(self, event: Event) -> None:
-        """Queue an event; on overflow close the connection as a slow consumer."""
+        """Queue an event; on overflow close the connection as a slow consumer.
+
+        A revocation event (``KIND_REVOKE``) naming this session, its device
+        or every session of the user closes the connection with 4001 at once.
+        """
         if self.overflowed:
+            return
+        if event.kind == KIND_REVOKE:
+            if event.origin in ("*", self.session.token_hash, "device:" + self.session.device_id):
+                self.overflowed = True
+                asyncio.get_running_loop().create_task(self._close(CLOSE_AUTH, "session_revoked"))
             return
         try:
             self.queue.put_nowait(event)
@@ -288,6 +298,7 @@ async def _read_loop(conn: Connection) -> None:
     settings = svc.settings
     bucket = TokenBucket(settings.rate_per_second, settings.rate_burst)
     strikes = 0
+    checked = time.monotonic()
     while True:
         if conn.ws.client_state != WebSocketState.CONNECTED or conn.overflowed:
             return
@@ -295,6 +306,12 @@ async def _read_loop(conn: Connection) -> None:
         if data is None:
             await conn.ws.close(CLOSE_TOO_BIG, "frame_too_large")
             return
+        if time.monotonic() - checked > SESSION_RECHECK_SECONDS:
+            # Revocations travel by broker (best effort): re-read the session now and then.
+            if await svc.accounts_store.get_session(conn.session.token_hash, time.time()) is None:
+                await conn.ws.close(CLOSE_AUTH, "session_revoked")
+                return
+            checked = time.monotonic()
         if not bucket.take():
             strikes += 1
             conn.reply(p.ErrorFrame("rate_limited", "too many frames; slow down"))

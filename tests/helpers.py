@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,12 @@ class WsClient:
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
         if self.buffer:
             return self.buffer.pop(0)
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        frame: dict[str, Any] = json.loads(raw)
+        return frame
+
+    async def read(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The next frame from the socket, ignoring the buffer."""
         raw = await asyncio.wait_for(self.ws.recv(), timeout)
         frame: dict[str, Any] = json.loads(raw)
         return frame
@@ -456,3 +463,17 @@ async def barrier(client: WsClient, timeout: float = 5.0) -> list[dict[str, Any]
 def of_type(frames: list[dict[str, Any]], ftype: str) -> list[dict[str, Any]]:
     """The frames of one type."""
     return [f for f in frames if f.get("type") == ftype]
+
+
+@contextlib.asynccontextmanager
+async def seeded_services(mongo_url: str, db_name: str) -> AsyncIterator[Services]:
+    """Services on the same store as child-process servers, to seed accounts directly."""
+    from chat_server.services import build_services
+
+    svc = await build_services(
+        Settings(mongodb_url=mongo_url, mongodb_db=db_name, require_e2ee=False)
+    )
+    try:
+        yield svc
+    finally:
+        await svc.close()

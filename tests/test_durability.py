@@ -11,14 +11,11 @@ import json
 import os
 import secrets
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from chat_server.services import Services, build_services
-from chat_server.settings import Settings
 from chat_server.storage.embedded import free_port
 from tests.helpers import (
     ServerProcess,
@@ -27,22 +24,11 @@ from tests.helpers import (
     close_code,
     fast_world,
     raw_ws,
+    seeded_services,
     send_frame,
 )
 
 pytestmark = pytest.mark.slow
-
-
-@contextlib.asynccontextmanager
-async def seeded(mongo_url: str, db_name: str) -> AsyncIterator[Services]:
-    """Services on the same store as the child servers, to seed accounts directly."""
-    svc = await build_services(
-        Settings(mongodb_url=mongo_url, mongodb_db=db_name, require_e2ee=False)
-    )
-    try:
-        yield svc
-    finally:
-        await svc.close()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -74,7 +60,7 @@ async def test_acknowledged_messages_survive_sigkill(
     first = ServerProcess({**env, "PORT": str(free_port())}, log)
     second = ServerProcess({**env, "PORT": str(free_port())}, log)
     bodies = [f"secret body {i} {secrets.token_hex(8)}" for i in range(100)]
-    async with seeded(mongo_url, db_name) as svc:
+    async with seeded_services(mongo_url, db_name) as svc:
         w = await fast_world(svc)
         conv = w.conv["b1"]
         try:

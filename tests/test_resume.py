@@ -39,11 +39,11 @@ async def _burst(client: WsClient, conv: str, texts: list[str]) -> list[dict[str
     ids = {f["id"] for f in frames}
     acks: list[dict[str, Any]] = []
     while len(acks) < len(frames):
-        f = await client.recv(timeout=20)
+        f = await client.read(timeout=20)
         assert f["type"] != "error", f
         if f["type"] == "ack" and f["id"] in ids:
             acks.append(f)
-        elif f["type"] != "ack":
+        else:
             client.buffer.append(f)
     return sorted(acks, key=lambda a: int(a["seq"]))
 

@@ -51,14 +51,18 @@ async def activate(request: Request) -> Response:
     """POST /api/activate: one-time code + new password; returns a session."""
     body = await json_body(request, ActivateBody)
     svc = services(request)
-    return _login_answer(await svc.accounts.activate(body.code, body.password, body.device_id))
+    client = request.client.host if request.client else "-"
+    login = await svc.accounts.activate(body.code, body.password, body.device_id, client)
+    return _login_answer(login)
 
 
 @endpoint
 async def logout(request: Request) -> Response:
     """POST /api/logout: end this session."""
-    await current(request)
-    await services(request).accounts.logout(bearer(request))
+    user, session = await current(request)
+    svc = services(request)
+    await svc.accounts.logout(bearer(request))
+    await svc.hub.revoke(user.id, session.token_hash)
     return ok({"ok": True})
 
 
@@ -66,7 +70,9 @@ async def logout(request: Request) -> Response:
 async def logout_all(request: Request) -> Response:
     """POST /api/logout-all: end every session of this account."""
     user, _ = await current(request)
-    count = await services(request).accounts.logout_everywhere(user.id)
+    svc = services(request)
+    count = await svc.accounts.logout_everywhere(user.id)
+    await svc.hub.revoke(user.id, "*")
     return ok({"ok": True, "sessions_ended": count})
 
 

@@ -28,17 +28,46 @@ def services(request: Request) -> Services:
     return svc
 
 
-async def json_body(request: Request, schema: type[T]) -> T:
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit`` bytes.
+
+    Checks ``Content-Length`` first and counts while streaming, so an
+    oversized body is never held in memory.
+    """
+    too_big = BadRequest("body_too_large", f"the request body exceeds {limit} bytes", 413)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def json_body(request: Request, schema: type[T], limit: int = MAX_JSON_BYTES) -> T:
     """Decode and validate the request body against ``schema`` (a msgspec Struct)."""
-    raw = await request.body()
-    if len(raw) > MAX_JSON_BYTES:
-        raise BadRequest("body_too_large", f"the request body exceeds {MAX_JSON_BYTES} bytes", 413)
+    raw = await read_limited(request, limit)
     try:
         return msgspec.json.decode(raw, type=schema)
     except msgspec.ValidationError as exc:
-        raise BadRequest("invalid_field", str(exc)) from None
+        raise BadRequest(_validation_code(str(exc)), str(exc)) from None
     except msgspec.DecodeError:
         raise BadRequest("malformed_json", "the body must be a JSON object") from None
+
+
+def _validation_code(text: str) -> str:
+    """The error code of a msgspec validation message (the codes of ``docs/protocol.md``)."""
+    if text.startswith("Expected `object`") and " - at `$" not in text:
+        return "malformed_json"  # valid JSON, but not an object
+    if text.startswith("Object missing required field"):
+        return "missing_field"
+    if text.startswith("Object contains unknown field"):
+        return "unknown_field"
+    return "invalid_field"
 
 
 class BadRequest(Exception):

@@ -19,6 +19,8 @@ from chat_server.rooms.keys import EpochConflict, device_json
 from chat_server.rooms.models import Role
 
 B64 = Annotated[str, Meta(min_length=1, max_length=200)]
+# A backup holds a device's keys and up to thousands of epoch keys (~100 bytes each).
+MAX_BACKUP_BYTES = 2 * 1024 * 1024
 IdStr = Annotated[str, Meta(min_length=1, max_length=64)]
 Envelopes = Annotated[list[dict[str, Any]], Meta(max_length=500)]
 
@@ -46,7 +48,7 @@ class ApproveBody(Struct, forbid_unknown_fields=True):
 class BackupBody(Struct, forbid_unknown_fields=True):
     v: Annotated[int, Meta(ge=1, le=1)]
     nonce: Annotated[str, Meta(min_length=1, max_length=64)]
-    blob: Annotated[str, Meta(min_length=1, max_length=2_000_000)]
+    blob: Annotated[str, Meta(min_length=1, max_length=MAX_BACKUP_BYTES)]
 
 
 class TransferBody(Struct, forbid_unknown_fields=True):
@@ -176,7 +178,7 @@ async def backup(request: Request) -> Response:
     if request.method == "GET":
         stored = await keys.get_backup(user)
         return ok({"v": int(stored["v"]), "nonce": stored["nonce"], "blob": stored["blob"]})
-    body = await json_body(request, BackupBody)
+    body = await json_body(request, BackupBody, limit=MAX_BACKUP_BYTES)
     await keys.put_backup(user, {"v": str(body.v), "nonce": body.nonce, "blob": body.blob})
     return ok({"ok": True})
 

@@ -110,7 +110,8 @@ class RedisBroker:
         await self._pubsub.unsubscribe(self._prefix + topic)
 
     async def healthy(self) -> bool:
-        if self._pub is None:
+        # After close() a ping would quietly open a new connection: closed is not healthy.
+        if self._pub is None or self._closing:
             return False
         try:
             return bool(await self._pub.ping())

@@ -290,6 +290,7 @@ class KeyService:
             raise NotFound("no such device")
         if await self._keys.remove_device(device_id, self._clock()):
             await self._accounts.delete_device_sessions(user.id, device_id)
+            await self._hub.revoke(user.id, "device:" + device_id)
             convs = await self._conversations_of(user)
             await self._device_changed(user, device, "removed", convs)
 

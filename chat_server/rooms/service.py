@@ -229,11 +229,19 @@ class ConversationService:
         return True, page, latest
 
     async def set_flag(self, user: User, conversation_id: str, flagged: bool) -> None:
-        """The counsellor flags or unflags a conversation."""
+        """The counsellor flags or unflags a conversation.
+
+        The counsellor's connections (their other tabs and devices) get
+        ``conversation.updated`` with the new summary.
+        """
         conv = await self.member_conversation(user.id, conversation_id)
         if user.id != conv.counsellor_id:
             raise Forbidden("only the counsellor can flag a conversation")
         await self._messages.set_flag(conv.id, flagged)
+        updated = await self._messages.get_conversation(conv.id)
+        if updated is not None:
+            (summary,) = await self._summarise(user, [updated])
+            await self._hub.publish([user.id], p.encode_text(p.ConversationUpdated(summary)))
 
     async def peers(self, user_id: str) -> list[str]:
         """The other member of each of the user's conversations."""

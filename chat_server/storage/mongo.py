@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import pymongo
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 Doc = dict[str, Any]
 DURABLE = WriteConcern(w="majority", j=True)
+PING_TIMEOUT = 2.0
 
 
 class MongoDatabase:
@@ -45,10 +47,15 @@ class MongoDatabase:
         self.client: AsyncMongoClient[Doc] = AsyncMongoClient(url, **kwargs)
         self.db: AsyncDatabase[Doc] = self.client[db_name]
 
-    async def ping(self) -> bool:
-        """True if the server answers a ping."""
+    async def ping(self, timeout: float = PING_TIMEOUT) -> bool:
+        """True if the server answers a ping within ``timeout`` seconds.
+
+        Bounded so that a readiness probe answers promptly while the database is
+        down, instead of waiting out the client's server-selection timeout.
+        """
         try:
-            await self.db.command("ping")
+            with pymongo.timeout(timeout):
+                await self.db.command("ping")
         except PyMongoError:
             return False
         return True
