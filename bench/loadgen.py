@@ -557,8 +557,9 @@ async def _storm(gen: Generator, pipe: Connection) -> dict[str, Any]:
         await asyncio.sleep(0.02)
     for c in gen.clients:
         c.caught_t = max(c.synced_t, c.pos_t)
-    last = max((c.caught_t for c in gen.clients), default=t_ready)
-    each = sorted(c.caught_t - t_ready for c in gen.clients)
+    back = [c for c in gen.clients if c.synced_t > t_kill]
+    last = max((c.caught_t for c in back), default=t_ready)
+    each = sorted(c.caught_t - t_ready for c in back)
     lost = 0
     behind = 0
     for c in gen.clients:
@@ -568,6 +569,7 @@ async def _storm(gen: Generator, pipe: Connection) -> dict[str, Any]:
             lost += final - c.pos - sum(1 for s in c.above if s <= final)
     return gen.counters() | {
         "clients": len(gen.clients),
+        "clients_not_back": len(gen.clients) - len(back),
         "all_caught_up": done,
         "caught_up_after_ready": last - t_ready,
         "client_caught_up_p50": each[len(each) // 2] if each else 0.0,

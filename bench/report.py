@@ -212,6 +212,13 @@ def _ratio_lines(runs: Runs) -> list[str]:
         (
             "saturation",
             "throughput",
+            "chat-mem-redis",
+            "sio-redis",
+            "chat (memory+Redis) / socketio Redis msg/s",
+        ),
+        (
+            "saturation",
+            "throughput",
             "chat-emb-redis",
             "sio-redis",
             "chat (embedded+Redis) / socketio Redis msg/s",

@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import os
+import sys
+import time
 from typing import Any
 
 import uvicorn
@@ -52,6 +56,40 @@ class SeedOnStartup:
         await self.app(scope, receive, send_after_seeding)
 
 
+class GcLog:
+    """``BENCH_GC_LOG=1``: log every collection slower than 20 ms (uvicorn exits by re-raising
+    SIGTERM, so nothing is printed at exit)."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.pauses: list[tuple[float, int]] = []
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.start = time.perf_counter()
+        else:
+            pause = time.perf_counter() - self.start
+            self.pauses.append((pause, info["generation"]))
+            if pause > 0.02:
+                print(
+                    f"{time.time():.3f} gc gen{info['generation']} pause {pause * 1000:.0f} ms, "
+                    f"collected {info['collected']}, tracked {len(gc.get_objects())}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    def report(self) -> None:
+        by_gen = {g: [p for p, gg in self.pauses if gg == g] for g in (0, 1, 2)}
+        for g, ps in by_gen.items():
+            if ps:
+                print(
+                    f"gc gen{g}: {len(ps)} collections, total {sum(ps) * 1000:.0f} ms, "
+                    f"max {max(ps) * 1000:.1f} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=0, help="pairs to seed at startup")
@@ -63,8 +101,17 @@ def main() -> None:
     logs.configure(settings.log_level)
     app: ASGIApp = SeedOnStartup(create_app(settings), args.pairs, args.signed)
     server = uvicorn.Server(_uvicorn_config(settings, app))
+    gc_log = GcLog() if os.environ.get("BENCH_GC_LOG") else None
+    thresholds = os.environ.get("BENCH_GC_THRESHOLD")  # an experiment, e.g. "50000,20,100"
+    if thresholds:
+        a, b, c = (int(x) for x in thresholds.split(","))
+        gc.set_threshold(a, b, c)
+    if gc_log is not None:
+        gc.callbacks.append(gc_log)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(server.serve())
+    if gc_log is not None:
+        gc_log.report()
 
 
 if __name__ == "__main__":

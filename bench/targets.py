@@ -44,6 +44,13 @@ TARGETS: dict[str, Target] = {
             signed=True,
         ),
         Target(
+            "chat-mem-redis",
+            "chat, memory store, Redis, 1 process",
+            "chat",
+            store="memory",
+            redis=True,
+        ),
+        Target(
             "chat-emb",
             "chat, embedded engine, in-process broker",
             "chat",

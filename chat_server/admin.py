@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 async def _run(args: argparse.Namespace) -> list[str]:
     settings = load_settings()
     svc = await build_services(settings)
+    _stop_background_tasks(svc)
     try:
         if args.cmd == "create-structure":
             progs = tuple(p.strip() for p in args.programmes.split(",") if p.strip())
@@ -101,25 +102,21 @@ async def _run(args: argparse.Namespace) -> list[str]:
             ]
         return await seed_demo(svc)
     finally:
-        await _stop_background_tasks(svc)
         await svc.close()
 
 
-async def _stop_background_tasks(svc: Services) -> None:
-    """Cancel the services' background tasks until they have really stopped.
+def _stop_background_tasks(svc: Services) -> None:
+    """Cancel the services' background tasks before they first run.
 
-    PyMongo's asyncio API can absorb a cancellation that lands in the middle
-    of an operation (the operation then completes normally), so one
-    ``cancel()`` may leave a looping task running and ``close()`` waiting on
-    it forever. A short-lived command closes while the first heartbeat is in
-    flight, so it hits this often; hence the retry, bounded in time.
+    A command holds no connections, so it has no use for the presence
+    heartbeat. Call this right after ``build_services`` returns, before any
+    ``await``: the tasks have not started, so cancelling them interrupts no
+    database operation (PyMongo's asyncio API can absorb a cancellation that
+    lands mid-operation, which left ``close()`` waiting forever, or leave that
+    operation's socket unclosed).
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
     for task in svc._tasks:
-        while not task.done() and loop.time() < deadline:
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.5)
+        task.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -219,16 +219,13 @@ def _frame(kind: str, conv: str) -> dict[str, Any]:
     fid = "f" + secrets.token_hex(4)
     if kind == "message.send":
         return send_frame(conv, "hello " + fid, id=fid)
-    body: dict[str, Any] = {"type": kind, "id": fid, "conversation": conv}
-    body.update(
-        {
-            "read.mark": {"seq": 1},
-            "typing.set": {"typing": True},
-            "history.get": {"limit": 10},
-            "conversation.sync": {"after": 0},
-        }[kind]
-    )
-    return body
+    extra: dict[str, dict[str, Any]] = {
+        "read.mark": {"seq": 1},
+        "typing.set": {"typing": True},
+        "history.get": {"limit": 10},
+        "conversation.sync": {"after": 0},
+    }
+    return {"type": kind, "id": fid, "conversation": conv, **extra[kind]}
 
 
 REPLY = {

@@ -15,6 +15,7 @@ import websockets
 from chat_server.settings import Settings
 from tests.conftest import serve
 from tests.helpers import (
+    PASSWORD,
     ServerInfo,
     WsClient,
     api,
@@ -128,9 +129,21 @@ async def test_send_acks_with_contiguous_seq_and_fans_out(server: ServerInfo) ->
     svc = server.services
     w = await fast_world(svc)
     conv = w.conv["b1"]
-    phone = await WsClient.connect(server, w.b1.token)
-    tablet_session = await open_session(svc, w.b1.user, "tablet")
-    tablet = await WsClient.connect(server, tablet_session.token)
+    # The beneficiary logs in twice, from two devices.
+    await svc.accounts.set_password(w.b1.user.id, PASSWORD)
+    tokens = {}
+    for device in ("phone", "tablet"):
+        r = await api(
+            server,
+            "POST",
+            "/api/login",
+            json_body={"login": "b1", "password": PASSWORD, "device_id": device},
+        )
+        assert r.json()["device_id"] == device
+        tokens[device] = r.json()["token"]
+    phone = await WsClient.connect(server, tokens["phone"])
+    tablet = await WsClient.connect(server, tokens["tablet"])
+    assert (phone.auth["device"], tablet.auth["device"]) == ("phone", "tablet")
     counsellor = await WsClient.connect(server, w.c1.token)
     counsellor_2 = await WsClient.connect(server, (await open_session(svc, w.c1.user)).token)
     others = [
@@ -151,7 +164,7 @@ async def test_send_acks_with_contiguous_seq_and_fans_out(server: ServerInfo) ->
         assert [f["message"]["seq"] for f in got] == [1, 2, 3, 4, 5]
         m = got[0]["message"]
         assert m["sender"] == w.b1.user.id
-        assert m["device"] == w.b1.device_id
+        assert m["device"] == "phone"
         assert m["conversation"] == conv
         assert m["msg_type"] == "text"
     # The sending connection gets acks, not its own messages back.

@@ -14,7 +14,13 @@ import pymongo
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+    WriteConcernError,
+)
 from pymongo.write_concern import WriteConcern
 
 from chat_server.rooms.models import (
@@ -341,11 +347,19 @@ class _GroupCommit:
                 await self._collection.insert_many([d for d, _ in batch], ordered=False)
             except BulkWriteError as exc:
                 failed = {e["index"]: e for e in exc.details.get("writeErrors", [])}
+                # Written but not confirmed by a majority (or the journal): not durable, so
+                # not acknowledged. A resend finds the document by its client id.
+                unconfirmed = exc.details.get("writeConcernErrors") or []
                 for i, (_, fut) in enumerate(batch):
                     err = failed.get(i)
                     if fut.done():
                         continue
-                    if err is None:
+                    if err is None and unconfirmed:
+                        wce = unconfirmed[0]
+                        fut.set_exception(
+                            WriteConcernError(wce.get("errmsg", ""), wce.get("code"), wce)
+                        )
+                    elif err is None:
                         fut.set_result(None)
                     elif err.get("code") == 11000:
                         fut.set_exception(DuplicateKeyError(err.get("errmsg", ""), 11000, err))
