@@ -23,6 +23,7 @@ from chat_server.services import Services, build_services
 from chat_server.settings import Settings
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web_client"
+WEB_FOLDERS = ("console", "app", "shared")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -119,8 +120,15 @@ def create_app(
         *conversations.routes,
         *keys.routes,
     ]
-    if WEB_ROOT.is_dir():
-        routes.append(Mount("/", StaticFiles(directory=WEB_ROOT, html=True), name="web"))
+    # Only the client folders are served (not web_client/test), each under its
+    # own prefix, so an unknown /api path or method still gets the JSON errors.
+    for folder in WEB_FOLDERS:
+        if (WEB_ROOT / folder).is_dir():
+            routes.append(
+                Mount(
+                    f"/{folder}", StaticFiles(directory=WEB_ROOT / folder, html=True), name=folder
+                )
+            )
     return Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -66,6 +66,7 @@ class Services:
     process_id: str
     _closers: list[object] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
     started_at: float = field(default_factory=time.time)
 
     async def ready(self) -> dict[str, bool]:
@@ -74,10 +75,16 @@ class Services:
 
     async def close(self) -> None:
         """Stop background tasks, the broker, the database and the embedded engine."""
+        # Ask background loops to stop rather than cancelling them mid-operation:
+        # a cancellation landing inside a driver call can be swallowed by it.
+        self._stopping.set()
         for t in self._tasks:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+            try:
+                await asyncio.wait_for(asyncio.shield(t), 5)
+            except (TimeoutError, asyncio.CancelledError):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(t, 5)
         await self.broker.close()
         for c in reversed(self._closers):
             close = getattr(c, "close", None) or getattr(c, "stop", None)
@@ -156,10 +163,11 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
 
 async def _heartbeat(svc: Services) -> None:
     """Every few seconds: declare this process alive; end temporary transfers that are over."""
-    while True:
+    while not svc._stopping.is_set():
         try:
             await svc.presence.process_alive(svc.process_id, time.time() + PRESENCE_TTL)
             await svc.keys.expire_temporary()
         except Exception:
             log.exception("heartbeat failed")
-        await asyncio.sleep(PRESENCE_TTL / 6)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(svc._stopping.wait(), PRESENCE_TTL / 6)

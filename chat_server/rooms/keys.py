@@ -535,7 +535,6 @@ class KeyService:
             "counsellor_id": conv.counsellor_id,
             "epoch": conv.epoch,
             "rotation_required": conv.rotation_required,
-            "flagged": conv.flagged,
             "last_seq": conv.last_seq,
         }
         await self._hub.publish(holders, p.encode_text(p.ConversationUpdated(summary)))

@@ -287,7 +287,10 @@ class ConversationService:
                     "rotation_required": c.rotation_required,
                 }
             )
-        if user.role is not Role.BENEFICIARY:
+        if user.role is Role.BENEFICIARY:
+            for item in out:
+                del item["flagged"]  # the counsellor's private marker
+        else:
             out.sort(key=lambda s: (s["unread"] == 0, not s["flagged"], -s["last_at"]))
         return out
 

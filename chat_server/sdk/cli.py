@@ -119,7 +119,7 @@ async def _run(args: argparse.Namespace) -> int:
             data = await client.request("GET", "/api/conversations")
             for c in data["conversations"]:
                 when = datetime.fromtimestamp(c["last_at"]).strftime("%d/%m %H:%M")
-                flag = "⚑" if c["flagged"] else " "
+                flag = "⚑" if c.get("flagged") else " "
                 name = c["peer"].get("display_name")
                 print(f"{c['id']}  {flag} {c['unread']:3} non lus  {when}  {name}")
         elif args.cmd == "send":
