@@ -10,13 +10,22 @@
 
 import { Api, ApiError } from "../shared/api.js";
 import { ChatClient } from "../shared/chat.js";
-import { ensureDevice } from "../shared/session.js";
 import { KeyManager } from "../shared/e2ee.js";
 import { idbDelete, idbGet, idbPut } from "../shared/idb.js";
-import { formatSafetyNumber } from "../shared/crypto.js";
-import { t, lastSeenText } from "../shared/i18n.js";
-import { $, h, setChildren, showScreen, reconcile, renderMessage, Attention, connectionText } from "../shared/ui.js";
+import { t } from "../shared/i18n.js";
+import { $, showScreen, reconcile, Attention } from "../shared/ui.js";
 import { newId } from "../shared/wire.js";
+import { bindDialogClose, loginError, loginRemembered, logoutAndReload, setUpDevice, showStartError } from "../shared/login.js";
+import {
+  bindEnterToSend,
+  createTypingNotifier,
+  openSafetyDialog,
+  renderConnection,
+  renderPendingMessage,
+  renderPresence,
+  renderStoredMessage,
+  storedSignature,
+} from "../shared/thread.js";
 
 const BASE_TITLE = "Ma messagerie — CEJ";
 const api = new Api({ onUnauthenticated: () => expired() });
@@ -25,8 +34,7 @@ let chat = null;
 let keys = null;
 let session = null;
 let installPrompt = null;
-let typingSent = 0;
-let typingStop = null;
+let typing = null;
 let peerTyping = false;
 
 if ("serviceWorker" in navigator) {
@@ -46,9 +54,7 @@ window.addEventListener("appinstalled", () => {
 // ---------------------------------------------------------------- entry
 
 async function init() {
-  for (const btn of document.querySelectorAll("dialog [data-close]")) {
-    btn.addEventListener("click", () => btn.closest("dialog").close());
-  }
+  bindDialogClose();
   $("#login-form").addEventListener("submit", onLogin);
   $("#activate-form").addEventListener("submit", onActivate);
   $("#to-activate").addEventListener("click", () => {
@@ -91,16 +97,6 @@ async function init() {
   showScreen("screen-login");
 }
 
-function loginError(err, unauthenticatedText) {
-  if (err instanceof ApiError) {
-    if (err.status === 401) return unauthenticatedText;
-    if (err.status === 429) return t("tooManyAttempts");
-    if (err.status === 0) return t("networkError");
-    if (err.code === "invalid_input") return t("passwordHint");
-  }
-  return t("genericError", { message: err.message });
-}
-
 async function onLogin(event) {
   event.preventDefault();
   const error = $("#login-error");
@@ -112,16 +108,13 @@ async function onLogin(event) {
     return;
   }
   try {
-    const deviceId = (await idbGet("logins", name.toLowerCase())) || newId(16);
-    const login = await api.login(name, password, deviceId);
-    api.token = login.token;
-    await idbPut("logins", name.toLowerCase(), login.device_id);
+    const login = await loginRemembered(api, name, password);
     $("#login-password").value = "";
     await enter(login, password);
   } catch (err) {
     api.token = null;
     showScreen("screen-login");
-    error.textContent = loginError(err, t("loginFailed"));
+    error.textContent = loginError(err, t("loginFailed"), t("passwordHint"));
   }
 }
 
@@ -149,7 +142,7 @@ async function onActivate(event) {
   } catch (err) {
     api.token = null;
     showScreen("screen-activate");
-    error.textContent = loginError(err, t("activationFailed"));
+    error.textContent = loginError(err, t("activationFailed"), t("passwordHint"));
   }
 }
 
@@ -158,14 +151,7 @@ async function enter(login, password) {
     location.assign("/console/");
     return;
   }
-  const result = await ensureDevice({
-    api,
-    login,
-    password,
-    container: $("#screen-setup"),
-    showSetup: () => showScreen("screen-setup"),
-    relogin: (deviceId, pw) => api.login(login.user.login, pw, deviceId),
-  });
+  const result = await setUpDevice(api, login, password);
   keys = result.keys;
   const conversations = (await api.conversations()).conversations || [];
   session = {
@@ -184,15 +170,8 @@ async function expired() {
   location.reload();
 }
 
-async function logout() {
-  if (chat) chat.stop();
-  try {
-    await api.logout();
-  } catch {
-    /* ends on this side anyway */
-  }
-  await idbDelete("kv", "session");
-  location.reload();
+function logout() {
+  return logoutAndReload(api, chat, () => idbDelete("kv", "session"));
 }
 
 // ---------------------------------------------------------------- thread
@@ -210,18 +189,14 @@ function startThread() {
   $("#btn-older").addEventListener("click", () => chat.loadOlder(conversationId()));
   $("#composer").addEventListener("submit", onSend);
   $("#message").addEventListener("input", onTypingInput);
-  $("#message").addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing && matchMedia("(pointer: fine)").matches) {
-      e.preventDefault();
-      $("#composer").requestSubmit();
-    }
-  });
+  bindEnterToSend(() => matchMedia("(pointer: fine)").matches);
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && conversationId()) chat.markRead(conversationId());
   });
 
   // The beneficiary's app never re-wraps keys for anyone (docs/security.md).
   chat = new ChatClient({ api, keys, user: session.user, deviceId: keys.deviceId, persistOutbox: true, rewrap: false });
+  typing = createTypingNotifier(chat);
   chat.on("summaries", () => {
     const id = conversationId();
     const s = id ? chat.summary(id) : null;
@@ -244,9 +219,7 @@ function startThread() {
   });
   chat.on("incoming", () => attention.notify());
   chat.on("state", (d) => {
-    const conn = $("#conn");
-    conn.textContent = connectionText(d.state);
-    conn.className = `conn conn-${d.state}`;
+    renderConnection(d.state);
     $("#offline-banner").hidden = d.state === "online" || d.state === "connecting";
   });
   chat.on("authfailed", expired);
@@ -263,11 +236,7 @@ function renderHead() {
     return;
   }
   $("#peer-name").textContent = s.peer?.display_name || t("counsellor");
-  setChildren(
-    $("#peer-presence"),
-    h("span", { class: `presence-dot${s.peer_online ? " on" : ""}`, "aria-hidden": "true" }),
-    s.peer_online ? t("online") : lastSeenText(s.peer_last_seen),
-  );
+  renderPresence($("#peer-presence"), s);
 }
 
 function renderThread() {
@@ -284,22 +253,8 @@ function renderThread() {
     $("#messages"),
     items,
     (x) => (x.kind === "m" ? `m${x.item.seq}` : `o${x.entry.clientId}`),
-    (x) => (x.kind === "m" ? JSON.stringify([!!x.item.content, x.item.error, x.item.mine && x.item.seq <= (s.peer_read || 0)]) : x.entry.state),
-    (x) => {
-      if (x.kind === "m") {
-        const item = x.item;
-        const status = item.mine && !item.system ? (item.seq <= (s.peer_read || 0) ? { kind: "read", text: t("statusRead") } : { kind: "sent", text: t("statusSent") }) : null;
-        return renderMessage(item, { peerName: s.peer?.display_name || t("counsellor"), status });
-      }
-      const e = x.entry;
-      const text = { pending: t("statusPending"), sending: t("statusSending"), failed: t("statusFailed") }[e.state];
-      const li = renderMessage(
-        { mine: true, system: false, msgType: e.msgType, content: e.content, createdAt: e.createdAt },
-        { status: { kind: e.state, text }, onRetry: () => chat.retry(e.clientId), onDiscard: () => chat.discard(e.clientId) },
-      );
-      li.classList.add("msg-pending");
-      return li;
-    },
+    (x) => (x.kind === "m" ? storedSignature(x.item, s) : x.entry.state),
+    (x) => (x.kind === "m" ? renderStoredMessage(x.item, s, s.peer?.display_name || t("counsellor")) : renderPendingMessage(x.entry, chat)),
   );
   $("#btn-older").hidden = !thread.hasOlder;
   $("#reshare-banner").hidden = !thread.sorted().some((i) => i.error === "no_key");
@@ -309,16 +264,7 @@ function renderThread() {
 function onTypingInput() {
   const id = conversationId();
   if (!id) return;
-  const now = Date.now();
-  if (now - typingSent > 3000) {
-    chat.setTyping(id, true);
-    typingSent = now;
-  }
-  clearTimeout(typingStop);
-  typingStop = setTimeout(() => {
-    chat.setTyping(id, false);
-    typingSent = 0;
-  }, 4000);
+  typing.input(id);
 }
 
 async function onSend(event) {
@@ -328,9 +274,7 @@ async function onSend(event) {
   const id = conversationId();
   if (!text || !id) return;
   input.value = "";
-  clearTimeout(typingStop);
-  if (typingSent) chat.setTyping(id, false);
-  typingSent = 0;
+  typing.stop(id);
   await chat.sendText(id, text);
   const log = $("#log");
   log.scrollTop = log.scrollHeight;
@@ -351,20 +295,8 @@ async function install() {
   $("#btn-install").hidden = true;
 }
 
-async function openSafety() {
-  const id = conversationId();
-  const dlg = $("#dlg-safety");
-  $("#safety-intro").textContent = t("safetyIntro", { name: chat.peerName(id) });
-  $("#safety-number").textContent = t("loading");
-  dlg.showModal();
-  try {
-    $("#safety-number").textContent = formatSafetyNumber(await keys.safetyNumber(id));
-  } catch (err) {
-    $("#safety-number").textContent = t("keysError", { message: err.message });
-  }
+function openSafety() {
+  return openSafetyDialog(chat, keys, conversationId());
 }
 
-init().catch((err) => {
-  showScreen("screen-login");
-  $("#login-error").textContent = t("genericError", { message: err.message });
-});
+init().catch(showStartError);

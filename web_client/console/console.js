@@ -9,12 +9,19 @@
 
 import { Api, ApiError } from "../shared/api.js";
 import { ChatClient } from "../shared/chat.js";
-import { ensureDevice } from "../shared/session.js";
-import { idbGet, idbPut } from "../shared/idb.js";
-import { formatSafetyNumber } from "../shared/crypto.js";
-import { t, shortTime, lastSeenText, longTime } from "../shared/i18n.js";
-import { $, h, setChildren, showScreen, reconcile, renderMessage, Attention, connectionText } from "../shared/ui.js";
-import { newId } from "../shared/wire.js";
+import { t, shortTime, longTime } from "../shared/i18n.js";
+import { $, h, setChildren, showScreen, reconcile, Attention } from "../shared/ui.js";
+import { bindDialogClose, loginError, loginRemembered, logoutAndReload, setUpDevice, showStartError } from "../shared/login.js";
+import {
+  bindEnterToSend,
+  createTypingNotifier,
+  openSafetyDialog,
+  renderConnection,
+  renderPendingMessage,
+  renderPresence,
+  renderStoredMessage,
+  storedSignature,
+} from "../shared/thread.js";
 
 const SESSION_KEY = "cejchat.console.session";
 const BASE_TITLE = "Console conseiller — CEJ Messagerie";
@@ -28,15 +35,12 @@ let current = null;
 const peerTyping = new Map();
 // conversation -> Map(device -> request) of devices waiting for this user's decision.
 const keyRequests = new Map();
-let typingSent = 0;
-let typingStop = null;
+let typing = null;
 
 // ---------------------------------------------------------------- login
 
 async function init() {
-  for (const btn of document.querySelectorAll("dialog [data-close]")) {
-    btn.addEventListener("click", () => btn.closest("dialog").close());
-  }
+  bindDialogClose();
   $("#login-form").addEventListener("submit", onLogin);
   const saved = sessionStorage.getItem(SESSION_KEY);
   if (saved) {
@@ -68,15 +72,12 @@ async function onLogin(event) {
   button.disabled = true;
   button.textContent = t("signingIn");
   try {
-    const deviceId = (await idbGet("logins", name.toLowerCase())) || newId(16);
-    const login = await api.login(name, password, deviceId);
-    api.token = login.token;
-    await idbPut("logins", name.toLowerCase(), login.device_id);
+    const login = await loginRemembered(api, name, password);
     $("#login-password").value = "";
     await enter(login, password);
   } catch (err) {
     api.token = null;
-    error.textContent = loginError(err);
+    error.textContent = loginError(err, t("loginFailed"));
     showScreen("screen-login");
   } finally {
     button.disabled = false;
@@ -84,28 +85,12 @@ async function onLogin(event) {
   }
 }
 
-function loginError(err) {
-  if (err instanceof ApiError) {
-    if (err.status === 401) return t("loginFailed");
-    if (err.status === 429) return t("tooManyAttempts");
-    if (err.status === 0) return t("networkError");
-  }
-  return t("genericError", { message: err.message });
-}
-
 async function enter(login, password) {
   if (login.user.role === "beneficiary") {
     location.assign("/app/");
     return;
   }
-  const result = await ensureDevice({
-    api,
-    login,
-    password,
-    container: $("#screen-setup"),
-    showSetup: () => showScreen("screen-setup"),
-    relogin: (deviceId, pw) => api.login(login.user.login, pw, deviceId),
-  });
+  const result = await setUpDevice(api, login, password);
   keys = result.keys;
   me = result.login.user;
   sessionStorage.setItem(SESSION_KEY, api.token);
@@ -118,15 +103,8 @@ function expired() {
   location.reload();
 }
 
-async function logout() {
-  if (chat) chat.stop();
-  try {
-    await api.logout();
-  } catch {
-    /* the session ends anyway on this side */
-  }
-  sessionStorage.removeItem(SESSION_KEY);
-  location.reload();
+function logout() {
+  return logoutAndReload(api, chat, () => sessionStorage.removeItem(SESSION_KEY));
 }
 
 // ---------------------------------------------------------------- main screen
@@ -145,12 +123,7 @@ function startApp(login) {
   $("#search").addEventListener("input", renderList);
   $("#conv-list").addEventListener("keydown", listKeys);
   $("#composer").addEventListener("submit", onSend);
-  $("#message").addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
-      e.preventDefault();
-      $("#composer").requestSubmit();
-    }
-  });
+  bindEnterToSend();
   $("#message").addEventListener("input", onTypingInput);
   $("#beneficiary-form").addEventListener("submit", createBeneficiary);
   $("#transfer-form").addEventListener("submit", submitTransfer);
@@ -159,6 +132,7 @@ function startApp(login) {
   });
 
   chat = new ChatClient({ api, keys, user: me, deviceId: login.device_id });
+  typing = createTypingNotifier(chat);
   chat.on("summaries", () => {
     if (current && !chat.summary(current)) closeThread();
     renderList();
@@ -178,11 +152,7 @@ function startApp(login) {
     attention.notify();
     if (d.conversation === current && !document.hidden) chat.markRead(current);
   });
-  chat.on("state", (d) => {
-    const conn = $("#conn");
-    conn.textContent = connectionText(d.state);
-    conn.className = `conn conn-${d.state}`;
-  });
+  chat.on("state", (d) => renderConnection(d.state));
   chat.on("keyrequest", (d) => {
     const conv = d.request.conversation;
     if (!keyRequests.has(conv)) keyRequests.set(conv, new Map());
@@ -267,11 +237,7 @@ function listKeys(event) {
 }
 
 function select(id) {
-  if (current && current !== id) {
-    clearTimeout(typingStop);
-    if (typingSent) chat.setTyping(current, false);
-    typingSent = 0;
-  }
+  if (current && current !== id) typing.stop(current);
   current = id;
   $("#thread-empty").hidden = true;
   $("#supervision").hidden = true;
@@ -301,11 +267,7 @@ function renderThreadHead() {
   if (!s) return;
   const name = s.peer?.display_name || s.peer?.login || "";
   $("#thread-title").textContent = t("messagesOf", { name }) + (s.peer?.programme ? ` (${s.peer.programme})` : "");
-  setChildren(
-    $("#thread-presence"),
-    h("span", { class: `presence-dot${s.peer_online ? " on" : ""}`, "aria-hidden": "true" }),
-    s.peer_online ? t("online") : lastSeenText(s.peer_last_seen),
-  );
+  renderPresence($("#thread-presence"), s);
   const flag = $("#btn-flag");
   flag.hidden = s.counsellor_id !== me.id;
   flag.setAttribute("aria-pressed", s.flagged ? "true" : "false");
@@ -330,37 +292,17 @@ function renderThread() {
     items,
     (x) => keyOf[x.kind](x),
     (x) => {
-      if (x.kind === "m") return JSON.stringify([!!x.item.content, x.item.error, x.item.mine && x.item.seq <= (s.peer_read || 0)]);
+      if (x.kind === "m") return storedSignature(x.item, s);
       return x.kind === "o" ? `${x.entry.state}` : "n";
     },
     (x) => {
-      if (x.kind === "m") return renderStored(x.item, s, peerName);
+      if (x.kind === "m") return renderStoredMessage(x.item, s, peerName);
       if (x.kind === "n") return h("li", { class: "msg msg-system msg-notice" }, h("p", { class: "msg-text" }, noticeText(current, x.notice)));
-      return renderPending(x.entry);
+      return renderPendingMessage(x.entry, chat);
     },
   );
   $("#btn-older").hidden = !thread.hasOlder;
   if (atBottom) log.scrollTop = log.scrollHeight;
-}
-
-function renderStored(item, s, peerName) {
-  let status = null;
-  if (item.mine && !item.system) {
-    status = item.seq <= (s.peer_read || 0) ? { kind: "read", text: t("statusRead") } : { kind: "sent", text: t("statusSent") };
-  }
-  return renderMessage(item, { peerName, status });
-}
-
-function renderPending(entry) {
-  const item = { mine: true, system: false, msgType: entry.msgType, content: entry.content, createdAt: entry.createdAt };
-  const text = { pending: t("statusPending"), sending: t("statusSending"), failed: t("statusFailed") }[entry.state];
-  const li = renderMessage(item, {
-    status: { kind: entry.state, text },
-    onRetry: () => chat.retry(entry.clientId),
-    onDiscard: () => chat.discard(entry.clientId),
-  });
-  li.classList.add("msg-pending");
-  return li;
 }
 
 function renderTyping() {
@@ -370,16 +312,7 @@ function renderTyping() {
 
 function onTypingInput() {
   if (!current) return;
-  const now = Date.now();
-  if (now - typingSent > 3000) {
-    chat.setTyping(current, true);
-    typingSent = now;
-  }
-  clearTimeout(typingStop);
-  typingStop = setTimeout(() => {
-    chat.setTyping(current, false);
-    typingSent = 0;
-  }, 4000);
+  typing.input(current);
 }
 
 async function onSend(event) {
@@ -388,9 +321,7 @@ async function onSend(event) {
   const text = input.value.trim();
   if (!text || !current) return;
   input.value = "";
-  clearTimeout(typingStop);
-  if (typingSent) chat.setTyping(current, false);
-  typingSent = 0;
+  typing.stop(current);
   await chat.sendText(current, text);
   const log = $("#log");
   log.scrollTop = log.scrollHeight;
@@ -488,16 +419,8 @@ async function createBeneficiary(event) {
   }
 }
 
-async function openSafety() {
-  const dlg = $("#dlg-safety");
-  $("#safety-intro").textContent = t("safetyIntro", { name: chat.peerName(current) });
-  $("#safety-number").textContent = t("loading");
-  dlg.showModal();
-  try {
-    $("#safety-number").textContent = formatSafetyNumber(await keys.safetyNumber(current));
-  } catch (err) {
-    $("#safety-number").textContent = t("keysError", { message: err.message });
-  }
+function openSafety() {
+  return openSafetyDialog(chat, keys, current);
 }
 
 async function openSecurity() {
@@ -594,7 +517,4 @@ async function submitTransfer(event) {
   }
 }
 
-init().catch((err) => {
-  showScreen("screen-login");
-  $("#login-error").textContent = t("genericError", { message: err.message });
-});
+init().catch(showStartError);
