@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         svc = await build_services(settings, verifier)
         app.state.services = svc
+        gc.freeze()  # everything built at start-up lives as long as the process
         if demo:
             from chat_server.admin import seed_demo
 

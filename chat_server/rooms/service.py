@@ -179,7 +179,8 @@ class ConversationService:
     async def mark_read(self, user: User, conversation_id: str, seq: int) -> int:
         """Move the caller's read marker forward and tell both members."""
         conv = await self.member_conversation(user.id, conversation_id)
-        last = await self._messages.last_seq(conv.id)
+        # The conversation's own last_seq is enough unless it lags a write in flight.
+        last = conv.last_seq if seq <= conv.last_seq else await self._messages.last_seq(conv.id)
         if seq > last:
             raise InvalidInput(f"seq {seq} is beyond the last message ({last})")
         marker = await self._messages.set_read(conv.id, user.id, seq)

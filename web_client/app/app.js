@@ -15,7 +15,7 @@ import { idbDelete, idbGet, idbPut } from "../shared/idb.js";
 import { t } from "../shared/i18n.js";
 import { $, showScreen, reconcile, Attention } from "../shared/ui.js";
 import { newId } from "../shared/wire.js";
-import { bindDialogClose, loginError, loginRemembered, logoutAndReload, setUpDevice, showStartError } from "../shared/login.js";
+import { bindDialogClose, loginError, loginSubmitHandler, logoutAndReload, setUpDevice, showStartError } from "../shared/login.js";
 import {
   bindEnterToSend,
   createTypingNotifier,
@@ -24,6 +24,7 @@ import {
   renderPendingMessage,
   renderPresence,
   renderStoredMessage,
+  sendComposed,
   storedSignature,
 } from "../shared/thread.js";
 
@@ -97,26 +98,7 @@ async function init() {
   showScreen("screen-login");
 }
 
-async function onLogin(event) {
-  event.preventDefault();
-  const error = $("#login-error");
-  error.textContent = "";
-  const name = $("#login-name").value.trim();
-  const password = $("#login-password").value;
-  if (!name || !password) {
-    error.textContent = t("loginFailed");
-    return;
-  }
-  try {
-    const login = await loginRemembered(api, name, password);
-    $("#login-password").value = "";
-    await enter(login, password);
-  } catch (err) {
-    api.token = null;
-    showScreen("screen-login");
-    error.textContent = loginError(err, t("loginFailed"), t("passwordHint"));
-  }
-}
+const onLogin = loginSubmitHandler(api, enter, { invalidInputText: t("passwordHint") });
 
 async function onActivate(event) {
   event.preventDefault();
@@ -267,17 +249,9 @@ function onTypingInput() {
   typing.input(id);
 }
 
-async function onSend(event) {
+function onSend(event) {
   event.preventDefault();
-  const input = $("#message");
-  const text = input.value.trim();
-  const id = conversationId();
-  if (!text || !id) return;
-  input.value = "";
-  typing.stop(id);
-  await chat.sendText(id, text);
-  const log = $("#log");
-  log.scrollTop = log.scrollHeight;
+  return sendComposed(chat, typing, conversationId());
 }
 
 function toggleMenu() {

@@ -11,7 +11,7 @@ import { Api, ApiError } from "../shared/api.js";
 import { ChatClient } from "../shared/chat.js";
 import { t, shortTime, longTime } from "../shared/i18n.js";
 import { $, h, setChildren, showScreen, reconcile, Attention } from "../shared/ui.js";
-import { bindDialogClose, loginError, loginRemembered, logoutAndReload, setUpDevice, showStartError } from "../shared/login.js";
+import { bindDialogClose, loginSubmitHandler, logoutAndReload, setUpDevice, showStartError } from "../shared/login.js";
 import {
   bindEnterToSend,
   createTypingNotifier,
@@ -20,6 +20,7 @@ import {
   renderPendingMessage,
   renderPresence,
   renderStoredMessage,
+  sendComposed,
   storedSignature,
 } from "../shared/thread.js";
 
@@ -58,32 +59,7 @@ async function init() {
   $("#login-name").focus();
 }
 
-async function onLogin(event) {
-  event.preventDefault();
-  const error = $("#login-error");
-  error.textContent = "";
-  const name = $("#login-name").value.trim();
-  const password = $("#login-password").value;
-  if (!name || !password) {
-    error.textContent = t("loginFailed");
-    return;
-  }
-  const button = event.target.querySelector("button[type=submit]");
-  button.disabled = true;
-  button.textContent = t("signingIn");
-  try {
-    const login = await loginRemembered(api, name, password);
-    $("#login-password").value = "";
-    await enter(login, password);
-  } catch (err) {
-    api.token = null;
-    error.textContent = loginError(err, t("loginFailed"));
-    showScreen("screen-login");
-  } finally {
-    button.disabled = false;
-    button.textContent = t("signIn");
-  }
-}
+const onLogin = loginSubmitHandler(api, enter, { busy: true });
 
 async function enter(login, password) {
   if (login.user.role === "beneficiary") {
@@ -315,16 +291,9 @@ function onTypingInput() {
   typing.input(current);
 }
 
-async function onSend(event) {
+function onSend(event) {
   event.preventDefault();
-  const input = $("#message");
-  const text = input.value.trim();
-  if (!text || !current) return;
-  input.value = "";
-  typing.stop(current);
-  await chat.sendText(current, text);
-  const log = $("#log");
-  log.scrollTop = log.scrollHeight;
+  return sendComposed(chat, typing, current);
 }
 
 async function toggleFlag() {

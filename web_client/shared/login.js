@@ -73,3 +73,41 @@ export async function logoutAndReload(api, chat, clear) {
   await clear();
   location.reload();
 }
+
+/**
+ * The login form's submit handler: check the fields, log in with the
+ * remembered device id, then `enter(login, password)`. `busy` disables the
+ * submit button while it runs; `invalidInputText` as for loginError.
+ */
+export function loginSubmitHandler(api, enter, { busy = false, invalidInputText = null } = {}) {
+  return async (event) => {
+    event.preventDefault();
+    const error = $("#login-error");
+    error.textContent = "";
+    const name = $("#login-name").value.trim();
+    const password = $("#login-password").value;
+    if (!name || !password) {
+      error.textContent = t("loginFailed");
+      return;
+    }
+    const button = busy ? event.target.querySelector("button[type=submit]") : null;
+    if (button) {
+      button.disabled = true;
+      button.textContent = t("signingIn");
+    }
+    try {
+      const login = await loginRemembered(api, name, password);
+      $("#login-password").value = "";
+      await enter(login, password);
+    } catch (err) {
+      api.token = null;
+      showScreen("screen-login");
+      error.textContent = loginError(err, t("loginFailed"), invalidInputText);
+    } finally {
+      if (button) {
+        button.disabled = false;
+        button.textContent = t("signIn");
+      }
+    }
+  };
+}

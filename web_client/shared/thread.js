@@ -104,3 +104,15 @@ export async function openSafetyDialog(chat, keys, id) {
     $("#safety-number").textContent = t("keysError", { message: err.message });
   }
 }
+
+/** Send the composer's text to conversation `id`, end the typing signal, scroll to the end. */
+export async function sendComposed(chat, typing, id) {
+  const input = $("#message");
+  const text = input.value.trim();
+  if (!text || !id) return;
+  input.value = "";
+  typing.stop(id);
+  await chat.sendText(id, text);
+  const log = $("#log");
+  log.scrollTop = log.scrollHeight;
+}
