@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import sys
 from collections.abc import Callable, Sequence
 
@@ -47,10 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chat-server: configuration error: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
-    # Thousands of long-lived connections make full collections pause the loop
-    # for 100-200 ms (measured, docs/benchmarks.md); collect young objects less
-    # often, and the long-lived ones (frozen after start-up) never.
-    gc.set_threshold(50_000, 20, 1000)
     app = create_app(settings, demo=args.demo)
     loop_factory: Callable[[], asyncio.AbstractEventLoop]
     try:

@@ -74,7 +74,11 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         svc = await build_services(settings, verifier)
         app.state.services = svc
-        gc.freeze()  # everything built at start-up lives as long as the process
+        # Thousands of long-lived connections make full collections pause the
+        # loop for 100-200 ms (docs/benchmarks.md): collect young objects less
+        # often, and never what start-up built (it lives as long as the process).
+        gc.set_threshold(50_000, 20, 1000)
+        gc.freeze()
         if demo:
             from chat_server.admin import seed_demo
 
