@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -54,9 +54,6 @@ class Settings:
     resume_max_messages: int = 1000
     require_e2ee: bool = True
     log_level: str = "INFO"
-    vapid_private_key: str | None = None
-    vapid_subject: str = "mailto:admin@localhost"
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     def origins(self) -> tuple[str, ...]:
         """Allowed WebSocket/HTTP origins; defaults to this server's own address."""
@@ -157,8 +154,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     take("RESUME_MAX_MESSAGES", "resume_max_messages", lambda n, r: _int(n, r, 1, 10**6))
     take("REQUIRE_E2EE", "require_e2ee", _bool)
     take("LOG_LEVEL", "log_level", _level)
-    take("VAPID_PRIVATE_KEY", "vapid_private_key", lambda n, r: r)
-    take("VAPID_SUBJECT", "vapid_subject", lambda n, r: r)
     settings = Settings(**kw)  # type: ignore[arg-type]
     # A body travels base64-encoded inside a frame, next to the other fields.
     fits = (settings.max_frame_bytes - FRAME_OVERHEAD) * 3 // 4

@@ -44,8 +44,6 @@ GOOD: list[tuple[str, str, str, Any]] = [
     ("REQUIRE_E2EE", "false", "require_e2ee", False),
     ("REQUIRE_E2EE", "YES", "require_e2ee", True),
     ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
-    ("VAPID_PRIVATE_KEY", "abc", "vapid_private_key", "abc"),
-    ("VAPID_SUBJECT", "mailto:ops@example.org", "vapid_subject", "mailto:ops@example.org"),
 ]
 
 BAD: list[tuple[str, str]] = [
