@@ -60,15 +60,6 @@ class Hub:
         self._locks: dict[str, asyncio.Lock] = {}
         broker.set_handler(self._on_message)
 
-    @property
-    def connection_count(self) -> int:
-        """Local connections attached."""
-        return sum(len(s) for s in self._local.values())
-
-    def local_users(self) -> Iterable[str]:
-        """Users with at least one local connection."""
-        return self._local.keys()
-
     async def attach(self, sub: Subscriber) -> None:
         """Start routing the user's events to ``sub``; returns once subscribed."""
         self._local.setdefault(sub.user_id, set()).add(sub)

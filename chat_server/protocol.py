@@ -298,11 +298,6 @@ ServerFrame = (
 _encoder = msgspec.json.Encoder()
 
 
-def encode(frame: ServerFrame) -> bytes:
-    """Serialise a server frame to JSON bytes."""
-    return _encoder.encode(frame)
-
-
 def encode_text(frame: ServerFrame) -> str:
     """Serialise a server frame to a JSON text frame."""
     return _encoder.encode(frame).decode()

@@ -67,7 +67,6 @@ class Services:
     _closers: list[object] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    started_at: float = field(default_factory=time.time)
 
     async def ready(self) -> dict[str, bool]:
         """Readiness of each dependency."""

@@ -77,11 +77,6 @@ def lookup(name: str, *, from_server: bool = False) -> MessageType:
     return t
 
 
-def names() -> list[str]:
-    """All registered type names."""
-    return sorted(_REGISTRY)
-
-
 register(MessageType("text", _no_meta))
 register(MessageType("edit", _fields({"target_seq": int}, ("target_seq",))))
 register(MessageType("delete", _fields({"target_seq": int}, ("target_seq",)), notify=False))

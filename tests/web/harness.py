@@ -19,8 +19,9 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -127,7 +128,18 @@ def run_server(data_dir: Path, timeout: float = 60.0) -> Iterator[ServerProcess]
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    """Static files, never cached, no request log."""
+    """Static files, never cached, no request log; ``files`` are served under ``/vectors/``."""
+
+    def __init__(self, *args: Any, files: Mapping[str, Path], **kwargs: Any) -> None:
+        self._files = files  # set before the base class handles the request
+        super().__init__(*args, **kwargs)
+
+    def translate_path(self, path: str) -> str:
+        route = urllib.parse.urlsplit(path).path
+        if route.startswith("/vectors/"):
+            target = self._files.get(route.removeprefix("/vectors/"))
+            return str(target if target is not None else Path(self.directory) / "no-such-file")
+        return super().translate_path(path)
 
     def end_headers(self) -> None:
         self.send_header("Cache-Control", "no-store")
@@ -138,9 +150,12 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def static_server(root: Path = WEB_ROOT) -> Iterator[str]:
-    """Serve `root` on a free loopback port (a secure context for WebCrypto); yield its URL."""
-    handler = functools.partial(_QuietHandler, directory=str(root))
+def static_server(root: Path = WEB_ROOT, files: Mapping[str, Path] | None = None) -> Iterator[str]:
+    """Serve `root` on a free loopback port (a secure context for WebCrypto); yield its URL.
+
+    `files` maps names to files served at `/vectors/<name>`.
+    """
+    handler = functools.partial(_QuietHandler, directory=str(root), files=files or {})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, name="static-http", daemon=True)
     thread.start()

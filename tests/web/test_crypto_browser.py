@@ -9,24 +9,22 @@ written to `tests/vectors/browser.json`, which the Python side checks.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 import json
-import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage
+
+from tests.web.harness import WEB_ROOT, chromium, static_server
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[2]
-WEB_ROOT = REPO / "web_client"
 VECTORS_DIR = REPO / "tests" / "vectors"
 PYTHON_VECTORS = VECTORS_DIR / "python.json"
 BROWSER_VECTORS = VECTORS_DIR / "browser.json"
@@ -36,40 +34,9 @@ RFC_VECTOR_CANDIDATES = (
     REPO / "tests" / "crypto" / RFC_VECTOR_NAME,
     REPO.parent / "shared" / "vectors" / RFC_VECTOR_NAME,
 )
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 VECTOR_SEED = "cejchat/browser-vectors/v1"
 PAGE_TIMEOUT_MS = 120_000
 PYTHON_VECTORS_MODULE = "chat_server.crypto.vectors"
-
-
-class _Handler(SimpleHTTPRequestHandler):
-    """Serves `web_client/`, plus the named files of `routes` under `/vectors/`."""
-
-    def __init__(self, *args: Any, routes: Mapping[str, Path], **kwargs: Any) -> None:
-        self._routes = routes  # set before the base class handles the request
-        super().__init__(*args, directory=str(WEB_ROOT), **kwargs)
-
-    def translate_path(self, path: str) -> str:
-        route = urllib.parse.urlsplit(path).path
-        if route.startswith("/vectors/"):
-            target = self._routes.get(route.removeprefix("/vectors/"))
-            return str(target if target is not None else WEB_ROOT / "no-such-vector")
-        return super().translate_path(path)
-
-    def end_headers(self) -> None:
-        self.send_header("Cache-Control", "no-store")
-        super().end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Keep the test output quiet."""
 
 
 def _rfc_vector_path() -> Path:
@@ -99,33 +66,19 @@ def python_vectors_missing() -> str | None:
 
 @pytest.fixture(scope="module")
 def base_url(python_vectors_missing: str | None) -> Iterator[str]:
-    """A loopback HTTP server on a free port; closed, and its thread joined, afterwards."""
-    routes = {RFC_VECTOR_NAME: _rfc_vector_path()}
+    """The harness's loopback server, with the vectors under `/vectors/`."""
+    files = {RFC_VECTOR_NAME: _rfc_vector_path()}
     if python_vectors_missing is None:
-        routes["python.json"] = PYTHON_VECTORS
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, routes=routes))
-    thread = threading.Thread(target=server.serve_forever, name="crypto-test-http", daemon=True)
-    thread.start()
-    try:
-        host, port = server.server_address[:2]
-        yield f"http://{host!s}:{port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+        files["python.json"] = PYTHON_VECTORS
+    with static_server(WEB_ROOT, files) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, through Playwright."""
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    """Debian's Chromium, headless, through Playwright (the harness's launcher)."""
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
