@@ -131,7 +131,7 @@ class ConversationService:
         if created:
             await self._publish_message(conv, stored, origin)
             # Sending implies having read everything before it.
-            await self._messages.set_read(conv.id, user.id, stored.seq)
+            await self._messages.advance_read(conv.id, user.id, stored.seq)
         return stored, created
 
     async def post_system(
@@ -161,13 +161,13 @@ class ConversationService:
         if created:
             await self._publish_message(conv, stored, "")
             if actor is not None and actor in conv.members:
-                await self._messages.set_read(conv.id, actor, stored.seq)
+                await self._messages.advance_read(conv.id, actor, stored.seq)
             if not types.lookup(msg_type, from_server=True).notify:
                 # Key housekeeping is not news: members who were up to date stay so.
                 markers = (await self._messages.read_markers([conv.id])).get(conv.id, {})
                 for member in conv.members:
                     if markers.get(member, 0) == stored.seq - 1:
-                        await self._messages.set_read(conv.id, member, stored.seq)
+                        await self._messages.advance_read(conv.id, member, stored.seq)
         return stored
 
     async def _publish_message(self, conv: Conversation, m: StoredMessage, origin: str) -> None:
@@ -300,14 +300,20 @@ class ConversationService:
         return sum(s["unread"] for s in await self.summaries(user))
 
     async def presence_changed(
-        self, user_id: str, online: bool, last_seen: float | None = None
+        self,
+        user_id: str,
+        online: bool,
+        last_seen: float | None = None,
+        peers: Sequence[str] | None = None,
     ) -> None:
         """Tell the user's conversation peers (only them) about a presence change.
 
         Going offline, ``last_seen`` is the time the presence store recorded
-        (the clock's time if not given).
+        (the clock's time if not given). ``peers``, when the caller has just
+        read them (from ``summaries``), saves reading the conversations again.
         """
-        peers = await self.peers(user_id)
+        if peers is None:
+            peers = await self.peers(user_id)
         if not peers:
             return
         if not online and last_seen is None:

@@ -170,6 +170,9 @@ class MessageStore(Protocol):
     async def set_read(self, conversation_id: str, user_id: str, seq: int) -> int:
         """Move the user's read marker forward to ``seq`` (never backward); return it."""
 
+    async def advance_read(self, conversation_id: str, user_id: str, seq: int) -> None:
+        """``set_read`` without the result, so a store may batch it with others."""
+
     async def read_markers(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         """``{conversation_id: {user_id: seq}}`` for the given conversations."""
 

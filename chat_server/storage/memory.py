@@ -372,6 +372,9 @@ class MemoryMessageStore:
         markers[user_id] = value
         return value
 
+    async def advance_read(self, conversation_id: str, user_id: str, seq: int) -> None:
+        await self.set_read(conversation_id, user_id, seq)
+
     async def read_markers(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         reads = self._s.reads
         return {c: dict(reads.get(c, {})) for c in conversation_ids}

@@ -7,11 +7,11 @@ concern and journaling, so an acknowledged message survives a crash.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pymongo
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -151,10 +151,17 @@ def _user(d: Mapping[str, Any]) -> User:
 
 
 class MongoAccountStore:
-    """``AccountStore`` on MongoDB."""
+    """``AccountStore`` on MongoDB.
+
+    Reads by id (users, sessions) from concurrent connections are batched
+    into one ``$in`` find per round trip (``_finder``): a reconnect storm
+    costs the store batches, not one query per client.
+    """
 
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self._db = db
+        self._users = _finder(db.users, "_id")
+        self._sessions = _finder(db.sessions, "_id")
 
     async def add_structure(self, structure: Structure) -> None:
         doc = {
@@ -197,12 +204,13 @@ class MongoAccountStore:
             raise StoreError(str(exc)) from exc
 
     async def get_user(self, user_id: str) -> User | None:
-        d = await self._db.users.find_one({"_id": user_id})
-        return _user(d) if d else None
+        found = await self._users.submit((user_id,))
+        return _user(found[0]) if found else None
 
     async def get_users(self, user_ids: Sequence[str]) -> dict[str, User]:
-        cursor = self._db.users.find({"_id": {"$in": list(user_ids)}})
-        return {d["_id"]: _user(d) async for d in cursor}
+        if not user_ids:
+            return {}
+        return {d["_id"]: _user(d) for d in await self._users.submit(tuple(user_ids))}
 
     async def find_user_by_login(self, login: str) -> User | None:
         d = await self._db.users.find_one({"login_lower": login.lower()})
@@ -245,9 +253,10 @@ class MongoAccountStore:
         )
 
     async def get_session(self, token_hash: str, now: float) -> Session | None:
-        d = await self._db.sessions.find_one({"_id": token_hash, "expires_at": {"$gt": now}})
-        if not d:
+        found = await self._sessions.submit((token_hash,))
+        if not found or not found[0]["expires_at"] > now:
             return None
+        d = found[0]
         return Session(d["_id"], d["user_id"], d["device_id"], d["created_at"], d["expires_at"])
 
     async def delete_session(self, token_hash: str) -> None:
@@ -317,56 +326,41 @@ def _message(d: Mapping[str, Any]) -> StoredMessage:
     )
 
 
-class _GroupCommit:
-    """Batches concurrent single-document inserts into unordered ``insert_many`` calls.
+T = TypeVar("T")
+R = TypeVar("R")
 
-    ``insert(doc)`` returns when that document is durably written, or raises
-    what a lone ``insert_one`` would have raised for it (``DuplicateKeyError``
-    for its own unique-index conflict; the batch's error if the whole write
-    failed). Documents of one batch do not depend on each other's success.
+
+class _Batcher(Generic[T, R]):
+    """Gathers concurrent single requests into one round trip: ``run(items)``.
+
+    ``submit(item)`` returns ``item``'s result, or raises ``item``'s own
+    exception: ``run`` returns one result or exception per item, in order.
+    If ``run`` itself raises, every item of the batch gets that error (as a
+    ``PyMongoError``). While a batch is in flight the next requests queue, so
+    the busier the store, the bigger the batches; an idle store sees batches
+    of one and no added delay.
     """
 
     MAX_BATCH = 256
 
-    def __init__(self, collection: AsyncCollection[Doc]) -> None:
-        self._collection = collection
-        self._queue: list[tuple[Doc, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+    def __init__(self, run: Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]) -> None:
+        self._run = run
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._drainer: asyncio.Task[None] | None = None
 
-    async def insert(self, doc: Doc) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((doc, fut))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain())
-        await fut
+    async def submit(self, item: T) -> R:
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, fut))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        return await fut
 
     async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH :]
             try:
-                await self._collection.insert_many([d for d, _ in batch], ordered=False)
-            except BulkWriteError as exc:
-                failed = {e["index"]: e for e in exc.details.get("writeErrors", [])}
-                # Written but not confirmed by a majority (or the journal): not durable, so
-                # not acknowledged. A resend finds the document by its client id.
-                unconfirmed = exc.details.get("writeConcernErrors") or []
-                for i, (_, fut) in enumerate(batch):
-                    err = failed.get(i)
-                    if fut.done():
-                        continue
-                    if err is None and unconfirmed:
-                        wce = unconfirmed[0]
-                        fut.set_exception(
-                            WriteConcernError(wce.get("errmsg", ""), wce.get("code"), wce)
-                        )
-                    elif err is None:
-                        fut.set_result(None)
-                    elif err.get("code") == 11000:
-                        fut.set_exception(DuplicateKeyError(err.get("errmsg", ""), 11000, err))
-                    else:
-                        fut.set_exception(OperationFailure(err.get("errmsg", ""), err.get("code")))
-                continue
-            except BaseException as exc:  # the whole batch failed: every sender hears it
+                results = await self._run([item for item, _ in batch])
+            except BaseException as exc:  # the whole batch failed: every caller hears it
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(
@@ -375,9 +369,99 @@ class _GroupCommit:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_result(None)
+            for (_, fut), result in zip(batch, results, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(result, BaseException):
+                    fut.set_exception(result)
+                else:
+                    fut.set_result(result)
+
+
+def _bulk_errors(exc: BulkWriteError, size: int) -> list[BaseException | None]:
+    """Per-operation errors of an unordered bulk write, as a lone write would raise them.
+
+    Written but not confirmed by a majority (or the journal) counts as an error:
+    not durable, so not acknowledged (a resend finds the document by its client id).
+    """
+    failed = {e["index"]: e for e in exc.details.get("writeErrors", [])}
+    unconfirmed = exc.details.get("writeConcernErrors") or []
+    out: list[BaseException | None] = []
+    for i in range(size):
+        err = failed.get(i)
+        if err is None and unconfirmed:
+            wce = unconfirmed[0]
+            out.append(WriteConcernError(wce.get("errmsg", ""), wce.get("code"), wce))
+        elif err is None:
+            out.append(None)
+        elif err.get("code") == 11000:
+            out.append(DuplicateKeyError(err.get("errmsg", ""), 11000, err))
+        else:
+            out.append(OperationFailure(err.get("errmsg", ""), err.get("code")))
+    return out
+
+
+def _inserter(collection: AsyncCollection[Doc]) -> _Batcher[Doc, None]:
+    """Group commit: concurrent single-document inserts as one unordered ``insert_many``.
+
+    Documents of one batch do not depend on each other's success; each caller
+    gets what a lone ``insert_one`` would have raised for its document.
+    """
+
+    async def run(docs: list[Doc]) -> Sequence[BaseException | None]:
+        try:
+            await collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            return _bulk_errors(exc, len(docs))
+        return [None] * len(docs)
+
+    return _Batcher(run)
+
+
+def _updater(collection: AsyncCollection[Doc]) -> _Batcher[UpdateOne, None]:
+    """Concurrent single-document updates as one unordered ``bulk_write``.
+
+    Only for updates whose order does not matter (``$max``, idempotent ``$set``).
+    """
+
+    async def run(ops: list[UpdateOne]) -> Sequence[BaseException | None]:
+        try:
+            await collection.bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            return _bulk_errors(exc, len(ops))
+        return [None] * len(ops)
+
+    return _Batcher(run)
+
+
+def _getter(collection: AsyncCollection[Doc]) -> _Batcher[str, Doc | None]:
+    """Concurrent ``find_one({"_id": id})`` as one ``find({"_id": {"$in": ids}})``.
+
+    Each answer is read after its request arrived, so it is as fresh as a lone
+    ``find_one``: nothing is cached.
+    """
+
+    async def run(ids: list[str]) -> Sequence[Doc | None]:
+        found = {d["_id"]: d async for d in collection.find({"_id": {"$in": list(set(ids))}})}
+        return [found.get(i) for i in ids]
+
+    return _Batcher(run)
+
+
+def _finder(collection: AsyncCollection[Doc], field: str) -> _Batcher[tuple[str, ...], list[Doc]]:
+    """Concurrent ``find({field: {"$in": keys}})`` as one find over all their keys.
+
+    Each caller gets the documents whose ``field`` is one of its own keys.
+    """
+
+    async def run(requests: list[tuple[str, ...]]) -> Sequence[list[Doc]]:
+        keys = list({k for r in requests for k in r})
+        found: dict[str, list[Doc]] = {}
+        async for d in collection.find({field: {"$in": keys}}):
+            found.setdefault(d[field], []).append(d)
+        return [[d for k in dict.fromkeys(r) for d in found.get(k, ())] for r in requests]
+
+    return _Batcher(run)
 
 
 class MongoMessageStore:
@@ -389,9 +473,13 @@ class MongoMessageStore:
     duplicate-key error and retries with the next value.
 
     Group commit: inserts from concurrent senders (one per conversation at a
-    time, under that conversation's lock) are gathered by ``_GroupCommit``
-    into one unordered ``insert_many``, so one durable (majority, journaled)
-    round trip acknowledges many messages.
+    time, under that conversation's lock) are gathered into one unordered
+    ``insert_many``, so one durable (majority, journaled) round trip
+    acknowledges many messages. The other per-message round trips are batched
+    the same way (``_Batcher``): reading the conversation for the membership
+    check, moving its ``last_seq``/``last_at``, and moving the sender's read
+    marker. Each is still awaited before the sender's ack, so nothing the ack
+    promises is behind; a busy store just answers many senders per round trip.
     """
 
     _MAX_ATTEMPTS = 50
@@ -401,7 +489,13 @@ class MongoMessageStore:
         self._messages = db.get_collection("messages", write_concern=DURABLE)
         self._next: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._commit = _GroupCommit(self._messages)
+        self._insert = _inserter(self._messages)
+        self._get = _getter(db.conversations)
+        self._by_counsellor = _finder(db.conversations, "counsellor_id")
+        self._by_beneficiary = _finder(db.conversations, "beneficiary_id")
+        self._reads = _finder(db.reads, "conversation_id")
+        self._update_conversation = _updater(db.conversations)
+        self._update_read = _updater(db.reads)
 
     async def add_conversation(self, conversation: Conversation) -> None:
         c = conversation
@@ -426,14 +520,17 @@ class MongoMessageStore:
             raise Conflict("this beneficiary already has a conversation") from exc
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
-        d = await self._db.conversations.find_one({"_id": conversation_id})
+        d = await self._get.submit(conversation_id)
         return _conversation(d) if d else None
 
     async def conversations_for(self, user_id: str) -> list[Conversation]:
         # Two indexed finds, not one $or: the embedded engine scans the whole
         # collection for an $or (73 ms at 5,000 conversations against 1.8 ms).
-        out = {d["_id"]: d async for d in self._db.conversations.find({"counsellor_id": user_id})}
-        async for d in self._db.conversations.find({"beneficiary_id": user_id}):
+        mine, theirs = await asyncio.gather(
+            self._by_counsellor.submit((user_id,)), self._by_beneficiary.submit((user_id,))
+        )
+        out = {d["_id"]: d for d in mine}
+        for d in theirs:
             out.setdefault(d["_id"], d)
         return [_conversation(d) for d in out.values()]
 
@@ -490,7 +587,11 @@ class MongoMessageStore:
         lock = self._locks.setdefault(m.conversation_id, asyncio.Lock())
         try:
             async with lock:
-                return await self._append_locked(m, now)
+                stored, created = await self._append_locked(m, now)
+            # Outside the lock: $max does not care about order, and the next
+            # sender of this conversation need not wait for it.
+            await self._touch(stored.conversation_id, stored.seq, stored.created_at)
+            return stored, created
         except PyMongoError as exc:
             self._next.pop(m.conversation_id, None)
             raise StoreError(f"append failed: {type(exc).__name__}") from exc
@@ -521,12 +622,11 @@ class MongoMessageStore:
                 # One string field, so one unique index refuses a nonce reused by a device.
                 doc["nonce_key"] = m.device_id + ":" + m.nonce.hex()
             try:
-                await self._commit.insert(doc)
+                await self._insert.submit(doc)
             except DuplicateKeyError:
                 existing = await self._existing(m)
                 if existing is not None:
                     self._next.pop(m.conversation_id, None)
-                    await self._touch(existing.conversation_id, existing.seq, existing.created_at)
                     return existing, False
                 if m.nonce and await self._messages.find_one(
                     {"nonce_key": doc.get("nonce_key")}, projection={"_id": 1}
@@ -535,13 +635,12 @@ class MongoMessageStore:
                 seq = await self.last_seq(m.conversation_id) + 1
                 continue
             self._next[m.conversation_id] = seq + 1
-            await self._touch(m.conversation_id, seq, now)
             return _message(doc), True
         raise StoreError("could not allocate a seq: too much contention")
 
     async def _touch(self, conversation_id: str, seq: int, at: float) -> None:
-        await self._db.conversations.update_one(
-            {"_id": conversation_id}, {"$max": {"last_seq": seq, "last_at": at}}
+        await self._update_conversation.submit(
+            UpdateOne({"_id": conversation_id}, {"$max": {"last_seq": seq, "last_at": at}})
         )
 
     async def messages_after(
@@ -590,10 +689,23 @@ class MongoMessageStore:
         )
         return int(d["seq"]) if d else seq
 
+    async def advance_read(self, conversation_id: str, user_id: str, seq: int) -> None:
+        await self._update_read.submit(
+            UpdateOne(
+                {"_id": f"{conversation_id}:{user_id}"},
+                {
+                    "$max": {"seq": seq},
+                    "$set": {"conversation_id": conversation_id, "user_id": user_id},
+                },
+                upsert=True,
+            )
+        )
+
     async def read_markers(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {c: {} for c in conversation_ids}
-        cursor = self._db.reads.find({"conversation_id": {"$in": list(conversation_ids)}})
-        async for d in cursor:
+        if not conversation_ids:
+            return out
+        for d in await self._reads.submit(tuple(conversation_ids)):
             out.setdefault(d["conversation_id"], {})[d["user_id"]] = int(d["seq"])
         return out
 
@@ -603,16 +715,28 @@ class MongoPresenceStore:
 
     Counters are separate documents (no dotted paths), so every update is a
     plain ``$inc`` that behaves the same on MongoDB and the embedded engine.
+    Concurrent connections' reads and counter updates are batched (``_Batcher``).
     """
 
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self._db = db
+        self._counters = _finder(db.presence, "user_id")
+        self._seen = _finder(db.last_seen, "_id")
+        self._count = _updater(db.presence)
+
+        async def alive(nows: list[float]) -> list[set[str]]:
+            found = [d async for d in db.processes.find({"until": {"$gt": min(nows)}})]
+            return [{d["_id"] for d in found if d["until"] > now} for now in nows]
+
+        self._alive = _Batcher(alive)
 
     async def connected(self, user_id: str, process_id: str, delta: int, now: float) -> None:
-        await self._db.presence.update_one(
-            {"_id": f"{user_id}:{process_id}"},
-            {"$inc": {"count": delta}, "$set": {"user_id": user_id, "process_id": process_id}},
-            upsert=True,
+        await self._count.submit(
+            UpdateOne(
+                {"_id": f"{user_id}:{process_id}"},
+                {"$inc": {"count": delta}, "$set": {"user_id": user_id, "process_id": process_id}},
+                upsert=True,
+            )
         )
         if delta < 0:
             await self._db.last_seen.replace_one(
@@ -625,12 +749,14 @@ class MongoPresenceStore:
         )
 
     async def presence(self, user_ids: Sequence[str], now: float) -> dict[str, Presence]:
-        alive = {d["_id"] async for d in self._db.processes.find({"until": {"$gt": now}})}
-        ids = list(user_ids)
-        online = set()
-        async for d in self._db.presence.find({"user_id": {"$in": ids}, "count": {"$gt": 0}}):
-            if d["process_id"] in alive:
-                online.add(d["user_id"])
-        seen = {d["_id"]: d["at"] async for d in self._db.last_seen.find({"_id": {"$in": ids}})}
-        out = {u: Presence(u, u in online, seen.get(u)) for u in ids}
-        return out
+        ids = list(dict.fromkeys(user_ids))
+        if not ids:
+            return {}
+        alive, counters, seen_docs = await asyncio.gather(
+            self._alive.submit(now),
+            self._counters.submit(tuple(ids)),
+            self._seen.submit(tuple(ids)),
+        )
+        online = {d["user_id"] for d in counters if d["count"] > 0 and d["process_id"] in alive}
+        seen = {d["_id"]: d["at"] for d in seen_docs}
+        return {u: Presence(u, u in online, seen.get(u)) for u in ids}
