@@ -402,3 +402,74 @@ async def test_presence_ignores_dead_processes(store: Store) -> None:
     await pres.process_alive("p3", now + 100)
     await pres.connected("u1", "p3", +1, now + 8)
     assert (await pres.presence(["u1"], now + 31))["u1"].online is True
+
+
+# ---------------------------------------------------------------- concurrency (batched round trips)
+
+
+async def test_concurrent_reads_each_get_their_own_answer(store: Store) -> None:
+    """Many callers at once (a reconnect storm): each gets exactly its own data."""
+    acc, msgs, pres = store.db.accounts(), store.db.messages(), store.db.presence()
+    now = 20_000.0
+    n = 40
+    await pres.process_alive("p1", now + 60)
+    convs = []
+    for i in range(n):
+        await acc.add_user(User(f"cu{i}", Role.BENEFICIARY, f"cu{i}", f"U {i}", "st"))
+        await acc.add_session(
+            Session(f"ch{i}", f"cu{i}", f"cd{i}", now, now + (5 if i % 4 else 100))
+        )
+        convs.append(await _conversation(store, beneficiary=f"cu{i}", counsellor=f"cc{i % 3}"))
+        await msgs.set_read(convs[i], f"cu{i}", i)
+        if i % 2:
+            await pres.connected(f"cu{i}", "p1", +1, now)
+
+    async def one(i: int) -> None:
+        user, session, mine, markers, online = await asyncio.gather(
+            acc.get_user(f"cu{i}"),
+            acc.get_session(f"ch{i}", now + 10),
+            msgs.conversations_for(f"cu{i}"),
+            msgs.read_markers([convs[i]]),
+            pres.presence([f"cu{i}", "nobody"], now + 1),
+        )
+        assert user is not None
+        assert user.id == f"cu{i}"
+        assert (session is not None) == (i % 4 == 0)
+        assert [c.id for c in mine] == [convs[i]]
+        assert markers == {convs[i]: {f"cu{i}": i}}
+        assert online[f"cu{i}"].online is bool(i % 2)
+        assert online["nobody"].online is False
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    counsellor = await msgs.conversations_for("cc1")
+    assert sorted(c.id for c in counsellor) == sorted(convs[i] for i in range(1, n, 3))
+    users = await acc.get_users([f"cu{i}" for i in range(n)] + ["missing"])
+    assert sorted(users) == sorted(f"cu{i}" for i in range(n))
+    assert await acc.get_users([]) == {}
+    assert await msgs.read_markers([]) == {}
+
+
+async def test_a_refused_message_does_not_fail_the_others_written_with_it(store: Store) -> None:
+    """Appends gathered into one write: a nonce reuse refuses that message only."""
+    nonce = secrets.token_bytes(12)
+    convs = [await _conversation(store, beneficiary=f"nb{i}") for i in range(10)]
+    st = store.db.messages()
+    await st.append(_msg(convs[0], "first", nonce=nonce, device="dx"), 1.0)
+
+    async def send(i: int) -> bool:
+        reuse = i == 5
+        m = _msg(convs[i], f"m{i}", nonce=nonce if reuse else secrets.token_bytes(12), device="dx")
+        try:
+            _, created = await st.append(m, 2.0)
+        except NonceReused:
+            return False
+        return created
+
+    results = await asyncio.gather(*(send(i) for i in range(10)))
+    assert results == [i != 5 for i in range(10)]
+    for i, conv in enumerate(convs):
+        expected = [1, 2] if i == 0 else ([] if i == 5 else [1])
+        assert await _seqs(st, conv) == expected
+        c = await st.get_conversation(conv)
+        assert c is not None
+        assert c.last_seq == len(expected)
