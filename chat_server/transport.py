@@ -1,9 +1,13 @@
 """The WebSocket transport: the only module that touches Starlette's WebSocket.
 
-One connection = a read loop (this coroutine) and a writer task draining a
-bounded queue. Everything the connection sends goes through the queue, so a
-slow reader can never make the server's memory grow: when the queue is full
-the connection is closed with 1013 and ``slow_consumer``.
+One connection = a read loop (this coroutine) and a bounded queue drained by a
+writer task. Everything the connection sends after ``auth.ok`` goes through
+the queue, so a slow reader can never make the server's memory grow: when the
+queue is full the connection is closed with 1013 and ``slow_consumer``.
+
+Thousands of connections sit idle, so an idle one holds as little as it can:
+the queue exists only while it holds something and the writer task only while
+it drains it (it ends when the queue is empty; the next item starts another).
 
 Close codes: 4001 authentication failed or timed out, 4003 origin refused,
 1008 repeated abuse, 1009 frame too large, 1013 slow consumer, 1011 server error.
@@ -12,12 +16,15 @@ Close codes: 4001 authentication failed or timed out, 4003 origin refused,
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
 import time
 from typing import Any
 
+from starlette.datastructures import Headers
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from chat_server import protocol as p
@@ -38,12 +45,13 @@ CLOSE_ERROR = 1011
 SESSION_RECHECK_SECONDS = 60.0
 
 _SYNC = "S"  # queue item kind: resume a conversation
-_CLOSE = "C"  # queue item kind: stop the writer
 _FRAME = "F"  # queue item kind: a frame for this connection only
 
 
 class TokenBucket:
     """Per-connection rate limit: ``rate`` frames per second, bursts of ``burst``."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
@@ -65,16 +73,33 @@ class TokenBucket:
 class Connection:
     """One authenticated WebSocket: its queue, its positions, its writer task."""
 
+    __slots__ = (
+        "_queue",
+        "_ready",
+        "_writer",
+        "id",
+        "overflowed",
+        "sent",
+        "session",
+        "svc",
+        "syncs",
+        "user",
+        "ws",
+    )
+
     def __init__(self, ws: WebSocket, svc: Services, user: User, session: Session) -> None:
         self.id = secrets.token_hex(6)
         self.ws = ws
         self.svc = svc
         self.user = user
         self.session = session
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(svc.settings.send_queue_size)
         self.sent: dict[str, int] = {}
         self.overflowed = False
         self.syncs: list[tuple[str | None, str, int, bool]] = []
+        # Both None while there is nothing to send (see the module docstring).
+        self._queue: collections.deque[Event] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._ready = False  # auth.ok is sent and the connection is not shutting down
 
     @property
     def user_id(self) -> str:
@@ -93,12 +118,16 @@ class Connection:
                 self.overflowed = True
                 asyncio.get_running_loop().create_task(self._close(CLOSE_AUTH, "session_revoked"))
             return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = collections.deque()
+        elif len(queue) >= self.svc.settings.send_queue_size:
             self.overflowed = True
             log.warning("slow consumer disconnected", extra={"user_id": self.user.id})
             asyncio.get_running_loop().create_task(self._close(CLOSE_SLOW, "slow_consumer"))
+            return
+        queue.append(event)
+        self._wake()
 
     def reply(self, frame: p.ServerFrame) -> None:
         """Queue a frame for this connection only."""
@@ -115,6 +144,27 @@ class Connection:
         self.syncs.append((frame_id, conversation, after, exact))
         self.deliver(Event(_SYNC, "", "", 0, ""))
 
+    def start(self) -> None:
+        """``auth.ok`` is sent: write what was queued meanwhile, then everything that comes."""
+        self._ready = True
+        self._wake()
+
+    async def stop(self) -> None:
+        """Write nothing more; wait for the writer to end. Call after the hub's ``detach``."""
+        self._ready = False
+        writer = self._writer
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+
+    def _wake(self) -> None:
+        # One writer at a time: a running writer takes whatever is appended to its queue.
+        if self._ready and self._writer is None and self._queue:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._drain(self._queue), name=f"ws-writer-{self.id}"
+            )
+
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await self.ws.close(code, reason)
@@ -122,22 +172,36 @@ class Connection:
     async def _send(self, text: str) -> None:
         await self.ws.send_text(text)
 
-    async def writer(self) -> None:
-        """Drain the queue: dedup messages by ``seq``, fill gaps from the store."""
-        while True:
-            ev = await self.queue.get()
-            if ev.kind == _CLOSE:
-                return
-            if ev.kind == _SYNC:
-                while self.syncs:
-                    fid, conv, after, exact = self.syncs.pop(0)
-                    if not exact:
-                        after = max(after, self.sent.get(conv, after))
-                    await self._sync(fid, conv, after)
-                continue
-            if ev.kind == KIND_MESSAGE:
-                await self._message(ev)
-                continue
+    async def _drain(self, queue: collections.deque[Event]) -> None:
+        """Write ``queue`` until it is empty: dedup messages by ``seq``, fill gaps from the store.
+
+        If a send or the store fails, nothing may be skipped: the connection is
+        closed (1011 if the socket is still open; the client resumes from its
+        last position), this task stays ``_writer`` and nothing more is written.
+        """
+        try:
+            while queue:
+                await self._write(queue.popleft())
+        except Exception:
+            self.overflowed = True
+            if self.ws.client_state == WebSocketState.CONNECTED:
+                log.exception("connection writer failed", extra={"user_id": self.user.id})
+                await self._close(CLOSE_ERROR, "server_error")
+            return
+        # No await since the queue was found empty, so nothing was appended in between.
+        self._queue = None
+        self._writer = None
+
+    async def _write(self, ev: Event) -> None:
+        if ev.kind == _SYNC:
+            while self.syncs:
+                fid, conv, after, exact = self.syncs.pop(0)
+                if not exact:
+                    after = max(after, self.sent.get(conv, after))
+                await self._sync(fid, conv, after)
+        elif ev.kind == KIND_MESSAGE:
+            await self._message(ev)
+        else:
             await self._send(ev.frame)
 
     async def _message(self, ev: Event) -> None:
@@ -187,13 +251,14 @@ class Connection:
 
 
 def _origin_ok(ws: WebSocket, svc: Services) -> bool:
-    origin = ws.headers.get("origin")
+    # Not ws.headers: that one stays cached on the WebSocket for the connection's life.
+    origin = Headers(raw=list(ws.scope["headers"])).get("origin")
     # Non-browser clients (SDK, CLI) send no Origin; browsers always do.
     return origin is None or origin.rstrip("/") in svc.settings.origins()
 
 
-async def _receive(ws: WebSocket, max_bytes: int) -> str | bytes | None:
-    msg = await ws.receive()
+def _payload(msg: Message, max_bytes: int) -> str | bytes | None:
+    """The data of a received ASGI message; None if it is over ``max_bytes``."""
     if msg["type"] == "websocket.disconnect":
         raise WebSocketDisconnect(msg.get("code", 1000))
     data: str | bytes | None = msg.get("text")
@@ -204,28 +269,28 @@ async def _receive(ws: WebSocket, max_bytes: int) -> str | bytes | None:
     return data
 
 
-async def serve(ws: WebSocket, svc: Services) -> None:
-    """Run one WebSocket connection from accept to close."""
+async def _authenticate(ws: WebSocket, svc: Services) -> tuple[User, Session, p.Auth] | None:
+    """Accept, then read and check the ``auth`` frame; None once the socket is closed."""
     settings = svc.settings
     if not _origin_ok(ws, svc):
         # Accept first so the client gets the documented close code, not a bare HTTP 403;
         # nothing is read from this connection.
         await ws.accept()
         await ws.close(CLOSE_ORIGIN, "origin_not_allowed")
-        return
+        return None
     await ws.accept()
     try:
-        first = await asyncio.wait_for(
-            _receive(ws, settings.max_frame_bytes), settings.auth_timeout_seconds
-        )
+        # Not wait_for: it wraps the receive in a task of its own.
+        async with asyncio.timeout(settings.auth_timeout_seconds):
+            first = _payload(await ws.receive(), settings.max_frame_bytes)
     except TimeoutError:
         await ws.close(CLOSE_AUTH, "auth_timeout")
-        return
+        return None
     except WebSocketDisconnect:
-        return
+        return None
     if first is None:
         await ws.close(CLOSE_TOO_BIG, "frame_too_large")
-        return
+        return None
     try:
         frame = p.parse_client_frame(first)
         if not isinstance(frame, p.Auth):
@@ -235,42 +300,26 @@ async def serve(ws: WebSocket, svc: Services) -> None:
         code = exc.code
         await ws.send_text(p.encode_text(p.ErrorFrame(code, exc.message)))
         await ws.close(CLOSE_AUTH, code)
+        return None
+    return user, session, frame
+
+
+async def serve(ws: WebSocket, svc: Services) -> None:
+    """Run one WebSocket connection from accept to close."""
+    # This frame and the read loop's live as long as the connection, and so does every
+    # local here: the handshake and the welcome are calls of their own (what they hold
+    # goes when they return), and what is only needed until auth.ok is deleted.
+    authed = await _authenticate(ws, svc)
+    if authed is None:
         return
+    user, session, auth = authed
+    del authed
     conn = Connection(ws, svc, user, session)
-    await _run(conn, frame)
-
-
-async def _run(conn: Connection, auth: p.Auth) -> None:
-    svc = conn.svc
-    user = conn.user
     # Subscribe first, then read the store: nothing published in between is missed.
     await svc.hub.attach(conn)
-    writer: asyncio.Task[None] | None = None
     try:
-        now = time.time()
-        # Only a first connection is news to the peers (a race can repeat it, not lose it).
-        was_online = (await svc.presence.presence([user.id], now))[user.id].online
-        await svc.presence.connected(user.id, svc.process_id, +1, now)
-        summaries = await svc.conversations.summaries(user)
-        for s in summaries:
-            conn.sent[s["id"]] = s["last_seq"]
-        for conv, after in auth.resume.items():
-            conn.sent[conv] = after
-            conn.request_sync(None, conv, after, exact=False)
-        # auth.ok goes first, before anything the queue collected since attach.
-        await conn.ws.send_text(
-            p.encode_text(
-                p.AuthOk(
-                    user=user.public(),
-                    device=conn.session.device_id,
-                    conversations=summaries,
-                    id=auth.id,
-                )
-            )
-        )
-        writer = asyncio.create_task(conn.writer(), name=f"ws-writer-{conn.id}")
-        if not was_online:
-            await svc.conversations.presence_changed(user.id, True)
+        await _welcome(conn, auth)
+        del auth
         await _read_loop(conn)
     except WebSocketDisconnect:
         pass
@@ -280,10 +329,7 @@ async def _run(conn: Connection, auth: p.Auth) -> None:
             await conn.ws.close(CLOSE_ERROR, "server_error")
     finally:
         await svc.hub.detach(conn)
-        if writer is not None:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
+        await conn.stop()
         with contextlib.suppress(Exception):
             now = time.time()
             await svc.presence.connected(user.id, svc.process_id, -1, now)
@@ -291,6 +337,40 @@ async def _run(conn: Connection, auth: p.Auth) -> None:
             if not pres[user.id].online:
                 # The same last_seen as the store's, so the list and the event agree.
                 await svc.conversations.presence_changed(user.id, False, last_seen=now)
+
+
+async def _welcome(conn: Connection, auth: p.Auth) -> None:
+    """Count the connection as present, send ``auth.ok``, start the writer.
+
+    If the user was not online before this connection, their peers are told.
+    """
+    svc = conn.svc
+    user = conn.user
+    now = time.time()
+    # Only a first connection is news to the peers (a race can repeat it, not lose it).
+    was_online = (await svc.presence.presence([user.id], now))[user.id].online
+    await svc.presence.connected(user.id, svc.process_id, +1, now)
+    summaries = await svc.conversations.summaries(user)
+    for s in summaries:
+        conn.sent[s["id"]] = s["last_seq"]
+    for conv, after in auth.resume.items():
+        conn.sent[conv] = after
+        conn.request_sync(None, conv, after, exact=False)
+    # auth.ok goes first, before anything the queue collected since attach.
+    await conn.ws.send_text(
+        p.encode_text(
+            p.AuthOk(
+                user=user.public(),
+                device=conn.session.device_id,
+                conversations=summaries,
+                id=auth.id,
+            )
+        )
+    )
+    conn.start()
+    if not was_online:
+        peers = [s["peer"]["id"] for s in summaries]
+        await svc.conversations.presence_changed(user.id, True, peers=peers)
 
 
 async def _read_loop(conn: Connection) -> None:
@@ -302,7 +382,7 @@ async def _read_loop(conn: Connection) -> None:
     while True:
         if conn.ws.client_state != WebSocketState.CONNECTED or conn.overflowed:
             return
-        data = await _receive(conn.ws, settings.max_frame_bytes)
+        data = _payload(await conn.ws.receive(), settings.max_frame_bytes)
         if data is None:
             await conn.ws.close(CLOSE_TOO_BIG, "frame_too_large")
             return

@@ -175,6 +175,31 @@ async def test_send_acks_with_contiguous_seq_and_fans_out(server: ServerInfo) ->
         await c.close()
 
 
+async def test_idle_connections_hold_no_writer_task(server: ServerInfo) -> None:
+    """A connection's writer task runs while it has something to send, then ends."""
+    w = await fast_world(server.services)
+    conv = w.conv["b1"]
+    b = await WsClient.connect(server, w.b1.token)
+    c = await WsClient.connect(server, w.c1.token)
+
+    async def no_writer() -> bool:
+        return not [t for t in asyncio.all_tasks() if t.get_name().startswith("ws-writer-")]
+
+    await wait_for(no_writer, what="the writers of idle connections to end")
+    # Each burst starts a writer again, and its frames arrive in order.
+    for burst in range(2):
+        texts = [f"burst {burst} message {i}" for i in range(20)]
+        for t in texts:
+            await b.send(send_frame(conv, t))
+        got = [await c.expect("message.created") for _ in texts]
+        assert [body_text(f) for f in got] == texts
+        acks = [await b.expect("ack") for _ in texts]
+        assert [a["seq"] for a in acks] == list(range(20 * burst + 1, 20 * burst + 21))
+        await wait_for(no_writer, what="the writers to end after a burst")
+    await b.close()
+    await c.close()
+
+
 async def test_resend_with_same_client_id_is_not_stored_twice(server: ServerInfo) -> None:
     svc = server.services
     w = await fast_world(svc)
