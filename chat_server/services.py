@@ -20,6 +20,7 @@ from chat_server.rooms.service import ConversationService, MessageVerifier, NoVe
 from chat_server.settings import Settings
 from chat_server.storage.base import AccountStore, KeyStore, MessageStore, PresenceStore
 from chat_server.storage.embedded import EmbeddedMongo
+from chat_server.storage.presence import SingleProcessPresence
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,8 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
     clock = time.time
     accounts_store = db.accounts()
     messages = db.messages()
-    presence = db.presence()
+    # One process: presence counts stay in memory (only last_seen is stored).
+    presence = db.presence() if settings.redis_url else SingleProcessPresence(db.presence())
     key_store = db.keys()
     if verifier is None:
         verifier = E2EEVerifier(key_store) if settings.require_e2ee else NoVerification()

@@ -186,6 +186,9 @@ class PresenceStore(Protocol):
     async def process_alive(self, process_id: str, until: float) -> None:
         """Declare this process alive until ``until``; a dead process's counts are ignored."""
 
+    async def seen(self, user_id: str, at: float) -> None:
+        """Record that the user was last seen at ``at`` (the latest record wins)."""
+
     async def presence(self, user_ids: Sequence[str], now: float) -> dict[str, Presence]:
         """Presence of each user: online if a live process holds a connection of theirs."""
 

@@ -390,7 +390,11 @@ class MemoryPresenceStore:
         p = self._s.presence.setdefault(user_id, _Presence())
         p.procs[process_id] = p.procs.get(process_id, 0) + delta
         if delta < 0:
-            p.last_seen = now
+            await self.seen(user_id, now)
+
+    async def seen(self, user_id: str, at: float) -> None:
+        p = self._s.presence.setdefault(user_id, _Presence())
+        p.last_seen = at
 
     async def process_alive(self, process_id: str, until: float) -> None:
         self._s.processes[process_id] = until

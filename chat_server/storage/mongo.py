@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pymongo
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -418,13 +418,14 @@ def _inserter(collection: AsyncCollection[Doc]) -> _Batcher[Doc, None]:
     return _Batcher(run)
 
 
-def _updater(collection: AsyncCollection[Doc]) -> _Batcher[UpdateOne, None]:
+def _updater(collection: AsyncCollection[Doc]) -> _Batcher[UpdateOne | ReplaceOne[Doc], None]:
     """Concurrent single-document updates as one unordered ``bulk_write``.
 
-    Only for updates whose order does not matter (``$max``, idempotent ``$set``).
+    Only for writes whose order does not matter (``$max``, ``$inc``, a replacement
+    where the latest one wins).
     """
 
-    async def run(ops: list[UpdateOne]) -> Sequence[BaseException | None]:
+    async def run(ops: list[UpdateOne | ReplaceOne[Doc]]) -> Sequence[BaseException | None]:
         try:
             await collection.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
@@ -723,6 +724,7 @@ class MongoPresenceStore:
         self._counters = _finder(db.presence, "user_id")
         self._seen = _finder(db.last_seen, "_id")
         self._count = _updater(db.presence)
+        self._last_seen = _updater(db.last_seen)
 
         async def alive(nows: list[float]) -> list[set[str]]:
             found = [d async for d in db.processes.find({"until": {"$gt": min(nows)}})]
@@ -739,9 +741,14 @@ class MongoPresenceStore:
             )
         )
         if delta < 0:
-            await self._db.last_seen.replace_one(
-                {"_id": user_id}, {"_id": user_id, "at": now}, upsert=True
-            )
+            await self.seen(user_id, now)
+
+    async def seen(self, user_id: str, at: float) -> None:
+        # A replacement (with its _id, for the embedded engine): the engine's $set and $max
+        # on an existing document round floats to 15 digits.
+        await self._last_seen.submit(
+            ReplaceOne({"_id": user_id}, {"_id": user_id, "at": at}, upsert=True)
+        )
 
     async def process_alive(self, process_id: str, until: float) -> None:
         await self._db.processes.replace_one(

@@ -473,3 +473,35 @@ async def test_a_refused_message_does_not_fail_the_others_written_with_it(store:
         c = await st.get_conversation(conv)
         assert c is not None
         assert c.last_seq == len(expected)
+
+
+async def test_seen_is_kept_exactly_and_the_latest_wins(store: Store) -> None:
+    pres = store.db.presence()
+    at = 1795727024.700651  # 16 significant digits: a rounding store would change it
+    await pres.seen("s1", at)
+    assert (await pres.presence(["s1"], at))["s1"].last_seen == at
+    await pres.seen("s1", at + 1.000001)
+    assert (await pres.presence(["s1"], at))["s1"].last_seen == at + 1.000001
+
+
+async def test_single_process_presence_counts_in_memory(store: Store) -> None:
+    from chat_server.storage.presence import SingleProcessPresence
+
+    stored = store.db.presence()
+    pres = SingleProcessPresence(stored)
+    now = 7000.0
+    await pres.connected("sp1", "p", +1, now)
+    await pres.connected("sp1", "p", +1, now)
+    await pres.connected("sp1", "p", -1, now + 1)
+    got = await pres.presence(["sp1", "sp2"], now + 2)
+    assert got["sp1"].online is True  # one connection left
+    assert got["sp2"].online is False
+    assert (await stored.presence(["sp1"], now + 2))["sp1"].online is False  # nothing counted there
+    await pres.connected("sp1", "p", -1, now + 3)
+    gone = (await pres.presence(["sp1"], now + 4))["sp1"]
+    assert gone.online is False
+    assert gone.last_seen == now + 3
+    # last_seen outlives the process: a new one reads it from the store.
+    assert (await SingleProcessPresence(stored).presence(["sp1"], now + 5))["sp1"].last_seen == (
+        now + 3
+    )
