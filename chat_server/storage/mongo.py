@@ -465,6 +465,48 @@ def _finder(collection: AsyncCollection[Doc], field: str) -> _Batcher[tuple[str,
     return _Batcher(run)
 
 
+Range = tuple[str, int, int]  # conversation, after seq, last seq wanted
+
+
+def _pager(collection: AsyncCollection[Doc], span: int = 512) -> _Batcher[Range, list[Doc]]:
+    """Concurrent seq-range reads ``(conversation, after, upto]`` as few finds as possible.
+
+    Ranges that lie within ``span`` of each other (whatever their conversation)
+    are read by one ``find`` over their conversations and the union of their
+    ranges, so a reconnect storm of clients near the head of their conversations
+    costs a few queries; a range far from the others gets a query of its own.
+    Each caller gets its own range, sorted by seq.
+    """
+
+    async def run(ranges: list[Range]) -> Sequence[list[Doc]]:
+        # Sorted by start; a group grows while its whole range stays within ``span``.
+        groups: list[tuple[int, int, list[int]]] = []  # (lo, hi, members)
+        for i in sorted(range(len(ranges)), key=lambda i: ranges[i][1]):
+            _, after, upto = ranges[i]
+            if groups and max(groups[-1][1], upto) - groups[-1][0] <= max(span, upto - after):
+                lo, hi, members = groups[-1]
+                members.append(i)
+                groups[-1] = (lo, max(hi, upto), members)
+            else:
+                groups.append((after, upto, [i]))
+        out: list[list[Doc]] = [[] for _ in ranges]
+        for lo, hi, group in groups:
+            convs = list({ranges[i][0] for i in group})
+            found: dict[str, list[Doc]] = {}
+            query = {"conversation_id": {"$in": convs}, "seq": {"$gt": lo, "$lte": hi}}
+            async for d in collection.find(query):
+                found.setdefault(d["conversation_id"], []).append(d)
+            for i in group:
+                conv, after, upto = ranges[i]
+                out[i] = sorted(
+                    (d for d in found.get(conv, ()) if after < d["seq"] <= upto),
+                    key=lambda d: int(d["seq"]),
+                )
+        return out
+
+    return _Batcher(run)
+
+
 class MongoMessageStore:
     """``MessageStore`` on MongoDB.
 
@@ -495,6 +537,7 @@ class MongoMessageStore:
         self._by_counsellor = _finder(db.conversations, "counsellor_id")
         self._by_beneficiary = _finder(db.conversations, "beneficiary_id")
         self._reads = _finder(db.reads, "conversation_id")
+        self._pages = _pager(self._messages)
         self._update_conversation = _updater(db.conversations)
         self._update_read = _updater(db.reads)
 
@@ -649,15 +692,8 @@ class MongoMessageStore:
     ) -> list[StoredMessage]:
         # seq has no holes, so the range (after, after + limit] is exactly the page:
         # no sort for the engine to do, however long the history.
-        cursor = self._messages.find(
-            {
-                "conversation_id": conversation_id,
-                "seq": {"$gt": after_seq, "$lte": after_seq + limit},
-            }
-        )
-        out = [_message(d) async for d in cursor]
-        out.sort(key=lambda m: m.seq)
-        return out
+        page = await self._pages.submit((conversation_id, after_seq, after_seq + limit))
+        return [_message(d) for d in page]
 
     async def messages_before(
         self, conversation_id: str, before_seq: int, limit: int

@@ -505,3 +505,23 @@ async def test_single_process_presence_counts_in_memory(store: Store) -> None:
     assert (await SingleProcessPresence(stored).presence(["sp1"], now + 5))["sp1"].last_seen == (
         now + 3
     )
+
+
+async def test_concurrent_pages_each_get_their_own_range(store: Store) -> None:
+    """Pages read at once (near and far apart, same and other conversations)."""
+    st = store.db.messages()
+    convs = [await _conversation(store, beneficiary=f"pg{i}") for i in range(3)]
+    for n in range(1, 31):
+        await asyncio.gather(*(st.append(_msg(c, f"p{n}"), float(n)) for c in convs))
+    asks = [
+        (c, after, limit) for c in convs for after, limit in ((0, 5), (3, 4), (25, 10), (29, 1))
+    ]
+    asks.append((convs[0], 30, 5))  # nothing after the head
+    asks.append(("no-such-conversation", 0, 5))
+    pages = await asyncio.gather(*(st.messages_after(c, after, limit) for c, after, limit in asks))
+    for (conv, after, limit), page in zip(asks, pages, strict=True):
+        expected = list(range(after + 1, min(after + limit, 30) + 1))
+        if conv == "no-such-conversation":
+            expected = []
+        assert [m.seq for m in page] == expected
+        assert all(m.conversation_id == conv for m in page)

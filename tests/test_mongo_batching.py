@@ -1,0 +1,41 @@
+"""The Mongo adapter's batching of concurrent round trips, on the embedded engine."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from chat_server.rooms.models import NewMessage
+from chat_server.storage.mongo import MongoDatabase, _pager
+
+
+async def test_pages_far_apart_are_read_separately_and_each_caller_gets_its_range(
+    mongo_url: str,
+) -> None:
+    db = MongoDatabase(mongo_url, "batching_" + secrets.token_hex(4))
+    try:
+        await db.create_indexes()
+        store = db.messages()
+        for conv in ("a", "b"):
+            for n in range(1, 101):
+                await store.append(NewMessage(conv, f"m{n}", "u", "d", "text", b"x"), float(n))
+        queries: list[Any] = []
+        collection = store._messages
+
+        class Spy:
+            def find(self, query: Any) -> Any:
+                queries.append(query)
+                return collection.find(query)
+
+        pager = _pager(Spy(), span=10)  # type: ignore[arg-type]
+        asks = [("a", 0, 3), ("b", 2, 6), ("a", 50, 52), ("b", 95, 200), ("a", 5, 9)]
+        pages = await asyncio.gather(*(pager.submit(r) for r in asks))
+        for (conv, after, upto), page in zip(asks, pages, strict=True):
+            assert [(d["conversation_id"], d["seq"]) for d in page] == [
+                (conv, s) for s in range(after + 1, min(upto, 100) + 1)
+            ]
+        # One batch, three finds: (0, 9] for a and b together, then (50, 52], then (95, 200].
+        assert len(queries) == 3
+    finally:
+        await db.close()
