@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pymongo
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReplaceOne, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, AsyncMongoClient, ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -698,20 +698,23 @@ class MongoMessageStore:
     async def messages_before(
         self, conversation_id: str, before_seq: int, limit: int
     ) -> list[StoredMessage]:
-        cursor = (
-            self._messages.find({"conversation_id": conversation_id, "seq": {"$lt": before_seq}})
-            .sort("seq", DESCENDING)
-            .limit(limit)
-        )
-        out = [_message(d) async for d in cursor]
-        out.reverse()
-        return out
+        # seq has no holes: the page is the range (top - limit, top], no sort needed.
+        top = min(before_seq - 1, await self.last_seq(conversation_id))
+        if top <= 0 or limit <= 0:
+            return []
+        start = max(0, top - limit)
+        return await self.messages_after(conversation_id, start, top - start)
 
     async def last_seq(self, conversation_id: str) -> int:
-        d = await self._messages.find_one(
-            {"conversation_id": conversation_id}, sort=[("seq", DESCENDING)], projection={"seq": 1}
+        # Not a sort on seq (the embedded engine sorts a whole history in Python): the
+        # conversation's last_seq, which is never ahead (a $max of stored seqs), then
+        # whatever was stored past it and not yet recorded there.
+        conv = await self._get.submit(conversation_id)
+        base = int(conv["last_seq"]) if conv else 0
+        cursor = self._messages.find(
+            {"conversation_id": conversation_id, "seq": {"$gt": base}}, projection={"seq": 1}
         )
-        return int(d["seq"]) if d else 0
+        return max([base, *[int(d["seq"]) async for d in cursor]])
 
     async def set_read(self, conversation_id: str, user_id: str, seq: int) -> int:
         key = f"{conversation_id}:{user_id}"
