@@ -1,4 +1,4 @@
-"""The Mongo adapter's batching of concurrent round trips, on the embedded engine."""
+"""The Mongo adapter's internals: batching of concurrent round trips, seq conflicts."""
 
 from __future__ import annotations
 
@@ -39,3 +39,24 @@ async def test_pages_far_apart_are_read_separately_and_each_caller_gets_its_rang
         assert len(queries) == 3
     finally:
         await db.close()
+
+
+def test_a_taken_seq_is_told_apart_from_a_resend_on_both_engines() -> None:
+    from pymongo.errors import DuplicateKeyError  # noqa: TID251 (the error the adapter reads)
+
+    from chat_server.storage.mongo import _seq_taken
+
+    def dup(details: dict[str, Any]) -> DuplicateKeyError:
+        return DuplicateKeyError("duplicate", 11000, details)
+
+    engine = "UNIQUE constraint failed: index 'idx_messages_conversation_id_{}'"
+    assert _seq_taken(dup({"errmsg": engine.format("seq")}))
+    assert not _seq_taken(dup({"errmsg": engine.format("sender_id_client_id")}))
+    mongodb = "E11000 duplicate key error collection: chat.messages index: {} dup key: {{ }}"
+    assert _seq_taken(dup({"errmsg": mongodb.format("conversation_id_1_seq_1")}))
+    assert _seq_taken(dup({"keyPattern": {"conversation_id": 1, "seq": 1}}))
+    assert not _seq_taken(
+        dup({"keyPattern": {"conversation_id": 1, "sender_id": 1, "client_id": 1}})
+    )
+    assert not _seq_taken(dup({"keyPattern": {"nonce_key": 1}}))
+    assert not _seq_taken(dup({}))

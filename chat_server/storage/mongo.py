@@ -7,6 +7,7 @@ concern and journaling, so an acknowledged message survives a crash.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -465,6 +466,22 @@ def _finder(collection: AsyncCollection[Doc], field: str) -> _Batcher[tuple[str,
     return _Batcher(run)
 
 
+_SEQ_INDEX = re.compile(r"conversation_id_(?:1_)?seq(?:_1)?\b")
+
+
+def _seq_taken(exc: DuplicateKeyError) -> bool:
+    """Whether the error names the unique ``(conversation_id, seq)`` index.
+
+    MongoDB gives the index's ``keyPattern``; the embedded engine only names
+    the index in its message (``idx_messages_conversation_id_seq``).
+    """
+    details = exc.details or {}
+    pattern = details.get("keyPattern")
+    if isinstance(pattern, Mapping):
+        return set(pattern) == {"conversation_id", "seq"}
+    return bool(_SEQ_INDEX.search(str(details.get("errmsg", ""))))
+
+
 Range = tuple[str, int, int]  # conversation, after seq, last seq wanted
 
 
@@ -647,6 +664,7 @@ class MongoMessageStore:
         seq = self._next.get(m.conversation_id)
         if seq is None:
             seq = await self.last_seq(m.conversation_id) + 1
+        taken = 0  # seqs found taken in a row
         for _ in range(self._MAX_ATTEMPTS):
             doc = {
                 "conversation_id": m.conversation_id,
@@ -667,7 +685,14 @@ class MongoMessageStore:
                 doc["nonce_key"] = m.device_id + ":" + m.nonce.hex()
             try:
                 await self._insert.submit(doc)
-            except DuplicateKeyError:
+            except DuplicateKeyError as exc:
+                if _seq_taken(exc) and taken < 2:
+                    # Another process wrote this seq: try the next one straight away (if the
+                    # message is also a resend or reuses a nonce, that insert will say so).
+                    taken += 1
+                    seq += 1
+                    continue
+                taken = 0
                 existing = await self._existing(m)
                 if existing is not None:
                     self._next.pop(m.conversation_id, None)
