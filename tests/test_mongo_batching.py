@@ -35,8 +35,10 @@ async def test_pages_far_apart_are_read_separately_and_each_caller_gets_its_rang
             assert [(d["conversation_id"], d["seq"]) for d in page] == [
                 (conv, s) for s in range(after + 1, min(upto, 100) + 1)
             ]
-        # One batch, three finds: (0, 9] for a and b together, then (50, 52], then (95, 200].
-        assert len(queries) == 3
+        # One batch, four finds, each on one conversation (an equality): (0, 9] of a for both
+        # of its near ranges, (2, 6] of b, (50, 52] of a, (95, 200] of b.
+        assert len(queries) == 4
+        assert all(isinstance(q["conversation_id"], str) for q in queries)
     finally:
         await db.close()
 

@@ -94,6 +94,10 @@ class MongoDatabase:
         await db.messages.create_index(
             [("conversation_id", ASCENDING), ("seq", ASCENDING)], unique=True
         )
+        # Redundant on MongoDB (the prefix above serves), needed by the embedded engine:
+        # it treats an equality as indexed only if an index is named after that field
+        # alone; otherwise every query on a conversation scans all messages.
+        await db.messages.create_index([("conversation_id", ASCENDING)])
         await db.messages.create_index(
             [("conversation_id", ASCENDING), ("sender_id", ASCENDING), ("client_id", ASCENDING)],
             unique=True,
@@ -488,36 +492,41 @@ Range = tuple[str, int, int]  # conversation, after seq, last seq wanted
 def _pager(collection: AsyncCollection[Doc], span: int = 512) -> _Batcher[Range, list[Doc]]:
     """Concurrent seq-range reads ``(conversation, after, upto]`` as few finds as possible.
 
-    Ranges that lie within ``span`` of each other (whatever their conversation)
-    are read by one ``find`` over their conversations and the union of their
-    ranges, so a reconnect storm of clients near the head of their conversations
-    costs a few queries; a range far from the others gets a query of its own.
-    Each caller gets its own range, sorted by seq.
+    Ranges of one conversation that lie within ``span`` of each other (the two
+    members resuming, a resume and a gap fill) are read by one ``find`` over
+    the union of their ranges; the finds of a batch run concurrently. A find
+    names one conversation (an equality: ``$in`` on a field other than ``_id``
+    scans the whole collection in the embedded engine). Each caller gets its
+    own range, sorted by seq.
     """
 
     async def run(ranges: list[Range]) -> Sequence[list[Doc]]:
-        # Sorted by start; a group grows while its whole range stays within ``span``.
-        groups: list[tuple[int, int, list[int]]] = []  # (lo, hi, members)
-        for i in sorted(range(len(ranges)), key=lambda i: ranges[i][1]):
-            _, after, upto = ranges[i]
-            if groups and max(groups[-1][1], upto) - groups[-1][0] <= max(span, upto - after):
-                lo, hi, members = groups[-1]
-                members.append(i)
-                groups[-1] = (lo, max(hi, upto), members)
+        # Per conversation, sorted by start; a group grows while it stays within ``span``.
+        groups: list[tuple[str, int, int, list[int]]] = []  # (conversation, lo, hi, members)
+        for i in sorted(range(len(ranges)), key=lambda i: ranges[i][:2]):
+            conv, after, upto = ranges[i]
+            last = groups[-1] if groups else None
+            if (
+                last is not None
+                and last[0] == conv
+                and max(last[2], upto) - last[1] <= max(span, upto - after)
+            ):
+                last[3].append(i)
+                groups[-1] = (conv, last[1], max(last[2], upto), last[3])
             else:
-                groups.append((after, upto, [i]))
+                groups.append((conv, after, upto, [i]))
+
+        async def read(conv: str, lo: int, hi: int) -> list[Doc]:
+            query = {"conversation_id": conv, "seq": {"$gt": lo, "$lte": hi}}
+            return [d async for d in collection.find(query)]
+
+        found = await asyncio.gather(*(read(c, lo, hi) for c, lo, hi, _ in groups))
         out: list[list[Doc]] = [[] for _ in ranges]
-        for lo, hi, group in groups:
-            convs = list({ranges[i][0] for i in group})
-            found: dict[str, list[Doc]] = {}
-            query = {"conversation_id": {"$in": convs}, "seq": {"$gt": lo, "$lte": hi}}
-            async for d in collection.find(query):
-                found.setdefault(d["conversation_id"], []).append(d)
-            for i in group:
-                conv, after, upto = ranges[i]
+        for (_, _, _, members), docs in zip(groups, found, strict=True):
+            for i in members:
+                _, after, upto = ranges[i]
                 out[i] = sorted(
-                    (d for d in found.get(conv, ()) if after < d["seq"] <= upto),
-                    key=lambda d: int(d["seq"]),
+                    (d for d in docs if after < d["seq"] <= upto), key=lambda d: int(d["seq"])
                 )
         return out
 
