@@ -189,6 +189,9 @@ class PresenceStore(Protocol):
     async def seen(self, user_id: str, at: float) -> None:
         """Record that the user was last seen at ``at`` (the latest record wins)."""
 
+    async def seen_at(self, user_ids: Sequence[str]) -> dict[str, float]:
+        """When each user was last seen, for those who were (``seen``)."""
+
     async def presence(self, user_ids: Sequence[str], now: float) -> dict[str, Presence]:
         """Presence of each user: online if a live process holds a connection of theirs."""
 

@@ -396,6 +396,14 @@ class MemoryPresenceStore:
         p = self._s.presence.setdefault(user_id, _Presence())
         p.last_seen = at
 
+    async def seen_at(self, user_ids: Sequence[str]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for u in user_ids:
+            p = self._s.presence.get(u)
+            if p is not None and p.last_seen is not None:
+                out[u] = p.last_seen
+        return out
+
     async def process_alive(self, process_id: str, until: float) -> None:
         self._s.processes[process_id] = until
 

@@ -828,6 +828,11 @@ class MongoPresenceStore:
             {"_id": process_id}, {"_id": process_id, "until": until}, upsert=True
         )
 
+    async def seen_at(self, user_ids: Sequence[str]) -> dict[str, float]:
+        if not user_ids:
+            return {}
+        return {d["_id"]: d["at"] for d in await self._seen.submit(tuple(user_ids))}
+
     async def presence(self, user_ids: Sequence[str], now: float) -> dict[str, Presence]:
         ids = list(dict.fromkeys(user_ids))
         if not ids:

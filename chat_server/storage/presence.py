@@ -39,10 +39,9 @@ class SingleProcessPresence:
     async def seen(self, user_id: str, at: float) -> None:
         await self._stored.seen(user_id, at)
 
+    async def seen_at(self, user_ids: Sequence[str]) -> dict[str, float]:
+        return await self._stored.seen_at(user_ids)
+
     async def presence(self, user_ids: Sequence[str], now: float) -> dict[str, Presence]:
-        stored = await self._stored.presence(user_ids, now)
-        return {
-            u: Presence(u, u in self._counts, p.last_seen if p else None)
-            for u in user_ids
-            for p in (stored.get(u),)
-        }
+        seen = await self._stored.seen_at(user_ids)
+        return {u: Presence(u, u in self._counts, seen.get(u)) for u in user_ids}

@@ -482,6 +482,8 @@ async def test_seen_is_kept_exactly_and_the_latest_wins(store: Store) -> None:
     assert (await pres.presence(["s1"], at))["s1"].last_seen == at
     await pres.seen("s1", at + 1.000001)
     assert (await pres.presence(["s1"], at))["s1"].last_seen == at + 1.000001
+    assert await pres.seen_at(["s1", "never"]) == {"s1": at + 1.000001}
+    assert await pres.seen_at([]) == {}
 
 
 async def test_single_process_presence_counts_in_memory(store: Store) -> None:
