@@ -458,6 +458,9 @@ def _finder(collection: AsyncCollection[Doc], field: str) -> _Batcher[tuple[str,
     """Concurrent ``find({field: {"$in": keys}})`` as one find over all their keys.
 
     Each caller gets the documents whose ``field`` is one of its own keys.
+    The embedded engine answers ``$in`` on a field other than ``_id`` by
+    scanning the collection: use this on ``_id`` or on small collections
+    (users, sessions, conversations, read markers, presence), never on messages.
     """
 
     async def run(requests: list[tuple[str, ...]]) -> Sequence[list[Doc]]:
