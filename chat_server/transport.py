@@ -77,6 +77,7 @@ class Connection:
         "_queue",
         "_ready",
         "_writer",
+        "counted",
         "id",
         "overflowed",
         "sent",
@@ -100,6 +101,7 @@ class Connection:
         self._queue: collections.deque[Event] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._ready = False  # auth.ok is sent and the connection is not shutting down
+        self.counted = False  # presence counts this connection
 
     @property
     def user_id(self) -> str:
@@ -221,11 +223,9 @@ class Connection:
         if upto - after > limit:
             await self._sync(None, conv, after)
             return
-        try:
-            page = await self.svc.messages.messages_after(conv, after, upto - after)
-        except Exception:
-            log.exception("gap fill failed", extra={"conversation_id": conv})
-            return
+        # If the store fails, the writer fails: the connection closes (1011) and the
+        # client resumes, rather than miss this message until the next one.
+        page = await self.svc.messages.messages_after(conv, after, upto - after)
         for m in page:
             await self._send(p.encode_text(p.MessageCreated(message_out(m))))
             self.sent[conv] = m.seq
@@ -330,13 +330,22 @@ async def serve(ws: WebSocket, svc: Services) -> None:
     finally:
         await svc.hub.detach(conn)
         await conn.stop()
+        # Only a connection that presence counted is uncounted (a welcome can fail first).
         with contextlib.suppress(Exception):
-            now = time.time()
-            await svc.presence.connected(user.id, svc.process_id, -1, now)
-            pres = await svc.presence.presence([user.id], now)
-            if not pres[user.id].online:
-                # The same last_seen as the store's, so the list and the event agree.
-                await svc.conversations.presence_changed(user.id, False, last_seen=now)
+            if conn.counted:
+                await _gone(conn)
+
+
+async def _gone(conn: Connection) -> None:
+    """Uncount the connection; tell the peers if it was the user's last one."""
+    svc = conn.svc
+    user = conn.user
+    now = time.time()
+    await svc.presence.connected(user.id, svc.process_id, -1, now)
+    pres = await svc.presence.presence([user.id], now)
+    if not pres[user.id].online:
+        # The same last_seen as the store's, so the list and the event agree.
+        await svc.conversations.presence_changed(user.id, False, last_seen=now)
 
 
 async def _welcome(conn: Connection, auth: p.Auth) -> None:
@@ -350,6 +359,7 @@ async def _welcome(conn: Connection, auth: p.Auth) -> None:
     # Only a first connection is news to the peers (a race can repeat it, not lose it).
     was_online = (await svc.presence.presence([user.id], now))[user.id].online
     await svc.presence.connected(user.id, svc.process_id, +1, now)
+    conn.counted = True
     summaries = await svc.conversations.summaries(user)
     for s in summaries:
         conn.sent[s["id"]] = s["last_seq"]

@@ -365,15 +365,19 @@ class _Batcher(Generic[T, R]):
             batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH :]
             try:
                 results = await self._run([item for item, _ in batch])
-            except BaseException as exc:  # the whole batch failed: every caller hears it
+            except Exception as exc:  # the whole batch failed: every caller hears it
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(
                             exc if isinstance(exc, PyMongoError) else PyMongoError(str(exc))
                         )
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
                 continue
+            except BaseException:  # cancelled (shutdown): nobody may wait forever
+                pending, self._queue = batch + self._queue, []
+                for _, fut in pending:
+                    if not fut.done():
+                        fut.set_exception(PyMongoError("the store is shutting down"))
+                raise
             for (_, fut), result in zip(batch, results, strict=True):
                 if fut.done():
                     continue
@@ -669,8 +673,11 @@ class MongoMessageStore:
             self._next.pop(m.conversation_id, None)
             raise StoreError(f"append failed: {type(exc).__name__}") from exc
         finally:
-            if not lock.locked() and not getattr(lock, "_waiters", None):
-                self._locks.pop(m.conversation_id, None)
+            # Only this sender's lock, and only if nobody holds or awaits it: by the
+            # time _touch returns, another sender may have replaced it.
+            idle = not lock.locked() and not getattr(lock, "_waiters", None)
+            if idle and self._locks.get(m.conversation_id) is lock:
+                del self._locks[m.conversation_id]
 
     async def _append_locked(self, m: NewMessage, now: float) -> tuple[StoredMessage, bool]:
         seq = self._next.get(m.conversation_id)
@@ -747,7 +754,7 @@ class MongoMessageStore:
         # conversation's last_seq, which is never ahead (a $max of stored seqs), then
         # whatever was stored past it and not yet recorded there.
         conv = await self._get.submit(conversation_id)
-        base = int(conv["last_seq"]) if conv else 0
+        base = int(conv.get("last_seq", 0)) if conv else 0
         cursor = self._messages.find(
             {"conversation_id": conversation_id, "seq": {"$gt": base}}, projection={"seq": 1}
         )
