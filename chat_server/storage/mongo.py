@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pymongo
-from pymongo import ASCENDING, AsyncMongoClient, ReplaceOne, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, AsyncMongoClient, InsertOne, ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
@@ -410,31 +410,19 @@ def _bulk_errors(exc: BulkWriteError, size: int) -> list[BaseException | None]:
     return out
 
 
-def _inserter(collection: AsyncCollection[Doc]) -> _Batcher[Doc, None]:
-    """Group commit: concurrent single-document inserts as one unordered ``insert_many``.
+Write = InsertOne[Doc] | UpdateOne | ReplaceOne[Doc]
 
-    Documents of one batch do not depend on each other's success; each caller
-    gets what a lone ``insert_one`` would have raised for its document.
+
+def _writer(collection: AsyncCollection[Doc]) -> _Batcher[Write, None]:
+    """Concurrent single-document writes as one unordered ``bulk_write``.
+
+    Writes of one batch do not depend on each other's success; each caller
+    gets what its write alone would have raised (``DuplicateKeyError`` for its
+    own unique-index conflict). Only for writes whose order does not matter:
+    inserts (group commit), ``$max``, ``$inc``, a replacement where the latest wins.
     """
 
-    async def run(docs: list[Doc]) -> Sequence[BaseException | None]:
-        try:
-            await collection.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            return _bulk_errors(exc, len(docs))
-        return [None] * len(docs)
-
-    return _Batcher(run)
-
-
-def _updater(collection: AsyncCollection[Doc]) -> _Batcher[UpdateOne | ReplaceOne[Doc], None]:
-    """Concurrent single-document updates as one unordered ``bulk_write``.
-
-    Only for writes whose order does not matter (``$max``, ``$inc``, a replacement
-    where the latest one wins).
-    """
-
-    async def run(ops: list[UpdateOne | ReplaceOne[Doc]]) -> Sequence[BaseException | None]:
+    async def run(ops: list[Write]) -> Sequence[BaseException | None]:
         try:
             await collection.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
@@ -550,7 +538,7 @@ class MongoMessageStore:
 
     Group commit: inserts from concurrent senders (one per conversation at a
     time, under that conversation's lock) are gathered into one unordered
-    ``insert_many``, so one durable (majority, journaled) round trip
+    ``bulk_write``, so one durable (majority, journaled) round trip
     acknowledges many messages. The other per-message round trips are batched
     the same way (``_Batcher``): reading the conversation for the membership
     check, moving its ``last_seq``/``last_at``, and moving the sender's read
@@ -565,14 +553,14 @@ class MongoMessageStore:
         self._messages = db.get_collection("messages", write_concern=DURABLE)
         self._next: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._insert = _inserter(self._messages)
+        self._insert = _writer(self._messages)
         self._get = _getter(db.conversations)
         self._by_counsellor = _finder(db.conversations, "counsellor_id")
         self._by_beneficiary = _finder(db.conversations, "beneficiary_id")
         self._reads = _finder(db.reads, "conversation_id")
         self._pages = _pager(self._messages)
-        self._update_conversation = _updater(db.conversations)
-        self._update_read = _updater(db.reads)
+        self._update_conversation = _writer(db.conversations)
+        self._update_read = _writer(db.reads)
 
     async def add_conversation(self, conversation: Conversation) -> None:
         c = conversation
@@ -703,7 +691,7 @@ class MongoMessageStore:
                 # One string field, so one unique index refuses a nonce reused by a device.
                 doc["nonce_key"] = m.device_id + ":" + m.nonce.hex()
             try:
-                await self._insert.submit(doc)
+                await self._insert.submit(InsertOne(doc))
             except DuplicateKeyError as exc:
                 if _seq_taken(exc) and taken < 2:
                     # Another process wrote this seq: try the next one straight away (if the
@@ -806,8 +794,8 @@ class MongoPresenceStore:
         self._db = db
         self._counters = _finder(db.presence, "user_id")
         self._seen = _finder(db.last_seen, "_id")
-        self._count = _updater(db.presence)
-        self._last_seen = _updater(db.last_seen)
+        self._count = _writer(db.presence)
+        self._last_seen = _writer(db.last_seen)
 
         async def alive(nows: list[float]) -> list[set[str]]:
             found = [d async for d in db.processes.find({"until": {"$gt": min(nows)}})]
