@@ -432,20 +432,6 @@ def _writer(collection: AsyncCollection[Doc]) -> _Batcher[Write, None]:
     return _Batcher(run)
 
 
-def _getter(collection: AsyncCollection[Doc]) -> _Batcher[str, Doc | None]:
-    """Concurrent ``find_one({"_id": id})`` as one ``find({"_id": {"$in": ids}})``.
-
-    Each answer is read after its request arrived, so it is as fresh as a lone
-    ``find_one``: nothing is cached.
-    """
-
-    async def run(ids: list[str]) -> Sequence[Doc | None]:
-        found = {d["_id"]: d async for d in collection.find({"_id": {"$in": list(set(ids))}})}
-        return [found.get(i) for i in ids]
-
-    return _Batcher(run)
-
-
 def _finder(collection: AsyncCollection[Doc], field: str) -> _Batcher[tuple[str, ...], list[Doc]]:
     """Concurrent ``find({field: {"$in": keys}})`` as one find over all their keys.
 
@@ -554,7 +540,7 @@ class MongoMessageStore:
         self._next: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._insert = _writer(self._messages)
-        self._get = _getter(db.conversations)
+        self._by_id = _finder(db.conversations, "_id")
         self._by_counsellor = _finder(db.conversations, "counsellor_id")
         self._by_beneficiary = _finder(db.conversations, "beneficiary_id")
         self._reads = _finder(db.reads, "conversation_id")
@@ -585,8 +571,8 @@ class MongoMessageStore:
             raise Conflict("this beneficiary already has a conversation") from exc
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
-        d = await self._get.submit(conversation_id)
-        return _conversation(d) if d else None
+        found = await self._by_id.submit((conversation_id,))
+        return _conversation(found[0]) if found else None
 
     async def conversations_for(self, user_id: str) -> list[Conversation]:
         # Two indexed finds, not one $or: the embedded engine scans the whole
@@ -741,8 +727,8 @@ class MongoMessageStore:
         # Not a sort on seq (the embedded engine sorts a whole history in Python): the
         # conversation's last_seq, which is never ahead (a $max of stored seqs), then
         # whatever was stored past it and not yet recorded there.
-        conv = await self._get.submit(conversation_id)
-        base = int(conv.get("last_seq", 0)) if conv else 0
+        found = await self._by_id.submit((conversation_id,))
+        base = int(found[0].get("last_seq", 0)) if found else 0
         cursor = self._messages.find(
             {"conversation_id": conversation_id, "seq": {"$gt": base}}, projection={"seq": 1}
         )
