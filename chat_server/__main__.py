@@ -15,15 +15,23 @@ import uvicorn
 
 from chat_server import logs
 from chat_server.app import create_app
+from chat_server.server_protocols import protocols
 from chat_server.settings import Settings, SettingsError, load_settings
 
 
 def _uvicorn_config(settings: Settings, app: object) -> uvicorn.Config:
+    """uvicorn's configuration for ``settings`` (also used by the tests and the benchmarks)."""
+    http, ws = protocols(settings)
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        http=http,
+        ws=ws,
+        # Client addresses (throttling) come from X-Forwarded-For only when the peer is
+        # one of TRUSTED_PROXIES; with none, the connection's own address is used.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or None,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.heartbeat_seconds,
         ws_ping_timeout=settings.heartbeat_seconds,

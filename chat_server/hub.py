@@ -45,6 +45,9 @@ class Subscriber(Protocol):
     def deliver(self, event: Event) -> None:
         """Queue ``event`` without blocking; the connection handles its own overflow."""
 
+    def catch_up(self) -> None:
+        """Read from the store what the broker may have dropped, and send it."""
+
 
 def _topic(user_id: str) -> str:
     return "u:" + user_id
@@ -59,6 +62,20 @@ class Hub:
         self._subscribed: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         broker.set_handler(self._on_message)
+        broker.set_resync_handler(self._on_resync)
+
+    def local_count(self, user_id: str) -> int:
+        """How many of the user's connections this process holds."""
+        return len(self._local.get(user_id, ()))
+
+    def subscribers(self) -> list[Subscriber]:
+        """Every local connection."""
+        return [sub for subs in self._local.values() for sub in subs]
+
+    def _on_resync(self) -> None:
+        # The broker was down: what was published meanwhile may be lost. The store has it.
+        for sub in self.subscribers():
+            sub.catch_up()
 
     async def attach(self, sub: Subscriber) -> None:
         """Start routing the user's events to ``sub``; returns once subscribed."""

@@ -104,13 +104,18 @@ async def open_database(settings: Settings, closers: list[object]) -> Database:
     from chat_server.storage.mongo import MongoDatabase
 
     if settings.mongodb_url:
-        db = MongoDatabase(settings.mongodb_url, settings.mongodb_db)
+        db = MongoDatabase(
+            settings.mongodb_url, settings.mongodb_db, timeout=settings.store_timeout_seconds
+        )
     else:
         engine = EmbeddedMongo(settings.data_dir)
         await engine.start()
+        engine.supervise()
         closers.append(engine)
-        log.info("embedded MongoDB engine started", extra={"port": engine.port})
-        db = MongoDatabase(engine.url, settings.mongodb_db, direct=True)
+        log.info("embedded MongoDB engine started", extra={"path": str(engine.socket)})
+        db = MongoDatabase(
+            engine.url, settings.mongodb_db, direct=True, timeout=settings.store_timeout_seconds
+        )
     closers.append(db)
     await db.wait_ready(30)
     await db.create_indexes()
@@ -140,7 +145,14 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
         verifier = E2EEVerifier(key_store) if settings.require_e2ee else NoVerification()
     accounts = AccountService(accounts_store, messages, Passwords(), settings, clock)
     conversations = ConversationService(
-        messages, accounts_store, presence, hub, clock, verifier, settings.max_body_bytes
+        messages,
+        accounts_store,
+        presence,
+        hub,
+        clock,
+        verifier,
+        settings.max_body_bytes,
+        settings.store_timeout_seconds,
     )
     keys = KeyService(key_store, messages, accounts_store, conversations, hub, clock)
     svc = Services(

@@ -54,6 +54,15 @@ class Settings:
     resume_max_messages: int = 1000
     require_e2ee: bool = True
     log_level: str = "INFO"
+    # Faults and abuse (docs/security.md, docs/deployment.md).
+    store_timeout_seconds: float = 2.0
+    trusted_proxies: tuple[str, ...] = ()
+    address_max_failures: int = 30
+    password_hash_concurrency: int = 2
+    password_hash_queue: int = 64
+    max_connections_per_user: int = 20
+    handshake_timeout_seconds: float = 10.0
+    session_recheck_seconds: float = 30.0
 
     def origins(self) -> tuple[str, ...]:
         """Allowed WebSocket/HTTP origins; defaults to this server's own address."""
@@ -109,6 +118,19 @@ def _origins(name: str, raw: str) -> tuple[str, ...]:
     return items
 
 
+def _addresses(name: str, raw: str) -> tuple[str, ...]:
+    import ipaddress
+
+    items = tuple(a.strip() for a in raw.split(",") if a.strip())
+    for a in items:
+        try:
+            ipaddress.ip_network(a, strict=False)
+        except ValueError:
+            expected = "a comma-separated list of IP addresses or networks"
+            raise SettingsError(name, expected, raw) from None
+    return items
+
+
 def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
     if raw not in allowed:
         raise SettingsError(name, "one of " + ", ".join(allowed), raw)
@@ -154,6 +176,24 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     take("RESUME_MAX_MESSAGES", "resume_max_messages", lambda n, r: _int(n, r, 1, 10**6))
     take("REQUIRE_E2EE", "require_e2ee", _bool)
     take("LOG_LEVEL", "log_level", _level)
+    take("STORE_TIMEOUT_SECONDS", "store_timeout_seconds", lambda n, r: _float(n, r, 0.5, 60))
+    take("TRUSTED_PROXIES", "trusted_proxies", _addresses)
+    take("ADDRESS_MAX_FAILURES", "address_max_failures", lambda n, r: _int(n, r, 1, 10**6))
+    take(
+        "PASSWORD_HASH_CONCURRENCY", "password_hash_concurrency", lambda n, r: _int(n, r, 1, 256)
+    )
+    take("PASSWORD_HASH_QUEUE", "password_hash_queue", lambda n, r: _int(n, r, 0, 10**5))
+    take(
+        "MAX_CONNECTIONS_PER_USER", "max_connections_per_user", lambda n, r: _int(n, r, 1, 10**4)
+    )
+    take(
+        "HANDSHAKE_TIMEOUT_SECONDS",
+        "handshake_timeout_seconds",
+        lambda n, r: _float(n, r, 0.5, 600),
+    )
+    take(
+        "SESSION_RECHECK_SECONDS", "session_recheck_seconds", lambda n, r: _float(n, r, 1, 86400)
+    )
     settings = Settings(**kw)  # type: ignore[arg-type]
     # A body travels base64-encoded inside a frame, next to the other fields.
     fits = (settings.max_frame_bytes - FRAME_OVERHEAD) * 3 // 4

@@ -9,8 +9,10 @@ Thousands of connections sit idle, so an idle one holds as little as it can:
 the queue exists only while it holds something and the writer task only while
 it drains it (it ends when the queue is empty; the next item starts another).
 
-Close codes: 4001 authentication failed or timed out, 4003 origin refused,
-1008 repeated abuse, 1009 frame too large, 1013 slow consumer, 1011 server error.
+Close codes: 4001 authentication failed or timed out, the session expired or
+was revoked; 4003 origin refused; 1008 repeated abuse or too many connections
+of one account; 1009 frame too large; 1013 slow consumer, or the store or the
+broker unavailable (try again later); 1011 server error.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from chat_server import protocol as p
+from chat_server.broker.base import BrokerUnavailable
 from chat_server.hub import KIND_MESSAGE, KIND_REVOKE, Event
 from chat_server.rooms.errors import DomainError
 from chat_server.rooms.models import Session, User
 from chat_server.rooms.service import message_out
 from chat_server.services import Services
+from chat_server.storage.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +46,11 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_SLOW = 1013
 CLOSE_ERROR = 1011
-SESSION_RECHECK_SECONDS = 60.0
+CLOSE_AGAIN = 1013  # try again later: a slow consumer, or a dependency is down
 
 _SYNC = "S"  # queue item kind: resume a conversation
 _FRAME = "F"  # queue item kind: a frame for this connection only
+_CATCH_UP = "C"  # queue item kind: read what the broker may have dropped
 
 
 class TokenBucket:
@@ -74,6 +79,7 @@ class Connection:
     """One authenticated WebSocket: its queue, its positions, its writer task."""
 
     __slots__ = (
+        "_expiry",
         "_queue",
         "_ready",
         "_writer",
@@ -102,6 +108,10 @@ class Connection:
         self._writer: asyncio.Task[None] | None = None
         self._ready = False  # auth.ok is sent and the connection is not shutting down
         self.counted = False  # presence counts this connection
+        # Ends the connection when its session expires, idle or not.
+        self._expiry: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            max(0.0, session.expires_at - time.time()), self.end, "session_expired"
+        )
 
     @property
     def user_id(self) -> str:
@@ -117,19 +127,37 @@ class Connection:
             return
         if event.kind == KIND_REVOKE:
             if event.origin in ("*", self.session.token_hash, "device:" + self.session.device_id):
-                self.overflowed = True
-                asyncio.get_running_loop().create_task(self._close(CLOSE_AUTH, "session_revoked"))
+                self.end("session_revoked")
             return
         queue = self._queue
         if queue is None:
             queue = self._queue = collections.deque()
         elif len(queue) >= self.svc.settings.send_queue_size:
-            self.overflowed = True
             log.warning("slow consumer disconnected", extra={"user_id": self.user.id})
-            asyncio.get_running_loop().create_task(self._close(CLOSE_SLOW, "slow_consumer"))
+            self._shut(CLOSE_SLOW, "slow_consumer")
             return
         queue.append(event)
         self._wake()
+
+    def end(self, reason: str) -> None:
+        """Close with 4001 and ``reason`` (the session expired or was revoked)."""
+        self._shut(CLOSE_AUTH, reason)
+
+    def catch_up(self) -> None:
+        """Send what the broker may have dropped (it says so after an outage)."""
+        self.deliver(Event(_CATCH_UP, "", "", 0, ""))
+
+    def _shut(self, code: int, reason: str) -> None:
+        if self.overflowed:
+            return
+        self.overflowed = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        # A writer blocked on a peer that does not read would hold the close behind it.
+        if self._writer is not None:
+            self._writer.cancel()
+        asyncio.get_running_loop().create_task(self._close(code, reason))
 
     def reply(self, frame: p.ServerFrame) -> None:
         """Queue a frame for this connection only."""
@@ -154,6 +182,9 @@ class Connection:
     async def stop(self) -> None:
         """Write nothing more; wait for the writer to end. Call after the hub's ``detach``."""
         self._ready = False
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         writer = self._writer
         if writer is not None:
             writer.cancel()
@@ -184,11 +215,22 @@ class Connection:
         try:
             while queue:
                 await self._write(queue.popleft())
+        except StoreError as exc:
+            if not self.overflowed:
+                log.warning(
+                    "connection closed: store unavailable",
+                    extra={"user_id": self.user.id, "error": str(exc)},
+                )
+                self.overflowed = True
+                await self._close(CLOSE_AGAIN, "store_unavailable")
+            return
         except Exception:
-            self.overflowed = True
-            if self.ws.client_state == WebSocketState.CONNECTED:
+            # Closing on purpose (overflow, expiry) makes the next send fail: not an error.
+            if not self.overflowed and self.ws.client_state == WebSocketState.CONNECTED:
+                self.overflowed = True
                 log.exception("connection writer failed", extra={"user_id": self.user.id})
                 await self._close(CLOSE_ERROR, "server_error")
+            self.overflowed = True
             return
         # No await since the queue was found empty, so nothing was appended in between.
         self._queue = None
@@ -203,10 +245,25 @@ class Connection:
                 await self._sync(fid, conv, after)
         elif ev.kind == KIND_MESSAGE:
             await self._message(ev)
+        elif ev.kind == _CATCH_UP:
+            await self._catch_up()
         else:
             await self._send(ev.frame)
 
+    async def _catch_up(self) -> None:
+        for conv in await self.svc.messages.conversations_for(self.user.id):
+            sent = self.sent.get(conv.id, 0)
+            if conv.last_seq > sent and not self._sync_pending(conv.id):
+                await self._fill(conv.id, sent, conv.last_seq)
+
+    def _sync_pending(self, conv: str) -> bool:
+        return any(s[1] == conv for s in self.syncs)
+
     async def _message(self, ev: Event) -> None:
+        if self.syncs and self._sync_pending(ev.conversation):
+            # A resume of this conversation is queued: it reads this message from the
+            # store, so sending it (or filling a gap) now would make a second sync.
+            return
         sent = self.sent.get(ev.conversation)
         if sent is not None and ev.seq <= sent:
             return
@@ -301,6 +358,12 @@ async def _authenticate(ws: WebSocket, svc: Services) -> tuple[User, Session, p.
         await ws.send_text(p.encode_text(p.ErrorFrame(code, exc.message)))
         await ws.close(CLOSE_AUTH, code)
         return None
+    except StoreError as exc:
+        log.warning("connection refused: store unavailable", extra={"error": str(exc)})
+        message = "the store is unavailable; reconnect later"
+        await ws.send_text(p.encode_text(p.ErrorFrame("store_unavailable", message)))
+        await ws.close(CLOSE_AGAIN, "store_unavailable")
+        return None
     return user, session, frame
 
 
@@ -314,21 +377,37 @@ async def serve(ws: WebSocket, svc: Services) -> None:
         return
     user, session, auth = authed
     del authed
+    if svc.hub.local_count(user.id) >= svc.settings.max_connections_per_user:
+        limit = svc.settings.max_connections_per_user
+        message = f"this account already has {limit} connections to this server"
+        await ws.send_text(p.encode_text(p.ErrorFrame("too_many_connections", message)))
+        await ws.close(CLOSE_POLICY, "too_many_connections")
+        return
     conn = Connection(ws, svc, user, session)
-    # Subscribe first, then read the store: nothing published in between is missed.
-    await svc.hub.attach(conn)
     try:
+        # Subscribe first, then read the store: nothing published in between is missed.
+        await svc.hub.attach(conn)
         await _welcome(conn, auth)
         del auth
         await _read_loop(conn)
     except WebSocketDisconnect:
         pass
+    except (StoreError, BrokerUnavailable) as exc:
+        what = "store" if isinstance(exc, StoreError) else "broker"
+        log.warning(
+            f"connection closed: {what} unavailable", extra={"user_id": user.id, "error": str(exc)}
+        )
+        with contextlib.suppress(Exception):
+            await conn.ws.close(CLOSE_AGAIN, f"{what}_unavailable")
     except Exception:
         log.exception("connection failed", extra={"user_id": user.id})
         with contextlib.suppress(Exception):
             await conn.ws.close(CLOSE_ERROR, "server_error")
     finally:
-        await svc.hub.detach(conn)
+        # Each step on its own: an outage (broker, store) must not skip the others,
+        # or presence would count this connection forever.
+        with contextlib.suppress(Exception):
+            await svc.hub.detach(conn)
         await conn.stop()
         # Only a connection that presence counted is uncounted (a welcome can fail first).
         with contextlib.suppress(Exception):
@@ -388,7 +467,6 @@ async def _read_loop(conn: Connection) -> None:
     settings = svc.settings
     bucket = TokenBucket(settings.rate_per_second, settings.rate_burst)
     strikes = 0
-    checked = time.monotonic()
     while True:
         if conn.ws.client_state != WebSocketState.CONNECTED or conn.overflowed:
             return
@@ -396,12 +474,8 @@ async def _read_loop(conn: Connection) -> None:
         if data is None:
             await conn.ws.close(CLOSE_TOO_BIG, "frame_too_large")
             return
-        if time.monotonic() - checked > SESSION_RECHECK_SECONDS:
-            # Revocations travel by broker (best effort): re-read the session now and then.
-            if await svc.accounts_store.get_session(conn.session.token_hash, time.time()) is None:
-                await conn.ws.close(CLOSE_AUTH, "session_revoked")
-                return
-            checked = time.monotonic()
+        if conn.overflowed:
+            return  # closing (expired, revoked, slow): nothing more is answered
         if not bucket.take():
             strikes += 1
             conn.reply(p.ErrorFrame("rate_limited", "too many frames; slow down"))
@@ -420,6 +494,9 @@ async def _read_loop(conn: Connection) -> None:
                 return
         except DomainError as exc:
             conn.reply(p.ErrorFrame(exc.code, exc.message, getattr(frame, "id", None)))
+        except StoreError:
+            message = "the store is unavailable; nothing was done; retry"
+            conn.reply(p.ErrorFrame("store_unavailable", message, getattr(frame, "id", None)))
 
 
 async def _handle(conn: Connection, frame: Any) -> None:

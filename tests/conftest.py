@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from chat_server.__main__ import _uvicorn_config
 from chat_server.app import create_app
 from chat_server.settings import Settings
 from chat_server.storage.embedded import EmbeddedMongo, free_port
@@ -121,17 +122,7 @@ async def run_server(settings: Settings) -> AsyncIterator[ServerInfo]:
     port = free_port()
     settings = replace(settings, port=port)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        ws="websockets-sansio",
-        ws_max_size=settings.max_frame_bytes,
-        ws_per_message_deflate=False,
-        log_config=None,
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(_uvicorn_config(settings, app))
     task = asyncio.create_task(server.serve())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30

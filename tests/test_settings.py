@@ -44,6 +44,14 @@ GOOD: list[tuple[str, str, str, Any]] = [
     ("REQUIRE_E2EE", "false", "require_e2ee", False),
     ("REQUIRE_E2EE", "YES", "require_e2ee", True),
     ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
+    ("STORE_TIMEOUT_SECONDS", "1.5", "store_timeout_seconds", 1.5),
+    ("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8", "trusted_proxies", ("127.0.0.1", "10.0.0.0/8")),
+    ("ADDRESS_MAX_FAILURES", "50", "address_max_failures", 50),
+    ("PASSWORD_HASH_CONCURRENCY", "4", "password_hash_concurrency", 4),
+    ("PASSWORD_HASH_QUEUE", "10", "password_hash_queue", 10),
+    ("MAX_CONNECTIONS_PER_USER", "5", "max_connections_per_user", 5),
+    ("HANDSHAKE_TIMEOUT_SECONDS", "3", "handshake_timeout_seconds", 3.0),
+    ("SESSION_RECHECK_SECONDS", "10", "session_recheck_seconds", 10.0),
 ]
 
 BAD: list[tuple[str, str]] = [
@@ -70,6 +78,14 @@ BAD: list[tuple[str, str]] = [
     ("RESUME_MAX_MESSAGES", "0"),
     ("REQUIRE_E2EE", "maybe"),
     ("LOG_LEVEL", "LOUD"),
+    ("STORE_TIMEOUT_SECONDS", "0"),
+    ("TRUSTED_PROXIES", "nginx.local"),
+    ("ADDRESS_MAX_FAILURES", "0"),
+    ("PASSWORD_HASH_CONCURRENCY", "0"),
+    ("PASSWORD_HASH_QUEUE", "-1"),
+    ("MAX_CONNECTIONS_PER_USER", "0"),
+    ("HANDSHAKE_TIMEOUT_SECONDS", "0"),
+    ("SESSION_RECHECK_SECONDS", "0"),
 ]
 
 

@@ -11,6 +11,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 Handler = Callable[[str, bytes], None]
+ResyncHandler = Callable[[], None]
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot be reached: a subscription could not be made."""
 
 
 class Broker(Protocol):
@@ -20,6 +25,14 @@ class Broker(Protocol):
         """Set the one callback that receives ``(topic, payload)`` for subscribed topics.
 
         Called on the event loop; it must not block.
+        """
+
+    def set_resync_handler(self, handler: ResyncHandler) -> None:
+        """Set the callback run after the broker recovered from a failure.
+
+        Messages published during the failure may never have arrived; when the
+        handler runs, every subscription is in place again, so what subscribers
+        read from the store after it misses nothing. Called on the event loop.
         """
 
     async def start(self) -> None:
@@ -35,10 +48,12 @@ class Broker(Protocol):
     async def subscribe(self, topic: str) -> None:
         """Start receiving ``topic``. Returns once messages published after the
         return are guaranteed to reach the handler (the subscription is confirmed).
+        Raises ``BrokerUnavailable`` if the broker cannot be reached.
         """
 
     async def unsubscribe(self, topic: str) -> None:
-        """Stop receiving ``topic``; unknown topics are ignored."""
+        """Stop receiving ``topic``; unknown topics are ignored. Never raises: while
+        the broker is down the topic is forgotten and not subscribed again."""
 
     async def healthy(self) -> bool:
         """True if the broker can deliver now."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from chat_server.broker.base import Handler
+from chat_server.broker.base import Handler, ResyncHandler
 
 
 class LocalBroker:
@@ -17,6 +17,9 @@ class LocalBroker:
 
     def set_handler(self, handler: Handler) -> None:
         self._handler = handler
+
+    def set_resync_handler(self, handler: ResyncHandler) -> None:
+        return None  # in one process nothing is ever dropped
 
     async def start(self) -> None:
         self._open = True

@@ -3,6 +3,11 @@
 Publishes are batched: every publish queued during one loop turn goes out
 in a single pipeline, in order, so one process sustains thousands of
 messages per second on one connection. One dedicated connection receives.
+
+When Redis goes away and comes back (a restart, a network cut), redis-py
+reconnects and subscribes again; once the control channel's subscription is
+confirmed again, every other one is too (they are one command), and the
+resync handler runs so that subscribers read what was dropped meanwhile.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import secrets
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from chat_server.broker.base import Handler
+from chat_server.broker.base import BrokerUnavailable, Handler, ResyncHandler
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +32,8 @@ class RedisBroker:
         self._url = url
         self._prefix = prefix
         self._handler: Handler | None = None
+        self._resync: ResyncHandler | None = None
+        self._broken = False  # the receiving connection failed and is not back yet
         self._pub: aioredis.Redis | None = None
         self._sub: aioredis.Redis | None = None
         self._pubsub: aioredis.client.PubSub | None = None
@@ -40,6 +47,9 @@ class RedisBroker:
 
     def set_handler(self, handler: Handler) -> None:
         self._handler = handler
+
+    def set_resync_handler(self, handler: ResyncHandler) -> None:
+        self._resync = handler
 
     async def start(self) -> None:
         self._pub = aioredis.from_url(self._url)
@@ -58,7 +68,9 @@ class RedisBroker:
             try:
                 msg = await pubsub.get_message(timeout=1.0)
             except (RedisError, OSError) as exc:
-                log.warning("redis broker receive failed, retrying: %s", type(exc).__name__)
+                if not self._broken:
+                    log.warning("redis broker receive failed, retrying: %s", type(exc).__name__)
+                self._broken = True
                 await asyncio.sleep(0.5)
                 continue
             if msg is None:
@@ -71,6 +83,11 @@ class RedisBroker:
             elif kind in ("subscribe", b"subscribe"):
                 if channel == self._control:
                     self._ready.set()
+                    if self._broken:
+                        self._broken = False
+                        log.warning("redis broker reconnected; catching up from the store")
+                        if self._resync is not None:
+                            self._resync()
                 for fut in self._pending.pop(channel, []):
                     if not fut.done():
                         fut.set_result(None)
@@ -101,13 +118,25 @@ class RedisBroker:
         channel = self._prefix + topic
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(channel, []).append(fut)
-        await self._pubsub.subscribe(channel)
-        await asyncio.wait_for(fut, 10)
+        try:
+            await self._pubsub.subscribe(channel)
+            await asyncio.wait_for(fut, 5)
+        except (RedisError, OSError, TimeoutError) as exc:
+            waiting = self._pending.get(channel, [])
+            if fut in waiting:
+                waiting.remove(fut)
+            raise BrokerUnavailable(f"redis subscribe failed: {type(exc).__name__}") from None
 
     async def unsubscribe(self, topic: str) -> None:
         if self._pubsub is None:
             return
-        await self._pubsub.unsubscribe(self._prefix + topic)
+        channel = self._prefix + topic
+        try:
+            await self._pubsub.unsubscribe(channel)
+        except (RedisError, OSError):
+            # Forget it, or redis-py would subscribe it again when it reconnects.
+            for key in (channel, channel.encode()):
+                self._pubsub.channels.pop(key, None)
 
     async def healthy(self) -> bool:
         # After close() a ping would quietly open a new connection: closed is not healthy.

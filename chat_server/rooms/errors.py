@@ -62,7 +62,20 @@ class LoginTaken(DomainError):
 
 
 class Unavailable(DomainError):
+    """The store cannot be reached: nothing was done; retry later."""
+
     code = "store_unavailable"
+    status = 503
+
+
+class OutcomeUnknown(DomainError):
+    """A message was sent to the store, which did not confirm it in time.
+
+    It may or may not be stored: resending it with the same ``client_id`` is
+    safe (it is stored once; the answer then says ``duplicate`` if it was).
+    """
+
+    code = "store_outcome_unknown"
     status = 503
 
 

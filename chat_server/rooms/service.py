@@ -6,6 +6,7 @@ Each method first checks that the caller is a member of the conversation
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ from chat_server.rooms.errors import (
     Forbidden,
     InvalidInput,
     NotMember,
+    OutcomeUnknown,
     Unavailable,
 )
 from chat_server.rooms.models import Conversation, NewMessage, Role, StoredMessage, User
@@ -28,6 +30,7 @@ from chat_server.storage.base import (
     NonceReused,
     PresenceStore,
     StoreError,
+    StoreOutcomeUnknown,
 )
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,7 @@ class ConversationService:
         clock: Clock,
         verifier: MessageVerifier,
         max_body_bytes: int,
+        store_timeout: float = 2.0,
     ) -> None:
         self._messages = messages
         self._accounts = accounts
@@ -87,6 +91,7 @@ class ConversationService:
         self._clock = clock
         self._verifier = verifier
         self._max_body = max_body_bytes
+        self._store_timeout = store_timeout
 
     async def member_conversation(self, user_id: str, conversation_id: str) -> Conversation:
         """The conversation if ``user_id`` is a member; else ``NotMember``."""
@@ -122,16 +127,32 @@ class ConversationService:
         )
         await self._verifier.check_message(conv, new)
         try:
-            stored, created = await self._messages.append(new, self._clock())
+            # A bounded wait: during an outage the sender hears it in about this time.
+            async with asyncio.timeout(self._store_timeout):
+                stored, created = await self._messages.append(new, self._clock())
         except NonceReused:
             raise E2EEError("nonce_reused", "this device already used this nonce") from None
+        except (StoreOutcomeUnknown, TimeoutError) as exc:
+            log.warning(
+                "append not confirmed", extra={"conversation_id": conv.id, "error": repr(exc)}
+            )
+            raise OutcomeUnknown(
+                "the store did not confirm the message in time; resend it with the same "
+                "client_id (it is never stored twice)"
+            ) from None
         except StoreError as exc:
-            log.error("append failed", extra={"conversation_id": conv.id, "error": str(exc)})
-            raise Unavailable("the message could not be stored; retry") from None
+            log.warning("append failed", extra={"conversation_id": conv.id, "error": str(exc)})
+            raise Unavailable("the store is unavailable; nothing was stored; retry") from None
         if created:
             await self._publish_message(conv, stored, origin)
-            # Sending implies having read everything before it.
-            await self._messages.advance_read(conv.id, user.id, stored.seq)
+            # Sending implies having read everything before it. Stored already: a store
+            # failure here must not turn the ack into an error.
+            try:
+                await self._messages.advance_read(conv.id, user.id, stored.seq)
+            except StoreError as exc:
+                log.warning(
+                    "read marker not moved", extra={"conversation_id": conv.id, "error": str(exc)}
+                )
         return stored, created
 
     async def post_system(

@@ -27,7 +27,20 @@ from chat_server.rooms.models import (
 
 
 class StoreError(Exception):
-    """The store could not complete an operation; nothing was written."""
+    """The store could not complete an operation; nothing was written
+    (except for ``StoreOutcomeUnknown``)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached in time (or refused the operation); nothing was written."""
+
+
+class StoreOutcomeUnknown(StoreError):
+    """A write was sent but not confirmed in time: it may or may not be stored.
+
+    Only raised by writes that are safe to repeat (a message resent with the
+    same client id is stored once).
+    """
 
 
 class Conflict(StoreError):

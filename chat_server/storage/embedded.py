@@ -1,37 +1,42 @@
-"""Start and stop the embedded MongoDB-wire-compatible engine (PyPI ``nx-27017``).
+"""Start, supervise and stop the embedded MongoDB-wire-compatible engine (PyPI ``nx-27017``).
 
-Used when no ``MONGODB_URL`` is given: the engine runs as a child process on
-a loopback port picked here, keeping its data (SQLite files) under a folder.
+Used when no ``MONGODB_URL`` is given: the engine runs as a child process
+(``engine_process``) serving a Unix socket in a private (0700) folder, keeping
+its data (SQLite files, 0600) under ``<data_dir>/mongo``.
 
-The engine never outlives its server: on Linux it gets SIGTERM when the
-process that started it dies, even by SIGKILL (``PR_SET_PDEATHSIG``); and
-``start`` stops an engine that a crashed server left running on the same
-folder, which would otherwise keep the folder's pid file and refuse to start.
+- Supervised: if the engine exits while the server runs, it is started again
+  with backoff (0.5 s, doubling up to 10 s) on the same socket, so the
+  driver's URL stays valid and the store comes back by itself. Each exit and
+  restart is one log line; the engine's stderr goes to the server's log.
+- Never outlives its server: on Linux it gets SIGTERM when the process that
+  started it dies, even by SIGKILL (``PR_SET_PDEATHSIG``).
+- One engine per folder (an ``flock`` held by the engine): ``start`` stops an
+  engine that a crashed server left running on the folder (checked by its
+  command line, so a stale pid file naming another program is ignored).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
+from urllib.parse import quote
 
-# Runs in the child before it becomes the engine: ask the kernel for SIGTERM
-# when the parent dies (prctl 1 = PR_SET_PDEATHSIG; kept across exec), then exec.
-_LAUNCHER = """
-import ctypes, os, signal, sys
-try:
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-except (AttributeError, OSError):
-    pass  # not Linux: the engine is still stopped by stop()
-if os.getppid() != int(sys.argv[1]):
-    sys.exit(0)  # the parent died before prctl took effect
-os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
-"""
+log = logging.getLogger(__name__)
+
+ENGINE_MODULE = "chat_server.storage.engine_process"
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 10.0
+# Linux's sun_path holds 108 bytes: longer socket paths go to a private temporary folder.
+_MAX_SOCKET_PATH = 100
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -41,62 +46,96 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-class EmbeddedMongo:
-    """A child ``nx-27017`` process; ``url`` is valid between ``start`` and ``stop``."""
+def make_private(folder: Path) -> None:
+    """Create ``folder`` 0700 and make what it already holds readable by its owner only."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    for path in folder.iterdir():
+        with contextlib.suppress(OSError):
+            path.chmod(0o700 if path.is_dir() else 0o600)
 
-    def __init__(self, data_dir: Path, host: str = "127.0.0.1") -> None:
+
+class EmbeddedMongo:
+    """A child engine process; ``url`` is valid from ``start`` to ``stop``, restarts included."""
+
+    def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.host = host
-        self.port = 0
+        self.folder = data_dir.resolve() / "mongo"
+        sock = self.folder / "engine.sock"
+        self._own_sock_dir: Path | None = None
+        if len(str(sock)) > _MAX_SOCKET_PATH:
+            self._own_sock_dir = Path(tempfile.mkdtemp(prefix="cejchat-engine-"))
+            sock = self._own_sock_dir / "engine.sock"
+        self.socket = sock
         self._proc: subprocess.Popen[bytes] | None = None
+        self._exited: asyncio.Event | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.restarts = 0
 
     @property
     def url(self) -> str:
         """Connection string for PyMongo (use ``directConnection=True``)."""
-        return f"mongodb://{self.host}:{self.port}/"
+        return "mongodb://" + quote(str(self.socket), safe="") + "/"
+
+    @property
+    def pid(self) -> int | None:
+        """The running engine's pid."""
+        return self._proc.pid if self._proc is not None else None
 
     async def start(self, timeout: float = 30.0) -> None:
-        """Start the engine and wait until its port accepts connections."""
-        folder = self.data_dir.resolve() / "mongo"
-        folder.mkdir(parents=True, exist_ok=True)
-        await _stop_stale_engine(folder)
-        self.port = free_port(self.host)
+        """Start the engine and wait until its socket accepts connections."""
+        make_private(self.folder)
+        await _stop_stale_engine(self.folder)
+        await self._spawn(timeout)
+
+    def supervise(self) -> None:
+        """Restart the engine whenever it exits until ``stop`` (call on the serving loop)."""
+        if self._supervisor is None:
+            self._supervisor = asyncio.get_running_loop().create_task(
+                self._supervise(), name="embedded-engine-supervisor"
+            )
+
+    async def _spawn(self, timeout: float) -> None:
         cmd = [
             sys.executable,
-            "-c",
-            _LAUNCHER,
-            str(os.getpid()),
-            "-W",
-            "ignore::RuntimeWarning",
             "-m",
-            "nx_27017.nx_27017",
-            "--data-dir",
-            str(folder),
-            "--host",
-            self.host,
-            "-p",
-            str(self.port),
-            "--log-file",
-            str(folder / "engine.log"),
-            "--pid-file",
-            str(folder / "engine.pid"),
+            ENGINE_MODULE,
+            "--folder",
+            str(self.folder),
+            "--socket",
+            str(self.socket),
+            "--parent",
+            str(os.getpid()),
         ]
-        self._proc = subprocess.Popen(  # noqa: S603, ASYNC220 - fixed argv, returns at once
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        proc = subprocess.Popen(  # noqa: S603, ASYNC220 - fixed argv, returns at once
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
+        self._proc = proc
         loop = asyncio.get_running_loop()
+        exited = asyncio.Event()
+        self._exited = exited
+        tail: list[str] = []
+        threading.Thread(
+            target=_pump_stderr, args=(proc, tail, loop, exited), daemon=True
+        ).start()
         deadline = loop.time() + timeout
         while True:
-            if self._proc.poll() is not None:
+            if proc.poll() is not None:
+                await asyncio.sleep(0.05)  # let the pump read the last lines
                 raise RuntimeError(
-                    f"embedded MongoDB engine exited with {self._proc.returncode}; "
-                    f"see {folder / 'engine.log'}"
+                    f"embedded MongoDB engine exited with {proc.returncode}: "
+                    + (" | ".join(tail[-3:]) or "no output")
                 )
             try:
-                _, writer = await asyncio.open_connection(self.host, self.port)
+                _, writer = await asyncio.open_unix_connection(str(self.socket))
             except OSError:
                 if loop.time() > deadline:
-                    await self.stop()
+                    await self._terminate(proc)
                     raise RuntimeError("embedded MongoDB engine did not start in time") from None
                 await asyncio.sleep(0.05)
                 continue
@@ -105,10 +144,56 @@ class EmbeddedMongo:
                 await writer.wait_closed()
             return
 
+    async def _supervise(self) -> None:
+        backoff = BACKOFF_FIRST
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while not self._stopping:
+            exited, proc = self._exited, self._proc
+            if exited is None or proc is None:
+                return
+            await exited.wait()
+            if self._stopping:
+                return
+            if loop.time() - started > 60:
+                backoff = BACKOFF_FIRST  # it had been running well: a fresh crash
+            log.warning(
+                "embedded MongoDB engine exited with %s; restarting in %.1f s",
+                proc.wait(),
+                backoff,
+            )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+            if self._stopping:
+                return
+            try:
+                await _stop_stale_engine(self.folder)
+                await self._spawn(30.0)
+            except RuntimeError as exc:
+                log.warning("embedded MongoDB engine restart failed: %s", exc)
+                continue
+            started = loop.time()
+            self.restarts += 1
+            log.warning("embedded MongoDB engine restarted", extra={"count": self.restarts})
+
     async def stop(self) -> None:
-        """Terminate the engine (then kill it if it lingers)."""
+        """Stop supervising, terminate the engine (then kill it if it lingers)."""
+        self._stopping = True
+        sup, self._supervisor = self._supervisor, None
+        if sup is not None:
+            sup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sup
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is not None:
+            await self._terminate(proc)
+        if self._own_sock_dir is not None:
+            with contextlib.suppress(OSError):
+                self._own_sock_dir.rmdir()
+
+    @staticmethod
+    async def _terminate(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is not None:
             return
         proc.terminate()
         try:
@@ -118,14 +203,41 @@ class EmbeddedMongo:
             await asyncio.to_thread(proc.wait, 5)
 
 
+def _pump_stderr(
+    proc: subprocess.Popen[bytes],
+    tail: list[str],
+    loop: asyncio.AbstractEventLoop,
+    exited: asyncio.Event,
+) -> None:
+    """Thread: log the engine's stderr line by line; at its end, reap it and set ``exited``."""
+    try:
+        stream = proc.stderr
+        if stream is not None:
+            for raw in stream:
+                line = raw.decode(errors="replace").rstrip()
+                if line:
+                    tail.append(line)
+                    del tail[:-20]
+                    log.warning("engine: %s", line[:500])
+            stream.close()
+        proc.wait()
+        loop.call_soon_threadsafe(exited.set)
+    except Exception:  # noqa: S110 - the loop is closed: nobody is waiting any more
+        pass
+
+
 def _engine_pid(folder: Path) -> int | None:
     """The pid in the folder's pid file if it is a live engine serving this folder."""
     try:
         pid = int((folder / "engine.pid").read_text().strip())
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
         return None  # no pid file, no such process, or no /proc: nothing we may stop
-    if not any(b"nx_27017" in a for a in argv) or str(folder).encode() not in argv:
+    if state == "Z":
+        return None  # a zombie holds no lock and serves nothing
+    engine = (ENGINE_MODULE.encode(), b"nx_27017")
+    if not any(e in a for a in argv for e in engine) or str(folder).encode() not in argv:
         return None  # the pid was reused by another program
     return pid
 
@@ -135,6 +247,7 @@ async def _stop_stale_engine(folder: Path, timeout: float = 10.0) -> None:
     pid = _engine_pid(folder)
     if pid is None:
         return
+    log.warning("stopping an engine left running on the data folder", extra={"count": pid})
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     loop = asyncio.get_running_loop()

@@ -7,11 +7,15 @@ concern and journaling, so an acknowledged message survives a crash.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pymongo
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, AsyncMongoClient, InsertOne, ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -20,6 +24,7 @@ from pymongo.errors import (
     DuplicateKeyError,
     OperationFailure,
     PyMongoError,
+    ServerSelectionTimeoutError,
     WriteConcernError,
 )
 from pymongo.write_concern import WriteConcern
@@ -34,21 +39,67 @@ from chat_server.rooms.models import (
     Structure,
     User,
 )
-from chat_server.storage.base import Conflict, NonceReused, StoreError
+from chat_server.storage.base import (
+    Conflict,
+    NonceReused,
+    StoreError,
+    StoreOutcomeUnknown,
+    StoreUnavailable,
+)
 
 if TYPE_CHECKING:
     from chat_server.storage.mongo_keys import MongoKeyStore
 
+log = logging.getLogger(__name__)
+
 Doc = dict[str, Any]
 DURABLE = WriteConcern(w="majority", j=True)
 PING_TIMEOUT = 2.0
+# The share of the store timeout (STORE_TIMEOUT_SECONDS) an operation waits for a store it
+# cannot reach: a send during an outage is refused (store_unavailable) in about this time.
+SELECTION_SHARE = 0.75
+
+C = TypeVar("C", bound=type)
+
+
+def translate_errors(cls: C) -> C:
+    """Class decorator: a driver error in a public coroutine method raises ``StoreUnavailable``.
+
+    So that callers above the adapters (the transport, the HTTP layer) see the
+    port's own errors and never ``pymongo``'s. Errors a method already turns
+    into ``StoreError`` pass through unchanged.
+    """
+    for name, fn in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.iscoroutinefunction(fn):
+            setattr(cls, name, _translated(fn))
+    return cls
+
+
+def _translated(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except PyMongoError as exc:
+            raise StoreUnavailable(f"{fn.__name__}: {type(exc).__name__}") from exc
+
+    return wrapper
 
 
 class MongoDatabase:
     """Owns the client, creates indexes, and hands out the adapters."""
 
-    def __init__(self, url: str, db_name: str, *, direct: bool = False) -> None:
-        kwargs: dict[str, Any] = {"tz_aware": False, "serverSelectionTimeoutMS": 10_000}
+    def __init__(
+        self, url: str, db_name: str, *, direct: bool = False, timeout: float = 2.0
+    ) -> None:
+        # An operation that cannot reach the store fails before the caller's own
+        # deadline (``timeout``), so that it can say nothing was written.
+        ms = int(timeout * SELECTION_SHARE * 1000)
+        kwargs: dict[str, Any] = {
+            "tz_aware": False,
+            "serverSelectionTimeoutMS": ms,
+            "connectTimeoutMS": ms,
+        }
         if direct:
             kwargs["directConnection"] = True
         self.client: AsyncMongoClient[Doc] = AsyncMongoClient(url, **kwargs)
@@ -155,6 +206,7 @@ def _user(d: Mapping[str, Any]) -> User:
     )
 
 
+@translate_errors
 class MongoAccountStore:
     """``AccountStore`` on MongoDB.
 
@@ -427,6 +479,13 @@ def _writer(collection: AsyncCollection[Doc]) -> _Batcher[Write, None]:
             await collection.bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
             return _bulk_errors(exc, len(ops))
+        except (InvalidDocument, OverflowError) as exc:
+            # The driver cannot encode a document: nothing was sent. One bad document
+            # must not fail the others' writes: write each alone, the bad one fails alone.
+            if len(ops) == 1:
+                return [OperationFailure(f"the document cannot be stored: {exc}")]
+            alone = await asyncio.gather(*(run([op]) for op in ops))
+            return [r for results in alone for r in results]
         return [None] * len(ops)
 
     return _Batcher(run)
@@ -514,6 +573,7 @@ def _pager(collection: AsyncCollection[Doc], span: int = 512) -> _Batcher[Range,
     return _Batcher(run)
 
 
+@translate_errors
 class MongoMessageStore:
     """``MessageStore`` on MongoDB.
 
@@ -636,24 +696,41 @@ class MongoMessageStore:
     async def append(self, message: NewMessage, now: float) -> tuple[StoredMessage, bool]:
         m = message
         lock = self._locks.setdefault(m.conversation_id, asyncio.Lock())
+        sent = [False]  # an insert is out and its outcome unknown (see _append_locked)
         try:
             async with lock:
-                stored, created = await self._append_locked(m, now)
-            # Outside the lock: $max does not care about order, and the next
-            # sender of this conversation need not wait for it.
-            await self._touch(stored.conversation_id, stored.seq, stored.created_at)
-            return stored, created
+                stored, created = await self._append_locked(m, now, sent)
         except PyMongoError as exc:
             self._next.pop(m.conversation_id, None)
-            raise StoreError(f"append failed: {type(exc).__name__}") from exc
+            unknown = sent[0] and not isinstance(exc, ServerSelectionTimeoutError)
+            error = StoreOutcomeUnknown if unknown else StoreUnavailable
+            raise error(f"append failed: {type(exc).__name__}") from exc
+        except BaseException:
+            # Cancelled (a caller's deadline): an insert may still land, so the next
+            # seq must be read from the store again.
+            self._next.pop(m.conversation_id, None)
+            raise
         finally:
             # Only this sender's lock, and only if nobody holds or awaits it: by the
             # time _touch returns, another sender may have replaced it.
             idle = not lock.locked() and not getattr(lock, "_waiters", None)
             if idle and self._locks.get(m.conversation_id) is lock:
                 del self._locks[m.conversation_id]
+        # Outside the lock: $max does not care about order, and the next sender of this
+        # conversation need not wait for it. The message is stored: a failure here must
+        # not fail the send (last_seq also reads past the conversation's value).
+        try:
+            await self._touch(stored.conversation_id, stored.seq, stored.created_at)
+        except PyMongoError as exc:
+            log.warning(
+                "conversation position not updated",
+                extra={"conversation_id": m.conversation_id, "error": type(exc).__name__},
+            )
+        return stored, created
 
-    async def _append_locked(self, m: NewMessage, now: float) -> tuple[StoredMessage, bool]:
+    async def _append_locked(
+        self, m: NewMessage, now: float, sent: list[bool]
+    ) -> tuple[StoredMessage, bool]:
         seq = self._next.get(m.conversation_id)
         if seq is None:
             seq = await self.last_seq(m.conversation_id) + 1
@@ -676,9 +753,11 @@ class MongoMessageStore:
             if m.nonce:
                 # One string field, so one unique index refuses a nonce reused by a device.
                 doc["nonce_key"] = m.device_id + ":" + m.nonce.hex()
+            sent[0] = True
             try:
                 await self._insert.submit(InsertOne(doc))
             except DuplicateKeyError as exc:
+                sent[0] = False  # refused: not written
                 if _seq_taken(exc) and taken < 2:
                     # Another process wrote this seq: try the next one straight away (if the
                     # message is also a resend or reuses a nonce, that insert will say so).
@@ -768,6 +847,7 @@ class MongoMessageStore:
         return out
 
 
+@translate_errors
 class MongoPresenceStore:
     """``PresenceStore`` on MongoDB: one counter per (user, process) plus process liveness.
 

@@ -18,6 +18,7 @@ from pymongo.write_concern import WriteConcern
 
 from chat_server.rooms.models import AuditRecord, Device, EnvelopeRecord, KeyRequest
 from chat_server.storage.base import Conflict
+from chat_server.storage.mongo import translate_errors
 
 Doc = dict[str, Any]
 DURABLE = WriteConcern(w="majority", j=True)
@@ -71,6 +72,7 @@ def _request(d: Mapping[str, Any]) -> KeyRequest:
     )
 
 
+@translate_errors
 class MongoKeyStore:
     """``KeyStore`` on MongoDB."""
 
