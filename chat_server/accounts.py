@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +19,12 @@ from chat_server.rooms.errors import (
     InvalidInput,
     LoginTaken,
     NotFound,
-    Throttled,
     Unauthenticated,
 )
 from chat_server.rooms.models import Conversation, Role, Session, Structure, User
 from chat_server.settings import Settings
-from chat_server.storage.base import AccountStore, Conflict, MessageStore
+from chat_server.storage.base import AccountStore, Conflict, KeyStore, MessageStore
+from chat_server.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +75,15 @@ class AccountService:
         passwords: Passwords,
         settings: Settings,
         clock: Clock,
+        devices: KeyStore | None = None,
     ) -> None:
         self._accounts = accounts
         self._messages = messages
         self._passwords = passwords
         self._settings = settings
         self._clock = clock
+        self._devices = devices
+        self.throttle = Throttle(accounts, settings, clock)
 
     async def create_structure(
         self, name: str, kind: str, programmes: tuple[str, ...]
@@ -100,7 +102,12 @@ class AccountService:
         password: str | None = None,
         programme: str | None = None,
     ) -> User:
-        """Create an account; with ``password`` it can log in at once."""
+        """Create an account; with ``password`` it can log in at once.
+
+        Counsellors and supervisors belong to a structure: without one, refused.
+        """
+        if structure_id is None and role in (Role.COUNSELLOR, Role.SUPERVISOR):
+            raise InvalidInput(f"a {role.value} must belong to a structure")
         if structure_id is not None and await self._accounts.get_structure(structure_id) is None:
             raise NotFound("no such structure")
         if password is not None:
@@ -166,60 +173,70 @@ class AccountService:
     ) -> Login:
         """Consume an activation code, set the password, and open a session.
 
-        Wrong codes are counted per client address (``client``): guessing is
-        throttled without letting one client lock out everyone's activation.
+        Wrong codes count against the client address (``client``, see
+        ``chat_server.throttle``): guessing is throttled without letting one
+        client lock out everyone's activation.
         """
         try:
             Passwords.check_policy(password)
         except PasswordPolicyError as exc:
             raise InvalidInput(str(exc)) from None
-        key = "activation:" + client
+        address = await self.throttle.address(client)
         now = self._clock()
-        window = self._settings.login_window_seconds
-        if await self._accounts.login_failures(key, now, window) >= (
-            self._settings.login_max_failures * 4
-        ):
-            raise Throttled("too many wrong codes; try again later")
         user = await self._accounts.consume_activation(token_hash(normalise_code(code)), now)
         if user is None:
-            await self._accounts.record_login_failure(key, now, window)
             raise Unauthenticated("this activation code is unknown, used or expired")
-        hashed = await asyncio.to_thread(self._passwords.hash, password)
+        await self.throttle.give_back(address)
+        hashed = await self.throttle.hashing(lambda: self._passwords.hash(password))
         await self._accounts.set_password_hash(user.id, hashed)
         return await self._open_session(user, device_id)
 
-    async def login(self, login: str, password: str, device_id: str | None) -> Login:
+    async def login(
+        self, login: str, password: str, device_id: str | None, client: str = "-"
+    ) -> Login:
         """Check a password and open a session bound to a device.
 
-        Every attempt is counted per login *before* the password is checked,
-        so concurrent guesses cannot slip past the limit; a success clears
-        the count. Past the limit every attempt is refused (even with the
-        right password) until the window passes. argon2 runs in a worker
-        thread so the event loop keeps serving.
+        Throttled per client address, per login for unknown devices, and with
+        a backoff per known device (``chat_server.throttle``): attempts are
+        counted *before* the password is checked, so concurrent guesses cannot
+        slip past a limit, and the owner on a device of theirs is never locked
+        out by someone else's guesses. argon2 runs in a worker thread, within
+        the throttle's concurrency bound, so the event loop keeps serving.
         """
-        key = "login:" + login.strip().lower()
-        now = self._clock()
-        window = self._settings.login_window_seconds
-        attempts = await self._accounts.record_login_failure(key, now, window)
-        if attempts > self._settings.login_max_failures:
-            raise Throttled("too many failed attempts; try again later")
-        user = await self._accounts.find_user_by_login(login.strip())
+        name = login.strip()
+        throttle = self.throttle
+        address = await throttle.address(client)
+        user = await self._accounts.find_user_by_login(name)
+        known = device_id is not None and await self._known_device(user, device_id)
+        key = (
+            await throttle.known_device(name, device_id)
+            if known and device_id is not None
+            else await throttle.unknown_device(name)
+        )
         ok, rehash = (False, None)
         if user is not None and user.password_hash:
-            ok, rehash = await asyncio.to_thread(
-                self._passwords.verify, user.password_hash, password
-            )
+            stored = user.password_hash
+            ok, rehash = await throttle.hashing(lambda: self._passwords.verify(stored, password))
         else:
             # Same cost whether or not the login exists.
-            await asyncio.to_thread(
-                self._passwords.verify, _DUMMY_HASH.get(self._passwords), password
-            )
+            dummy = _DUMMY_HASH.get(self._passwords)
+            await throttle.hashing(lambda: self._passwords.verify(dummy, password))
         if not ok or user is None:
+            if known:
+                await throttle.failed(key)
             raise Unauthenticated("wrong login or password")
-        await self._accounts.clear_login_failures(key)
+        await throttle.give_back(address)
+        await throttle.forget(key)
         if rehash:
             await self._accounts.set_password_hash(user.id, rehash)
         return await self._open_session(user, device_id)
+
+    async def _known_device(self, user: User | None, device_id: str) -> bool:
+        """Whether ``device_id`` is a registered, not removed, device of ``user``."""
+        if user is None or self._devices is None:
+            return False
+        device = await self._devices.get_device(device_id)
+        return device is not None and device.user_id == user.id and device.removed_at is None
 
     async def _open_session(self, user: User, device_id: str | None) -> Login:
         now = self._clock()

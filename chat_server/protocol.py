@@ -117,6 +117,14 @@ _peek = msgspec.json.Decoder(dict[str, Any])
 def parse_client_frame(data: str | bytes) -> ClientFrame:
     """Parse one client frame; raise ``ProtocolError`` naming what is wrong."""
     try:
+        return _parse(data)
+    except RecursionError:
+        # JSON nested deeper than the decoder's limit (a few KB of brackets suffice).
+        raise ProtocolError("malformed_json", "the frame is nested too deeply") from None
+
+
+def _parse(data: str | bytes) -> ClientFrame:
+    try:
         frame: ClientFrame = _decoder.decode(data)
     except msgspec.ValidationError as exc:
         try:

@@ -16,6 +16,9 @@ returns the two classes for ``uvicorn.Config(http=..., ws=...)``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -57,7 +60,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def _late(self) -> None:
         self._head_timer = None
-        self.transport.abort()
+        _reset(self.transport)
 
 
 class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -86,7 +89,7 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         if message["type"] == "websocket.close" and self.close_timer is not None:
             # uvicorn's timer calls transport.close(), which waits for the buffer to
             # drain: with a peer that does not read, forever.
-            self._abort_later(self.close_timeout)
+            self._abort_later(self._grace())
 
     def keepalive_timeout(self) -> None:
         super().keepalive_timeout()
@@ -98,7 +101,21 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
     def _abort_later(self, delay: float) -> None:
         if self.close_timer is not None:
             self.close_timer.cancel()
-        self.close_timer = self.loop.call_later(delay, self.transport.abort)
+        self.close_timer = self.loop.call_later(delay, _reset, self.transport)
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Drop the connection now, unsent data included.
+
+    A plain close (even ``abort``) leaves the kernel sending what is buffered: to a
+    peer that does not read, the socket lingers for minutes. A zero linger time
+    makes the close a reset, which frees it at once.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 def protocols(

@@ -17,8 +17,15 @@ from chat_server.crypto.passwords import Passwords
 from chat_server.hub import Hub
 from chat_server.rooms.keys import E2EEVerifier, KeyService
 from chat_server.rooms.service import ConversationService, MessageVerifier, NoVerification
+from chat_server.session_watch import watch_sessions
 from chat_server.settings import Settings
-from chat_server.storage.base import AccountStore, KeyStore, MessageStore, PresenceStore
+from chat_server.storage.base import (
+    AccountStore,
+    KeyStore,
+    MessageStore,
+    PresenceStore,
+    StoreError,
+)
 from chat_server.storage.embedded import EmbeddedMongo
 from chat_server.storage.presence import SingleProcessPresence
 
@@ -65,6 +72,8 @@ class Services:
     conversations: ConversationService
     keys: KeyService
     process_id: str
+    # The last background check of each dependency (``/healthz`` answers from it, no I/O).
+    checks: dict[str, bool] = field(default_factory=lambda: {"store": True, "broker": True})
     _closers: list[object] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -143,7 +152,7 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
     key_store = db.keys()
     if verifier is None:
         verifier = E2EEVerifier(key_store) if settings.require_e2ee else NoVerification()
-    accounts = AccountService(accounts_store, messages, Passwords(), settings, clock)
+    accounts = AccountService(accounts_store, messages, Passwords(), settings, clock, key_store)
     conversations = ConversationService(
         messages,
         accounts_store,
@@ -171,15 +180,39 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
         _closers=closers,
     )
     svc._tasks.append(asyncio.create_task(_heartbeat(svc), name="presence-heartbeat"))
+    svc._tasks.append(
+        asyncio.create_task(
+            watch_sessions(
+                hub, accounts_store, settings.session_recheck_seconds, svc._stopping, clock
+            ),
+            name="session-watch",
+        )
+    )
     return svc
 
 
 async def _heartbeat(svc: Services) -> None:
-    """Every few seconds: declare this process alive; end temporary transfers that are over."""
+    """Every few seconds: check the dependencies; declare this process alive; end temporary
+    transfers that are over.
+
+    An outage is logged once when it starts and once when it ends, without a traceback.
+    """
     while not svc._stopping.is_set():
         try:
-            await svc.presence.process_alive(svc.process_id, time.time() + PRESENCE_TTL)
-            await svc.keys.expire_temporary()
+            checks = await svc.ready()
+            for name, ok in checks.items():
+                if ok != svc.checks.get(name):
+                    if ok:
+                        log.warning(f"{name} is back")
+                    else:
+                        log.warning(f"{name} unavailable")
+            svc.checks = checks
+            if checks["store"]:
+                await svc.presence.process_alive(svc.process_id, time.time() + PRESENCE_TTL)
+                await svc.keys.expire_temporary()
+                await svc.accounts.throttle.purge()
+        except StoreError as exc:
+            log.warning("heartbeat: store unavailable", extra={"error": str(exc)})
         except Exception:
             log.exception("heartbeat failed")
         with contextlib.suppress(TimeoutError):

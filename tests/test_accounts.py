@@ -248,7 +248,8 @@ async def test_login_is_throttled_after_repeated_failures(settings: Settings) ->
     async with serve(replace(settings, login_max_failures=3)) as server:
         await _counsellor(server, "claire")
         acc = server.services.accounts
-        await acc.create_user(Role.COUNSELLOR, "other", "Other", None, PASSWORD)
+        structure = await acc.create_structure("Autre", "mission_locale", ())
+        await acc.create_user(Role.COUNSELLOR, "other", "Other", structure.id, PASSWORD)
         for _ in range(3):
             r = await api(
                 server, "POST", "/api/login", json_body={"login": "claire", "password": "wrong pw"}

@@ -43,7 +43,9 @@ async def login(request: Request) -> Response:
     """POST /api/login: password login; returns a session token bound to a device."""
     body = await json_body(request, LoginBody)
     svc = services(request)
-    return _login_answer(await svc.accounts.login(body.login, body.password, body.device_id))
+    client = request.client.host if request.client else "-"
+    login = await svc.accounts.login(body.login, body.password, body.device_id, client)
+    return _login_answer(login)
 
 
 @endpoint

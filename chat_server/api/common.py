@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -12,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from chat_server.rooms.errors import DomainError, Unauthenticated
 from chat_server.rooms.models import Session, User
 from chat_server.services import Services
+from chat_server.storage.base import StoreError
 
 T = TypeVar("T")
 MAX_JSON_BYTES = 64 * 1024
@@ -57,6 +59,8 @@ async def json_body(request: Request, schema: type[T], limit: int = MAX_JSON_BYT
         raise BadRequest(_validation_code(str(exc)), str(exc)) from None
     except msgspec.DecodeError:
         raise BadRequest("malformed_json", "the body must be a JSON object") from None
+    except RecursionError:
+        raise BadRequest("malformed_json", "the body is nested too deeply") from None
 
 
 def _validation_code(text: str) -> str:
@@ -104,9 +108,15 @@ def endpoint(fn: Endpoint) -> Endpoint:
         try:
             return await fn(request)
         except DomainError as exc:
-            return error(exc.status, exc.code, exc.message)
+            response = error(exc.status, exc.code, exc.message)
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after is not None:
+                response.headers["retry-after"] = str(max(1, math.ceil(retry_after)))
+            return response
         except BadRequest as exc:
             return error(exc.status, exc.code, exc.message)
+        except StoreError:
+            return error(503, "store_unavailable", "the store is unavailable; retry later")
 
     wrapped.__name__ = fn.__name__
     wrapped.__doc__ = fn.__doc__

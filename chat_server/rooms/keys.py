@@ -626,7 +626,8 @@ class KeyService:
         if actor.role is not Role.SUPERVISOR:
             raise Forbidden("only a supervisor can transfer a beneficiary")
         conv = await self._messages.get_conversation(conversation_id)
-        if conv is None or conv.structure_id != actor.structure_id:
+        # A supervisor without a structure supervises nothing (None == None is no match).
+        if conv is None or actor.structure_id is None or conv.structure_id != actor.structure_id:
             raise NotMember("this conversation is not in your structure")
         return await self._apply_transfer(actor.id, conv, to, mode, until)
 

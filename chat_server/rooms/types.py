@@ -22,10 +22,25 @@ def _no_meta(meta: Mapping[str, Any]) -> None:
         raise InvalidInput("this message type takes no server-visible fields ('meta' must be {})")
 
 
+# Numbers the server stores and clients read back exactly: JavaScript's safe integers.
+# Larger ones cannot be stored (BSON holds 8-byte integers) nor read back by a browser.
+MAX_NUMBER = 2**53
+
+
+def bounded_numbers(meta: Mapping[str, Any]) -> None:
+    """Every number in ``meta`` is finite and within +-2**53 (``InvalidInput`` otherwise)."""
+    for key, value in meta.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not -MAX_NUMBER <= value <= MAX_NUMBER:  # NaN fails every comparison
+            raise InvalidInput(f"meta.{key} must be a number between -2**53 and 2**53")
+
+
 def _fields(
     allowed: Mapping[str, type | tuple[type, ...]], required: tuple[str, ...] = ()
 ) -> Validator:
     def check(meta: Mapping[str, Any]) -> None:
+        bounded_numbers(meta)
         for key in required:
             if key not in meta:
                 raise InvalidInput(f"meta.{key} is required for this message type")

@@ -105,18 +105,29 @@ class AccountStore(Protocol):
     async def delete_device_sessions(self, user_id: str, device_id: str) -> int:
         """Remove the user's sessions bound to one device; return how many."""
 
-    async def record_login_failure(self, key: str, now: float, window: float) -> int:
-        """Count a failed login for ``key`` in a window starting at its first failure.
+    async def record_login_failure(
+        self, key: str, now: float, window: float, delta: int = 1
+    ) -> int:
+        """Count a failed attempt for ``key`` in a window starting at its first failure.
 
         Returns the number of failures in the current window (a window older than
-        ``window`` seconds restarts at 1).
+        ``window`` seconds restarts at ``delta``). Atomic: concurrent calls each get
+        a different count, in every process. ``delta`` -1 takes one back (an
+        attempt counted before its check, which then succeeded). Keys are opaque
+        (the caller hashes what identifies a person).
         """
 
     async def login_failures(self, key: str, now: float, window: float) -> int:
         """Failures for ``key`` in the current window (0 if the window has passed)."""
 
+    async def last_login_failure(self, key: str, now: float, window: float) -> float | None:
+        """When the latest failure of ``key``'s current window was recorded (None if none)."""
+
     async def clear_login_failures(self, key: str) -> None:
         """Forget failures after a successful login."""
+
+    async def purge_login_failures(self, now: float, window: float) -> int:
+        """Delete every window that has passed; return how many (nothing is kept longer)."""
 
 
 class MessageStore(Protocol):

@@ -49,6 +49,7 @@ class _Activation:
 class _Failures:
     count: int
     start: float
+    last: float
 
 
 @dataclass
@@ -232,20 +233,33 @@ class MemoryAccountStore:
             self._s.sessions.pop(h, None)
         return len(hashes)
 
-    async def record_login_failure(self, key: str, now: float, window: float) -> int:
+    async def record_login_failure(
+        self, key: str, now: float, window: float, delta: int = 1
+    ) -> int:
         f = self._s.failures.get(key)
         if f is not None and f.start > now - window:
-            f.count += 1
+            f.count += delta
+            f.last = max(f.last, now) if delta > 0 else f.last
             return f.count
-        self._s.failures[key] = _Failures(1, now)
-        return 1
+        self._s.failures[key] = _Failures(delta, now, now)
+        return delta
 
     async def login_failures(self, key: str, now: float, window: float) -> int:
         f = self._s.failures.get(key)
         return f.count if f is not None and f.start > now - window else 0
 
+    async def last_login_failure(self, key: str, now: float, window: float) -> float | None:
+        f = self._s.failures.get(key)
+        return f.last if f is not None and f.start > now - window else None
+
     async def clear_login_failures(self, key: str) -> None:
         self._s.failures.pop(key, None)
+
+    async def purge_login_failures(self, now: float, window: float) -> int:
+        old = [k for k, f in self._s.failures.items() if f.start <= now - window]
+        for k in old:
+            del self._s.failures[k]
+        return len(old)
 
 
 class MemoryMessageStore:

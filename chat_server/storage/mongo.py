@@ -160,6 +160,7 @@ class MongoDatabase:
         )
         await db.reads.create_index([("conversation_id", ASCENDING)])
         await db.presence.create_index([("user_id", ASCENDING)])
+        await db.login_failures.create_index([("start", ASCENDING)])
         await self.keys().create_indexes()
 
     def accounts(self) -> MongoAccountStore:
@@ -327,25 +328,49 @@ class MongoAccountStore:
         res = await self._db.sessions.delete_many({"user_id": user_id, "device_id": device_id})
         return int(res.deleted_count)
 
-    async def record_login_failure(self, key: str, now: float, window: float) -> int:
-        d = await self._db.login_failures.find_one_and_update(
-            {"_id": key, "start": {"$gt": now - window}},
-            {"$inc": {"count": 1}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if d:
-            return int(d["count"])
-        await self._db.login_failures.replace_one(
-            {"_id": key}, {"_id": key, "count": 1, "start": now}, upsert=True
-        )
-        return 1
+    async def record_login_failure(
+        self, key: str, now: float, window: float, delta: int = 1
+    ) -> int:
+        failures = self._db.login_failures
+        update: Doc = {"$inc": {"count": delta}}
+        if delta > 0:
+            update["$max"] = {"last": now}
+        for _ in range(5):  # bounded: each round another writer changed the window first
+            d = await failures.find_one_and_update(
+                {"_id": key, "start": {"$gt": now - window}},
+                update,
+                return_document=ReturnDocument.AFTER,
+            )
+            if d:
+                return int(d["count"])
+            # No current window: start one, only where the old one (if any) has passed.
+            # If another writer started it meanwhile, the upsert's insert collides on _id
+            # and the $inc above counts this attempt in that window instead.
+            try:
+                await failures.replace_one(
+                    {"_id": key, "start": {"$lte": now - window}},
+                    {"_id": key, "count": delta, "start": now, "last": now},
+                    upsert=True,
+                )
+            except DuplicateKeyError:
+                continue
+            return delta
+        raise StoreUnavailable("could not count the attempt: too much contention")
 
     async def login_failures(self, key: str, now: float, window: float) -> int:
         d = await self._db.login_failures.find_one({"_id": key, "start": {"$gt": now - window}})
         return int(d["count"]) if d else 0
 
+    async def last_login_failure(self, key: str, now: float, window: float) -> float | None:
+        d = await self._db.login_failures.find_one({"_id": key, "start": {"$gt": now - window}})
+        return float(d["last"] if "last" in d else d["start"]) if d else None
+
     async def clear_login_failures(self, key: str) -> None:
         await self._db.login_failures.delete_one({"_id": key})
+
+    async def purge_login_failures(self, now: float, window: float) -> int:
+        res = await self._db.login_failures.delete_many({"start": {"$lte": now - window}})
+        return int(res.deleted_count)
 
 
 def _conversation(d: Mapping[str, Any]) -> Conversation:
