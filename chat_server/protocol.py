@@ -20,6 +20,9 @@ Epoch = Annotated[int, Meta(ge=0, le=2**31)]
 Limit = Annotated[int, Meta(ge=1, le=200)]
 Token = Annotated[str, Meta(min_length=1, max_length=512)]
 MsgType = Annotated[str, Meta(min_length=1, max_length=40)]
+# The end-to-end format version (docs/crypto-format.md); which ones are
+# accepted is the verifier's decision, so it can answer with its own code.
+FormatVersion = Annotated[int, Meta(ge=1, le=255)]
 
 
 class ProtocolError(Exception):
@@ -55,6 +58,7 @@ class MessageSend(Struct, tag="message.send", tag_field="type", forbid_unknown_f
     epoch: Epoch = 0
     nonce: bytes = b""
     sig: bytes = b""
+    v: FormatVersion = 1
 
 
 class ReadMark(Struct, tag="read.mark", tag_field="type", forbid_unknown_fields=True):
@@ -173,6 +177,7 @@ class MessageOut(Struct, omit_defaults=False):
     nonce: bytes
     sig: bytes
     created_at: float
+    v: int = 1
 
 
 class AuthOk(Struct, tag="auth.ok", tag_field="type"):

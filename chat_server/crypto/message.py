@@ -1,9 +1,14 @@
-"""Message encryption and signatures.
+"""Message encryption and signatures (format versions 1 and 2).
 
-    aad = lp("cejchat/msg/v1") lp(conversation) lp(epoch) lp(sender_device)
-          lp(client_id) lp(msg_type) lp("1")
+Version 2, what every client writes:
+
+    aad = lp("cejchat/msg/v2") lp(conversation) lp(epoch) lp(sender_device)
+          lp(client_id) lp(msg_type) lp("2") lp(canonical_meta(meta))
     ciphertext = AES-256-GCM(epoch_key, nonce (12 random bytes), plaintext, aad), tag appended
-    sig = Ed25519(sender device) over lp("cejchat/msg-sig/v1") lp(aad) lp(nonce) lp(ciphertext)
+    sig = Ed25519(sender device) over lp("cejchat/msg-sig/v2") lp(aad) lp(nonce) lp(ciphertext)
+
+Version 1 (still read, never written by our clients) has no meta and the
+labels "cejchat/msg/v1", "cejchat/msg-sig/v1" and the version string "1".
 
 The server calls `verify_message_signature` before storing a message; it
 is one Ed25519 verification and never raises. Recipients call
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -23,10 +29,12 @@ from chat_server.crypto.encoding import epoch_bytes, lp
 from chat_server.crypto.envelope import EPOCH_KEY_LEN
 from chat_server.crypto.errors import BadSignature, DecryptError, MalformedInput
 from chat_server.crypto.keys import DeviceKeys, verify_signature
+from chat_server.crypto.meta import canonical_meta
 
 __all__ = [
     "FORMAT_VERSION",
     "NONCE_LEN",
+    "SUPPORTED_VERSIONS",
     "EncryptedMessage",
     "decrypt_message",
     "encrypt_message",
@@ -37,7 +45,10 @@ __all__ = [
     "verify_message_signature",
 ]
 
-FORMAT_VERSION = "1"
+#: The version every new message is written in.
+FORMAT_VERSION = 2
+#: Versions a reader accepts: 1 only for messages stored before version 2.
+SUPPORTED_VERSIONS = (1, 2)
 NONCE_LEN = 12
 _TAG_LEN = 16
 
@@ -51,24 +62,48 @@ class EncryptedMessage:
     sig: bytes
 
 
+def _check_version(version: int) -> None:
+    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
+        raise MalformedInput(f"message format version must be one of {SUPPORTED_VERSIONS}")
+
+
 def message_aad(
-    conversation: str, epoch: int, sender_device: str, client_id: str, msg_type: str
+    conversation: str,
+    epoch: int,
+    sender_device: str,
+    client_id: str,
+    msg_type: str,
+    *,
+    version: int = FORMAT_VERSION,
+    meta: Mapping[str, object] | None = None,
 ) -> bytes:
-    """The AES-GCM associated data; raises `MalformedInput` on a bad epoch or string."""
-    return (
-        lp("cejchat/msg/v1")
+    """The AES-GCM associated data.
+
+    Version 2 binds the canonical `meta` (empty when None); version 1 does
+    not bind it (`meta` is ignored). Raises `MalformedInput` on a bad epoch,
+    string, version or meta.
+    """
+    _check_version(version)
+    head = (
+        lp(f"cejchat/msg/v{version}")
         + lp(conversation)
         + lp(epoch_bytes(epoch))
         + lp(sender_device)
         + lp(client_id)
         + lp(msg_type)
-        + lp(FORMAT_VERSION)
+        + lp(str(version))
     )
+    if version == 1:
+        return head
+    return head + lp(canonical_meta({} if meta is None else meta))
 
 
-def signed_bytes(aad: bytes, nonce: bytes, ciphertext: bytes) -> bytes:
+def signed_bytes(
+    aad: bytes, nonce: bytes, ciphertext: bytes, *, version: int = FORMAT_VERSION
+) -> bytes:
     """The bytes the sender device signs for a message with associated data `aad`."""
-    return lp("cejchat/msg-sig/v1") + lp(aad) + lp(nonce) + lp(ciphertext)
+    _check_version(version)
+    return lp(f"cejchat/msg-sig/v{version}") + lp(aad) + lp(nonce) + lp(ciphertext)
 
 
 def _aesgcm(epoch_key: bytes) -> AESGCM:
@@ -87,20 +122,27 @@ def encrypt_message(
     client_id: str,
     msg_type: str,
     plaintext: bytes,
+    meta: Mapping[str, object] | None = None,
     nonce: bytes | None = None,
+    version: int = FORMAT_VERSION,
 ) -> EncryptedMessage:
     """Encrypt `plaintext` under the epoch key and sign it as `sender`.
 
-    The nonce is 12 fresh random bytes; passing `nonce` is for test vectors
-    only (reusing a nonce under one key breaks AES-GCM).
+    `meta` is the server-visible part, bound into the associated data and
+    the signature (version 2). The nonce is 12 fresh random bytes; passing
+    `nonce` (or `version=1`) is for test vectors only (reusing a nonce under
+    one key breaks AES-GCM).
     """
-    aad = message_aad(conversation, epoch, sender_device, client_id, msg_type)
+    aad = message_aad(
+        conversation, epoch, sender_device, client_id, msg_type, version=version, meta=meta
+    )
     if nonce is None:
         nonce = secrets.token_bytes(NONCE_LEN)
     elif len(nonce) != NONCE_LEN:
         raise MalformedInput(f"nonce must be {NONCE_LEN} bytes")
     ciphertext = _aesgcm(epoch_key).encrypt(nonce, plaintext, aad)
-    return EncryptedMessage(nonce, ciphertext, sender.sign(signed_bytes(aad, nonce, ciphertext)))
+    signed = signed_bytes(aad, nonce, ciphertext, version=version)
+    return EncryptedMessage(nonce, ciphertext, sender.sign(signed))
 
 
 def verify_message_signature(
@@ -113,12 +155,16 @@ def verify_message_signature(
     nonce: bytes,
     ciphertext: bytes,
     sig: bytes,
+    *,
+    meta: Mapping[str, object] | None = None,
+    version: int = FORMAT_VERSION,
 ) -> bool:
     """Return whether `sig` is the sender device's signature of this message.
 
     The server's check before storing: it rebuilds the associated data from
-    the frame's fields. Never raises; any malformed argument (wrong type,
-    length, epoch out of range, unencodable string) gives False.
+    the frame's fields, `meta` and `version` included. Never raises; any
+    malformed argument (wrong type, length, epoch out of range, unencodable
+    string, meta without a canonical form, unknown version) gives False.
     """
     if not (
         isinstance(nonce, bytes)
@@ -128,10 +174,13 @@ def verify_message_signature(
     ):
         return False
     try:
-        aad = message_aad(conversation, epoch, sender_device, client_id, msg_type)
+        aad = message_aad(
+            conversation, epoch, sender_device, client_id, msg_type, version=version, meta=meta
+        )
+        signed = signed_bytes(aad, nonce, ciphertext, version=version)
     except MalformedInput:
         return False
-    return verify_signature(sig_pub, signed_bytes(aad, nonce, ciphertext), sig)
+    return verify_signature(sig_pub, signed, sig)
 
 
 def decrypt_message(
@@ -146,18 +195,34 @@ def decrypt_message(
     nonce: bytes,
     ciphertext: bytes,
     sig: bytes,
+    meta: Mapping[str, object] | None = None,
+    version: int = FORMAT_VERSION,
 ) -> bytes:
     """Check the signature under `sig_pub`, then decrypt; return the plaintext bytes.
 
-    Raises `BadSignature` first if the signature does not verify, then
-    `DecryptError` if AES-GCM refuses (wrong key, tampered data, or any
-    associated-data field not the one it was encrypted with).
+    Raises `BadSignature` first if the signature does not verify (a `meta`
+    other than the one signed included), then `DecryptError` if AES-GCM
+    refuses (wrong key, tampered data, or any associated-data field not the
+    one it was encrypted with). A version 1 message never signed its meta:
+    it is ignored here, and callers show such a message as unauthenticated.
     """
     if not verify_message_signature(
-        sig_pub, conversation, epoch, sender_device, client_id, msg_type, nonce, ciphertext, sig
+        sig_pub,
+        conversation,
+        epoch,
+        sender_device,
+        client_id,
+        msg_type,
+        nonce,
+        ciphertext,
+        sig,
+        meta=meta,
+        version=version,
     ):
         raise BadSignature("message signature does not verify")
-    aad = message_aad(conversation, epoch, sender_device, client_id, msg_type)
+    aad = message_aad(
+        conversation, epoch, sender_device, client_id, msg_type, version=version, meta=meta
+    )
     try:
         return _aesgcm(epoch_key).decrypt(nonce, ciphertext, aad)
     except InvalidTag as exc:

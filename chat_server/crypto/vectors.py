@@ -50,7 +50,13 @@ from chat_server.crypto.keys import (
     sign_registration,
     verify_registration,
 )
-from chat_server.crypto.message import decrypt_message, encrypt_message, text_plaintext
+from chat_server.crypto.message import (
+    SUPPORTED_VERSIONS,
+    decrypt_message,
+    encrypt_message,
+    text_plaintext,
+)
+from chat_server.crypto.meta import canonical_meta
 from chat_server.crypto.safety import safety_number
 
 __all__ = ["build_vectors", "check_vectors", "main"]
@@ -120,9 +126,9 @@ def build_vectors(producer: str = "python") -> dict[str, Any]:
             "sig": b64encode(env.sig),
         }
 
-    def message(
-        sender: str, conversation: str, epoch: int, client_id: str, msg_type: str, pt: str
-    ) -> dict[str, Any]:
+    def message(spec: _MessageSpec) -> dict[str, Any]:
+        sender, conversation, epoch, client_id, msg_type, pt = spec[:6]
+        version, meta = spec[6], spec[7]
         encrypted = encrypt_message(
             epoch_keys[conversation, epoch],
             devices[sender].keys,
@@ -132,9 +138,16 @@ def build_vectors(producer: str = "python") -> dict[str, Any]:
             client_id=client_id,
             msg_type=msg_type,
             plaintext=pt.encode("utf-8"),
+            meta=meta,
             nonce=_det(f"nonce/{client_id}", 12),
+            version=version,
         )
+        extra: dict[str, Any] = {}
+        if version >= 2:
+            extra = {"meta": meta, "meta_canonical": canonical_meta(meta).decode("utf-8")}
         return {
+            "v": version,
+            **extra,
             "conversation": conversation,
             "epoch": epoch,
             "epoch_key": b64encode(epoch_keys[conversation, epoch]),
@@ -203,10 +216,7 @@ def build_vectors(producer: str = "python") -> dict[str, Any]:
             envelope("dev-s1", "dev-c1", "conv-2", 0),
             envelope("dev-c1", "dev-j2", "conv-2", MAX_EPOCH),
         ],
-        "messages": [
-            message(sender, conversation, epoch, client_id, msg_type, pt)
-            for sender, conversation, epoch, client_id, msg_type, pt in _MESSAGES
-        ],
+        "messages": [message(spec) for spec in _MESSAGES],
         "safety_numbers": [
             safety(
                 member("conseiller-42", ["dev-c1"]), member("jeune-amélie", ["dev-j1", "dev-j2"])
@@ -231,7 +241,11 @@ def _text(text: str) -> str:
     return text_plaintext(text).decode("utf-8")
 
 
-_MESSAGES: list[tuple[str, str, int, str, str, str]] = [
+# sender, conversation, epoch, client id, type, plaintext, format version, meta
+_MessageSpec = tuple[str, str, int, str, str, str, int, dict[str, Any]]
+
+_MESSAGES: list[_MessageSpec] = [
+    # Version 1, as stored before version 2: still read, meta not bound.
     (
         "dev-c1",
         "conv-1",
@@ -242,6 +256,8 @@ _MESSAGES: list[tuple[str, str, int, str, str, str]] = [
             "Bonjour Amélie ! Ton rendez-vous à l'agence France Travail est confirmé : "
             "jeudi à 14 h. Ça te convient ?"
         ),
+        1,
+        {},
     ),
     (
         "dev-j1",
@@ -250,6 +266,8 @@ _MESSAGES: list[tuple[str, str, int, str, str, str]] = [
         "j1-0001",
         "text",
         _text("Oui, c'est noté — merci beaucoup ! 🙂 J'apporterai mon CV « mis à jour »."),
+        1,
+        {},
     ),
     (
         "dev-j2",
@@ -258,6 +276,8 @@ _MESSAGES: list[tuple[str, str, int, str, str, str]] = [
         "j2-0001",
         "text",
         _text("Nouveau téléphone ; même élève. Noël, naïveté, cœur."),
+        2,
+        {},
     ),
     (
         "dev-c1",
@@ -272,9 +292,36 @@ _MESSAGES: list[tuple[str, str, int, str, str, str]] = [
                 "note": "Prévoir une pièce d'identité",
             }
         ),
+        2,
+        {"item": "rdv-7f3a", "event": "created", "starts_at": 1_795_000_000},
     ),
-    ("dev-s1", "conv-2", 0, "s1-0001", "text", _text("")),
-    ("dev-c1", "conv-2", MAX_EPOCH, "c1-0003", "text", _text("Époque maximale : 2⁵³ - 1.")),
+    (
+        "dev-c1",
+        "conv-1",
+        2,
+        "c1-0004",
+        "action",
+        _json_dumps({"titre": "Envoyer le CV à l'entreprise « Boulangerie Noël »"}),
+        2,
+        {
+            "status": "in_progress",
+            "item": 'act-élan\n\t\u0001"\\\u2028',
+            "event": "status_changed",
+            "due": MAX_EPOCH,
+            "Z_last": [True, False, None, -(2**53 - 1), {"b": "", "a": "😀"}],
+        },
+    ),
+    ("dev-s1", "conv-2", 0, "s1-0001", "text", _text(""), 2, {}),
+    (
+        "dev-c1",
+        "conv-2",
+        MAX_EPOCH,
+        "c1-0003",
+        "edit",
+        _text("Époque maximale : 2⁵³ - 1."),
+        2,
+        {"target_seq": 0},
+    ),
 ]
 
 
@@ -372,6 +419,15 @@ def check_vectors(doc: Mapping[str, Any]) -> None:
 
     def check_message(where: str, m: Mapping[str, Any]) -> None:
         _, sender_sig_pub = device(where, m, "sender_device")
+        version = m.get("v", 1)
+        _expect(version in SUPPORTED_VERSIONS, f"{where}.v: unknown format version {version!r}")
+        meta: Mapping[str, Any] = {}
+        if version >= 2:
+            meta = _object(m.get("meta"), f"{where}.meta")
+            _expect(
+                canonical_meta(meta) == str_field(m, "meta_canonical", where).encode("utf-8"),
+                f"{where}: meta_canonical is not the canonical encoding of meta",
+            )
         plaintext = decrypt_message(
             bytes_field(m, "epoch_key", where, length=32),
             sender_sig_pub,
@@ -383,6 +439,8 @@ def check_vectors(doc: Mapping[str, Any]) -> None:
             nonce=bytes_field(m, "nonce", where, length=12),
             ciphertext=bytes_field(m, "ciphertext", where),
             sig=bytes_field(m, "sig", where, length=SIG_LEN),
+            meta=meta,
+            version=version,
         )
         expected = str_field(m, "plaintext", where).encode("utf-8")
         _expect(plaintext == expected, f"{where}: plaintext differs")
@@ -422,6 +480,10 @@ def check_vectors(doc: Mapping[str, Any]) -> None:
     _each(doc, "devices", check_device)
     _each(doc, "envelopes", check_envelope)
     _each(doc, "messages", check_message)
+    _expect(
+        any(m.get("v") == 2 and m.get("meta") for m in doc["messages"]),
+        "messages: expected at least one version 2 message with a non-empty meta",
+    )
     _each(doc, "safety_numbers", check_safety)
     _each(doc, "backups", check_backup)
 

@@ -24,8 +24,10 @@ from typing import Any
 from chat_server import protocol as p
 from chat_server.crypto.encoding import b64encode
 from chat_server.crypto.envelope import Envelope, verify_envelope_signature
+from chat_server.crypto.errors import MalformedInput
 from chat_server.crypto.keys import DevicePublicKeys, verify_registration
-from chat_server.crypto.message import verify_message_signature
+from chat_server.crypto.message import FORMAT_VERSION, verify_message_signature
+from chat_server.crypto.meta import canonical_meta
 from chat_server.hub import Hub
 from chat_server.rooms.errors import E2EEError, Forbidden, InvalidInput, NotFound, NotMember
 from chat_server.rooms.models import (
@@ -116,6 +118,15 @@ class E2EEVerifier:
             )
         if len(message.nonce) != 12 or len(message.body) < 16:
             raise E2EEError("malformed_ciphertext", "nonce must be 12 bytes, body at least 16")
+        if message.version != FORMAT_VERSION:
+            raise E2EEError(
+                "unsupported_format_version",
+                f"messages are written in format version {FORMAT_VERSION} ('v': {FORMAT_VERSION})",
+            )
+        try:
+            canonical_meta(message.meta)
+        except MalformedInput as exc:
+            raise E2EEError("meta_not_canonical", str(exc)) from None
         if not verify_message_signature(
             device.sig_pub,
             conversation.id,
@@ -126,8 +137,14 @@ class E2EEVerifier:
             message.nonce,
             message.body,
             message.sig,
+            meta=message.meta,
+            version=message.version,
         ):
-            raise E2EEError("bad_signature", "the signature does not verify with this device's key")
+            raise E2EEError(
+                "bad_signature",
+                "the signature does not verify with this device's key over these fields "
+                "(conversation, epoch, client_id, msg_type, meta, body)",
+            )
 
 
 def device_json(d: Device) -> dict[str, Any]:

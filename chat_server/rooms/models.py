@@ -98,6 +98,8 @@ class NewMessage:
     epoch: int = 0
     nonce: bytes = b""
     sig: bytes = b""
+    #: End-to-end format version (docs/crypto-format.md): 2 binds ``meta``.
+    version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,8 @@ class StoredMessage:
     nonce: bytes
     sig: bytes
     created_at: float
+    #: End-to-end format version; messages stored before version 2 read as 1.
+    version: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,7 @@ def message_out(m: StoredMessage) -> p.MessageOut:
         nonce=m.nonce,
         sig=m.sig,
         created_at=m.created_at,
+        v=m.version,
     )
 
 
@@ -124,6 +125,7 @@ class ConversationService:
             epoch=frame.epoch,
             nonce=frame.nonce,
             sig=frame.sig,
+            version=frame.v,
         )
         await self._verifier.check_message(conv, new)
         try:

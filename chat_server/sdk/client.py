@@ -50,7 +50,7 @@ from chat_server.crypto.keys import (
     sign_registration,
     verify_registration,
 )
-from chat_server.crypto.message import decrypt_message, encrypt_message
+from chat_server.crypto.message import FORMAT_VERSION, decrypt_message, encrypt_message
 from chat_server.crypto.safety import safety_number
 
 
@@ -75,6 +75,14 @@ class Received:
     plaintext: bytes | None
     meta: dict[str, Any]
     error: str | None = None
+    #: Format version: 2 authenticates ``meta``; a version 1 message (stored
+    #: before version 2) decrypts, but its ``meta`` is not authenticated.
+    version: int = 2
+
+    @property
+    def meta_authenticated(self) -> bool:
+        """Whether ``meta`` is covered by the sender's signature (format version 2)."""
+        return self.version >= 2 and self.plaintext is not None
 
     @property
     def text(self) -> str | None:
@@ -458,7 +466,9 @@ class Client:
     async def decrypt(self, m: Mapping[str, Any]) -> Received:
         """Verify and decrypt one message as delivered by the server."""
         conv, epoch = m["conversation"], int(m["epoch"])
-        base = Received(conv, m["seq"], m["sender"], m["msg_type"], None, dict(m.get("meta") or {}))
+        version = m.get("v", 1)
+        meta = dict(m.get("meta") or {})
+        base = Received(conv, m["seq"], m["sender"], m["msg_type"], None, meta, version=version)
         if m["sender"] == "system":
             return base
         key = self.state.epoch_keys.get((conv, epoch))
@@ -484,6 +494,8 @@ class Client:
                 nonce=base64.b64decode(m["nonce"]),
                 ciphertext=base64.b64decode(m["body"]),
                 sig=base64.b64decode(m["sig"]),
+                meta=meta,
+                version=version,
             )
         except (CryptoError, ClientError) as exc:
             base.error = type(exc).__name__
@@ -521,6 +533,7 @@ class Client:
                 client_id=client_id,
                 msg_type=msg_type,
                 plaintext=plaintext,
+                meta=meta or {},
             )
             last = await self._call(
                 {
@@ -533,6 +546,7 @@ class Client:
                     "sig": base64.b64encode(enc.sig).decode(),
                     "epoch": epoch,
                     "meta": meta or {},
+                    "v": FORMAT_VERSION,
                 }
             )
             if last["type"] == "ack":

@@ -355,6 +355,7 @@ class MemoryMessageStore:
             nonce=bytes(m.nonce),
             sig=bytes(m.sig),
             created_at=now,
+            version=m.version,
         )
         history.append(stored)
         self._s.by_client_id[key] = stored

@@ -405,6 +405,7 @@ def _message(d: Mapping[str, Any]) -> StoredMessage:
         nonce=bytes(d.get("nonce", b"")),
         sig=bytes(d.get("sig", b"")),
         created_at=d["created_at"],
+        version=d.get("v", 1),
     )
 
 
@@ -774,6 +775,7 @@ class MongoMessageStore:
                 "nonce": m.nonce,
                 "sig": m.sig,
                 "created_at": now,
+                "v": m.version,
             }
             if m.nonce:
                 # One string field, so one unique index refuses a nonce reused by a device.

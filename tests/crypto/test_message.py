@@ -29,7 +29,8 @@ HEADER: dict[str, Any] = {
     "epoch": 2,
     "sender_device": "dev-c1",
     "client_id": "c1-0001",
-    "msg_type": "text",
+    "msg_type": "appointment",
+    "meta": {"item": "rdv-1", "event": "created", "starts_at": 1_795_000_000},
 }
 PLAINTEXT = text_plaintext("Ça marche, à jeudi ! Œuvre, naïveté 🙂")
 
@@ -50,6 +51,8 @@ def _verify(message: EncryptedMessage, sig_pub: bytes | None = None, **header: A
         message.nonce,
         message.ciphertext,
         message.sig,
+        meta=h["meta"],
+        version=h.get("version", 2),
     )
 
 
@@ -77,8 +80,27 @@ def test_nonces_are_fresh() -> None:
 
 
 def test_aad_and_signed_bytes_follow_the_format() -> None:
-    aad = message_aad("conv-1", 2, "dev-c1", "c1-0001", "text")
+    meta = {"starts_at": 1_795_000_000, "event": "created"}
+    aad = message_aad("conv-1", 2, "dev-c1", "c1-0001", "appointment", meta=meta)
     assert aad == (
+        lp("cejchat/msg/v2")
+        + lp("conv-1")
+        + lp("2")
+        + lp("dev-c1")
+        + lp("c1-0001")
+        + lp("appointment")
+        + lp("2")
+        + lp(b'{"event":"created","starts_at":1795000000}')
+    )
+    assert signed_bytes(aad, b"n" * 12, b"ct") == (
+        lp("cejchat/msg-sig/v2") + lp(aad) + lp(b"n" * 12) + lp(b"ct")
+    )
+    assert message_aad("c", 1, "d", "m", "text").endswith(lp("2") + lp(b"{}"))
+
+
+def test_version_1_is_still_read_and_binds_no_meta() -> None:
+    v1 = message_aad("conv-1", 2, "dev-c1", "c1-0001", "text", version=1, meta={"a": 1})
+    assert v1 == (
         lp("cejchat/msg/v1")
         + lp("conv-1")
         + lp("2")
@@ -87,9 +109,18 @@ def test_aad_and_signed_bytes_follow_the_format() -> None:
         + lp("text")
         + lp("1")
     )
-    assert signed_bytes(aad, b"n" * 12, b"ct") == (
-        lp("cejchat/msg-sig/v1") + lp(aad) + lp(b"n" * 12) + lp(b"ct")
+    assert signed_bytes(v1, b"n", b"ct", version=1) == (
+        lp("cejchat/msg-sig/v1") + lp(v1) + lp(b"n") + lp(b"ct")
     )
+    old = _encrypt(version=1)
+    assert read_text(_decrypt(old, version=1)) == read_text(PLAINTEXT)
+    # Relabelling a version 1 message as version 2 (or back) does not verify.
+    assert not _verify(old)
+    with pytest.raises(BadSignature):
+        _decrypt(old)
+    assert not _verify(_encrypt(), version=1)
+    with pytest.raises(MalformedInput):
+        message_aad("c", 1, "d", "m", "text", version=3)
 
 
 def test_text_plaintext_is_compact_utf8_json() -> None:
@@ -139,6 +170,10 @@ def test_forged_signature_is_refused() -> None:
         {"sender_device": "dev-j1"},
         {"client_id": "c1-0002"},
         {"msg_type": "action"},
+        {"meta": {"item": "rdv-1", "event": "cancelled", "starts_at": 1_795_000_000}},
+        {"meta": {"item": "rdv-1", "event": "created", "starts_at": 1_795_003_600}},
+        {"meta": {"item": "rdv-1", "event": "created"}},
+        {"meta": {}},
     ],
 )
 def test_relabelled_message_is_refused(changes: dict[str, Any]) -> None:
@@ -185,6 +220,13 @@ def test_wrong_epoch_key_is_refused() -> None:
         {"ciphertext": "text"},
         {"sig": b"\x00" * 63},
         {"sig": None},
+        {"meta": {"item": "rdv-1", "event": "created", "starts_at": 1_795_000_000.0}},
+        {"meta": {"bad key": 1}},
+        {"meta": {"item": "\udc00"}},
+        {"meta": ["not", "an", "object"]},
+        {"version": 1},
+        {"version": 3},
+        {"version": True},
     ],
 )
 def test_server_check_never_raises(changes: dict[str, Any]) -> None:

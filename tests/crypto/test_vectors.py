@@ -28,6 +28,7 @@ def test_built_vectors_check() -> None:
     for section in ("devices", "envelopes", "messages", "safety_numbers", "backups"):
         assert len(doc[section]) >= 2
     assert any("é" in m["plaintext"] for m in doc["messages"])
+    assert {m["v"] for m in doc["messages"]} == {1, 2}
 
 
 def test_build_is_deterministic() -> None:
@@ -72,6 +73,13 @@ MUTATIONS: dict[str, Callable[[dict[str, Any]], None]] = {
     ),
     "message plaintext": lambda d: d["messages"][0].update(plaintext="autre chose"),
     "message sig": lambda d: d["messages"][3].update(sig=_flip(d["messages"][3]["sig"])),
+    "message meta": lambda d: d["messages"][3]["meta"].update(event="cancelled"),
+    "message meta canonical": lambda d: d["messages"][3].update(
+        meta_canonical=d["messages"][3]["meta_canonical"].replace(":", ": ")
+    ),
+    "message version": lambda d: d["messages"][0].update(v=2, meta={}, meta_canonical="{}"),
+    "message unknown version": lambda d: d["messages"][2].update(v=3),
+    "no v2 meta": lambda d: d.update(messages=d["messages"][:3]),
     "message padding": lambda d: d["messages"][0].update(nonce=d["messages"][0]["nonce"] + "="),
     "safety number": lambda d: d["safety_numbers"][0].update(number="0" * 30),
     "backup plaintext": lambda d: d["backups"][0].update(plaintext="{}"),

@@ -61,4 +61,5 @@ def frame_for(
         "nonce": base64.b64encode(enc.nonce).decode(),
         "sig": base64.b64encode(enc.sig).decode(),
         "epoch": epoch,
+        "v": 2,
     }

@@ -407,6 +407,8 @@ export class ChatClient {
       device: m.device,
       msgType: m.msg_type,
       meta: m.meta || {},
+      // Format version 1 (stored before version 2): its meta is not signed.
+      version: m.v ?? 1,
       createdAt: m.created_at,
       mine: m.sender === this.user.id,
       system: m.sender === "system" || m.msg_type.startsWith("system."),
@@ -602,13 +604,19 @@ export class ChatClient {
     let epoch;
     try {
       epoch = await this.keys.writableEpoch(conv, { epoch: s.epoch || 0, rotationRequired: !!s.rotation_required });
-      const enc = await this.keys.encrypt({ conversation: conv, epoch, clientId: entry.clientId, msgType: entry.msgType, content: entry.content });
+      const enc = await this.keys.encrypt({
+        conversation: conv,
+        epoch,
+        clientId: entry.clientId,
+        msgType: entry.msgType,
+        content: entry.content,
+        meta: entry.meta || {},
+      });
       ack = await this.socket.request({
         type: "message.send",
         conversation: conv,
         client_id: entry.clientId,
         msg_type: entry.msgType,
-        meta: {},
         ...enc,
       });
     } catch (err) {
@@ -636,7 +644,8 @@ export class ChatClient {
         sender: this.user.id,
         device: this.deviceId,
         msg_type: entry.msgType,
-        meta: {},
+        meta: entry.meta || {},
+        v: 2,
         epoch,
         created_at: ack.created_at,
       };

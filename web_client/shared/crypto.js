@@ -1,5 +1,6 @@
 /**
- * End-to-end encryption for the browser clients, format version 1.
+ * End-to-end encryption for the browser clients, message format version 2
+ * (version 1 messages are still read).
  *
  * docs/crypto-format.md is the byte format; this module follows it and
  * nothing else. The Python implementation (chat_server/crypto) follows the
@@ -18,11 +19,14 @@
  */
 
 import { b64decode, b64encode } from "./b64.js";
+import { canonicalMeta, canonicalMetaText } from "./meta.js";
 
-export { b64decode, b64encode };
+export { b64decode, b64encode, canonicalMeta, canonicalMetaText };
 
-/** Format version bound into every message's associated data. */
-export const FORMAT_VERSION = "1";
+/** Format version of every message written; bound into its associated data. */
+export const FORMAT_VERSION = 2;
+/** Versions a reader accepts: 1 only for messages stored before version 2. */
+export const SUPPORTED_VERSIONS = Object.freeze([1, 2]);
 
 const subtle = globalThis.crypto.subtle;
 const encoder = new TextEncoder();
@@ -31,8 +35,6 @@ const decoder = new TextDecoder("utf-8", { fatal: true });
 const LABEL_DEVICE = "cejchat/device/v1";
 const LABEL_ENVELOPE = "cejchat/envelope/v1";
 const LABEL_ENVELOPE_SIG = "cejchat/envelope-sig/v1";
-const LABEL_MSG = "cejchat/msg/v1";
-const LABEL_MSG_SIG = "cejchat/msg-sig/v1";
 const LABEL_SAFETY = "cejchat/safety/v1";
 const LABEL_BACKUP = "cejchat/backup/v1";
 
@@ -644,14 +646,24 @@ export async function openEnvelope(envelope, recipientKeys, senderSigPub) {
 // Messages
 // ---------------------------------------------------------------------------
 
-/** A message's associated data. */
-export function messageAad({ conversation, epoch, senderDevice, clientId, msgType }) {
-  return lps(LABEL_MSG, conversation, epoch, senderDevice, clientId, msgType, FORMAT_VERSION);
+function checkVersion(version) {
+  if (!SUPPORTED_VERSIONS.includes(version)) throw new RangeError(`unknown message format version ${JSON.stringify(version)}`);
+  return version;
+}
+
+/**
+ * A message's associated data. Version 2 (the default) binds the canonical
+ * `meta` (empty if not given); version 1 does not bind it.
+ */
+export function messageAad({ conversation, epoch, senderDevice, clientId, msgType, meta = {}, version = FORMAT_VERSION }) {
+  checkVersion(version);
+  const head = [`cejchat/msg/v${version}`, conversation, epoch, senderDevice, clientId, msgType, String(version)];
+  return version === 1 ? lps(...head) : lps(...head, canonicalMeta(meta));
 }
 
 /** The bytes the sender signs for a message. */
-export function messageSigBytes(aad, nonce, ciphertext) {
-  return lps(LABEL_MSG_SIG, aad, nonce, ciphertext);
+export function messageSigBytes(aad, nonce, ciphertext, version = FORMAT_VERSION) {
+  return lps(`cejchat/msg-sig/v${checkVersion(version)}`, aad, nonce, ciphertext);
 }
 
 async function aes256Key(epochKey, usages) {
@@ -673,20 +685,25 @@ function messageFields(message) {
   for (const field of ["conversation", "sender_device", "client_id", "msg_type", "nonce", "ciphertext", "sig"]) {
     if (typeof message[field] !== "string") throw new TypeError(`message.${field} must be a string`);
   }
+  const version = message.v === undefined ? 1 : message.v;
   return {
     conversation: message.conversation,
     epoch: message.epoch,
     senderDevice: message.sender_device,
     clientId: message.client_id,
     msgType: message.msg_type,
+    meta: message.meta ?? {},
+    version: checkVersion(version),
   };
 }
 
 /**
  * Encrypt and sign a message. `plaintext` is an object (JSON-encoded), a
  * string (UTF-8) or bytes. `epochKey` is 32 raw bytes or an AES-GCM
- * CryptoKey. Returns { conversation, epoch, sender_device, client_id,
- * msg_type, nonce, ciphertext, sig }. `nonce` is for vectors only.
+ * CryptoKey. `meta` is the server-visible part, bound into the associated
+ * data and the signature. Returns { v, conversation, epoch, sender_device,
+ * client_id, msg_type, meta, nonce, ciphertext, sig }. `nonce` and
+ * `version: 1` are for vectors only.
  */
 export async function encryptMessage({
   epochKey,
@@ -697,17 +714,21 @@ export async function encryptMessage({
   clientId,
   msgType,
   plaintext,
+  meta = {},
   nonce,
+  version = FORMAT_VERSION,
 }) {
-  const aad = messageAad({ conversation, epoch, senderDevice, clientId, msgType });
+  const aad = messageAad({ conversation, epoch, senderDevice, clientId, msgType, meta, version });
   const iv = nonce === undefined ? randomBytes(12) : bytesOf(nonce, "nonce");
   if (iv.length !== 12) throw new RangeError("nonce must be 12 bytes");
   const key = await aes256Key(epochKey, ["encrypt"]);
   const ciphertext = new Uint8Array(
     await subtle.encrypt({ name: "AES-GCM", iv, additionalData: aad, tagLength: 128 }, key, plaintextBytes(plaintext)),
   );
-  const sig = await sign(senderKeys.sigPrivate, messageSigBytes(aad, iv, ciphertext));
+  const sig = await sign(senderKeys.sigPrivate, messageSigBytes(aad, iv, ciphertext, version));
   return {
+    v: version,
+    ...(version === 1 ? {} : { meta }),
     conversation,
     epoch,
     sender_device: senderDevice,
@@ -722,15 +743,20 @@ export async function encryptMessage({
 /** Check a message's signature against the sender device's raw Ed25519 key (what the server does). */
 export async function verifyMessage(message, senderSigPub) {
   try {
-    const aad = messageAad(messageFields(message));
-    const data = messageSigBytes(aad, b64decode(message.nonce), b64decode(message.ciphertext));
+    const fields = messageFields(message);
+    const aad = messageAad(fields);
+    const data = messageSigBytes(aad, b64decode(message.nonce), b64decode(message.ciphertext), fields.version);
     return await verify(senderSigPub, b64decode(message.sig), data);
   } catch {
     return false;
   }
 }
 
-/** Verify then decrypt a message; returns the plaintext bytes or throws. */
+/**
+ * Verify then decrypt a message; returns the plaintext bytes or throws.
+ * `message.v` absent means version 1, whose `meta` is not authenticated
+ * (callers show such a message as older and unchecked).
+ */
 export async function decryptMessage(message, epochKey, senderSigPub) {
   const fields = messageFields(message);
   if (!(await verifyMessage(message, senderSigPub))) throw new Error("message signature is invalid");
@@ -1038,16 +1064,26 @@ export async function buildVectors(producer = "browser", { seed } = {}) {
     });
   }
 
+  // [epoch index, sender, client id, type, body, format version, meta]
   const messageSpecs = [
-    [0, "d-alice-laptop", "m-0001", "text", { text: "Bonjour Bob, rendez-vous jeudi ?" }],
-    [1, "d-bob-1", "01HZX3Q7A2", "text", { text: "Oui 👍 — « jeudi » à 14 h, \"salle B\"" }],
-    [1, "d-alice-phone", "m-0002", "appointment", { title: "Entretien", notes: "" }],
-    [2, "d-zoë-téléphone", "m-ü", "text", { text: "" }],
-    [3, "d-bob-1", "m-0", "text", { text: "epoch 0" }],
-    [4, "d-alice-phone", "m-max", "text", { text: "époque 2⁵³ − 1" }],
+    [0, "d-alice-laptop", "m-0001", "text", { text: "Bonjour Bob, rendez-vous jeudi ?" }, 1, {}],
+    [1, "d-bob-1", "01HZX3Q7A2", "text", { text: "Oui 👍 — « jeudi » à 14 h, \"salle B\"" }, 2, {}],
+    [
+      1, "d-alice-phone", "m-0002", "appointment", { title: "Entretien", notes: "" }, 2,
+      { item: "rdv-42", event: "changed", starts_at: 1796000000 },
+    ],
+    [2, "d-zoë-téléphone", "m-ü", "text", { text: "" }, 2, {}],
+    [
+      3, "d-bob-1", "m-0", "action", { text: "epoch 0" }, 2,
+      {
+        status: "done", event: "status_changed", item: "é\u2028\u0000\"\\/\u{1F600}\t",
+        due: -9007199254740991, A_b: [{ y: [], x: {} }, null, true, false, ""],
+      },
+    ],
+    [4, "d-alice-phone", "m-max", "delete", { text: "époque 2⁵³ − 1" }, 2, { target_seq: 9007199254740991 }],
   ];
   const messages = [];
-  for (const [e, sender, clientId, msgType, body] of messageSpecs) {
+  for (const [e, sender, clientId, msgType, body, version, meta] of messageSpecs) {
     const { conversation, epoch, key } = epochKeys[e];
     const plaintext = JSON.stringify(body);
     const msg = await encryptMessage({
@@ -1059,9 +1095,13 @@ export async function buildVectors(producer = "browser", { seed } = {}) {
       clientId,
       msgType,
       plaintext,
+      meta,
+      version,
       nonce: await rand(12),
     });
     messages.push({
+      v: version,
+      ...(version === 1 ? {} : { meta, meta_canonical: canonicalMetaText(meta) }),
       conversation,
       epoch,
       epoch_key: b64encode(key),
@@ -1199,6 +1239,12 @@ export async function checkVectors(doc) {
         fail(where, "plaintext must be the UTF-8 JSON text, as a string");
         continue;
       }
+      const version = m.v === undefined ? 1 : m.v;
+      if (version >= 2 && canonicalMetaText(m.meta) !== m.meta_canonical) {
+        fail(where, "meta_canonical is not the canonical encoding of meta");
+        continue;
+      }
+      if (version >= 2 && Object.keys(m.meta).length > 0) counts.messagesWithMeta = (counts.messagesWithMeta ?? 0) + 1;
       const epochKey = b64decode(m.epoch_key);
       const pt = await decryptMessage(m, epochKey, b64decode(sender.sig_pub));
       if (utf8decode(pt) !== m.plaintext) {
@@ -1215,6 +1261,8 @@ export async function checkVectors(doc) {
         clientId: m.client_id,
         msgType: m.msg_type,
         plaintext: m.plaintext,
+        meta: version === 1 ? {} : m.meta,
+        version,
         nonce: b64decode(m.nonce),
       });
       if (again.ciphertext !== m.ciphertext) fail(where, "re-encryption with the same nonce gives another ciphertext");
@@ -1268,5 +1316,6 @@ export async function checkVectors(doc) {
     }
   }
 
+  if (!counts.messagesWithMeta) fail("messages", "expected at least one version 2 message with a non-empty meta");
   return { ok: errors.length === 0, producer: doc?.producer, counts, errors };
 }

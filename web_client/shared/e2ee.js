@@ -85,6 +85,9 @@ function wireOf(msg) {
     sender_device: msg.device,
     client_id: msg.client_id,
     msg_type: msg.msg_type,
+    // Absent on messages stored before format version 2.
+    v: msg.v ?? 1,
+    meta: msg.meta || {},
     nonce: stdToUrl(msg.nonce),
     ciphertext: stdToUrl(msg.body),
     sig: stdToUrl(msg.sig),
@@ -565,8 +568,8 @@ export class KeyManager {
 
   // ------------------------------------------------------------------ messages
 
-  /** Encrypt and sign; returns the `message.send` fields (standard base64). */
-  async encrypt({ conversation, epoch, clientId, msgType, content }) {
+  /** Encrypt and sign (format version 2, `meta` bound); returns the `message.send` fields. */
+  async encrypt({ conversation, epoch, clientId, msgType, content, meta = {} }) {
     const key = await this.epochKey(conversation, epoch);
     if (!key) throw new KeyError("no_key", `no key for epoch ${epoch}`);
     const m = await C.encryptMessage({
@@ -578,8 +581,9 @@ export class KeyManager {
       clientId,
       msgType,
       plaintext: content,
+      meta,
     });
-    return { epoch, body: urlToStd(m.ciphertext), nonce: urlToStd(m.nonce), sig: urlToStd(m.sig) };
+    return { v: m.v, meta, epoch, body: urlToStd(m.ciphertext), nonce: urlToStd(m.nonce), sig: urlToStd(m.sig) };
   }
 
   /**

@@ -65,6 +65,7 @@ const STRINGS = {
   unverifiedMessage: "Message non vérifié : signature invalide ou appareil inconnu.",
   unverifiableMessage: "Message non vérifiable : l'appareil qui l'a envoyé n'appartient pas à son expéditeur.",
   waitingKeys: "Message chiffré : en attente de la clé…",
+  legacyFormat: "Ancien format : la date, le type et le statut de ce message ne sont pas protégés par la signature.",
   unknownType: "Message de type « {type} » (non pris en charge par cette version).",
   sysCounsellorChanged: "Changement de conseiller.",
   sysTemporaryCounsellor: "Un conseiller assure temporairement le suivi.",

@@ -114,6 +114,9 @@ export function renderMessage(item, { peerName, status, onRetry, onDiscard } = {
   const children = [];
   if (!item.system) children.push(h("span", { class: "visually-hidden" }, `${who} : `));
   children.push(h("p", { class: "msg-text" }, messageText(item, peerName)));
+  if (!item.system && item.content && item.version === 1) {
+    children.push(h("p", { class: "msg-legacy" }, t("legacyFormat")));
+  }
   const foot = h("p", { class: "msg-meta" });
   if (time) foot.append(h("time", { datetime: new Date(item.createdAt * 1000).toISOString() }, time));
   if (status) {

@@ -192,6 +192,37 @@ export async function runSelfChecks() {
     await t.throws(() => c.decryptMessage(relabelled, epochKey, alice.sigPublic), "AES-GCM aad binds the client id");
     await t.throws(() => c.decryptMessage(msg, c.generateEpochKey(), alice.sigPublic), "wrong epoch key fails");
 
+    // Version 2 binds meta; version 1 is still read.
+    const meta = { item: "rdv-1", event: "created", starts_at: 1795000000 };
+    const rdv = await c.encryptMessage({
+      epochKey, conversation: "c", epoch: 3, senderDevice: "d-a", senderKeys: alice,
+      clientId: "m3", msgType: "appointment", plaintext: { titre: "RDV" }, meta,
+    });
+    t.ok(rdv.v === 2 && rdv.meta === meta, "messages are written in version 2 with their meta");
+    t.ok((await c.decryptMessageJson(rdv, epochKey, alice.sigPublic)).titre === "RDV", "v2 round trip with meta");
+    t.ok(await c.verifyMessage({ ...rdv, meta: { starts_at: 1795000000, event: "created", item: "rdv-1" } }, alice.sigPublic), "meta key order does not matter");
+    for (const [label, other] of [
+      ["event changed", { ...meta, event: "cancelled" }],
+      ["time changed", { ...meta, starts_at: 1795003600 }],
+      ["meta emptied", {}],
+    ]) {
+      t.ok(!(await c.verifyMessage({ ...rdv, meta: other }, alice.sigPublic)), `tampered meta (${label}) fails verify`);
+      await t.throws(() => c.decryptMessage({ ...rdv, meta: other }, epochKey, alice.sigPublic), `tampered meta (${label}) refused by the receiver`);
+    }
+    t.ok(!(await c.verifyMessage({ ...rdv, v: 1 }, alice.sigPublic)), "a v2 message relabelled v1 fails verify");
+    const old = await c.encryptMessage({
+      epochKey, conversation: "c", epoch: 3, senderDevice: "d-a", senderKeys: alice,
+      clientId: "m4", msgType: "text", plaintext: { text: "ancien" }, version: 1,
+    });
+    t.ok(old.v === 1 && old.meta === undefined, "version 1 writes no meta");
+    t.ok((await c.decryptMessageJson({ ...old, meta: { any: 1 } }, epochKey, alice.sigPublic)).text === "ancien", "v1 still decrypts, meta unbound");
+    t.ok((await c.decryptMessageJson({ ...old, v: undefined }, epochKey, alice.sigPublic)).text === "ancien", "absent v reads as version 1");
+    await t.throws(() => c.encryptMessage({
+      epochKey, conversation: "c", epoch: 3, senderDevice: "d-a", senderKeys: alice,
+      clientId: "m5", msgType: "action", plaintext: {}, meta: { due: 1.5 },
+    }), "a fraction in meta has no canonical form");
+    t.ok(c.canonicalMetaText({ b: [1, { d: null, c: true }], a: "é\n" }) === '{"a":"é\\n","b":[1,{"c":true,"d":null}]}', "canonical meta text");
+
     // Safety number.
     const sn = await c.safetyNumber({ userId: "u-a", sigPubs: [alice.sigPublic] }, { userId: "u-b", sigPubs: [bob.sigPublic] });
     t.ok(/^\d{30}$/.test(sn), `safety number shape ${sn}`);

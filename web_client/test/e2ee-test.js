@@ -164,6 +164,7 @@ async function message(world, from, epoch, key, text, { sender = from.userId } =
     nonce: urlToStd(m.nonce),
     sig: urlToStd(m.sig),
     meta: {},
+    v: m.v,
     epoch,
     created_at: Date.now() / 1000,
   };
