@@ -171,6 +171,16 @@ class AccountService:
     async def activate(
         self, code: str, password: str, device_id: str | None, client: str = "-"
     ) -> Login:
+        """Consume an activation code, set the password, and open a session (see ``_activate``).
+
+        Refused at once (503 ``busy``) while the password checks in progress are at their bound.
+        """
+        with self.throttle.admit():
+            return await self._activate(code, password, device_id, client)
+
+    async def _activate(
+        self, code: str, password: str, device_id: str | None, client: str
+    ) -> Login:
         """Consume an activation code, set the password, and open a session.
 
         Wrong codes count against the client address (``client``, see
@@ -193,6 +203,16 @@ class AccountService:
 
     async def login(
         self, login: str, password: str, device_id: str | None, client: str = "-"
+    ) -> Login:
+        """Check a password and open a session bound to a device (see ``_login``).
+
+        Refused at once (503 ``busy``) while the password checks in progress are at their bound.
+        """
+        with self.throttle.admit():
+            return await self._login(login, password, device_id, client)
+
+    async def _login(
+        self, login: str, password: str, device_id: str | None, client: str
     ) -> Login:
         """Check a password and open a session bound to a device.
 

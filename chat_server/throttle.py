@@ -19,16 +19,18 @@ typed in the wrong field) nor a client address, and windows that have passed
 are deleted (``purge``).
 
 The password hash itself (argon2id) runs in worker threads, at most
-``PASSWORD_HASH_CONCURRENCY`` at once; past ``PASSWORD_HASH_QUEUE`` waiting
-attempts, new ones are refused at once (503 ``busy``): a login flood can
-neither starve the event loop nor queue without bound.
+``PASSWORD_HASH_CONCURRENCY`` at once; with that many logins and activations
+in progress plus ``PASSWORD_HASH_QUEUE`` waiting, new ones are refused at once
+(503 ``busy``), before any store access: a login flood can neither starve the
+event loop nor queue without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from chat_server.rooms.errors import DomainError, Throttled
@@ -88,8 +90,8 @@ class Throttle:
         self._per_address = settings.address_max_failures
         self._clock = clock
         self._hashing = asyncio.Semaphore(settings.password_hash_concurrency)
-        self._queue_max = settings.password_hash_queue
-        self._waiting = 0
+        self._in_flight_max = settings.password_hash_concurrency + settings.password_hash_queue
+        self._in_flight = 0
 
     async def take(self, key: str, limit: int) -> None:
         """Count an attempt on ``key``; refuse it (429) past ``limit`` in the window."""
@@ -137,16 +139,18 @@ class Throttle:
         """Delete the counters of windows that have passed."""
         return await self._store.purge_login_failures(self._clock(), self._window)
 
-    async def hashing(self, work: Callable[[], T]) -> T:
-        """Run a password hash in a worker thread, within the concurrency bound."""
-        if self._hashing.locked() and self._waiting >= self._queue_max:
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Hold one of the login slots for a login or an activation, or raise ``Busy``."""
+        if self._in_flight >= self._in_flight_max:
             raise Busy("the server is busy checking passwords; retry in a moment")
-        self._waiting += 1
+        self._in_flight += 1
         try:
-            await self._hashing.acquire()
+            yield
         finally:
-            self._waiting -= 1
-        try:
+            self._in_flight -= 1
+
+    async def hashing(self, work: Callable[[], T]) -> T:
+        """Run a password hash in a worker thread, at most ``PASSWORD_HASH_CONCURRENCY`` at once."""
+        async with self._hashing:
             return await asyncio.to_thread(work)
-        finally:
-            self._hashing.release()
