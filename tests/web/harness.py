@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -45,7 +44,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 DEMO_PASSWORD = "demo-password-2026"
-_ENGINE_PORT = re.compile(r'"msg": "embedded MongoDB engine started", "port": (\d+)')
 
 
 def free_port() -> int:
@@ -69,11 +67,16 @@ class ServerProcess:
         return self.log_path.read_text("utf-8", errors="replace")
 
     def engine_url(self) -> str:
-        """The embedded engine's URL, read from the server's start-up log."""
-        match = _ENGINE_PORT.search(self.log())
-        if match is None:
-            raise RuntimeError("the server did not log its embedded engine's port")
-        return f"mongodb://127.0.0.1:{match.group(1)}/?directConnection=true"
+        """The embedded engine's URL (its Unix socket), read from the server's start-up log."""
+        for line in self.log().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("msg") == "embedded MongoDB engine started":
+                path = urllib.parse.quote(str(record["path"]), safe="")
+                return f"mongodb://{path}/?directConnection=true"
+        raise RuntimeError("the server did not log its embedded engine's socket")
 
 
 def _ready(url: str) -> bool:
