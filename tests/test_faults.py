@@ -139,6 +139,16 @@ async def test_store_outage_refuses_sends_fast_and_service_comes_back(
 
         pid = engine.pid
         assert pid is not None
+        # A frozen store (it accepts, never answers): the sender hears it, nothing is stored.
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            frame = send_frame(conv, "figé")
+            await ben.send(frame)
+            reply = await ben.expect("error", timeout=10, id=frame["id"])
+            assert reply["code"] == "store_unavailable", reply
+            refused.append(frame)
+        finally:
+            os.kill(pid, signal.SIGCONT)
         os.kill(pid, signal.SIGKILL)
         for i in range(3):
             frame = send_frame(conv, f"pendant {i}")
@@ -176,6 +186,40 @@ async def test_store_outage_refuses_sends_fast_and_service_comes_back(
         await server.terminate()
         await engine.stop()
     assert _tracebacks(server.log()) == []
+
+
+async def test_unconfirmed_append_is_stored_once_when_resent(tmp_path: Path) -> None:
+    """Point 2: a write sent to a store that froze has an unknown outcome; resending the
+    same message stores it once, whatever happened to the first attempt."""
+    from chat_server.rooms.models import Conversation, NewMessage
+    from chat_server.storage.mongo import MongoDatabase
+
+    engine = EmbeddedMongo(tmp_path)
+    await engine.start()
+    db = MongoDatabase(engine.url, "t", direct=True, timeout=1.0)
+    try:
+        await db.create_indexes()
+        store = db.messages()
+        await store.add_conversation(Conversation("conv", "ben", "coun", None))
+        first = NewMessage("conv", "m1", "ben", "d", "text", b"1", {})
+        await store.append(first, 1.0)  # the next seq is now known without a read
+        pid = engine.pid
+        assert pid is not None
+        second = NewMessage("conv", "m2", "ben", "d", "text", b"2", {})
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(store.append(second, 2.0), 1.0)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        stored, _ = await store.append(second, 3.0)
+        again, created = await store.append(second, 4.0)
+        assert (again.seq, created) == (stored.seq, False)
+        page = await store.messages_after("conv", 0, 10)
+        assert [(m.seq, m.client_id) for m in page] == [(1, "m1"), (2, "m2")]
+    finally:
+        await db.close()
+        await engine.stop()
 
 
 @pytest.mark.redis

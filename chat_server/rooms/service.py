@@ -113,7 +113,14 @@ class ConversationService:
             raise BodyTooLarge(f"body is larger than {self._max_body} bytes")
         mtype = types.lookup(frame.msg_type)
         mtype.validate(frame.meta)
-        conv = await self.member_conversation(user.id, frame.conversation)
+        # One deadline for the whole send: during an outage the sender hears it in about
+        # STORE_TIMEOUT_SECONDS, whichever store call hangs.
+        deadline = asyncio.get_running_loop().time() + self._store_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                conv = await self.member_conversation(user.id, frame.conversation)
+        except TimeoutError:
+            raise Unavailable("the store is unavailable; nothing was stored; retry") from None
         new = NewMessage(
             conversation_id=conv.id,
             client_id=frame.client_id,
@@ -127,10 +134,13 @@ class ConversationService:
             sig=frame.sig,
             version=frame.v,
         )
-        await self._verifier.check_message(conv, new)
         try:
-            # A bounded wait: during an outage the sender hears it in about this time.
-            async with asyncio.timeout(self._store_timeout):
+            async with asyncio.timeout_at(deadline):
+                await self._verifier.check_message(conv, new)
+        except TimeoutError:
+            raise Unavailable("the store is unavailable; nothing was stored; retry") from None
+        try:
+            async with asyncio.timeout_at(deadline):
                 stored, created = await self._messages.append(new, self._clock())
         except NonceReused:
             raise E2EEError("nonce_reused", "this device already used this nonce") from None

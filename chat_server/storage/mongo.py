@@ -99,6 +99,9 @@ class MongoDatabase:
             "tz_aware": False,
             "serverSelectionTimeoutMS": ms,
             "connectTimeoutMS": ms,
+            # A store that accepts but never answers (frozen, partitioned) must not hold
+            # reads forever: generous, so that a busy store is never cut off.
+            "socketTimeoutMS": int(max(10.0, 5 * timeout) * 1000),
         }
         if direct:
             kwargs["directConnection"] = True
