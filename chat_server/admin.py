@@ -22,6 +22,7 @@ from chat_server.rooms.models import Role
 from chat_server.services import Services, build_services
 from chat_server.settings import SettingsError, load_settings
 from chat_server.storage.base import Conflict
+from chat_server.storage.embedded import EngineError
 
 DEMO_PASSWORD = "demo-password-2026"  # noqa: S105 - printed demo credential
 DEMO_STRUCTURE = "Mission Locale de démonstration"
@@ -124,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         lines = asyncio.run(_run(args))
-    except (SettingsError, DomainError, Conflict) as exc:
+    except (SettingsError, DomainError, Conflict, EngineError) as exc:
         print(f"chat-admin: {exc}", file=sys.stderr)
         return 2
     print("\n".join(lines))

@@ -89,6 +89,13 @@ async def test_killed_engine_is_restarted_and_its_store_stays_private(tmp_path: 
         inodes = {os.readlink(f"/proc/{engine}/fd/{fd}") for fd in os.listdir(f"/proc/{engine}/fd")}
         assert not any(f"socket:[{ln.split()[9]}]" in inodes for ln in listening)
 
+        # A second server on the same folder is refused, and the first keeps its engine.
+        rival = ServerProcess({**env, "PORT": str(free_port())}, tmp_path / "rival.log")
+        with pytest.raises(RuntimeError, match="server exited"):
+            await rival.start()
+        assert "in use by another server process" in rival.log()
+        assert _engine_pid(tmp_path) == engine
+
         os.kill(engine, signal.SIGKILL)
         await _ready(first.http, 15)
         assert _engine_pid(tmp_path) != engine

@@ -39,6 +39,10 @@ BACKOFF_MAX = 10.0
 _MAX_SOCKET_PATH = 100
 
 
+class EngineError(RuntimeError):
+    """The embedded engine could not be started."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free on ``host`` a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -127,7 +131,7 @@ class EmbeddedMongo:
         while True:
             if proc.poll() is not None:
                 await asyncio.sleep(0.05)  # let the pump read the last lines
-                raise RuntimeError(
+                raise EngineError(
                     f"embedded MongoDB engine exited with {proc.returncode}: "
                     + (" | ".join(tail[-3:]) or "no output")
                 )
@@ -136,7 +140,7 @@ class EmbeddedMongo:
             except OSError:
                 if loop.time() > deadline:
                     await self._terminate(proc)
-                    raise RuntimeError("embedded MongoDB engine did not start in time") from None
+                    raise EngineError("embedded MongoDB engine did not start in time") from None
                 await asyncio.sleep(0.05)
                 continue
             writer.close()
@@ -169,7 +173,7 @@ class EmbeddedMongo:
             try:
                 await _stop_stale_engine(self.folder)
                 await self._spawn(30.0)
-            except RuntimeError as exc:
+            except EngineError as exc:
                 log.warning("embedded MongoDB engine restart failed: %s", exc)
                 continue
             started = loop.time()
@@ -226,15 +230,23 @@ def _pump_stderr(
         pass
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
 def _engine_pid(folder: Path) -> int | None:
     """The pid in the folder's pid file if it is a live engine serving this folder."""
     try:
         pid = int((folder / "engine.pid").read_text().strip())
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError):
         return None  # no pid file, no such process, or no /proc: nothing we may stop
-    if state == "Z":
+    if not _alive(pid):
         return None  # a zombie holds no lock and serves nothing
     engine = (ENGINE_MODULE.encode(), b"nx_27017")
     if not any(e in a for a in argv for e in engine) or str(folder).encode() not in argv:
@@ -242,11 +254,27 @@ def _engine_pid(folder: Path) -> int | None:
     return pid
 
 
+def _engine_owner(pid: int) -> int | None:
+    """The live server process that started engine ``pid`` (its ``--parent``), if any."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        owner = int(argv[argv.index(b"--parent") + 1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return owner if owner != os.getpid() and _alive(owner) else None
+
+
 async def _stop_stale_engine(folder: Path, timeout: float = 10.0) -> None:
     """Stop an engine left running on ``folder`` by a server that crashed."""
     pid = _engine_pid(folder)
     if pid is None:
         return
+    owner = _engine_owner(pid)
+    if owner is not None:
+        raise EngineError(
+            f"the data folder {folder} is in use by another server process (pid {owner}): "
+            "stop it first, or give both the same MONGODB_URL"
+        )
     log.warning("stopping an engine left running on the data folder", extra={"count": pid})
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
