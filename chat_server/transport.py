@@ -251,10 +251,17 @@ class Connection:
             await self._send(ev.frame)
 
     async def _catch_up(self) -> None:
-        for conv in await self.svc.messages.conversations_for(self.user.id):
+        convs = await self.svc.messages.conversations_for(self.user.id)
+        for conv in convs:
             sent = self.sent.get(conv.id, 0)
             if conv.last_seq > sent and not self._sync_pending(conv.id):
                 await self._fill(conv.id, sent, conv.last_seq)
+        # Presence changes published meanwhile were lost too: say where each peer is now.
+        peers = sorted({m for c in convs for m in c.members if m != self.user.id})
+        now = time.time()
+        for peer, pres in (await self.svc.presence.presence(peers, now)).items():
+            seen = None if pres.online else pres.last_seen
+            await self._send(p.encode_text(p.PresenceFrame(peer, pres.online, seen)))
 
     def _sync_pending(self, conv: str) -> bool:
         return any(s[1] == conv for s in self.syncs)

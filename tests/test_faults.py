@@ -265,6 +265,9 @@ async def test_redis_restart_delivers_what_was_acknowledged_meanwhile(
         own_redis.start()
         got = [await counsellor.expect("message.created", timeout=15) for _ in range(5)]
         assert [g["message"]["seq"] for g in got] == [1, 2, 3, 4, 5]
+        # The presence change published during the outage was lost: the catch-up says it.
+        offline = await counsellor.expect("presence", timeout=15, user=w.b1.user.id)
+        assert offline["online"] is False
         # Presence is the store's: the beneficiary is offline.
         r = await api(a.info, "GET", "/api/conversations", w.c1.token)
         summary = next(s for s in r.json()["conversations"] if s["id"] == conv)
