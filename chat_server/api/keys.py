@@ -34,6 +34,9 @@ class DeviceBody(Struct, forbid_unknown_fields=True):
 class EpochBody(Struct, forbid_unknown_fields=True):
     epoch: Annotated[int, Meta(ge=1, le=2**31)]
     envelopes: Envelopes
+    # Required: absent, they are refused as `bad_commitment` after the envelope checks.
+    commitment: Annotated[str, Meta(max_length=200)] = ""
+    commitment_sig: Annotated[str, Meta(max_length=200)] = ""
 
 
 class EnvelopesBody(Struct, forbid_unknown_fields=True):
@@ -43,6 +46,12 @@ class EnvelopesBody(Struct, forbid_unknown_fields=True):
 class ApproveBody(Struct, forbid_unknown_fields=True):
     conversation: IdStr
     device_id: IdStr
+
+
+class ReportBody(Struct, forbid_unknown_fields=True):
+    conversation: IdStr
+    epoch: Annotated[int, Meta(ge=1, le=2**31)]
+    sender_device: IdStr
 
 
 class BackupBody(Struct, forbid_unknown_fields=True):
@@ -110,7 +119,13 @@ async def create_epoch(request: Request) -> Response:
     body = await json_body(request, EpochBody)
     try:
         epoch = await services(request).keys.create_epoch(
-            user, session.device_id, request.path_params["id"], body.epoch, body.envelopes
+            user,
+            session.device_id,
+            request.path_params["id"],
+            body.epoch,
+            body.envelopes,
+            _b64(body.commitment, "commitment", 32) if body.commitment else b"",
+            _b64(body.commitment_sig, "commitment_sig", 64) if body.commitment_sig else b"",
         )
     except EpochConflict as exc:
         return JSONResponse(
@@ -133,15 +148,17 @@ async def add_envelopes(request: Request) -> Response:
 
 @endpoint
 async def my_envelopes(request: Request) -> Response:
-    """GET /api/keys/envelopes?conversation=: envelopes addressed to the caller's device."""
+    """GET /api/keys/envelopes?conversation=: envelopes addressed to the caller's device,
+    and the signed key commitments of their epochs."""
     user, session = await current(request)
     conv = request.query_params.get("conversation") or None
     svc = services(request)
     device = await svc.key_store.get_device(session.device_id)
     if device is None or device.user_id != user.id:
-        return ok({"envelopes": []})
+        return ok({"envelopes": [], "epochs": []})
     envs = await svc.keys.envelopes_for(session.device_id, conv)
-    return ok({"envelopes": envs})
+    epochs = await svc.keys.commitments_for([str(e["conversation"]) for e in envs])
+    return ok({"envelopes": envs, "epochs": epochs})
 
 
 @endpoint
@@ -167,6 +184,17 @@ async def approve(request: Request) -> Response:
     user, _ = await current(request)
     body = await json_body(request, ApproveBody)
     await services(request).keys.approve_device(user, body.conversation, body.device_id)
+    return ok({"ok": True})
+
+
+@endpoint
+async def report(request: Request) -> Response:
+    """POST /api/keys/report: an envelope whose key fails its epoch's commitment."""
+    user, session = await current(request)
+    body = await json_body(request, ReportBody)
+    await services(request).keys.report_envelope(
+        user, session.device_id, body.conversation, body.epoch, body.sender_device
+    )
     return ok({"ok": True})
 
 
@@ -250,6 +278,7 @@ routes = [
     Route("/api/keys/devices/{device_id}", get_device, methods=["GET"]),
     Route("/api/keys/requests", key_requests, methods=["GET"]),
     Route("/api/keys/requests/approve", approve, methods=["POST"]),
+    Route("/api/keys/report", report, methods=["POST"]),
     Route("/api/keys/backup", backup, methods=["GET", "PUT"]),
     Route("/api/structure", structure_counsellors, methods=["GET"]),
 ]

@@ -8,8 +8,8 @@ derived from a fixed seed, so the output is the same on every run.
 `check_vectors(doc)` checks a document made by either implementation and
 raises `VectorMismatch` naming the first entry that does not check: it
 verifies every signature, opens every envelope with the recipient's private
-key, decrypts every message, recomputes every safety number and opens every
-backup.
+key, decrypts every message, recomputes and checks every epoch key
+commitment, recomputes every safety number and opens every backup.
 
 Command line: `python -m chat_server.crypto.vectors --write PATH` writes the
 Python vectors; `--check PATH` checks a file.
@@ -38,6 +38,11 @@ from chat_server.crypto.backup import (
     open_backup_plaintext,
     parse_recovery_key,
     seal_backup,
+)
+from chat_server.crypto.commitment import (
+    epoch_commitment,
+    sign_commitment,
+    verify_commitment_signature,
 )
 from chat_server.crypto.encoding import MAX_EPOCH, b64encode, bytes_field, epoch_field, str_field
 from chat_server.crypto.envelope import Envelope, open_envelope, wrap_epoch_key
@@ -160,6 +165,20 @@ def build_vectors(producer: str = "python") -> dict[str, Any]:
             "sig": b64encode(encrypted.sig),
         }
 
+    def commitment(creator: str, conversation: str, epoch: int) -> dict[str, Any]:
+        key = epoch_keys[conversation, epoch]
+        value = epoch_commitment(key, conversation, epoch)
+        return {
+            "conversation": conversation,
+            "epoch": epoch,
+            "epoch_key": b64encode(key),
+            "creator_device": creator,
+            "commitment": b64encode(value),
+            "sig": b64encode(
+                sign_commitment(devices[creator].keys, conversation, epoch, creator, value)
+            ),
+        }
+
     def member(user_id: str, device_ids: Sequence[str]) -> dict[str, Any]:
         return {
             "user_id": user_id,
@@ -217,6 +236,12 @@ def build_vectors(producer: str = "python") -> dict[str, Any]:
             envelope("dev-c1", "dev-j2", "conv-2", MAX_EPOCH),
         ],
         "messages": [message(spec) for spec in _MESSAGES],
+        "commitments": [
+            commitment("dev-c1", "conv-1", 1),
+            commitment("dev-j1", "conv-1", 2),
+            commitment("dev-s1", "conv-2", 0),
+            commitment("dev-c1", "conv-2", MAX_EPOCH),
+        ],
         "safety_numbers": [
             safety(
                 member("conseiller-42", ["dev-c1"]), member("jeune-amélie", ["dev-j1", "dev-j2"])
@@ -445,6 +470,28 @@ def check_vectors(doc: Mapping[str, Any]) -> None:
         expected = str_field(m, "plaintext", where).encode("utf-8")
         _expect(plaintext == expected, f"{where}: plaintext differs")
 
+    def check_commitment(where: str, c: Mapping[str, Any]) -> None:
+        _, creator_sig_pub = device(where, c, "creator_device")
+        conversation = str_field(c, "conversation", where)
+        epoch = epoch_field(c, "epoch", where)
+        value = bytes_field(c, "commitment", where, length=32)
+        key = bytes_field(c, "epoch_key", where, length=32)
+        _expect(
+            epoch_commitment(key, conversation, epoch) == value,
+            f"{where}: commitment is not the epoch key's",
+        )
+        _expect(
+            verify_commitment_signature(
+                creator_sig_pub,
+                conversation,
+                epoch,
+                str_field(c, "creator_device", where),
+                value,
+                bytes_field(c, "sig", where, length=SIG_LEN),
+            ),
+            f"{where}: sig does not verify",
+        )
+
     def check_safety(where: str, s: Mapping[str, Any]) -> None:
         members = []
         for side in ("a", "b"):
@@ -484,6 +531,7 @@ def check_vectors(doc: Mapping[str, Any]) -> None:
         any(m.get("v") == 2 and m.get("meta") for m in doc["messages"]),
         "messages: expected at least one version 2 message with a non-empty meta",
     )
+    _each(doc, "commitments", check_commitment)
     _each(doc, "safety_numbers", check_safety)
     _each(doc, "backups", check_backup)
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chat_server import protocol as p
+from chat_server.crypto.commitment import COMMITMENT_LEN, verify_commitment_signature
 from chat_server.crypto.encoding import b64encode
 from chat_server.crypto.envelope import Envelope, verify_envelope_signature
 from chat_server.crypto.errors import MalformedInput
@@ -35,6 +36,7 @@ from chat_server.rooms.models import (
     Conversation,
     Device,
     EnvelopeRecord,
+    EpochCommitment,
     KeyRequest,
     NewMessage,
     Role,
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 _DEVICE_CACHE_SECONDS = 2.0
 MAX_DEVICES_PER_USER = 10
+#: Envelopes kept for one (recipient device, epoch): the epoch's own and every re-wrap.
+MAX_ENVELOPES_PER_DEVICE_EPOCH = 32
 
 
 class E2EEVerifier:
@@ -398,9 +402,17 @@ class KeyService:
         return out
 
     async def create_epoch(
-        self, user: User, device_id: str, conversation_id: str, epoch: int, docs: Sequence[Any]
+        self,
+        user: User,
+        device_id: str,
+        conversation_id: str,
+        epoch: int,
+        docs: Sequence[Any],
+        commitment: bytes = b"",
+        commitment_sig: bytes = b"",
     ) -> int:
-        """Create epoch ``epoch`` (= current + 1) with one envelope per authorised device.
+        """Create epoch ``epoch`` (= current + 1) with one envelope per authorised device
+        and the creator's signed commitment to the key (docs/crypto-format.md).
 
         Safe under races: the epoch is one atomic insert; the loser gets
         ``epoch_conflict`` (HTTP 409) and should fetch the winner's envelope.
@@ -428,6 +440,13 @@ class KeyService:
                 "envelope_missing_recipient",
                 f"one envelope per device is required; missing: {', '.join(missing)}",
             )
+        if len(commitment) != COMMITMENT_LEN or not verify_commitment_signature(
+            sender.sig_pub, conv.id, epoch, sender.id, commitment, commitment_sig
+        ):
+            raise E2EEError(
+                "bad_commitment",
+                "an epoch needs the key commitment signed by the creating device",
+            )
         try:
             await self._keys.add_epoch(
                 conv.id,
@@ -436,6 +455,7 @@ class KeyService:
                 [envelope_record(e, conv.id) for e in envs],
                 self._clock(),
                 conv.counsellor_id,
+                EpochCommitment(conv.id, epoch, sender.id, commitment, commitment_sig),
             )
         except Conflict:
             current = await self._messages.get_conversation(conv.id)
@@ -481,6 +501,13 @@ class KeyService:
                 raise E2EEError(
                     "epoch_not_held", f"this device never received the key of epoch {e.epoch}"
                 )
+        for slot in sorted({(e.epoch, e.recipient_device) for e in envs}):
+            if await self._keys.count_envelopes(conv.id, *slot) >= MAX_ENVELOPES_PER_DEVICE_EPOCH:
+                raise E2EEError(
+                    "too_many_envelopes",
+                    f"device {slot[1]} already has {MAX_ENVELOPES_PER_DEVICE_EPOCH} envelopes "
+                    f"for epoch {slot[0]}",
+                )
         added = await self._keys.add_envelopes([envelope_record(e, conv.id) for e in envs])
         await self._close_satisfied(conv, {e.recipient_device for e in envs})
         for recipient in sorted({e.recipient_device for e in envs}):
@@ -497,10 +524,28 @@ class KeyService:
             if want <= epochs:
                 await self._keys.close_key_request(conv.id, device_id)
 
+    async def commitments_for(self, conversation_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The signed key commitments of these conversations' epochs, in JSON."""
+        return [
+            {
+                "conversation": c.conversation_id,
+                "epoch": c.epoch,
+                "creator_device": c.creator_device,
+                "commitment": b64encode(c.commitment),
+                "sig": b64encode(c.sig),
+            }
+            for c in await self._keys.commitments(sorted(set(conversation_ids)))
+        ]
+
     async def envelopes_for(
         self, device_id: str, conversation_id: str | None
     ) -> list[dict[str, Any]]:
-        """Envelopes addressed to this device, each with its sender's user and signing key."""
+        """Envelopes addressed to this device, each with its sender's user and signing key.
+
+        Every envelope offered is listed (several per epoch when re-wrapped by
+        several holders); the client keeps the one whose key matches the
+        epoch's commitment.
+        """
         envs = await self._keys.envelopes_for(device_id, conversation_id)
         senders: dict[str, Device | None] = {}
         out = []
@@ -586,6 +631,9 @@ class KeyService:
             conv = convs[r.conversation_id]
             held = await self._keys.epochs_held(conv.id, [r.recipient_device])
             missing = sorted(set(range(1, conv.epoch + 1)) - held[r.recipient_device])
+            if r.reason == "bad_envelope":
+                # The device holds an envelope per epoch, one of which was bad: ask for all.
+                missing = list(range(1, conv.epoch + 1))
             if r.approved and not missing:
                 await self._keys.close_key_request(conv.id, r.recipient_device)
                 continue
@@ -601,6 +649,35 @@ class KeyService:
                 }
             )
         return out
+
+    async def report_envelope(
+        self, user: User, device_id: str, conversation_id: str, epoch: int, sender_device: str
+    ) -> None:
+        """The caller's device found an envelope whose key fails the epoch's commitment.
+
+        Kept as an audit record (``envelope.rejected``), and the device's key
+        request is opened again (reason ``bad_envelope``) so that the other
+        holders re-wrap the epoch keys for it.
+        """
+        conv = await self.readable_conversation(user, conversation_id)
+        device = await self._sender_device(user, device_id)
+        envs = await self._keys.envelopes_for(device.id, conv.id)
+        if not any(e.epoch == epoch and e.sender_device == sender_device for e in envs):
+            raise NotFound("this device has no envelope from that sender for that epoch")
+        await self._keys.add_audit(
+            AuditRecord(
+                conv.id,
+                user.id,
+                "envelope.rejected",
+                {"device": device.id, "epoch": epoch, "sender_device": sender_device},
+                self._clock(),
+            )
+        )
+        log.warning(
+            "envelope rejected by its recipient (key commitment mismatch)",
+            extra={"conversation_id": conv.id, "device_id": sender_device, "user_id": user.id},
+        )
+        await self._request_keys(conv, user, device.id, "bad_envelope", True)
 
     async def approve_device(self, user: User, conversation_id: str, device_id: str) -> None:
         """The counsellor approves a beneficiary's new device; holders then re-wrap for it."""

@@ -158,6 +158,17 @@ class EnvelopeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class EpochCommitment:
+    """An epoch's commitment to its key, signed by the device that created the epoch."""
+
+    conversation_id: str
+    epoch: int
+    creator_device: str
+    commitment: bytes
+    sig: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class KeyRequest:
     """A device that should receive the conversation's earlier epoch keys.
 

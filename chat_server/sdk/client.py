@@ -36,6 +36,12 @@ from chat_server.crypto.backup import (
     parse_recovery_key,
     seal_backup,
 )
+from chat_server.crypto.commitment import (
+    epoch_commitment,
+    key_matches_commitment,
+    sign_commitment,
+    verify_commitment_signature,
+)
 from chat_server.crypto.encoding import b64decode, b64encode
 from chat_server.crypto.envelope import (
     Envelope,
@@ -100,6 +106,8 @@ class Received:
 @dataclass
 class _State:
     epoch_keys: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    # (conversation, epoch, sender device) of envelopes whose key failed the commitment.
+    rejected_envelopes: list[tuple[str, int, str]] = field(default_factory=list)
     device_keys: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # id -> (user, sig)
     seqs: dict[str, int] = field(default_factory=dict)
 
@@ -248,6 +256,15 @@ class Client:
         """Open every envelope addressed to this device; return how many keys are new."""
         path = "/api/keys/envelopes" + (f"?conversation={conversation}" if conversation else "")
         data = await self.request("GET", path)
+        commitments: dict[tuple[str, int], bytes] = {}
+        for c in data.get("epochs", []):
+            _, creator_sig = await self._device_sig_pub(c["creator_device"])
+            commitment, sig = b64decode(c["commitment"]), b64decode(c["sig"])
+            conv, epoch = c["conversation"], int(c["epoch"])
+            if verify_commitment_signature(
+                creator_sig, conv, epoch, c["creator_device"], commitment, sig
+            ):
+                commitments[(conv, epoch)] = commitment
         new = 0
         for doc in data["envelopes"]:
             key = (doc["conversation"], int(doc["epoch"]))
@@ -256,9 +273,22 @@ class Client:
             env = Envelope.from_json(doc)
             _, sig_pub = await self._device_sig_pub(env.sender_device)
             try:
-                self.state.epoch_keys[key] = open_envelope(env, self.keys, sig_pub)
+                raw = open_envelope(env, self.keys, sig_pub)
             except CryptoError:
                 continue
+            committed = commitments.get(key)
+            if committed is not None and not key_matches_commitment(raw, *key, committed):
+                # A poisoned envelope: another one for this epoch may hold the right key.
+                bad = (key[0], key[1], env.sender_device)
+                if bad not in self.state.rejected_envelopes:
+                    self.state.rejected_envelopes.append(bad)
+                    await self.request(
+                        "POST",
+                        "/api/keys/report",
+                        {"conversation": bad[0], "epoch": bad[1], "sender_device": bad[2]},
+                    )
+                continue
+            self.state.epoch_keys[key] = raw
             new += 1
         return new
 
@@ -299,11 +329,20 @@ class Client:
                 for group in (*info["members"], *info["escrow"])
                 for d in group["devices"]
             ]
+            commitment = epoch_commitment(key, conversation, new_epoch)
+            commitment_sig = sign_commitment(
+                self.keys, conversation, new_epoch, self.device_id, commitment
+            )
             try:
                 await self.request(
                     "POST",
                     f"/api/conversations/{conversation}/epochs",
-                    {"epoch": new_epoch, "envelopes": envelopes},
+                    {
+                        "epoch": new_epoch,
+                        "envelopes": envelopes,
+                        "commitment": b64encode(commitment),
+                        "commitment_sig": b64encode(commitment_sig),
+                    },
                 )
             except ClientError as exc:
                 if exc.code in ("epoch_conflict", "envelope_missing_recipient"):

@@ -15,6 +15,7 @@ from chat_server.rooms.models import (
     Conversation,
     Device,
     EnvelopeRecord,
+    EpochCommitment,
     KeyRequest,
     NewMessage,
     Presence,
@@ -243,8 +244,10 @@ class KeyStore(Protocol):
         envelopes: Sequence[EnvelopeRecord],
         now: float,
         counsellor_id: str,
+        commitment: EpochCommitment | None = None,
     ) -> None:
-        """Create epoch ``epoch`` with its envelopes in one atomic write.
+        """Create epoch ``epoch`` with its envelopes (and its signed key
+        commitment, kept with it) in one atomic write.
 
         Raise ``Conflict`` if that epoch already exists (another client rotated
         first); the conversation's ``epoch`` is then brought up to it, which
@@ -258,14 +261,23 @@ class KeyStore(Protocol):
         """How many devices the user has registered, removed ones included."""
 
     async def add_envelopes(self, envelopes: Sequence[EnvelopeRecord]) -> int:
-        """Add re-wrapped envelopes of existing epochs; an envelope for a
-        (conversation, epoch, recipient) that exists is skipped. Returns how many were added.
+        """Add re-wrapped envelopes of existing epochs. Every envelope offered is
+        kept, one per (conversation, epoch, recipient, sender device): a second
+        one from the same sender for the same slot is skipped, so nobody's
+        envelope can push out another sender's. Returns how many were added.
         """
+
+    async def count_envelopes(self, conversation_id: str, epoch: int, recipient: str) -> int:
+        """How many envelopes (the epoch's own and re-wraps) ``recipient`` has for the epoch."""
+
+    async def commitments(self, conversation_ids: Sequence[str]) -> list[EpochCommitment]:
+        """The key commitments of these conversations' epochs that have one, by epoch."""
 
     async def envelopes_for(
         self, device_id: str, conversation_id: str | None
     ) -> list[EnvelopeRecord]:
-        """Every envelope addressed to ``device_id`` (optionally in one conversation)."""
+        """Every envelope addressed to ``device_id`` (optionally in one conversation):
+        each epoch's own, then every re-wrap, ordered by (conversation, epoch)."""
 
     async def epochs_held(
         self, conversation_id: str, device_ids: Sequence[str]

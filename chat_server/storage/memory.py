@@ -27,6 +27,7 @@ from chat_server.rooms.models import (
     Conversation,
     Device,
     EnvelopeRecord,
+    EpochCommitment,
     KeyRequest,
     NewMessage,
     Presence,
@@ -63,6 +64,7 @@ class _Epoch:
     creator_device: str
     created_at: float
     envelopes: tuple[EnvelopeRecord, ...]
+    commitment: EpochCommitment | None = None
 
 
 @dataclass
@@ -89,7 +91,8 @@ class _State:
     processes: dict[str, float] = field(default_factory=dict)
     devices: dict[str, Device] = field(default_factory=dict)
     epochs: dict[tuple[str, int], _Epoch] = field(default_factory=dict)
-    rewraps: dict[tuple[str, int, str], EnvelopeRecord] = field(default_factory=dict)
+    # (conversation, epoch, recipient, sender device) -> envelope
+    rewraps: dict[tuple[str, int, str, str], EnvelopeRecord] = field(default_factory=dict)
     key_requests: dict[tuple[str, str], KeyRequest] = field(default_factory=dict)
     backups: dict[str, dict[str, str]] = field(default_factory=dict)
     audit: list[AuditRecord] = field(default_factory=list)
@@ -472,11 +475,12 @@ class MemoryKeyStore:
         envelopes: Sequence[EnvelopeRecord],
         now: float,
         counsellor_id: str,
+        commitment: EpochCommitment | None = None,
     ) -> None:
         key = (conversation_id, epoch)
         if key in self._s.epochs:
             raise Conflict(f"epoch {epoch} already exists")
-        self._s.epochs[key] = _Epoch(creator_device, now, tuple(envelopes))
+        self._s.epochs[key] = _Epoch(creator_device, now, tuple(envelopes), commitment)
         c = self._s.conversations.get(conversation_id)
         if c is not None:
             still = c.counsellor_id == counsellor_id and epoch >= c.epoch
@@ -494,11 +498,27 @@ class MemoryKeyStore:
     async def add_envelopes(self, envelopes: Sequence[EnvelopeRecord]) -> int:
         added = 0
         for e in envelopes:
-            key = (e.conversation_id, e.epoch, e.recipient_device)
+            key = (e.conversation_id, e.epoch, e.recipient_device, e.sender_device)
             if key not in self._s.rewraps:
                 self._s.rewraps[key] = e
                 added += 1
         return added
+
+    async def count_envelopes(self, conversation_id: str, epoch: int, recipient: str) -> int:
+        ep = self._s.epochs.get((conversation_id, epoch))
+        own = sum(1 for e in ep.envelopes if e.recipient_device == recipient) if ep else 0
+        slot = (conversation_id, epoch, recipient)
+        return own + sum(1 for (c, n, r, _) in self._s.rewraps if (c, n, r) == slot)
+
+    async def commitments(self, conversation_ids: Sequence[str]) -> list[EpochCommitment]:
+        wanted = set(conversation_ids)
+        found = [
+            ep.commitment
+            for (conv, _), ep in self._s.epochs.items()
+            if conv in wanted and ep.commitment is not None
+        ]
+        found.sort(key=lambda c: (c.conversation_id, c.epoch))
+        return found
 
     async def envelopes_for(
         self, device_id: str, conversation_id: str | None
@@ -507,13 +527,8 @@ class MemoryKeyStore:
         for (conv, _), ep in self._s.epochs.items():
             if conversation_id is None or conv == conversation_id:
                 out.extend(e for e in ep.envelopes if e.recipient_device == device_id)
-        seen = {(e.conversation_id, e.epoch) for e in out}
-        for (conv, epoch, recipient), e in self._s.rewraps.items():
-            if (
-                recipient == device_id
-                and (conversation_id is None or conv == conversation_id)
-                and (conv, epoch) not in seen
-            ):
+        for (conv, _, recipient, _), e in self._s.rewraps.items():
+            if recipient == device_id and (conversation_id is None or conv == conversation_id):
                 out.append(e)
         out.sort(key=lambda e: (e.conversation_id, e.epoch))
         return out
@@ -527,7 +542,7 @@ class MemoryKeyStore:
                 for e in ep.envelopes:
                     if e.recipient_device in held:
                         held[e.recipient_device].add(epoch)
-        for conv, epoch, recipient in self._s.rewraps:
+        for conv, epoch, recipient, _ in self._s.rewraps:
             if conv == conversation_id and recipient in held:
                 held[recipient].add(epoch)
         return held

@@ -3,7 +3,8 @@
 An epoch is one document (``epochs``, ``_id`` = conversation:epoch) holding
 every envelope of the rotation, so creating an epoch is one atomic insert and
 two clients rotating at once cannot both win. Envelopes re-wrapped later for
-new devices live in ``rewraps``, unique per (conversation, epoch, device).
+new devices live in ``rewraps``, unique per (conversation, epoch, recipient
+device, sender device): every sender's offer is kept beside the others.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.write_concern import WriteConcern
 
-from chat_server.rooms.models import AuditRecord, Device, EnvelopeRecord, KeyRequest
+from chat_server.rooms.models import (
+    AuditRecord,
+    Device,
+    EnvelopeRecord,
+    EpochCommitment,
+    KeyRequest,
+)
 from chat_server.storage.base import Conflict
 from chat_server.storage.mongo import translate_errors
 
@@ -86,9 +93,12 @@ class MongoKeyStore:
         await self._db.devices.create_index([("user_id", ASCENDING)])
         await self._epochs.create_index([("conversation_id", ASCENDING), ("epoch", ASCENDING)])
         await self._epochs.create_index([("recipients", ASCENDING)])
+        # Before every offer was kept, this index was unique (first re-wrap won).
+        old = "conversation_id_1_epoch_1_recipient_device_1"
+        if (await self._rewraps.index_information()).get(old, {}).get("unique"):
+            await self._rewraps.drop_index(old)
         await self._rewraps.create_index(
-            [("conversation_id", ASCENDING), ("epoch", ASCENDING), ("recipient_device", ASCENDING)],
-            unique=True,
+            [("conversation_id", ASCENDING), ("epoch", ASCENDING), ("recipient_device", ASCENDING)]
         )
         await self._rewraps.create_index([("recipient_device", ASCENDING)])
         await self._db.key_requests.create_index([("conversation_id", ASCENDING)])
@@ -134,19 +144,22 @@ class MongoKeyStore:
         envelopes: Sequence[EnvelopeRecord],
         now: float,
         counsellor_id: str,
+        commitment: EpochCommitment | None = None,
     ) -> None:
+        doc: Doc = {
+            "_id": f"{conversation_id}:{epoch}",
+            "conversation_id": conversation_id,
+            "epoch": epoch,
+            "creator_device": creator_device,
+            "created_at": now,
+            "recipients": [e.recipient_device for e in envelopes],
+            "envelopes": [_env_doc(e) for e in envelopes],
+        }
+        if commitment is not None:
+            doc["commitment"] = commitment.commitment
+            doc["commitment_sig"] = commitment.sig
         try:
-            await self._epochs.insert_one(
-                {
-                    "_id": f"{conversation_id}:{epoch}",
-                    "conversation_id": conversation_id,
-                    "epoch": epoch,
-                    "creator_device": creator_device,
-                    "created_at": now,
-                    "recipients": [e.recipient_device for e in envelopes],
-                    "envelopes": [_env_doc(e) for e in envelopes],
-                }
-            )
+            await self._epochs.insert_one(doc)
         except DuplicateKeyError as exc:
             await self._db.conversations.update_one(
                 {"_id": conversation_id}, {"$max": {"epoch": epoch}}
@@ -167,7 +180,10 @@ class MongoKeyStore:
         if not envelopes:
             return 0
         docs = [
-            {"_id": f"{e.conversation_id}:{e.epoch}:{e.recipient_device}", **_env_doc(e)}
+            {
+                "_id": f"{e.conversation_id}:{e.epoch}:{e.recipient_device}:{e.sender_device}",
+                **_env_doc(e),
+            }
             for e in envelopes
         ]
         try:
@@ -190,11 +206,43 @@ class MongoKeyStore:
         rq: Doc = {"recipient_device": device_id}
         if conversation_id is not None:
             rq["conversation_id"] = conversation_id
-        seen = {(e.conversation_id, e.epoch) for e in out}
         async for d in self._rewraps.find(rq):
-            if (d["conversation_id"], d["epoch"]) not in seen:
-                out.append(_env(d))
+            out.append(_env(d))
         out.sort(key=lambda e: (e.conversation_id, e.epoch))
+        return out
+
+    async def count_envelopes(self, conversation_id: str, epoch: int, recipient: str) -> int:
+        ep = await self._epochs.find_one(
+            {"_id": f"{conversation_id}:{epoch}"}, projection={"recipients": 1}
+        )
+        own = sum(1 for r in ep["recipients"] if r == recipient) if ep else 0
+        rewraps = await self._rewraps.count_documents(
+            {"conversation_id": conversation_id, "epoch": epoch, "recipient_device": recipient}
+        )
+        return own + int(rewraps)
+
+    async def commitments(self, conversation_ids: Sequence[str]) -> list[EpochCommitment]:
+        out = [
+            EpochCommitment(
+                d["conversation_id"],
+                d["epoch"],
+                d["creator_device"],
+                bytes(d["commitment"]),
+                bytes(d["commitment_sig"]),
+            )
+            async for d in self._epochs.find(
+                {"conversation_id": {"$in": list(conversation_ids)}},
+                projection={
+                    "conversation_id": 1,
+                    "epoch": 1,
+                    "creator_device": 1,
+                    "commitment": 1,
+                    "commitment_sig": 1,
+                },
+            )
+            if d.get("commitment") is not None
+        ]
+        out.sort(key=lambda c: (c.conversation_id, c.epoch))
         return out
 
     async def epochs_held(

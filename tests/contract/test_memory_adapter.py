@@ -126,5 +126,6 @@ async def test_epochs_are_atomic_and_raise_the_conversation_epoch() -> None:
     assert conv is not None
     assert (conv.epoch, conv.rotation_required) == (2, False)
     assert await keys.add_envelopes([env, env]) == 1
-    assert [e.epoch for e in await keys.envelopes_for("dev-b", "c1")] == [2]
+    # The epoch's own envelope and the re-wrap: every offer is kept.
+    assert [e.epoch for e in await keys.envelopes_for("dev-b", "c1")] == [2, 2]
     assert await keys.epochs_held("c1", ["dev-b", "dev-x"]) == {"dev-b": {2}, "dev-x": set()}

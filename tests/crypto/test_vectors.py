@@ -25,7 +25,7 @@ def _load(name: str) -> dict[str, Any]:
 def test_built_vectors_check() -> None:
     doc = build_vectors()
     check_vectors(doc)
-    for section in ("devices", "envelopes", "messages", "safety_numbers", "backups"):
+    for section in ("devices", "envelopes", "messages", "commitments", "safety_numbers", "backups"):
         assert len(doc[section]) >= 2
     assert any("é" in m["plaintext"] for m in doc["messages"])
     assert {m["v"] for m in doc["messages"]} == {1, 2}
@@ -67,6 +67,12 @@ MUTATIONS: dict[str, Callable[[dict[str, Any]], None]] = {
     "envelope key": lambda d: d["envelopes"][1].update(
         epoch_key=_flip(d["envelopes"][1]["epoch_key"])
     ),
+    "commitment key": lambda d: d["commitments"][0].update(
+        epoch_key=_flip(d["commitments"][0]["epoch_key"])
+    ),
+    "commitment sig": lambda d: d["commitments"][1].update(sig=_flip(d["commitments"][1]["sig"])),
+    "commitment epoch": lambda d: d["commitments"][2].update(epoch=7),
+    "commitment creator": lambda d: d["commitments"][3].update(creator_device="dev-j2"),
     "unknown device": lambda d: d["envelopes"][0].update(sender_device="nobody"),
     "message ciphertext": lambda d: d["messages"][1].update(
         ciphertext=_flip(d["messages"][1]["ciphertext"])

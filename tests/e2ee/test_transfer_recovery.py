@@ -8,6 +8,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from chat_server.crypto.commitment import epoch_commitment, sign_commitment
+from chat_server.crypto.encoding import b64decode, b64encode
+from chat_server.crypto.envelope import wrap_epoch_key
 from chat_server.sdk import Client, ClientError
 from tests.e2ee.helpers import frame_for, wait_text
 from tests.helpers import PASSWORD, ServerInfo, login, seed_world
@@ -279,3 +282,108 @@ async def test_temporary_transfer_ends_by_itself(e2ee_server: ServerInfo) -> Non
         assert await keys.expire_temporary() == 0
     finally:
         await sup.close()
+
+
+async def test_poisoned_rewrap_is_detected_and_the_right_key_still_used(
+    e2ee_server: ServerInfo,
+) -> None:
+    """After a transfer the previous counsellor re-wraps a wrong key for the new
+    counsellor's device: it is stored beside the others, fails the epoch's
+    commitment, is reported (audit + key request), and the beneficiary's
+    correct re-wrap that follows is stored and used."""
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    c1 = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    c2 = await Client.login(e2ee_server.http, "c2", PASSWORD)
+    b = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    try:
+        await b.connect()
+        await b.send_text(conv, "avant le transfert")
+        await b.disconnect()  # offline: it re-wraps only when the test says so
+        old_epoch = (await b.devices(conv))["epoch"]
+        await sup.request(
+            "POST", f"/api/conversations/{conv}/transfer", {"to": w.c2.user.id, "mode": "permanent"}
+        )
+        wrong = wrap_epoch_key(
+            bytes(32),
+            sender=c1.keys,
+            sender_device=c1.device_id,
+            recipient_device=c2.device_id,
+            recipient_dh_pub=c2.keys.public.dh_pub,
+            conversation=conv,
+            epoch=old_epoch,
+        ).to_json()
+        path = f"/api/conversations/{conv}/envelopes"
+        assert (await c1.request("POST", path, {"envelopes": [wrong]}))["added"] == 1
+        # The same sender cannot replace or stack its offer; other senders still can.
+        assert (await c1.request("POST", path, {"envelopes": [wrong]}))["added"] == 0
+        assert await c2.fetch_envelopes(conv) == 0
+        assert (conv, old_epoch) not in c2.state.epoch_keys
+        assert c2.state.rejected_envelopes == [(conv, old_epoch, c1.device_id)]
+        audit = await e2ee_server.services.key_store.audit_for(conv)
+        assert [a.details["sender_device"] for a in audit if a.action == "envelope.rejected"] == [
+            c1.device_id
+        ]
+        # The report reopened the request: the beneficiary's device re-wraps every epoch.
+        reqs = (await b.request("GET", "/api/keys/requests"))["requests"]
+        mine = [r for r in reqs if r["recipient_device"] == c2.device_id]
+        assert mine and mine[0]["reason"] == "bad_envelope" and old_epoch in mine[0]["missing_epochs"]
+        assert await b.fulfil_requests() >= 1
+        assert await c2.fetch_envelopes(conv) >= 1
+        assert c2.state.epoch_keys[(conv, old_epoch)] == b.state.epoch_keys[(conv, old_epoch)]
+        await c2.connect()
+        history = await c2.all_history(conv)
+        assert [m.text for m in history if m.msg_type == "text"] == ["avant le transfert"]
+    finally:
+        for cl in (c1, c2, b, sup):
+            await cl.close()
+
+
+async def test_an_epoch_without_a_valid_commitment_is_refused(e2ee_server: ServerInfo) -> None:
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    b = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    c1 = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    try:
+        info = await b.devices(conv)
+        key = bytes(range(32))
+        epoch = info["epoch"] + 1
+        envs = [
+            wrap_epoch_key(
+                key,
+                sender=b.keys,
+                sender_device=b.device_id,
+                recipient_device=d["device_id"],
+                recipient_dh_pub=b64decode(d["dh_pub"]),
+                conversation=conv,
+                epoch=epoch,
+            ).to_json()
+            for g in (*info["members"], *info["escrow"])
+            for d in g["devices"]
+        ]
+        commitment = epoch_commitment(key, conv, epoch)
+        forged = sign_commitment(c1.keys, conv, epoch, b.device_id, commitment)
+        for extra in (
+            {},
+            {"commitment": b64encode(commitment), "commitment_sig": b64encode(forged)},
+        ):
+            with pytest.raises(ClientError) as exc:
+                await b.request(
+                    "POST",
+                    f"/api/conversations/{conv}/epochs",
+                    {"epoch": epoch, "envelopes": envs, **extra},
+                )
+            assert exc.value.code == "bad_commitment"
+        assert (await b.devices(conv))["epoch"] == info["epoch"]
+        good = sign_commitment(b.keys, conv, epoch, b.device_id, commitment)
+        body = {"commitment": b64encode(commitment), "commitment_sig": b64encode(good)}
+        await b.request(
+            "POST", f"/api/conversations/{conv}/epochs", {"epoch": epoch, "envelopes": envs, **body}
+        )
+        listed = (await c1.request("GET", f"/api/keys/envelopes?conversation={conv}"))["epochs"]
+        assert {"epoch": epoch, "creator_device": b.device_id}.items() <= listed[-1].items()
+        assert listed[-1]["commitment"] == b64encode(commitment)
+    finally:
+        await b.close()
+        await c1.close()

@@ -29,6 +29,7 @@ VECTORS_DIR = REPO / "tests" / "vectors"
 PYTHON_VECTORS = VECTORS_DIR / "python.json"
 BROWSER_VECTORS = VECTORS_DIR / "browser.json"
 RFC_VECTOR_NAME = "hpke-rfc9180-a1-base.json"
+COMMIT_VECTOR_NAME = "epoch-commitment-v1.json"
 # The repository's copy first, then the project's shared/ folder beside the checkout.
 RFC_VECTOR_CANDIDATES = (
     REPO / "tests" / "crypto" / RFC_VECTOR_NAME,
@@ -39,12 +40,17 @@ PAGE_TIMEOUT_MS = 120_000
 PYTHON_VECTORS_MODULE = "chat_server.crypto.vectors"
 
 
-def _rfc_vector_path() -> Path:
-    for candidate in RFC_VECTOR_CANDIDATES:
+def _vector_path(name: str) -> Path:
+    candidates = (REPO / "tests" / "crypto" / name, REPO.parent / "shared" / "vectors" / name)
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    tried = ", ".join(str(c) for c in RFC_VECTOR_CANDIDATES)
-    raise FileNotFoundError(f"RFC 9180 vector not found; tried {tried}")
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"vector {name} not found; tried {tried}")
+
+
+def _rfc_vector_path() -> Path:
+    return _vector_path(RFC_VECTOR_NAME)
 
 
 def _ensure_python_vectors() -> str | None:
@@ -67,7 +73,10 @@ def python_vectors_missing() -> str | None:
 @pytest.fixture(scope="module")
 def base_url(python_vectors_missing: str | None) -> Iterator[str]:
     """The harness's loopback server, with the vectors under `/vectors/`."""
-    files = {RFC_VECTOR_NAME: _rfc_vector_path()}
+    files = {
+        RFC_VECTOR_NAME: _rfc_vector_path(),
+        COMMIT_VECTOR_NAME: _vector_path(COMMIT_VECTOR_NAME),
+    }
     if python_vectors_missing is None:
         files["python.json"] = PYTHON_VECTORS
     with static_server(WEB_ROOT, files) as url:
@@ -84,7 +93,11 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def results(browser: Browser, base_url: str, python_vectors_missing: str | None) -> dict[str, Any]:
     """Load the test page once and return `window.__cryptoResults` plus the page's errors."""
-    query = {"rfc": f"/vectors/{RFC_VECTOR_NAME}", "seed": VECTOR_SEED}
+    query = {
+        "rfc": f"/vectors/{RFC_VECTOR_NAME}",
+        "commit": f"/vectors/{COMMIT_VECTOR_NAME}",
+        "seed": VECTOR_SEED,
+    }
     if python_vectors_missing is None:
         query["peer"] = "/vectors/python.json"
     page = browser.new_page()
@@ -126,6 +139,12 @@ def test_rfc9180_vector(results: dict[str, Any]) -> None:
     checked = "\n".join(rfc["messages"])
     for part in ("shared_secret", "key_schedule_context", "exporter_secret", "open seq 256"):
         assert part in checked
+
+
+def test_commitment_vector(results: dict[str, Any]) -> None:
+    commitment = results["commitment"]
+    assert commitment["pass"], _failures(commitment)
+    assert sum(m.startswith("ok: commitment ") for m in commitment["messages"]) == 3
 
 
 def test_self_checks(results: dict[str, Any]) -> None:

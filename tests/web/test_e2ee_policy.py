@@ -46,6 +46,10 @@ def _run(page: Page, name: str) -> None:
 # Finding 1: an epoch key only from an entitled, verified sender, checked against the thread.
 
 
+def test_poisoned_envelope_is_detected_and_the_committed_key_used(page: Page) -> None:
+    _run(page, "poisonedEnvelopeDetected")
+
+
 def test_envelope_from_a_device_outside_the_conversation_is_refused(page: Page) -> None:
     _run(page, "foreignSenderRefused")
 

@@ -13,7 +13,7 @@ import { ChatClient } from "../shared/chat.js";
 import { KeyManager } from "../shared/e2ee.js";
 import { idbDelete, idbGet, idbPut } from "../shared/idb.js";
 import { t } from "../shared/i18n.js";
-import { $, showScreen, reconcile, Attention } from "../shared/ui.js";
+import { $, h, showScreen, reconcile, Attention } from "../shared/ui.js";
 import { newId } from "../shared/wire.js";
 import { bindDialogClose, loginError, loginSubmitHandler, logoutAndReload, setUpDevice, showStartError } from "../shared/login.js";
 import {
@@ -229,14 +229,28 @@ function renderThread() {
   const s = chat.summary(id) || {};
   const log = $("#log");
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
-  const items = thread.sorted().map((item) => ({ kind: "m", item }));
+  const items = thread.sorted().map((item) => ({ kind: "m", item, at: item.seq }));
+  // Security events found by this device (a key that failed its commitment), after the message they followed.
+  for (const notice of chat.noticesFor(id)) {
+    if (notice.kind === "security") items.push({ kind: "n", notice, at: notice.afterSeq + 0.5 });
+  }
+  items.sort((a, b) => a.at - b.at);
   for (const entry of chat.outboxFor(id)) items.push({ kind: "o", entry });
+  const keyOf = { m: (x) => `m${x.item.seq}`, n: (x) => `n${x.notice.id}`, o: (x) => `o${x.entry.clientId}` };
+  const peer = s.peer?.display_name || t("counsellor");
   reconcile(
     $("#messages"),
     items,
-    (x) => (x.kind === "m" ? `m${x.item.seq}` : `o${x.entry.clientId}`),
-    (x) => (x.kind === "m" ? storedSignature(x.item, s) : x.entry.state),
-    (x) => (x.kind === "m" ? renderStoredMessage(x.item, s, s.peer?.display_name || t("counsellor")) : renderPendingMessage(x.entry, chat)),
+    (x) => keyOf[x.kind](x),
+    (x) => (x.kind === "m" ? storedSignature(x.item, s) : x.kind === "n" ? "n" : x.entry.state),
+    (x) => {
+      if (x.kind === "m") return renderStoredMessage(x.item, s, peer);
+      if (x.kind === "n") {
+        const text = t(x.notice.recovered ? "securityBadEnvelopeRecovered" : "securityBadEnvelope", { name: x.notice.userId === s.peer?.id ? peer : t("unknownPerson") });
+        return h("li", { class: "msg msg-system msg-notice msg-security", role: "alert" }, h("p", { class: "msg-text" }, text));
+      }
+      return renderPendingMessage(x.entry, chat);
+    },
   );
   $("#btn-older").hidden = !thread.hasOlder;
   $("#reshare-banner").hidden = !thread.sorted().some((i) => i.error === "no_key");

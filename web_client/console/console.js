@@ -273,7 +273,7 @@ function renderThread() {
     },
     (x) => {
       if (x.kind === "m") return renderStoredMessage(x.item, s, peerName);
-      if (x.kind === "n") return h("li", { class: "msg msg-system msg-notice" }, h("p", { class: "msg-text" }, noticeText(current, x.notice)));
+      if (x.kind === "n") return h("li", { class: `msg msg-system msg-notice${x.notice.kind === "security" ? " msg-security" : ""}`, role: x.notice.kind === "security" ? "alert" : null }, h("p", { class: "msg-text" }, noticeText(current, x.notice)));
       return renderPendingMessage(x.entry, chat);
     },
   );
@@ -319,6 +319,7 @@ function userName(conv, userId) {
 
 function noticeText(conv, notice) {
   const name = userName(conv, notice.userId);
+  if (notice.kind === "security") return t(notice.recovered ? "securityBadEnvelopeRecovered" : "securityBadEnvelope", { name });
   return t(notice.reason === "transfer" ? "keysSharedTransfer" : "keysSharedNewDevice", { name });
 }
 

@@ -134,8 +134,12 @@ export class Api {
     return this.get(`/api/conversations/${encodeURIComponent(conversation)}/devices`);
   }
 
-  createEpoch(conversation, epoch, envelopes) {
-    return this.post(`/api/conversations/${encodeURIComponent(conversation)}/epochs`, { epoch, envelopes });
+  createEpoch(conversation, epoch, envelopes, { commitment, commitment_sig } = {}) {
+    return this.post(`/api/conversations/${encodeURIComponent(conversation)}/epochs`, { epoch, envelopes, commitment, commitment_sig });
+  }
+
+  reportEnvelope(conversation, epoch, senderDevice) {
+    return this.post("/api/keys/report", { conversation, epoch, sender_device: senderDevice });
   }
 
   addEnvelopes(conversation, envelopes) {

@@ -12,8 +12,10 @@
  *                        decision: request.kind "approve" (a beneficiary's
  *                        device: approve, then re-wrap) or "confirm" (a
  *                        device listed only as a supervisor's: re-wrap if confirmed)
- *   keysshared {conversation, notice}  this client re-wrapped keys for a device
- *                        (also kept as a notice of the thread, see noticesFor)
+ *   keysshared {conversation, notice}  a local notice of the thread (see
+ *                        noticesFor): this client re-wrapped keys for a device
+ *                        (kind "keysshared"), or a security event (kind
+ *                        "security": an envelope whose key failed its epoch's commitment)
  *   authfailed           the session is no longer valid
  *
  * Positions: for each loaded thread `lastSeq` is the highest `seq` such that
@@ -83,6 +85,9 @@ export class ChatClient {
     this.rewrapping = new Map();
     // A newly opened epoch key is checked against the loaded messages of its epoch.
     keys.probeSource = (conversation, epoch) => this.storedMessages(conversation, epoch);
+    // A poisoned envelope (its key fails the epoch's commitment) is a security event of the thread.
+    keys.onSecurityEvent = (ev) =>
+      this.addNotice(ev.conversation, { kind: "security", reason: ev.kind, userId: ev.senderUser, epoch: ev.epoch, recovered: ev.recovered });
     this.events = new EventTarget();
     this.summaries = new Map();
     this.threads = new Map();

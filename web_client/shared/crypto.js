@@ -643,6 +643,47 @@ export async function openEnvelope(envelope, recipientKeys, senderSigPub) {
 }
 
 // ---------------------------------------------------------------------------
+// Epoch key commitments
+// ---------------------------------------------------------------------------
+
+/** HMAC-SHA256(key = epoch key, lp("cejchat/epoch-commit/v1") lp(conversation) lp(epoch)): 32 bytes. */
+export async function epochCommitment(epochKey, conversation, epoch) {
+  const key = bytesOf(epochKey, "epochKey");
+  if (key.length !== 32) throw new RangeError("epoch key must be 32 bytes");
+  const hmacKey = await subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return new Uint8Array(await subtle.sign("HMAC", hmacKey, lps("cejchat/epoch-commit/v1", conversation, epoch)));
+}
+
+/** Whether raw `epochKey` is the key `commitment` fixes for (conversation, epoch); never throws. */
+export async function keyMatchesCommitment(epochKey, conversation, epoch, commitment) {
+  try {
+    return bytesEqual(await epochCommitment(epochKey, conversation, epoch), bytesOf(commitment, "commitment"));
+  } catch {
+    return false;
+  }
+}
+
+/** The bytes the creating device signs for an epoch's commitment. */
+export function commitmentSigBytes(conversation, epoch, creatorDevice, commitment) {
+  return lps("cejchat/epoch-commit-sig/v1", conversation, epoch, creatorDevice, commitment);
+}
+
+/** The creator's signature over an epoch's commitment. */
+export async function signCommitment(keys, conversation, epoch, creatorDevice, commitment) {
+  return sign(keys.sigPrivate, commitmentSigBytes(conversation, epoch, creatorDevice, commitment));
+}
+
+/** Check a commitment's signature against the creator device's raw Ed25519 key; false on any malformed input. */
+export async function verifyCommitment(sigPub, conversation, epoch, creatorDevice, commitment, signature) {
+  try {
+    if (bytesOf(commitment, "commitment").length !== 32) return false;
+    return await verify(sigPub, signature, commitmentSigBytes(conversation, epoch, creatorDevice, commitment));
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Messages
 // ---------------------------------------------------------------------------
 
@@ -1115,6 +1156,15 @@ export async function buildVectors(producer = "browser", { seed } = {}) {
     });
   }
 
+  // [epoch index, creator device]
+  const commitments = [];
+  for (const [e, creator] of [[0, "d-alice-laptop"], [1, "d-bob-1"], [2, "d-zoë-téléphone"], [3, "d-bob-1"], [4, "d-alice-phone"]]) {
+    const { conversation, epoch, key } = epochKeys[e];
+    const commitment = await epochCommitment(key, conversation, epoch);
+    const sig = await signCommitment(dev(creator).keys, conversation, epoch, creator, commitment);
+    commitments.push({ conversation, epoch, epoch_key: b64encode(key), creator_device: creator, commitment: b64encode(commitment), sig: b64encode(sig) });
+  }
+
   const member = (userId, deviceIds) => ({
     user_id: userId,
     sig_pubs: deviceIds.map((id) => b64encode(dev(id).keys.sigPublic)),
@@ -1150,7 +1200,7 @@ export async function buildVectors(producer = "browser", { seed } = {}) {
     backups.push({ user_id: userId, recovery_key: formatRecoveryKey(recoveryKey), backup, plaintext });
   }
 
-  return { producer, devices, envelopes, messages, safety_numbers: safetyNumbers, backups };
+  return { producer, devices, envelopes, messages, commitments, safety_numbers: safetyNumbers, backups };
 }
 
 function memberArg(m) {
@@ -1169,7 +1219,7 @@ function memberArg(m) {
  */
 export async function checkVectors(doc) {
   const errors = [];
-  const counts = { devices: 0, envelopes: 0, messages: 0, safety_numbers: 0, backups: 0 };
+  const counts = { devices: 0, envelopes: 0, messages: 0, commitments: 0, safety_numbers: 0, backups: 0 };
   const fail = (where, msg) => errors.push(`${where}: ${msg}`);
   const section = (name) => {
     const list = doc?.[name];
@@ -1268,6 +1318,25 @@ export async function checkVectors(doc) {
       if (again.ciphertext !== m.ciphertext) fail(where, "re-encryption with the same nonce gives another ciphertext");
       else if (again.sig !== m.sig) fail(where, "sig differs from our deterministic Ed25519 signature");
       else counts.messages++;
+    } catch (err) {
+      fail(where, `error: ${err.message}`);
+    }
+  }
+
+  for (const [i, cm] of section("commitments").entries()) {
+    const where = `commitments[${i}] ${cm?.conversation}/${cm?.epoch} ${cm?.creator_device}`;
+    try {
+      const creator = byId.get(cm.creator_device);
+      if (!creator) {
+        fail(where, "unknown creator device");
+        continue;
+      }
+      const value = b64decode(cm.commitment);
+      const again = await epochCommitment(b64decode(cm.epoch_key), cm.conversation, cm.epoch);
+      if (!bytesEqual(again, value)) fail(where, "commitment is not the epoch key's");
+      else if (!(await verifyCommitment(b64decode(creator.sig_pub), cm.conversation, cm.epoch, cm.creator_device, value, b64decode(cm.sig)))) fail(where, "sig does not verify");
+      else if (!bytesEqual(await signCommitment(creator.keys, cm.conversation, cm.epoch, cm.creator_device, value), b64decode(cm.sig))) fail(where, "sig differs from our deterministic Ed25519 signature");
+      else counts.commitments++;
     } catch (err) {
       fail(where, `error: ${err.message}`);
     }

@@ -21,9 +21,14 @@
  * verifies (never from the `sender_sig_pub` the envelope listing carries),
  * and that device belongs to a member of the conversation, a supervisor
  * listed as escrow, or a counsellor the thread shows was replaced (only for
- * epochs they held); never for an epoch beyond the current one; and, when a
- * signed message of that epoch is at hand, only if it decrypts it. A message
- * is accepted only from a device of the user the server names as its sender.
+ * epochs they held); never for an epoch beyond the current one; and only if
+ * it gives the epoch's key commitment, signed by the device that created the
+ * epoch (an entitled device too). Epochs created before commitments existed
+ * have none: their key is accepted, when a signed message of that epoch is at
+ * hand, only if it decrypts it. Every envelope offered for an epoch is tried,
+ * so a poisoned re-wrap never hides a good one; it is reported (`onSecurityEvent`
+ * and POST /api/keys/report). A message is accepted only from a device of the
+ * user the server names as its sender.
  */
 
 import * as C from "./crypto.js";
@@ -110,6 +115,9 @@ export class KeyManager {
     this.probes = new Map();
     // Optional (conversation, epoch) => stored messages of that epoch the caller holds.
     this.probeSource = null;
+    // Optional ({ kind, conversation, epoch, senderDevice, senderUser }) => void: security events.
+    this.onSecurityEvent = null;
+    this.reported = new Set();
   }
 
   // ------------------------------------------------------------------ device
@@ -397,10 +405,34 @@ export class KeyManager {
     return job;
   }
 
+  /**
+   * The epochs' key commitments of `answer` (GET /api/keys/envelopes) whose
+   * signature verifies with the key of the device that created the epoch,
+   * that device being entitled to the conversation's keys: Map epoch -> bytes.
+   */
+  async _commitments(conversation, answer, listing, memo) {
+    const out = new Map();
+    for (const c of answer.epochs || []) {
+      if (c.conversation !== conversation || !Number.isSafeInteger(c.epoch) || c.epoch < 1) continue;
+      const creator = await this.resolveDevice(conversation, c.creator_device);
+      const rank = creator ? await this.senderRank(conversation, creator, c.epoch, listing, memo) : null;
+      let ok = false;
+      try {
+        ok = rank !== null && (await C.verifyCommitment(creator.sigPub, conversation, c.epoch, c.creator_device, b64decode(c.commitment), b64decode(c.sig)));
+      } catch {
+        ok = false;
+      }
+      if (ok) out.set(c.epoch, b64decode(c.commitment));
+      else console.warn("key commitment refused: its signature does not verify", c.epoch);
+    }
+    return out;
+  }
+
   async _fetchEnvelopes(conversation) {
     const listing = await this.conversationDevices(conversation);
     const answer = await this.api.envelopes(conversation);
     const memo = {};
+    memo.commitments = await this._commitments(conversation, answer, listing, memo);
     let opened = 0;
     for (const [epoch, envs] of this._envelopesByEpoch(conversation, answer, listing.epoch)) {
       if (await this.epochKey(conversation, epoch, { fetch: false })) continue;
@@ -437,6 +469,7 @@ export class KeyManager {
    * Returns the raw key (the caller zeroes it) or null.
    */
   async _openTrusted(conversation, epoch, envs, listing, memo) {
+    const committed = memo.commitments?.get(epoch);
     const ranked = [];
     for (const env of envs) {
       const sender = await this.resolveDevice(conversation, env.sender_device);
@@ -449,6 +482,8 @@ export class KeyManager {
     }
     ranked.sort((a, b) => a.rank - b.rank);
     const held = await this.epochKey(conversation, epoch, { fetch: false });
+    const poisoned = [];
+    let good = null;
     for (const { env, sender } of ranked) {
       let raw;
       try {
@@ -457,11 +492,33 @@ export class KeyManager {
         console.warn("envelope refused", epoch, err.message);
         continue;
       }
-      if (held ? await sameKey(held, raw) : await this.fitsMessages(conversation, epoch, raw)) return raw;
+      let fits;
+      if (committed) fits = await C.keyMatchesCommitment(raw, conversation, epoch, committed);
+      else fits = held ? await sameKey(held, raw) : await this.fitsMessages(conversation, epoch, raw);
+      if (fits) {
+        good = raw;
+        break;
+      }
       raw.fill(0);
-      console.warn("envelope refused: its key does not decrypt this epoch's messages", epoch);
+      if (committed) poisoned.push({ env, sender });
+      console.warn("envelope refused: its key is not this epoch's key", epoch);
     }
-    return null;
+    for (const { env, sender } of poisoned) this._poisoned(conversation, epoch, env, sender, !!good);
+    return good;
+  }
+
+  /** An envelope signed by an entitled device held another key than the epoch's: report it once. */
+  _poisoned(conversation, epoch, env, sender, recovered) {
+    const id = `${conversation}|${epoch}|${env.sender_device}`;
+    if (this.reported.has(id)) return;
+    this.reported.add(id);
+    const event = { kind: "bad_envelope", conversation, epoch, senderDevice: env.sender_device, senderUser: sender.userId, recovered };
+    try {
+      this.onSecurityEvent?.(event);
+    } catch (err) {
+      console.warn("security event handler failed", err);
+    }
+    this.api.reportEnvelope(conversation, epoch, env.sender_device).catch((err) => console.warn("report failed", err.message));
   }
 
   /** Remember a verified message (wire form) to check a key of its epoch opened later. */
@@ -547,8 +604,10 @@ export class KeyManager {
           }),
         );
       }
+      const commitment = await C.epochCommitment(raw, conversation, next);
+      const commitmentSig = await C.signCommitment(this.device, conversation, next, this.deviceId, commitment);
       try {
-        await this.api.createEpoch(conversation, next, envelopes);
+        await this.api.createEpoch(conversation, next, envelopes, { commitment: b64encode(commitment), commitment_sig: b64encode(commitmentSig) });
       } catch (err) {
         if (err instanceof ApiError && err.code === "epoch_conflict") {
           // Someone rotated first: take theirs.
@@ -634,6 +693,7 @@ export class KeyManager {
     if (target.group !== "member" && !allowEscrow) throw new KeyError("needs_confirmation", "a supervisor's device needs the user's confirmation");
     const answer = await this.api.envelopes(conversation);
     const memo = {};
+    memo.commitments = await this._commitments(conversation, answer, listing, memo);
     const envelopes = [];
     for (const [epoch, envs] of this._envelopesByEpoch(conversation, answer, listing.epoch)) {
       const raw = await this._openTrusted(conversation, epoch, envs, listing, memo);

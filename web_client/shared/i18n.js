@@ -116,6 +116,8 @@ const STRINGS = {
   keyRequestEscrow: "Un appareil d'un superviseur de la structure demande l'accès à l'historique de cette conversation.",
   keysSharedNewDevice: "Clés partagées avec le nouvel appareil de {name}.",
   keysSharedTransfer: "Clés partagées avec l'appareil de {name} (transfert).",
+  securityBadEnvelope: "Alerte de sécurité : un appareil de {name} a envoyé une clé qui ne correspond pas à celle de cette conversation. Elle a été écartée.",
+  securityBadEnvelopeRecovered: "Alerte de sécurité : un appareil de {name} a envoyé une clé qui ne correspond pas à celle de cette conversation. Elle a été écartée et la bonne clé est utilisée.",
   install: "Installer l'application",
   installed: "Application installée.",
   transfers: "Transferts de bénéficiaires",

@@ -261,6 +261,25 @@ export async function runSelfChecks() {
   return t.result();
 }
 
+/** The fixed epoch key commitment vector (shared/vectors/epoch-commitment-v1.json). */
+async function runCommitmentVector(doc) {
+  const t = new Checker();
+  await t.guard("epoch key commitment vector", async () => {
+    for (const cs of doc.cases) {
+      const label = `${cs.conversation}/${cs.epoch}`;
+      const key = c.b64decode(cs.epoch_key);
+      const commitment = await c.epochCommitment(key, cs.conversation, cs.epoch);
+      t.ok(c.b64encode(commitment) === cs.commitment, `commitment ${label}`);
+      t.ok(c.toHex(c.commitmentSigBytes(cs.conversation, cs.epoch, cs.creator_device, commitment)) === cs.signed_bytes_hex, `signed bytes ${label}`);
+      t.ok(await c.verifyCommitment(c.b64decode(cs.creator_sig_pub), cs.conversation, cs.epoch, cs.creator_device, commitment, c.b64decode(cs.sig)), `signature ${label}`);
+      t.ok(await c.keyMatchesCommitment(key, cs.conversation, cs.epoch, commitment), `key matches ${label}`);
+      t.ok(!(await c.keyMatchesCommitment(c.generateEpochKey(), cs.conversation, cs.epoch, commitment)), `another key does not match ${label}`);
+      t.ok(!(await c.keyMatchesCommitment(key, cs.conversation, cs.epoch === 0 ? 1 : cs.epoch - 1, commitment)), `another epoch does not match ${label}`);
+    }
+  });
+  return t.result();
+}
+
 async function fetchJson(url) {
   const response = await fetch(url, { cache: "no-store" });
   if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
@@ -275,6 +294,11 @@ export async function runAll(params) {
     results.rfc9180 = rfcUrl
       ? await runRfc9180(await fetchJson(rfcUrl))
       : { pass: false, messages: ["FAIL: no rfc= parameter"] };
+
+    const commitUrl = params.get("commit");
+    results.commitment = commitUrl
+      ? await runCommitmentVector(await fetchJson(commitUrl))
+      : { pass: false, messages: ["FAIL: no commit= parameter"] };
 
     const peerUrl = params.get("peer");
     if (peerUrl) {
@@ -296,7 +320,7 @@ export async function runAll(params) {
       reproducible: JSON.stringify(again) === JSON.stringify(results.browserVectors),
     };
     results.pass =
-      results.rfc9180.pass && results.self.pass && results.browserVectorsCheck.pass && (results.peer.skipped || results.peer.pass);
+      results.rfc9180.pass && results.commitment.pass && results.self.pass && results.browserVectorsCheck.pass && (results.peer.skipped || results.peer.pass);
   } catch (err) {
     results.error = String(err && err.stack ? err.stack : err);
   }

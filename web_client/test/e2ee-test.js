@@ -93,7 +93,14 @@ async function makeWorld() {
     },
     async envelopes(conv) {
       world.calls.push("envelopes");
-      return { envelopes: world.envelopes.filter((e) => e.conversation === conv).map((e) => ({ ...e })) };
+      return {
+        envelopes: world.envelopes.filter((e) => e.conversation === conv).map((e) => ({ ...e })),
+        epochs: (world.commitments || []).filter((c) => c.conversation === conv).map((c) => ({ ...c })),
+      };
+    },
+    async reportEnvelope(conv, epoch, senderDevice) {
+      (world.reports = world.reports || []).push({ conv, epoch, senderDevice });
+      return { ok: true };
     },
     async device(id) {
       world.calls.push(`device ${id}`);
@@ -496,7 +503,60 @@ async function backupTakesOverDevice() {
   return t.result();
 }
 
+/** The signed commitment of `key` for `epoch`, made by device `creator`, as the server lists it. */
+async function commit(world, creator, epoch, key, { signer = creator } = {}) {
+  const value = await C.epochCommitment(key, world.conversation, epoch);
+  const sig = await C.signCommitment(signer.keys, world.conversation, epoch, creator.deviceId, value);
+  return { conversation: world.conversation, epoch, creator_device: creator.deviceId, commitment: b64(value), sig: b64(sig) };
+}
+
+// ---------------------------------------------------------------------------
+// Key commitment: a poisoned re-wrap never hides the right key
+// ---------------------------------------------------------------------------
+
+async function poisonedEnvelopeDetected() {
+  const t = new Checker();
+  const w = await makeWorld();
+  w.epoch = 1;
+  const good = C.generateEpochKey();
+  const bad = C.generateEpochKey();
+  w.commitments = [await commit(w, w.d.coun, 1, good)];
+  // No message of the epoch at hand: only the commitment can tell the keys apart.
+  // The member's poisoned envelope ranks first; the supervisor's right one second.
+  w.envelopes.push(await wrap(w, w.d.coun, w.d.ben, 1, bad));
+  w.envelopes.push(await wrap(w, w.d.sup, w.d.ben, 1, good));
+  const km = managerOf(w, w.d.ben);
+  const events = [];
+  km.onSecurityEvent = (ev) => events.push(ev);
+  t.ok((await km.fetchEnvelopes(w.conversation)) === 1, "one key opened");
+  const msg = await message(w, w.d.coun, 1, good, "bonne clé");
+  t.ok((await readable(km, msg)) === "bonne clé", "the right key is used");
+  t.ok(events.length === 1 && events[0].kind === "bad_envelope" && events[0].senderDevice === w.d.coun.deviceId && events[0].senderUser === w.users.coun && events[0].recovered === true, "the poisoned envelope is a security event naming its sender");
+  t.ok((w.reports || []).length === 1 && w.reports[0].senderDevice === w.d.coun.deviceId && w.reports[0].epoch === 1, "and is reported to the server");
+
+  // Only poisoned envelopes: nothing is accepted, the event says so.
+  const w2 = await makeWorld();
+  w2.epoch = 1;
+  w2.commitments = [await commit(w2, w2.d.coun, 1, good)];
+  w2.envelopes.push(await wrap(w2, w2.d.coun, w2.d.ben, 1, bad));
+  const km2 = managerOf(w2, w2.d.ben);
+  const events2 = [];
+  km2.onSecurityEvent = (ev) => events2.push(ev);
+  t.ok((await km2.fetchEnvelopes(w2.conversation)) === 0, "a poisoned key alone is refused");
+  t.ok(events2.length === 1 && events2[0].recovered === false, "reported as not recovered");
+
+  // A commitment signed by someone else than the epoch's creator is not believed.
+  const w3 = await makeWorld();
+  w3.epoch = 1;
+  w3.commitments = [await commit(w3, w3.d.coun, 1, bad, { signer: w3.d.other })];
+  w3.envelopes.push(await wrap(w3, w3.d.coun, w3.d.ben, 1, good));
+  const km3 = managerOf(w3, w3.d.ben);
+  t.ok((await km3.fetchEnvelopes(w3.conversation)) === 1, "a forged commitment is ignored (the epoch falls back to the message check)");
+  return t.result();
+}
+
 export const scenarios = {
+  poisonedEnvelopeDetected,
   foreignSenderRefused,
   invalidRegistrationRefused,
   futureEpochRefused,
