@@ -87,3 +87,24 @@ class E2EEError(DomainError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class ConversationArchived(DomainError):
+    """The conversation is archived: read-only for both members until a supervisor restores it."""
+
+    code = "conversation_archived"
+    status = 409
+
+
+class ConversationDeleted(DomainError):
+    """The beneficiary's account was deleted: only a tombstone of the conversation is left."""
+
+    code = "conversation_deleted"
+    status = 410
+
+
+class WrongPassword(DomainError):
+    """A password confirmation (for example before deleting one's account) did not match."""
+
+    code = "wrong_password"
+    status = 403
