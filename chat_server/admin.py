@@ -4,6 +4,7 @@
     chat-admin create-user --role counsellor --login c.martin --name "Claire Martin" \
         --structure <id> --password '...'
     chat-admin demo
+    chat-admin retention          # one run of the retention job (docs/privacy.md)
 
 It talks to the configured store (``MONGODB_URL``, or the embedded engine in
 ``DATA_DIR``). Errors print a message and exit with status 2.
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--password", default=None, help="prompted for when omitted")
     sub.add_parser("list-structures", help="list structures")
     sub.add_parser("demo", help="seed the demo structure and accounts")
+    sub.add_parser("retention", help="run the retention job once and print what it removed")
     return ap
 
 
@@ -97,6 +99,9 @@ async def _run(args: argparse.Namespace) -> list[str]:
                 Role(args.role), args.login, args.name, args.structure, password
             )
             return [f"{user.role.value} {user.id} {user.login}"]
+        if args.cmd == "retention":
+            report = await svc.retention.run_once()
+            return [f"{name} {count}" for name, count in report.as_dict().items()]
         if args.cmd == "list-structures":
             return [
                 f"{s.id} {s.kind:15} {s.name}" for s in await svc.accounts_store.list_structures()

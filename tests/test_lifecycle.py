@@ -477,3 +477,20 @@ async def test_archive_delete_and_restore_over_the_api(server: ServerInfo) -> No
     finally:
         await b1.close()
         await c1.close()
+
+
+def test_chat_admin_runs_the_retention_job_once(
+    mongo_url: str,
+    db_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from chat_server import admin
+
+    monkeypatch.setenv("MONGODB_URL", mongo_url)
+    monkeypatch.setenv("MONGODB_DB", db_name)
+    assert admin.main(["retention"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "sessions 0" in lines
+    assert "inactive_erased 0" in lines
+    assert len(lines) == len(RetentionReport().as_dict())

@@ -331,8 +331,8 @@ class LifecycleStore(Protocol):
     async def erase_conversation(self, conversation_id: str, pseudonym: str, now: float) -> int:
         """Delete a conversation's messages, read markers, epochs with their envelopes and
         key requests, and turn the conversation into a tombstone: its beneficiary becomes
-        ``pseudonym``, its ``last_seq`` 0, ``deleted_at`` is set, any archive is cleared. Returns how many
-        records were deleted (0 on a second call)."""
+        ``pseudonym``, its ``last_seq`` 0, ``deleted_at`` is set, any archive is cleared.
+        Returns how many records were deleted (0 on a second call)."""
 
     async def erase_account(self, user_id: str) -> int:
         """Delete the account's sessions, devices, key backup, presence, last-seen record and
