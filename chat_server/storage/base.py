@@ -188,6 +188,19 @@ class MessageStore(Protocol):
     ) -> list[StoredMessage]:
         """Up to ``limit`` messages with ``seq < before_seq``, the newest ones, ascending."""
 
+    async def messages_by_meta(
+        self, conversation_id: str, key: str, value: str | int, limit: int
+    ) -> list[StoredMessage]:
+        """The first ``limit`` messages of the conversation whose ``meta[key] == value``,
+        ascending by ``seq`` (an item's events: ``key="item"``; the edits and deletes of a
+        message: ``key="target_seq"``). ``key`` is one of ``meta``'s field names."""
+
+    async def messages_of_types(
+        self, conversation_id: str, msg_types: Sequence[str], limit: int
+    ) -> list[StoredMessage]:
+        """The newest ``limit`` messages of the conversation whose ``msg_type`` is one of
+        ``msg_types``, ascending by ``seq``."""
+
     async def last_seq(self, conversation_id: str) -> int:
         """The highest stored ``seq`` (0 if none), read from the messages themselves."""
 

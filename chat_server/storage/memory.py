@@ -382,6 +382,20 @@ class MemoryMessageStore:
         end = min(max(before_seq - 1, 0), len(history))
         return history[max(end - max(limit, 0), 0) : end]
 
+    async def messages_by_meta(
+        self, conversation_id: str, key: str, value: str | int, limit: int
+    ) -> list[StoredMessage]:
+        history = self._s.messages.get(conversation_id, [])
+        found = [m for m in history if key in m.meta and m.meta[key] == value]
+        return found[: max(limit, 0)]
+
+    async def messages_of_types(
+        self, conversation_id: str, msg_types: Sequence[str], limit: int
+    ) -> list[StoredMessage]:
+        history = self._s.messages.get(conversation_id, [])
+        found = [m for m in history if m.msg_type in msg_types]
+        return found[-limit:] if limit > 0 else []
+
     async def last_seq(self, conversation_id: str) -> int:
         return len(self._s.messages.get(conversation_id, ()))
 

@@ -852,6 +852,27 @@ class MongoMessageStore:
         start = max(0, top - limit)
         return await self.messages_after(conversation_id, start, top - start)
 
+    async def messages_by_meta(
+        self, conversation_id: str, key: str, value: str | int, limit: int
+    ) -> list[StoredMessage]:
+        if limit <= 0:
+            return []
+        # An equality on conversation_id (indexed) narrows it to one conversation.
+        query = {"conversation_id": conversation_id, f"meta.{key}": value}
+        docs = [d async for d in self._messages.find(query)]
+        docs.sort(key=lambda d: int(d["seq"]))
+        return [_message(d) for d in docs[:limit]]
+
+    async def messages_of_types(
+        self, conversation_id: str, msg_types: Sequence[str], limit: int
+    ) -> list[StoredMessage]:
+        if limit <= 0:
+            return []
+        query = {"conversation_id": conversation_id, "msg_type": {"$in": list(msg_types)}}
+        docs = [d async for d in self._messages.find(query)]
+        docs.sort(key=lambda d: int(d["seq"]))
+        return [_message(d) for d in docs[-limit:]]
+
     async def last_seq(self, conversation_id: str) -> int:
         # Not a sort on seq (the embedded engine sorts a whole history in Python): the
         # conversation's last_seq, which is never ahead (a $max of stored seqs), then
