@@ -494,3 +494,62 @@ def test_chat_admin_runs_the_retention_job_once(
     assert "sessions 0" in lines
     assert "inactive_erased 0" in lines
     assert len(lines) == len(RetentionReport().as_dict())
+
+
+def test_chat_admin_exports_what_the_server_holds_about_an_account(
+    mongo_url: str,
+    db_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import asyncio
+    import json
+
+    from chat_server import admin
+
+    settings = Settings(mongodb_url=mongo_url, mongodb_db=db_name, require_e2ee=False)
+
+    async def seed() -> tuple[str, str]:
+        svc = await build_services(replace(settings, retention_job="off"))
+        try:
+            acc = svc.accounts
+            st = await acc.create_structure("ML", "mission_locale", ("CEJ",))
+            c = await acc.create_user(Role.COUNSELLOR, "c1", "Claire Un", st.id, PASSWORD)
+            nb = await acc.create_beneficiary(c, "b1", "Inès Moreau", "CEJ")
+            await acc.set_password(nb.user.id, PASSWORD)
+            await acc.login("b1", PASSWORD, "phone-1")
+            for user, text in ((nb.user, "texte secret"), (c, "réponse")):
+                frame = p.MessageSend(
+                    id="f1",
+                    conversation=nb.conversation.id,
+                    client_id=secrets.token_hex(8),
+                    msg_type="text",
+                    body=text.encode(),
+                )
+                await svc.conversations.send(user, "dev", frame, "")
+            await svc.lifecycle.archive(c, nb.conversation.id, "emploi")
+            return nb.user.id, nb.conversation.id
+        finally:
+            await svc.close()
+
+    user_id, conv_id = asyncio.run(seed())
+    monkeypatch.setenv("MONGODB_URL", mongo_url)
+    monkeypatch.setenv("MONGODB_DB", db_name)
+    assert admin.main(["export-account", "B1"]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(out)
+    assert data["account"]["id"] == user_id
+    assert data["account"]["display_name"] == "Inès Moreau"
+    assert data["structure"]["name"] == "ML"
+    assert [s["device_id"] for s in data["sessions"]] == ["phone-1"]
+    (conv,) = data["conversations"]
+    assert conv["id"] == conv_id
+    assert conv["archived"]["reason"] == "emploi"
+    assert [m["type"] for m in conv["messages"]] == ["text", "text", "system.archived"]
+    assert conv["messages"][0]["sender"] == user_id
+    assert "texte secret" not in out  # bodies are not the server's to read
+    assert "chiffré de bout en bout" in data["message_bodies"]
+    assert [a["action"] for a in data["audit"]] == []  # the archive names the counsellor
+    assert "argon2" in data["account"]["password"]
+    assert admin.main(["export-account", "personne"]) == 2
+    assert "personne" in capsys.readouterr().err
