@@ -15,7 +15,7 @@ from chat_server.accounts import AccountService
 from chat_server.broker.base import Broker
 from chat_server.broker.local import LocalBroker
 from chat_server.crypto.passwords import Passwords
-from chat_server.hub import Hub
+from chat_server.hub import REVOKE_ERASED, Hub
 from chat_server.lifecycle.eraser import AccountEraser
 from chat_server.lifecycle.retention import RetentionJob, RetentionPolicy, run_periodically
 from chat_server.lifecycle.service import LifecycleService
@@ -184,7 +184,14 @@ async def build_services(
     keys = KeyService(key_store, messages, accounts_store, conversations, hub, clock)
     # Push subscriptions and attachments, once they exist, register an ErasureHook here
     # (eraser.hooks) and push a WarningHook (retention.warning_hooks).
-    eraser = AccountEraser(lifecycle_store, accounts_store, messages, key_store, clock)
+    eraser = AccountEraser(
+        lifecycle_store,
+        accounts_store,
+        messages,
+        key_store,
+        clock,
+        disconnect=lambda user_id: hub.revoke(user_id, REVOKE_ERASED),
+    )
     policy = RetentionPolicy.from_settings(settings)
     retention = RetentionJob(
         policy, lifecycle_store, accounts_store, messages, conversations, eraser, clock

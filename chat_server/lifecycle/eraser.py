@@ -1,7 +1,8 @@
 """Erasing an account with everything that belongs to it.
 
 An erasure is resumable: it first marks the account (``begin_erasure``: no
-more logins, sessions ended, a random pseudonym chosen once), then deletes
+more logins, sessions ended, a random pseudonym chosen once), closes its open
+connections in every process (``disconnect``), then deletes
 the beneficiary's conversation content, whatever the hooks hold (push
 subscriptions, attachments), the throttling counters, rewrites the audit
 records with the pseudonym, and deletes the account record last. If the
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from chat_server.lifecycle.hooks import ErasureHook
@@ -56,6 +57,7 @@ class AccountEraser:
         keys: KeyStore,
         clock: Clock,
         hooks: Sequence[ErasureHook] = (),
+        disconnect: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._lifecycle = lifecycle
         self._accounts = accounts
@@ -63,6 +65,7 @@ class AccountEraser:
         self._keys = keys
         self._clock = clock
         self.hooks: list[ErasureHook] = list(hooks)
+        self._disconnect = disconnect
 
     async def erase(self, user: User, actor: str, cause: str) -> Erasure | None:
         """Erase ``user``; ``actor`` (a user id, or ``retention``) and ``cause`` (``self``,
@@ -72,6 +75,7 @@ class AccountEraser:
         pseudonym = await self._lifecycle.begin_erasure(user.id, fresh)
         if pseudonym is None:
             return None
+        await self._close_connections(user.id)
         own = list(await self._messages.conversations_for(user.id))
         own = [c for c in own if c.beneficiary_id == user.id]
         if pseudonym == fresh:
@@ -91,9 +95,16 @@ class AccountEraser:
         """Finish an erasure that began earlier (``user.erasing`` is set)."""
         if user.erasing is None:
             return None
+        await self._close_connections(user.id)
         convs = await self._messages.conversations_for(user.id)
         own = [c.id for c in convs if c.beneficiary_id == user.id]
         return await self._finish(user, user.erasing, own)
+
+    async def _close_connections(self, user_id: str) -> None:
+        # Sessions are gone already; open connections close now, before their presence
+        # records are deleted, and write none on the way out (transport: REVOKE_ERASED).
+        if self._disconnect is not None:
+            await self._disconnect(user_id)
 
     async def _finish(self, user: User, pseudonym: str, conv_ids: list[str]) -> Erasure:
         now = self._clock()

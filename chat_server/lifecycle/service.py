@@ -90,20 +90,27 @@ class LifecycleService:
             raise Forbidden("only a beneficiary can delete their own account from the app")
         await self._accounts.confirm_password(user, password)
         convs = list(await self._messages.conversations_for(user.id))
-        erasure = await self.eraser.erase(user, user.id, "self")
-        await self._hub.revoke(user.id, "*")
+        erasure = await self.eraser.erase(user, user.id, "self")  # its connections close
         if erasure is None:
             return
         for c in convs:
             if c.beneficiary_id != user.id:
                 continue
+            # Every field the summary had about the person goes (clients merge updates).
             update = {
                 "id": c.id,
                 "beneficiary_id": erasure.pseudonym,
+                "peer": {"id": erasure.pseudonym},
+                "peer_online": False,
+                "peer_last_seen": None,
                 "deleted_at": self._clock(),
                 "archived": None,
+                "flagged": False,
                 "last_seq": 0,
+                "read": 0,
+                "peer_read": 0,
                 "unread": 0,
+                "last_message": None,
             }
             await self._hub.publish(
                 [c.counsellor_id], p.encode_text(p.ConversationUpdated(update))

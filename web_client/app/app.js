@@ -11,7 +11,8 @@
 import { Api, ApiError } from "../shared/api.js";
 import { ChatClient } from "../shared/chat.js";
 import { KeyManager } from "../shared/e2ee.js";
-import { idbDelete, idbGet, idbPut } from "../shared/idb.js";
+import { idbClearAll, idbDelete, idbGet, idbPut } from "../shared/idb.js";
+import { archiveNotice, exportConversation, readOnly, setComposerEnabled } from "../shared/lifecycle.js";
 import { t } from "../shared/i18n.js";
 import { $, showScreen, reconcile, Attention } from "../shared/ui.js";
 import { newId } from "../shared/wire.js";
@@ -37,6 +38,7 @@ let session = null;
 let installPrompt = null;
 let typing = null;
 let peerTyping = false;
+let deleting = false;
 
 if ("serviceWorker" in navigator) {
   navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => {});
@@ -147,6 +149,7 @@ async function enter(login, password) {
 }
 
 async function expired() {
+  if (deleting) return; // the account is being deleted: its sessions end, that is expected
   if (chat) chat.stop();
   await idbDelete("kv", "session");
   location.reload();
@@ -168,6 +171,9 @@ function startThread() {
   $("#btn-logout").addEventListener("click", logout);
   $("#btn-safety").addEventListener("click", openSafety);
   $("#btn-install").addEventListener("click", install);
+  $("#btn-export").addEventListener("click", onExport);
+  $("#btn-delete-account").addEventListener("click", openDeleteAccount);
+  $("#delete-account-form").addEventListener("submit", onDeleteAccount);
   $("#btn-older").addEventListener("click", () => chat.loadOlder(conversationId()));
   $("#composer").addEventListener("submit", onSend);
   $("#message").addEventListener("input", onTypingInput);
@@ -219,6 +225,10 @@ function renderHead() {
   }
   $("#peer-name").textContent = s.peer?.display_name || t("counsellor");
   renderPresence($("#peer-presence"), s);
+  const notice = archiveNotice(s, { forBeneficiary: true });
+  $("#archived-banner").hidden = !notice;
+  $("#archived-banner").textContent = notice;
+  setComposerEnabled(!readOnly(s));
 }
 
 function renderThread() {
@@ -271,6 +281,53 @@ async function install() {
 
 function openSafety() {
   return openSafetyDialog(chat, keys, conversationId());
+}
+
+// ---------------------------------------------------------------- data lifecycle
+
+async function onExport() {
+  toggleMenu();
+  const id = conversationId();
+  if (!id) return;
+  try {
+    await exportConversation(chat, id, $("#export-status"));
+  } catch (err) {
+    $("#export-status").textContent = t("genericError", { message: err.message });
+  }
+}
+
+function openDeleteAccount() {
+  toggleMenu();
+  $("#delete-account-form").reset();
+  $("#delete-error").textContent = "";
+  $("#dlg-delete-account").showModal();
+  $("#delete-password").focus();
+}
+
+async function onDeleteAccount(event) {
+  event.preventDefault();
+  const error = $("#delete-error");
+  const password = $("#delete-password").value;
+  if (!password) {
+    error.textContent = "Saisissez votre mot de passe pour confirmer.";
+    return;
+  }
+  deleting = true;
+  try {
+    await api.deleteAccount(password);
+  } catch (err) {
+    deleting = false;
+    if (err instanceof ApiError && err.code === "wrong_password") error.textContent = "Mot de passe incorrect.";
+    else if (err instanceof ApiError && err.status === 429) error.textContent = t("tooManyAttempts");
+    else error.textContent = t("genericError", { message: err.message });
+    return;
+  }
+  // Gone on the server: nothing of the account stays on this device either.
+  if (chat) chat.stop();
+  await idbClearAll();
+  sessionStorage.clear();
+  $("#dlg-delete-account").close();
+  showScreen("screen-deleted");
 }
 
 init().catch(showStartError);

@@ -23,6 +23,7 @@ const SHELL = [
   "/shared/session.js",
   "/shared/socket.js",
   "/shared/ui.js",
+  "/shared/lifecycle.js",
   "/shared/wire.js",
   "/shared/icons/favicon.png",
   "/shared/icons/favicon-alert.png",

@@ -9,8 +9,9 @@
 
 import { Api, ApiError } from "../shared/api.js";
 import { ChatClient } from "../shared/chat.js";
+import { archiveNotice, exportConversation, readOnly, setComposerEnabled } from "../shared/lifecycle.js";
 import { t, shortTime, longTime } from "../shared/i18n.js";
-import { $, h, setChildren, showScreen, reconcile, Attention } from "../shared/ui.js";
+import { $, archiveReasonText, h, setChildren, showScreen, reconcile, Attention } from "../shared/ui.js";
 import { bindDialogClose, loginSubmitHandler, logoutAndReload, setUpDevice, showStartError } from "../shared/login.js";
 import {
   bindEnterToSend,
@@ -103,6 +104,9 @@ function startApp(login) {
   $("#message").addEventListener("input", onTypingInput);
   $("#beneficiary-form").addEventListener("submit", createBeneficiary);
   $("#transfer-form").addEventListener("submit", submitTransfer);
+  $("#btn-export").addEventListener("click", onExport);
+  $("#btn-archive").addEventListener("click", openArchive);
+  $("#archive-form").addEventListener("submit", submitArchive);
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && current) chat.markRead(current);
   });
@@ -113,6 +117,7 @@ function startApp(login) {
     if (current && !chat.summary(current)) closeThread();
     renderList();
     if (current) renderThreadHead();
+    if (current && chat.summary(current)?.deleted_at) renderThread();
   });
   chat.on("thread", (d) => {
     if (d.conversation === current) {
@@ -160,7 +165,7 @@ function renderList() {
     list,
     items,
     (s) => s.id,
-    (s) => JSON.stringify([s.peer?.display_name, s.unread, s.flagged, s.peer_online, s.last_at, s.id === current, s.peer?.programme]),
+    (s) => JSON.stringify([s.peer?.display_name, s.unread, s.flagged, s.peer_online, s.last_at, s.id === current, s.peer?.programme, s.archived?.at, s.deleted_at]),
     renderConversation,
   );
   if (focusedId && document.activeElement === document.body) list.querySelector(`[data-id="${CSS.escape(focusedId)}"]`)?.focus();
@@ -175,9 +180,11 @@ function renderList() {
 }
 
 function renderConversation(s) {
-  const name = s.peer?.display_name || s.peer?.login || "?";
+  const name = s.deleted_at ? "Compte supprimé" : s.peer?.display_name || s.peer?.login || "?";
   const line2 = [
-    h("span", {}, h("span", { class: `presence-dot${s.peer_online ? " on" : ""}`, "aria-hidden": "true" }), s.peer_online ? t("online") : t("offline")),
+    s.deleted_at ? h("span", { class: "tag tag-deleted" }, "Compte supprimé") : null,
+    s.archived ? h("span", { class: "tag tag-archived" }, "Archivé") : null,
+    s.deleted_at ? null : h("span", {}, h("span", { class: `presence-dot${s.peer_online ? " on" : ""}`, "aria-hidden": "true" }), s.peer_online ? t("online") : t("offline")),
     s.peer?.programme ? h("span", {}, s.peer.programme) : null,
     s.flagged ? h("span", { class: "tag tag-flag" }, t("flagged")) : null,
     s.unread > 0 ? h("span", { class: "badge" }, h("span", { "aria-hidden": "true" }, s.unread), h("span", { class: "visually-hidden" }, t("unreadCount", { n: s.unread }))) : null,
@@ -244,8 +251,18 @@ function renderThreadHead() {
   const name = s.peer?.display_name || s.peer?.login || "";
   $("#thread-title").textContent = t("messagesOf", { name }) + (s.peer?.programme ? ` (${s.peer.programme})` : "");
   renderPresence($("#thread-presence"), s);
+  const notice = archiveNotice(s);
+  $("#archived-banner").hidden = !notice;
+  $("#archived-banner").textContent = notice;
+  setComposerEnabled(!readOnly(s));
+  $("#btn-archive").hidden = s.counsellor_id !== me.id || readOnly(s);
+  $("#btn-export").hidden = Boolean(s.deleted_at);
+  if (s.deleted_at) $("#thread-title").textContent = "Compte supprimé";
+  $("#btn-safety").hidden = Boolean(s.deleted_at);
+  $("#key-requests").hidden = Boolean(s.deleted_at);
+  if (s.deleted_at) $("#thread-presence").textContent = "";
   const flag = $("#btn-flag");
-  flag.hidden = s.counsellor_id !== me.id;
+  flag.hidden = s.counsellor_id !== me.id || Boolean(s.deleted_at);
   flag.setAttribute("aria-pressed", s.flagged ? "true" : "false");
   flag.textContent = s.flagged ? t("flagged") : t("flag");
 }
@@ -257,7 +274,8 @@ function renderThread() {
   const log = $("#log");
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
   const peerName = s.peer?.display_name || "";
-  const items = thread.sorted().map((item) => ({ kind: "m", item, at: item.seq }));
+  // A deleted beneficiary's conversation: what this console still held goes too.
+  const items = s.deleted_at ? [] : thread.sorted().map((item) => ({ kind: "m", item, at: item.seq }));
   // Local notices (keys this console shared) after the message they followed.
   for (const notice of chat.noticesFor(current)) items.push({ kind: "n", notice, at: notice.afterSeq + 0.5 });
   items.sort((a, b) => a.at - b.at);
@@ -446,6 +464,12 @@ async function loadSupervision(done = "") {
       const who = c.beneficiary?.display_name || c.beneficiary_id;
       const counsellor = counsellors.get(c.counsellor_id)?.display_name || c.counsellor_id;
       const extra = c.temporary_until ? ` (temporaire jusqu'au ${longTime(c.temporary_until)})` : "";
+      if (c.deleted_at) return h("tr", {}, h("td", {}, "Compte supprimé"), h("td", {}, counsellor), h("td", {}));
+      if (c.archived) {
+        const state = ` (archivé : ${archiveReasonText(c.archived.reason)})`;
+        const restore = h("button", { type: "button", class: "secondary", onclick: () => restoreArchived(c) }, "Restaurer", h("span", { class: "visually-hidden" }, ` ${who}`));
+        return h("tr", {}, h("td", {}, who), h("td", {}, counsellor + state), h("td", {}, restore));
+      }
       const button = h("button", { type: "button", class: "secondary", onclick: () => openTransfer(c) }, t("transfer"), h("span", { class: "visually-hidden" }, ` ${who}`));
       return h("tr", {}, h("td", {}, who), h("td", {}, counsellor + extra), h("td", {}, button));
     }),
@@ -483,6 +507,45 @@ async function submitTransfer(event) {
     await loadSupervision(t("transferDone"));
   } catch (err) {
     error.textContent = t("genericError", { message: err.message });
+  }
+}
+
+// ---------------------------------------------------------------- data lifecycle
+
+async function onExport() {
+  if (!current) return;
+  try {
+    await exportConversation(chat, current, $("#export-status"));
+  } catch (err) {
+    $("#export-status").textContent = t("genericError", { message: err.message });
+  }
+}
+
+function openArchive() {
+  const s = chat.summary(current);
+  if (!s) return;
+  $("#archive-form").reset();
+  $("#archive-error").textContent = "";
+  $("#archive-who").textContent = `${t("beneficiary")} : ${s.peer?.display_name || ""}`;
+  $("#dlg-archive").showModal();
+}
+
+async function submitArchive(event) {
+  event.preventDefault();
+  try {
+    await api.archive(current, $("#archive-reason").value);
+    $("#dlg-archive").close();
+  } catch (err) {
+    $("#archive-error").textContent = t("genericError", { message: err.message });
+  }
+}
+
+async function restoreArchived(conv) {
+  try {
+    await api.restore(conv.id);
+    await loadSupervision("Conversation restaurée.");
+  } catch (err) {
+    $("#supervision-status").textContent = t("genericError", { message: err.message });
   }
 }
 

@@ -4,6 +4,9 @@
  */
 
 const STRINGS = {
+  sysArchived: "Accompagnement clôturé ({reason}) : la conversation est en lecture seule.",
+  sysRestored: "La conversation a été rouverte par un superviseur.",
+  sysInactivityNotice: "Sans connexion de votre part, ce compte et ses messages seront supprimés le {date}. Connectez-vous pour le conserver.",
   appName: "CEJ Messagerie",
   consoleTitle: "Console conseiller",
   appTitle: "Ma messagerie",
