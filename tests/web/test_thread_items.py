@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import BrowserContext, ConsoleMessage, Locator, Page, Route, expect
+from playwright.sync_api import (
+    BrowserContext,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Route,
+    ViewportSize,
+    expect,
+)
 
 from tests.web.harness import (
     AXE,
@@ -30,8 +38,8 @@ from tests.web.harness import (
 
 pytestmark = pytest.mark.browser
 
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
 YOUNG = "Inès Moreau"
 OFFER_URL = "https://emploi.example.org/offres/12345?ref=cej"
 
@@ -68,7 +76,7 @@ def _login(page: Page, url: str, login: str) -> None:
 
 
 def _axe(page: Page) -> list[dict[str, Any]]:
-    """axe-core's serious and critical findings (evaluated by the DevTools protocol: no CSP change)."""
+    """Serious and critical axe-core findings (run through DevTools: the CSP stays on)."""
     page.evaluate(AXE.read_text("utf-8"))
     found: list[dict[str, Any]] = page.evaluate(
         """async () => {
@@ -201,13 +209,17 @@ def test_action_created_by_the_counsellor_done_by_the_young_person(world: World)
     # The counsellor comments; the young person sets it done: both cards follow live.
     console_card.get_by_role("button", name="Commenter").click()
     dialog = _dialog(console, "Commenter la démarche")
-    dialog.get_by_label("Commentaire").fill("Pouvez-vous compléter la description de cette action ?")
+    dialog.get_by_label("Commentaire").fill(
+        "Pouvez-vous compléter la description de cette action ?"
+    )
     dialog.get_by_role("button", name="Envoyer").click()
     expect(app.locator(".msg-comment")).to_contain_text("Pouvez-vous compléter la description")
     app_card.get_by_role("button", name="Terminer").click()
     expect(app_card.locator(".status")).to_have_text("Terminée")
     expect(console_card.locator(".status")).to_have_text("Terminée")
-    expect(console.locator(".msg-event", has_text="« Mettre à jour mon CV » : Terminée")).to_be_visible()
+    expect(
+        console.locator(".msg-event", has_text="« Mettre à jour mon CV » : Terminée")
+    ).to_be_visible()
     expect(console.locator("#items-panel")).to_contain_text("Aucune démarche en cours.")
     # Done: it can be reopened, not cancelled.
     expect(console_card.get_by_role("button", name="Rouvrir")).to_be_visible()
@@ -234,9 +246,7 @@ def _axe_console_with_dialog(world: World) -> list[dict[str, Any]]:
 
 def test_appointment_created_changed_answered_cancelled(world: World) -> None:
     console, app = world.console, world.app
-    day = console.evaluate(
-        "() => new Date(Date.now() + 3 * 86400000).toISOString().slice(0, 10)"
-    )
+    day = console.evaluate("() => new Date(Date.now() + 3 * 86400000).toISOString().slice(0, 10)")
     console.get_by_role("button", name="Fixer un rendez-vous").click()
     dialog = _dialog(console, "Fixer un rendez-vous")
     dialog.get_by_label("Type").select_option("atelier")
@@ -292,7 +302,9 @@ def test_edit_and_delete_seen_by_the_other_side_and_the_list_follows(world: Worl
     expect(mine.locator(".status-read")).to_have_text("Lu")
     mine.get_by_role("button", name=re.compile("^Modifier")).click()
     dialog = _dialog(app, "Modifier le message")
-    dialog.get_by_label("Votre message").fill("Je suis dispo mardi à 11h, voir https://exemple.fr/plan.")
+    dialog.get_by_label("Votre message").fill(
+        "Je suis dispo mardi à 11h, voir https://exemple.fr/plan."
+    )
     dialog.get_by_role("button", name="Enregistrer").click()
     edited = _bubble(console, "msg-peer", "Je suis dispo mardi à 11h")
     expect(edited.locator(".msg-edited")).to_have_text("(modifié)")
@@ -333,7 +345,9 @@ def test_notice_shown_between_its_dates_and_lifted_at_the_end(world: World) -> N
 
     console.get_by_role("button", name="Message important").click()
     dialog = _dialog(console, "Message important")
-    dialog.get_by_label("Message").fill("Je suis absent jusqu'à demain, contactez l'accueil au besoin.")
+    dialog.get_by_label("Message").fill(
+        "Je suis absent jusqu'à demain, contactez l'accueil au besoin."
+    )
     today = console.evaluate("() => new Date().toLocaleDateString('fr-CA')")
     dialog.get_by_label("Au (inclus)").fill("2020-01-01")
     dialog.get_by_role("button", name="Publier").click()
