@@ -262,8 +262,8 @@ export function overdue(item, now = nowSeconds()) {
 
 /** The button that moves an action from `from` to `to`. */
 export function transitionText(from, to) {
-  if (from === "done" && to === "in_progress") return t("reopen");
-  if (from === "cancelled" && to === "todo") return t("restore");
+  if (from === "done" && to === "in_progress") return t("actionReopen");
+  if (from === "cancelled" && to === "todo") return t("actionRestore");
   return t(`setStatus_${to}`);
 }
 
