@@ -89,6 +89,27 @@ class E2EEError(DomainError):
         self.code = code
 
 
+class ConversationArchived(DomainError):
+    """The conversation is archived: read-only for both members until a supervisor restores it."""
+
+    code = "conversation_archived"
+    status = 409
+
+
+class ConversationDeleted(DomainError):
+    """The beneficiary's account was deleted: only a tombstone of the conversation is left."""
+
+    code = "conversation_deleted"
+    status = 410
+
+
+class WrongPassword(DomainError):
+    """A password confirmation (for example before deleting one's account) did not match."""
+
+    code = "wrong_password"
+    status = 403
+
+
 class InvalidDate(InvalidInput):
     """A date the thread cannot hold: in the past, before creation, too far ahead, ends first."""
 

@@ -18,6 +18,8 @@ from chat_server.hub import KIND_MESSAGE, Hub
 from chat_server.rooms import items, types
 from chat_server.rooms.errors import (
     BodyTooLarge,
+    ConversationArchived,
+    ConversationDeleted,
     E2EEError,
     Forbidden,
     InvalidInput,
@@ -57,6 +59,23 @@ class NoVerification:
 
     async def check_message(self, conversation: Conversation, message: NewMessage) -> None:
         return None
+
+
+def writable(conv: Conversation) -> None:
+    """Refuse a write to an archived conversation or a deleted account's tombstone."""
+    if conv.deleted_at is not None:
+        raise ConversationDeleted("the beneficiary's account was deleted; nothing can be sent")
+    if conv.archived_at is not None:
+        raise ConversationArchived(
+            "this conversation is archived and read-only; a supervisor can restore it"
+        )
+
+
+def archive_json(conv: Conversation) -> dict[str, Any] | None:
+    """The archive state clients show (None: not archived)."""
+    if conv.archived_at is None:
+        return None
+    return {"at": conv.archived_at, "by": conv.archived_by, "reason": conv.archive_reason}
 
 
 def message_out(m: StoredMessage) -> p.MessageOut:
@@ -134,6 +153,7 @@ class ConversationService:
                 conv = await self.member_conversation(user.id, frame.conversation)
         except TimeoutError:
             raise Unavailable("the store is unavailable; nothing was stored; retry") from None
+        writable(conv)
         new = NewMessage(
             conversation_id=conv.id,
             client_id=frame.client_id,
@@ -403,6 +423,8 @@ class ConversationService:
                     "flagged": c.flagged,
                     "epoch": c.epoch,
                     "rotation_required": c.rotation_required,
+                    "archived": archive_json(c),
+                    "deleted_at": c.deleted_at,
                     "last_message": (
                         message_json(last_message[c.id]) if c.id in last_message else None
                     ),

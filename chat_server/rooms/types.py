@@ -189,5 +189,9 @@ for _name, _news in (
     ("system.temporary_counsellor", True),
     ("system.epoch_rotated", False),
     ("system.device_changed", False),
+    # The data lifecycle (chat_server/lifecycle): both members are told.
+    ("system.archived", True),
+    ("system.restored", True),
+    ("system.inactivity_notice", True),
 ):
     register(MessageType(_name, lambda meta: None, system=True, notify=_news))
