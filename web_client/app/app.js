@@ -14,7 +14,7 @@ import { KeyManager } from "../shared/e2ee.js";
 import { idbClearAll, idbDelete, idbGet, idbPut } from "../shared/idb.js";
 import { archiveNotice, exportConversation, readOnly, setComposerEnabled } from "../shared/lifecycle.js";
 import { t } from "../shared/i18n.js";
-import { $, showScreen, reconcile, Attention } from "../shared/ui.js";
+import { $, showScreen, Attention } from "../shared/ui.js";
 import { newId } from "../shared/wire.js";
 import { bindDialogClose, loginError, loginSubmitHandler, logoutAndReload, setUpDevice, showStartError } from "../shared/login.js";
 import {
@@ -22,12 +22,12 @@ import {
   createTypingNotifier,
   openSafetyDialog,
   renderConnection,
-  renderPendingMessage,
   renderPresence,
-  renderStoredMessage,
   sendComposed,
-  storedSignature,
 } from "../shared/thread.js";
+import { loadOlderKeepingPlace, renderItemsPanel, renderThreadList } from "../shared/cards.js";
+import { openActionDialog, openOfferDialog } from "../shared/forms.js";
+import { dateLong } from "../shared/i18n.js";
 
 const BASE_TITLE = "Ma messagerie — CEJ";
 const api = new Api({ onUnauthenticated: () => expired() });
@@ -39,6 +39,8 @@ let installPrompt = null;
 let typing = null;
 let peerTyping = false;
 let deleting = false;
+let itemsRequested = false;
+let noticeTimer = null;
 
 if ("serviceWorker" in navigator) {
   navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => {});
@@ -174,7 +176,9 @@ function startThread() {
   $("#btn-export").addEventListener("click", onExport);
   $("#btn-delete-account").addEventListener("click", openDeleteAccount);
   $("#delete-account-form").addEventListener("submit", onDeleteAccount);
-  $("#btn-older").addEventListener("click", () => chat.loadOlder(conversationId()));
+  $("#btn-older").addEventListener("click", () => loadOlderKeepingPlace(chat, conversationId(), $("#log")));
+  $("#btn-offer").addEventListener("click", () => openOfferDialog(chat, conversationId()));
+  $("#btn-action").addEventListener("click", () => openActionDialog(chat, conversationId()));
   $("#composer").addEventListener("submit", onSend);
   $("#message").addEventListener("input", onTypingInput);
   bindEnterToSend(() => matchMedia("(pointer: fine)").matches);
@@ -194,6 +198,10 @@ function startThread() {
       idbPut("kv", "session", session);
     }
     if (id && !chat.thread(id)) chat.openThread(id);
+    if (id && !chat.itemsOf(id) && !itemsRequested) {
+      itemsRequested = true;
+      chat.loadItems(id).catch(() => (itemsRequested = false));
+    }
     renderHead();
     renderThread();
   });
@@ -209,6 +217,11 @@ function startThread() {
   chat.on("state", (d) => {
     renderConnection(d.state);
     $("#offline-banner").hidden = d.state === "online" || d.state === "connecting";
+  });
+  chat.on("items", (d) => {
+    if (d.conversation !== conversationId()) return;
+    renderItemsPanel($("#items-panel"), chat.itemsOf(d.conversation));
+    renderNotice();
   });
   chat.on("authfailed", expired);
   if (session.conversation) chat.openThread(session.conversation);
@@ -239,18 +252,32 @@ function renderThread() {
   const s = chat.summary(id) || {};
   const log = $("#log");
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
-  const items = thread.sorted().map((item) => ({ kind: "m", item }));
-  for (const entry of chat.outboxFor(id)) items.push({ kind: "o", entry });
-  reconcile(
-    $("#messages"),
-    items,
-    (x) => (x.kind === "m" ? `m${x.item.seq}` : `o${x.entry.clientId}`),
-    (x) => (x.kind === "m" ? storedSignature(x.item, s) : x.entry.state),
-    (x) => (x.kind === "m" ? renderStoredMessage(x.item, s, s.peer?.display_name || t("counsellor")) : renderPendingMessage(x.entry, chat)),
-  );
+  renderThreadList($("#messages"), { chat, conversation: id, summary: s, peerName: s.peer?.display_name || t("counsellor") });
   $("#btn-older").hidden = !thread.hasOlder;
   $("#reshare-banner").hidden = !thread.sorted().some((i) => i.error === "no_key");
   if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+/**
+ * The counsellor's notice as a banner while starts_at <= now < ends_at; a
+ * timer redraws it at the next of those two instants (lifted at the end).
+ */
+function renderNotice() {
+  const id = conversationId();
+  const notice = id ? chat.itemsOf(id)?.notice : null;
+  clearTimeout(noticeTimer);
+  const now = Date.now() / 1000;
+  const banner = $("#notice-banner");
+  const shown = !!notice && !!notice.content?.text && notice.starts_at <= now && now < notice.ends_at;
+  banner.hidden = !shown;
+  if (shown) {
+    $("#notice-text").textContent = notice.content.text;
+    $("#notice-until").textContent = t("noticeUntil", { date: dateLong(notice.ends_at - 1) });
+  }
+  if (notice) {
+    const next = now < notice.starts_at ? notice.starts_at : now < notice.ends_at ? notice.ends_at : null;
+    if (next) noticeTimer = setTimeout(renderNotice, Math.min(2 ** 31 - 1, Math.max(0, (next - now) * 1000) + 50));
+  }
 }
 
 function onTypingInput() {

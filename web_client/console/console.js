@@ -18,12 +18,12 @@ import {
   createTypingNotifier,
   openSafetyDialog,
   renderConnection,
-  renderPendingMessage,
   renderPresence,
-  renderStoredMessage,
   sendComposed,
-  storedSignature,
 } from "../shared/thread.js";
+import { loadOlderKeepingPlace, renderItemsPanel, renderThreadList } from "../shared/cards.js";
+import { openActionDialog, openAppointmentDialog, openNoticeDialog, openOfferDialog } from "../shared/forms.js";
+import { previewText } from "../shared/items.js";
 
 const SESSION_KEY = "cejchat.console.session";
 const BASE_TITLE = "Console conseiller — CEJ Messagerie";
@@ -38,6 +38,7 @@ const peerTyping = new Map();
 // conversation -> Map(device -> request) of devices waiting for this user's decision.
 const keyRequests = new Map();
 let typing = null;
+let toAnswer = false;
 
 // ---------------------------------------------------------------- login
 
@@ -96,7 +97,20 @@ function startApp(login) {
   $("#btn-security").addEventListener("click", openSecurity);
   $("#btn-flag").addEventListener("click", toggleFlag);
   $("#btn-safety").addEventListener("click", openSafety);
-  $("#btn-older").addEventListener("click", () => chat.loadOlder(current));
+  $("#btn-older").addEventListener("click", () => loadOlderKeepingPlace(chat, current, $("#log")));
+  $("#btn-offer").addEventListener("click", () => openOfferDialog(chat, current));
+  $("#btn-action").addEventListener("click", () => openActionDialog(chat, current));
+  $("#btn-appointment").addEventListener("click", () => openAppointmentDialog(chat, current));
+  $("#btn-notice").hidden = me.role !== "counsellor";
+  $("#btn-notice").addEventListener("click", () => {
+    const mine = chat.sortedSummaries().filter((s) => s.counsellor_id === me.id).map((s) => s.id);
+    openNoticeDialog(chat, mine, (text) => ($("#notice-status").textContent = text));
+  });
+  $("#btn-to-answer").addEventListener("click", () => {
+    toAnswer = !toAnswer;
+    $("#btn-to-answer").setAttribute("aria-pressed", toAnswer ? "true" : "false");
+    renderList();
+  });
   $("#search").addEventListener("input", renderList);
   $("#conv-list").addEventListener("keydown", listKeys);
   $("#composer").addEventListener("submit", onSend);
@@ -144,6 +158,9 @@ function startApp(login) {
     // Shown in the thread (renderThread); a supervisor has no thread: the supervision panel says it.
     if (!chat.summary(d.conversation)) $("#supervision-keys").textContent = noticeText(d.conversation, d.notice);
   });
+  chat.on("items", (d) => {
+    if (d.conversation === current) renderItemsPanel($("#items-panel"), chat.itemsOf(current));
+  });
   chat.on("authfailed", expired);
   chat.start();
   if (me.role === "supervisor") loadSupervision();
@@ -159,24 +176,47 @@ function renderList() {
   const list = $("#conv-list");
   const query = normalise($("#search").value.trim());
   const all = chat.sortedSummaries();
-  const items = all.filter((s) => !query || normalise(s.peer?.display_name).includes(query) || normalise(s.peer?.login).includes(query));
+  const items = all.filter(
+    (s) => (!query || normalise(s.peer?.display_name).includes(query) || normalise(s.peer?.login).includes(query)) && (!toAnswer || awaitsAnswer(s)),
+  );
   const focusedId = document.activeElement?.closest?.(".conv")?.dataset.id;
   reconcile(
     list,
     items,
     (s) => s.id,
-    (s) => JSON.stringify([s.peer?.display_name, s.unread, s.flagged, s.peer_online, s.last_at, s.id === current, s.peer?.programme, s.archived?.at, s.deleted_at]),
+    (s) => JSON.stringify([s.peer?.display_name, s.unread, s.flagged, s.peer_online, s.last_at, s.id === current, s.peer?.programme, preview(s), s.archived?.at, s.deleted_at]),
     renderConversation,
   );
   if (focusedId && document.activeElement === document.body) list.querySelector(`[data-id="${CSS.escape(focusedId)}"]`)?.focus();
   const empty = $("#conv-empty");
   empty.hidden = items.length > 0;
-  empty.textContent = all.length ? t("noMatch") : t("noConversation");
+  empty.textContent = !all.length ? t("noConversation") : toAnswer && !query ? t("noToAnswer") : t("noMatch");
   const total = all.reduce((n, s) => n + (s.unread || 0), 0);
   const badge = $("#unread-total");
   badge.hidden = total === 0;
   badge.textContent = total;
   badge.setAttribute("aria-label", t("unreadCount", { n: total }));
+}
+
+/** The beneficiary wrote last (system events aside): the "à répondre" filter. */
+function awaitsAnswer(s) {
+  const last = s.last_message;
+  return !!last && last.sender === s.beneficiary_id;
+}
+
+/** The list's one-line preview of the last message (decrypted on this device). */
+function preview(s) {
+  const p = s.preview;
+  if (!p) return "";
+  if (p.system || p.error || !p.content) return p.system ? "" : t("waitingKeys");
+  const titleOf = (id) => {
+    const listed = chat.itemsOf(s.id)?.items.find((i) => i.id === id)?.content?.title;
+    if (listed) return listed;
+    const thread = chat.thread(s.id);
+    return thread ? [...thread.items.values()].find((m) => m.clientId === id)?.content?.title : null;
+  };
+  const text = previewText(p, { peerName: s.peer?.display_name || "", titleOf }).replace(/\s+/g, " ");
+  return p.mine ? `${t("you")} : ${text}` : text;
 }
 
 function renderConversation(s) {
@@ -200,6 +240,7 @@ function renderConversation(s) {
     },
     h("span", { class: "name" }, name),
     h("span", { class: "time" }, shortTime(s.last_at)),
+    h("span", { class: "preview" }, preview(s)),
     h("span", { class: "line2" }, ...line2),
   );
   return h("li", {}, button);
@@ -227,6 +268,8 @@ function select(id) {
   $("#thread-view").hidden = false;
   $("#messages").replaceChildren();
   chat.openThread(id);
+  $("#items-panel").replaceChildren();
+  chat.loadItems(id).catch(() => {});
   renderList();
   renderThreadHead();
   renderThread();
@@ -274,27 +317,20 @@ function renderThread() {
   const log = $("#log");
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
   const peerName = s.peer?.display_name || "";
-  // A deleted beneficiary's conversation: what this console still held goes too.
-  const items = s.deleted_at ? [] : thread.sorted().map((item) => ({ kind: "m", item, at: item.seq }));
+  if (s.deleted_at) {
+    // A deleted beneficiary's conversation: what this console still held goes too.
+    $("#messages").replaceChildren();
+    $("#btn-older").hidden = true;
+    return;
+  }
+  const conv = current;
   // Local notices (keys this console shared) after the message they followed.
-  for (const notice of chat.noticesFor(current)) items.push({ kind: "n", notice, at: notice.afterSeq + 0.5 });
-  items.sort((a, b) => a.at - b.at);
-  for (const entry of chat.outboxFor(current)) items.push({ kind: "o", entry });
-  const keyOf = { m: (x) => `m${x.item.seq}`, n: (x) => `n${x.notice.id}`, o: (x) => `o${x.entry.clientId}` };
-  reconcile(
-    $("#messages"),
-    items,
-    (x) => keyOf[x.kind](x),
-    (x) => {
-      if (x.kind === "m") return storedSignature(x.item, s);
-      return x.kind === "o" ? `${x.entry.state}` : "n";
-    },
-    (x) => {
-      if (x.kind === "m") return renderStoredMessage(x.item, s, peerName);
-      if (x.kind === "n") return h("li", { class: "msg msg-system msg-notice" }, h("p", { class: "msg-text" }, noticeText(current, x.notice)));
-      return renderPendingMessage(x.entry, chat);
-    },
-  );
+  const extra = chat.noticesFor(current).map((notice) => ({
+    key: notice.id,
+    at: notice.afterSeq + 0.5,
+    render: () => h("li", { class: "msg msg-system msg-notice" }, h("p", { class: "msg-text" }, noticeText(conv, notice))),
+  }));
+  renderThreadList($("#messages"), { chat, conversation: current, summary: s, peerName, extra, onError: alertError });
   $("#btn-older").hidden = !thread.hasOlder;
   if (atBottom) log.scrollTop = log.scrollHeight;
 }

@@ -11,6 +11,7 @@
  */
 
 import { longTime } from "./i18n.js";
+import { foldThread, previewText } from "./items.js";
 import { $, archiveReasonText, h, messageText, setChildren } from "./ui.js";
 
 const PAGE = 200;
@@ -67,7 +68,7 @@ export async function buildExport(chat, conversation, onProgress) {
   const summary = chat.summary(conversation) || { id: conversation };
   const peerName = summary.peer?.display_name || summary.peer?.login || "";
   const raw = await fetchAll(chat.api, conversation, onProgress);
-  const messages = [];
+  const items = [];
   for (const m of raw) {
     const item = chat.item(m);
     if (!item.system) {
@@ -77,21 +78,30 @@ export async function buildExport(chat, conversation, onProgress) {
         item.error = err?.code || "decrypt_failed";
       }
     }
+    items.push(item);
+  }
+  // Items (actions, appointments) are folds of their events: their titles come from the whole thread.
+  const fold = foldThread(items);
+  const messages = items.map((item) => {
+    const m = item.raw;
     const author = item.system ? TEXT.system : item.mine ? chat.user.display_name : m.sender === summary.peer?.id ? peerName : TEXT.otherCounsellor;
-    const name = attachmentName(item.content);
-    messages.push({
+    let text;
+    if (item.error) text = TEXT.unreadable;
+    else if (item.system) text = messageText(item, peerName);
+    else text = previewText(item, { peerName, fold }) || messageText(item, peerName);
+    return {
       seq: m.seq,
       at: new Date(m.created_at * 1000).toISOString(),
       author,
       author_id: m.sender,
       type: m.msg_type,
-      text: item.error ? TEXT.unreadable : messageText(item, peerName),
-      attachment: name,
+      text,
+      attachment: attachmentName(item.content),
       content: item.content,
       meta: m.meta || {},
       verified: !item.system && !item.error,
-    });
-  }
+    };
+  });
   return {
     format: "cej-chat-export",
     version: 1,
