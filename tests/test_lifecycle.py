@@ -288,6 +288,8 @@ async def test_deletion_leaves_only_pseudonymised_audit_records(env: Env) -> Non
     assert [s["deleted_at"] for s in summaries] == [conv.deleted_at]
     with pytest.raises(ConversationDeleted):
         await _send(env, env.counsellor, "vous êtes là ?")
+    with pytest.raises(ConversationDeleted):
+        await svc.keys.transfer(env.supervisor, env.conv, c2.id, "permanent", None)
     # The tombstone goes after its own period; audit records after theirs.
     env.clock.advance(TOMBSTONE_DAYS * DAY + 1)
     assert (await _run(env)).tombstones == 1

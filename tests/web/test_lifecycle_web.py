@@ -35,6 +35,7 @@ PHONE: ViewportSize = {"width": 390, "height": 844}
 BENEFICIARY = "Inès Moreau"
 COUNSELLOR = "Karim Benali"
 APP_COUNT = 120
+ACTION_TITLE = "Mettre à jour mon CV avant le forum"
 CONSOLE_COUNT = 80
 
 expect.set_options(timeout=30_000)
@@ -152,6 +153,15 @@ def test_two_people_write_a_200_message_thread(world: World) -> None:
     expect(_bubble(app, "msg-peer", theirs[-1])).to_have_count(1, timeout=90_000)
     world.texts = [first, *mine, *theirs]
     assert len(world.texts) == 200
+    # An item too: the export names it with its title.
+    console.get_by_role("button", name="Créer une démarche").click()
+    dialog = console.get_by_role("dialog", name="Créer une démarche")
+    dialog.get_by_label("Titre").fill(ACTION_TITLE)
+    due = console.evaluate("() => new Date(Date.now() + 10 * 86400000).toISOString().slice(0, 10)")
+    dialog.get_by_label("À réaliser avant le").fill(due)
+    dialog.get_by_role("button", name="Créer une démarche").click()
+    expect(dialog).to_be_hidden()
+    expect(app.locator(".card", has_text=ACTION_TITLE)).to_be_visible()
     expect(app.locator(".msg-pending")).to_have_count(0)
     expect(console.locator(".msg-pending")).to_have_count(0)
 
@@ -164,8 +174,10 @@ def test_beneficiary_exports_the_whole_thread_decrypted(world: World) -> None:
     expect(view).to_be_visible(timeout=60_000)
     expect(view.get_by_role("heading", name=f"Conversation avec {COUNSELLOR}")).to_be_visible()
     expect(app.locator("#screen-thread")).to_be_hidden()  # only the document is shown
-    shown = [t for t in view.locator(".export-text").all_text_contents() if t in world.texts]
+    lines = view.locator(".export-text").all_text_contents()
+    shown = [t for t in lines if t in world.texts]
     assert shown == world.texts
+    assert any(ACTION_TITLE in t for t in lines)
     save_screenshot(app, "app-export.png")
 
     data = _download_json(app)
@@ -175,6 +187,10 @@ def test_beneficiary_exports_the_whole_thread_decrypted(world: World) -> None:
     texts = [m for m in data["messages"] if m["type"] == "text"]
     assert [m["text"] for m in texts] == world.texts
     assert all(m["verified"] for m in texts)
+    (action,) = [m for m in data["messages"] if m["type"] == "action"]
+    assert ACTION_TITLE in action["text"]
+    assert action["content"]["title"] == ACTION_TITLE
+    assert action["meta"]["event"] == "created"
     assert [m["author"] for m in texts[:2]] == [COUNSELLOR, BENEFICIARY]
     seqs = [m["seq"] for m in data["messages"]]
     assert seqs == sorted(seqs)
