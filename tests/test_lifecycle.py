@@ -213,9 +213,14 @@ async def test_expired_sessions_codes_and_counters_disappear(env: Env) -> None:
     assert await store.login_failures(key, 0.0, 10 * YEAR) == 0
     assert await store.get_session(token_hash(login.token), 0.0) is not None
 
+    # A process of a multi-process deployment that stopped, with a counter of b1's.
+    presence = env.svc.database.presence()
+    await presence.process_alive("gone", env.clock.now)
+    await presence.connected(env.beneficiary.id, "gone", 1, env.clock.now)
     env.clock.advance(env.settings.session_ttl_days * DAY)
     report = await _run(env)
     assert report.sessions == 1
+    assert report.processes == 2
     assert await store.get_session(token_hash(login.token), 0.0) is None
     assert (await _run(env)).removed() == 0
 

@@ -23,7 +23,9 @@ The policy (periods in the README's configuration table, every collection in
 - expired sessions, expired activation codes, login-throttling windows that
   have passed: deleted;
 - audit records older than ``AUDIT_RETENTION_DAYS``: deleted;
-- tombstones of deleted conversations ("compte supprimé") after ``TOMBSTONE_DAYS``.
+- tombstones of deleted conversations ("compte supprimé") after ``TOMBSTONE_DAYS``;
+- server processes gone for a day (``DEAD_PROCESS_AFTER``), with their
+  per-user connection counters.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 DAY = 86400.0
 #: How long a deleted beneficiary's conversation stays in the counsellor's list.
 TOMBSTONE_DAYS = 30
+#: A server process that has not renewed its liveness for this long is gone for good.
+DEAD_PROCESS_AFTER = DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,7 @@ class RetentionReport:
     login_failures: int = 0
     audit: int = 0
     tombstones: int = 0
+    processes: int = 0
 
     def removed(self) -> int:
         """Records and accounts removed (warnings and kept staff are not removals)."""
@@ -150,6 +155,7 @@ class RetentionJob:
             login_failures=await self._accounts.purge_login_failures(now, p.login_window),
             audit=await lc.purge_audit(now - p.audit_kept, p.batch),
             tombstones=await lc.purge_tombstones(now - p.tombstone_kept, p.batch),
+            processes=await lc.purge_dead_processes(now - DEAD_PROCESS_AFTER, p.batch),
         )
         if report.removed() or report.warned or report.kept_staff:
             log.info("retention run", extra=report.as_dict())

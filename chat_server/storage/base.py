@@ -384,3 +384,7 @@ class LifecycleStore(Protocol):
 
     async def purge_tombstones(self, before: float, limit: int) -> int:
         """Delete up to ``limit`` conversation tombstones made before ``before``."""
+
+    async def purge_dead_processes(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` server processes whose liveness ended before ``before``,
+        with their connection counters (``PresenceStore``); returns the records deleted."""

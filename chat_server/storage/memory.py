@@ -777,6 +777,19 @@ class MemoryLifecycleStore:
         self._s.audit = keep
         return gone
 
+    async def purge_dead_processes(self, before: float, limit: int) -> int:
+        dead = [p for p, until in self._s.processes.items() if until < before][: max(limit, 0)]
+        removed = 0
+        for pid in dead:
+            del self._s.processes[pid]
+            removed += 1
+            for user_id, pres in list(self._s.presence.items()):
+                if pres.procs.pop(pid, None) is not None:
+                    removed += 1
+                    if not pres.procs and pres.last_seen is None:
+                        del self._s.presence[user_id]
+        return removed
+
     async def purge_tombstones(self, before: float, limit: int) -> int:
         old = [
             c

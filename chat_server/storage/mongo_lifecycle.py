@@ -74,6 +74,8 @@ class MongoLifecycleStore:
         await db.conversations.create_index([("deleted_at", ASCENDING)])
         await db.audit.create_index([("at", ASCENDING)])
         await db.audit.create_index([("subjects", ASCENDING)])
+        await db.presence.create_index([("process_id", ASCENDING)])
+        await db.processes.create_index([("until", ASCENDING)])
 
     async def record_login(self, user_id: str, at: float) -> None:
         await self._db.users.update_one(
@@ -244,6 +246,14 @@ class MongoLifecycleStore:
             return 0
         res = await self._db.audit.delete_many({"_id": {"$in": ids}})
         return int(res.deleted_count)
+
+    async def purge_dead_processes(self, before: float, limit: int) -> int:
+        ids = await _ids(self._db.processes, {"until": {"$lt": before}}, limit)
+        if not ids:
+            return 0
+        counters = await self._db.presence.delete_many({"process_id": {"$in": ids}})
+        res = await self._db.processes.delete_many({"_id": {"$in": ids}})
+        return int(counters.deleted_count) + int(res.deleted_count)
 
     async def purge_tombstones(self, before: float, limit: int) -> int:
         ids = await _ids(self._db.conversations, {"deleted_at": {"$lt": before}}, limit)

@@ -251,3 +251,20 @@ async def test_archive_restore_and_tombstones(db: Backend) -> None:
     assert await lc.purge_tombstones(31.0, 10) == 0
     assert await msgs.get_conversation("b") is None
     assert {c.id for c in await msgs.conversations_for("cou")} == {"a", "c"}
+
+
+async def test_dead_processes_go_with_their_connection_counters(db: Backend) -> None:
+    lc, presence = db.lifecycle(), db.presence()
+    await presence.process_alive("old", 100.0)
+    await presence.process_alive("live", 10_000.0)
+    await presence.connected("u1", "old", 1, 50.0)
+    await presence.connected("u2", "old", 1, 50.0)
+    await presence.connected("u1", "live", 1, 50.0)
+    await presence.seen("u2", 60.0)
+    assert await lc.purge_dead_processes(100.0, 10) == 0  # still alive at 100
+    assert await lc.purge_dead_processes(5_000.0, 10) == 3  # the process and two counters
+    assert await lc.purge_dead_processes(5_000.0, 10) == 0
+    now = await presence.presence(["u1", "u2"], 200.0)
+    assert now["u1"].online is True  # its connection in the live process counts
+    assert now["u2"].online is False
+    assert await presence.seen_at(["u2"]) == {"u2": 60.0}  # "vu à" is not a counter
