@@ -6,6 +6,7 @@
     chat-admin demo
     chat-admin retention          # one run of the retention job (docs/privacy.md)
     chat-admin export-account <login>   # an access request: the server-visible data, JSON
+    chat-admin delete-account <login> --yes   # an erasure request (docs/privacy.md)
 
 It talks to the configured store (``MONGODB_URL``, or the embedded engine in
 ``DATA_DIR``). Errors print a message and exit with status 2.
@@ -88,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
         "export-account", help="print, as JSON, everything the server holds about one account"
     )
     e.add_argument("login")
+    d = sub.add_parser(
+        "delete-account", help="erase one account with everything that belongs to it (no undo)"
+    )
+    d.add_argument("login")
+    d.add_argument("--yes", action="store_true", required=True, help="confirm: it cannot be undone")
     return ap
 
 
@@ -121,6 +127,18 @@ async def _run(args: argparse.Namespace) -> list[str]:
             if data is None:
                 raise NotFound(f"no account with the login {args.login!r}")
             return [json.dumps(data, ensure_ascii=False, indent=2)]
+        if args.cmd == "delete-account":
+            found = await svc.accounts_store.find_user_by_login(args.login)
+            if found is None or found.erasing is not None:
+                raise NotFound(f"no account with the login {args.login!r}")
+            if await svc.retention.follows_anyone(found):
+                raise DomainError(
+                    f"{found.login} still follows beneficiaries: a supervisor must transfer them"
+                )
+            erasure = await svc.lifecycle.eraser.erase(found, "admin", "request")
+            if erasure is None:
+                raise NotFound(f"no account with the login {args.login!r}")
+            return [f"erased {args.login} (audit records now name {erasure.pseudonym})"]
         if args.cmd == "retention":
             report = await svc.retention.run_once()
             return [f"{name} {count}" for name, count in report.as_dict().items()]

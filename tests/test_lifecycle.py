@@ -7,6 +7,7 @@ the real services (``build_services`` with a clock the test moves by years).
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -560,3 +561,24 @@ def test_chat_admin_exports_what_the_server_holds_about_an_account(
     assert "argon2" in data["account"]["password"]
     assert admin.main(["export-account", "personne"]) == 2
     assert "personne" in capsys.readouterr().err
+
+    # An erasure request.
+    with pytest.raises(SystemExit):
+        admin.main(["delete-account", "b1"])  # --yes is required
+    capsys.readouterr()
+    assert admin.main(["delete-account", "c1", "--yes"]) == 2
+    assert "still follows beneficiaries" in capsys.readouterr().err
+    assert admin.main(["delete-account", "b1", "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert re.fullmatch(r"erased b1 \(audit records now name deleted-[0-9a-f]{16}\)\n", out), out
+    assert admin.main(["export-account", "b1"]) == 2
+    assert admin.main(["delete-account", "b1", "--yes"]) == 2
+
+    async def audit() -> list[str]:
+        svc = await build_services(replace(settings, retention_job="off"))
+        try:
+            return [str(r.details.get("cause", "")) for r in await svc.key_store.audit_for(conv_id)]
+        finally:
+            await svc.close()
+
+    assert asyncio.run(audit())[-1] == "request"

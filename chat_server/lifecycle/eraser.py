@@ -68,9 +68,9 @@ class AccountEraser:
         self._disconnect = disconnect
 
     async def erase(self, user: User, actor: str, cause: str) -> Erasure | None:
-        """Erase ``user``; ``actor`` (a user id, or ``retention``) and ``cause`` (``self``,
-        ``inactivity``, ``archive_expired``) go into the audit record. None if the account
-        no longer exists."""
+        """Erase ``user``; ``actor`` (a user id, ``retention`` or ``admin``) and ``cause``
+        (``self``, ``inactivity``, ``archive_expired``, ``request``) go into the audit
+        record. None if the account no longer exists."""
         fresh = new_pseudonym()
         pseudonym = await self._lifecycle.begin_erasure(user.id, fresh)
         if pseudonym is None:

@@ -199,14 +199,18 @@ class RetentionJob:
         ):
             if user.notice_at is None or user.notice_at > now - p.notice_before:
                 continue  # not warned long enough ago: its turn comes later
-            if is_staff(user) and await self._follows_anyone(user):
+            if await self.follows_anyone(user):
                 kept += 1
                 continue
             if await self._eraser.erase(user, "retention", "inactivity") is not None:
                 erased += 1
         return erased, kept
 
-    async def _follows_anyone(self, user: User) -> bool:
+    async def follows_anyone(self, user: User) -> bool:
+        """Whether ``user`` is staff and the current or previous counsellor of a live
+        conversation (erasing them would orphan a beneficiary)."""
+        if not is_staff(user):
+            return False
         current = await self._messages.conversations_for(user.id)
         if any(c.deleted_at is None for c in current):
             return True
