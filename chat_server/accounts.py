@@ -20,10 +20,17 @@ from chat_server.rooms.errors import (
     LoginTaken,
     NotFound,
     Unauthenticated,
+    WrongPassword,
 )
 from chat_server.rooms.models import Conversation, Role, Session, Structure, User
 from chat_server.settings import Settings
-from chat_server.storage.base import AccountStore, Conflict, KeyStore, MessageStore
+from chat_server.storage.base import (
+    AccountStore,
+    Conflict,
+    KeyStore,
+    LifecycleStore,
+    MessageStore,
+)
 from chat_server.throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -76,8 +83,10 @@ class AccountService:
         settings: Settings,
         clock: Clock,
         devices: KeyStore | None = None,
+        lifecycle: LifecycleStore | None = None,
     ) -> None:
         self._accounts = accounts
+        self._lifecycle = lifecycle
         self._messages = messages
         self._passwords = passwords
         self._settings = settings
@@ -123,7 +132,8 @@ class AccountService:
             structure_id=structure_id,
             programme=programme,
             password_hash=self._passwords.hash(password) if password else None,
-            created_at=self._clock(),
+            created_at=(now := self._clock()),
+            active_at=now,
         )
         try:
             await self._accounts.add_user(user)
@@ -234,6 +244,8 @@ class AccountService:
             else await throttle.unknown_device(name)
         )
         ok, rehash = (False, None)
+        if user is not None and user.erasing is not None:
+            user = None  # being erased: as if it no longer existed
         if user is not None and user.password_hash:
             stored = user.password_hash
             ok, rehash = await throttle.hashing(lambda: self._passwords.verify(stored, password))
@@ -264,6 +276,8 @@ class AccountService:
         expires = now + self._settings.session_ttl_days * 86400
         device = device_id or new_id()
         await self._accounts.add_session(Session(token_hash(token), user.id, device, now, expires))
+        if self._lifecycle is not None:
+            await self._lifecycle.record_login(user.id, now)
         log.info("session opened", extra={"user_id": user.id, "device_id": device})
         return Login(token, user, device, expires)
 
@@ -275,9 +289,27 @@ class AccountService:
         if session is None:
             raise Unauthenticated("session expired or revoked; log in again")
         user = await self._accounts.get_user(session.user_id)
-        if user is None:
+        if user is None or user.erasing is not None:
             raise Unauthenticated("account no longer exists")
         return user, session
+
+    async def confirm_password(self, user: User, password: str) -> None:
+        """Check the password of a logged-in user before an irreversible action.
+
+        Raises ``WrongPassword`` (403); throttled like logins from unknown devices
+        (``LOGIN_MAX_FAILURES`` per window, then 429), and bounded like every hash.
+        """
+        with self.throttle.admit():
+            key = await self.throttle.unknown_device(user.login)
+            stored = (await self._accounts.get_user(user.id) or user).password_hash
+            ok = False
+            if stored:
+                ok, _ = await self.throttle.hashing(
+                    lambda: self._passwords.verify(stored, password)
+                )
+            if not ok:
+                raise WrongPassword("the password is not correct")
+            await self.throttle.give_back(key)
 
     async def logout(self, token: str) -> None:
         """End this session."""

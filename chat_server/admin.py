@@ -4,6 +4,9 @@
     chat-admin create-user --role counsellor --login c.martin --name "Claire Martin" \
         --structure <id> --password '...'
     chat-admin demo
+    chat-admin retention          # one run of the retention job (docs/privacy.md)
+    chat-admin export-account <login>   # an access request: the server-visible data, JSON
+    chat-admin delete-account <login> --yes   # an erasure request (docs/privacy.md)
 
 It talks to the configured store (``MONGODB_URL``, or the embedded engine in
 ``DATA_DIR``). Errors print a message and exit with status 2.
@@ -14,10 +17,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import sys
 from collections.abc import Sequence
 
-from chat_server.rooms.errors import DomainError
+from chat_server.lifecycle.export import account_export
+from chat_server.rooms.errors import DomainError, NotFound
 from chat_server.rooms.models import Role
 from chat_server.services import Services, build_services
 from chat_server.settings import SettingsError, load_settings
@@ -79,6 +84,16 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--password", default=None, help="prompted for when omitted")
     sub.add_parser("list-structures", help="list structures")
     sub.add_parser("demo", help="seed the demo structure and accounts")
+    sub.add_parser("retention", help="run the retention job once and print what it removed")
+    e = sub.add_parser(
+        "export-account", help="print, as JSON, everything the server holds about one account"
+    )
+    e.add_argument("login")
+    d = sub.add_parser(
+        "delete-account", help="erase one account with everything that belongs to it (no undo)"
+    )
+    d.add_argument("login")
+    d.add_argument("--yes", action="store_true", required=True, help="confirm: it cannot be undone")
     return ap
 
 
@@ -97,6 +112,36 @@ async def _run(args: argparse.Namespace) -> list[str]:
                 Role(args.role), args.login, args.name, args.structure, password
             )
             return [f"{user.role.value} {user.id} {user.login}"]
+        if args.cmd == "export-account":
+            found = await svc.accounts_store.find_user_by_login(args.login)
+            data = None
+            if found is not None:
+                data = await account_export(
+                    found.id,
+                    svc.accounts_store,
+                    svc.messages,
+                    svc.presence,
+                    svc.key_store,
+                    svc.lifecycle_store,
+                )
+            if data is None:
+                raise NotFound(f"no account with the login {args.login!r}")
+            return [json.dumps(data, ensure_ascii=False, indent=2)]
+        if args.cmd == "delete-account":
+            found = await svc.accounts_store.find_user_by_login(args.login)
+            if found is None or found.erasing is not None:
+                raise NotFound(f"no account with the login {args.login!r}")
+            if await svc.retention.follows_anyone(found):
+                raise DomainError(
+                    f"{found.login} still follows beneficiaries: a supervisor must transfer them"
+                )
+            erasure = await svc.lifecycle.eraser.erase(found, "admin", "request")
+            if erasure is None:
+                raise NotFound(f"no account with the login {args.login!r}")
+            return [f"erased {args.login} (audit records now name {erasure.pseudonym})"]
+        if args.cmd == "retention":
+            report = await svc.retention.run_once()
+            return [f"{name} {count}" for name, count in report.as_dict().items()]
         if args.cmd == "list-structures":
             return [
                 f"{s.id} {s.kind:15} {s.name}" for s in await svc.accounts_store.list_structures()

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 KIND_MESSAGE = "M"
 KIND_EVENT = "E"
 KIND_REVOKE = "R"  # origin: a session's token hash, "device:<id>", or "*" (every session)
+# Origin of a revocation because the account is being erased: every session, and the
+# connection leaves no presence record behind (the erasure deletes them).
+REVOKE_ERASED = "erased"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -14,7 +15,10 @@ from chat_server.accounts import AccountService
 from chat_server.broker.base import Broker
 from chat_server.broker.local import LocalBroker
 from chat_server.crypto.passwords import Passwords
-from chat_server.hub import Hub
+from chat_server.hub import REVOKE_ERASED, Hub
+from chat_server.lifecycle.eraser import AccountEraser
+from chat_server.lifecycle.retention import RetentionJob, RetentionPolicy, run_periodically
+from chat_server.lifecycle.service import LifecycleService
 from chat_server.rooms.keys import E2EEVerifier, KeyService
 from chat_server.rooms.service import ConversationService, MessageVerifier, NoVerification
 from chat_server.session_watch import watch_sessions
@@ -22,6 +26,7 @@ from chat_server.settings import Settings
 from chat_server.storage.base import (
     AccountStore,
     KeyStore,
+    LifecycleStore,
     MessageStore,
     PresenceStore,
     StoreError,
@@ -49,6 +54,9 @@ class Database(Protocol):
     def keys(self) -> KeyStore:
         """The key store."""
 
+    def lifecycle(self) -> LifecycleStore:
+        """The lifecycle store (retention, erasure, archives)."""
+
     async def ping(self) -> bool:
         """True if the backend answers."""
 
@@ -71,6 +79,9 @@ class Services:
     accounts: AccountService
     conversations: ConversationService
     keys: KeyService
+    lifecycle_store: LifecycleStore
+    lifecycle: LifecycleService
+    retention: RetentionJob
     process_id: str
     # The last background check of each dependency (``/healthz`` answers from it, no I/O).
     checks: dict[str, bool] = field(default_factory=lambda: {"store": True, "broker": True})
@@ -131,8 +142,13 @@ async def open_database(settings: Settings, closers: list[object]) -> Database:
     return db
 
 
-async def build_services(settings: Settings, verifier: MessageVerifier | None = None) -> Services:
-    """Start the store and the broker, wire the rest."""
+async def build_services(
+    settings: Settings,
+    verifier: MessageVerifier | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Services:
+    """Start the store and the broker, wire the rest. ``clock`` is the domain's time
+    (tests of the retention policy move it by years)."""
     closers: list[object] = []
     db = await open_database(settings, closers)
     broker: Broker
@@ -144,7 +160,6 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
         broker = LocalBroker()
     await broker.start()
     hub = Hub(broker)
-    clock = time.time
     accounts_store = db.accounts()
     messages = db.messages()
     # One process: presence counts stay in memory (only last_seen is stored).
@@ -152,7 +167,10 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
     key_store = db.keys()
     if verifier is None:
         verifier = E2EEVerifier(key_store) if settings.require_e2ee else NoVerification()
-    accounts = AccountService(accounts_store, messages, Passwords(), settings, clock, key_store)
+    lifecycle_store = db.lifecycle()
+    accounts = AccountService(
+        accounts_store, messages, Passwords(), settings, clock, key_store, lifecycle_store
+    )
     conversations = ConversationService(
         messages,
         accounts_store,
@@ -164,6 +182,31 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
         settings.store_timeout_seconds,
     )
     keys = KeyService(key_store, messages, accounts_store, conversations, hub, clock)
+    # Push subscriptions and attachments, once they exist, register an ErasureHook here
+    # (eraser.hooks) and push a WarningHook (retention.warning_hooks).
+    eraser = AccountEraser(
+        lifecycle_store,
+        accounts_store,
+        messages,
+        key_store,
+        clock,
+        disconnect=lambda user_id: hub.revoke(user_id, REVOKE_ERASED),
+    )
+    policy = RetentionPolicy.from_settings(settings)
+    retention = RetentionJob(
+        policy, lifecycle_store, accounts_store, messages, conversations, eraser, clock
+    )
+    lifecycle = LifecycleService(
+        lifecycle_store,
+        messages,
+        key_store,
+        accounts,
+        conversations,
+        eraser,
+        hub,
+        clock,
+        policy.archive_kept,
+    )
     svc = Services(
         settings=settings,
         database=db,
@@ -176,6 +219,9 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
         accounts=accounts,
         conversations=conversations,
         keys=keys,
+        lifecycle_store=lifecycle_store,
+        lifecycle=lifecycle,
+        retention=retention,
         process_id=secrets.token_hex(8),
         _closers=closers,
     )
@@ -188,6 +234,13 @@ async def build_services(settings: Settings, verifier: MessageVerifier | None = 
             name="session-watch",
         )
     )
+    if settings.retention_job == "in-process":
+        svc._tasks.append(
+            asyncio.create_task(
+                run_periodically(retention, settings.retention_interval_seconds, svc._stopping),
+                name="retention",
+            )
+        )
     return svc
 
 

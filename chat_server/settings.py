@@ -63,6 +63,14 @@ class Settings:
     max_connections_per_user: int = 20
     handshake_timeout_seconds: float = 10.0
     session_recheck_seconds: float = 30.0
+    # Data lifecycle (docs/privacy.md).
+    inactive_account_days: int = 730
+    inactivity_notice_days: int = 30
+    archive_retention_days: int = 730
+    audit_retention_days: int = 1825
+    retention_job: str = "in-process"
+    retention_interval_seconds: float = 3600.0
+    retention_batch_size: int = 200
 
     def origins(self) -> tuple[str, ...]:
         """Allowed WebSocket/HTTP origins; defaults to this server's own address."""
@@ -194,7 +202,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     take(
         "SESSION_RECHECK_SECONDS", "session_recheck_seconds", lambda n, r: _float(n, r, 1, 86400)
     )
+    take("INACTIVE_ACCOUNT_DAYS", "inactive_account_days", lambda n, r: _int(n, r, 31, 36500))
+    take("INACTIVITY_NOTICE_DAYS", "inactivity_notice_days", lambda n, r: _int(n, r, 1, 365))
+    take(
+        "ARCHIVE_RETENTION_DAYS", "archive_retention_days", lambda n, r: _int(n, r, 1, 36500)
+    )
+    take("AUDIT_RETENTION_DAYS", "audit_retention_days", lambda n, r: _int(n, r, 1, 36500))
+    take("RETENTION_JOB", "retention_job", lambda n, r: _choice(n, r, ("in-process", "off")))
+    take(
+        "RETENTION_INTERVAL_SECONDS",
+        "retention_interval_seconds",
+        lambda n, r: _float(n, r, 10, 7 * 86400),
+    )
+    take("RETENTION_BATCH_SIZE", "retention_batch_size", lambda n, r: _int(n, r, 1, 10_000))
     settings = Settings(**kw)  # type: ignore[arg-type]
+    if settings.inactivity_notice_days >= settings.inactive_account_days:
+        raise SettingsError(
+            "INACTIVITY_NOTICE_DAYS",
+            f"fewer days than INACTIVE_ACCOUNT_DAYS={settings.inactive_account_days}",
+            str(settings.inactivity_notice_days),
+        )
     # A body travels base64-encoded inside a frame, next to the other fields.
     fits = (settings.max_frame_bytes - FRAME_OVERHEAD) * 3 // 4
     if settings.max_body_bytes > fits:

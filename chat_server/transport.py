@@ -31,7 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from chat_server import protocol as p
 from chat_server.broker.base import BrokerUnavailable
-from chat_server.hub import KIND_MESSAGE, KIND_REVOKE, Event
+from chat_server.hub import KIND_MESSAGE, KIND_REVOKE, REVOKE_ERASED, Event
 from chat_server.rooms.errors import DomainError
 from chat_server.rooms.models import Session, User
 from chat_server.rooms.service import message_out
@@ -84,6 +84,7 @@ class Connection:
         "_ready",
         "_writer",
         "counted",
+        "erased",
         "id",
         "overflowed",
         "sent",
@@ -108,6 +109,7 @@ class Connection:
         self._writer: asyncio.Task[None] | None = None
         self._ready = False  # auth.ok is sent and the connection is not shutting down
         self.counted = False  # presence counts this connection
+        self.erased = False  # the account is being erased: write no presence on the way out
         # Ends the connection when its session expires, idle or not.
         self._expiry: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             max(0.0, session.expires_at - time.time()), self.end, "session_expired"
@@ -126,7 +128,10 @@ class Connection:
         if self.overflowed:
             return
         if event.kind == KIND_REVOKE:
-            if event.origin in ("*", self.session.token_hash, "device:" + self.session.device_id):
+            if event.origin == REVOKE_ERASED:
+                self.erased = True
+                self.end("account_deleted")
+            elif event.origin in ("*", self.session.token_hash, "device:" + self.session.device_id):
                 self.end("session_revoked")
             return
         queue = self._queue
@@ -418,7 +423,7 @@ async def serve(ws: WebSocket, svc: Services) -> None:
         await conn.stop()
         # Only a connection that presence counted is uncounted (a welcome can fail first).
         with contextlib.suppress(Exception):
-            if conn.counted:
+            if conn.counted and not conn.erased:
                 await _gone(conn)
 
 

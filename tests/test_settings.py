@@ -52,6 +52,13 @@ GOOD: list[tuple[str, str, str, Any]] = [
     ("MAX_CONNECTIONS_PER_USER", "5", "max_connections_per_user", 5),
     ("HANDSHAKE_TIMEOUT_SECONDS", "3", "handshake_timeout_seconds", 3.0),
     ("SESSION_RECHECK_SECONDS", "10", "session_recheck_seconds", 10.0),
+    ("INACTIVE_ACCOUNT_DAYS", "365", "inactive_account_days", 365),
+    ("INACTIVITY_NOTICE_DAYS", "15", "inactivity_notice_days", 15),
+    ("ARCHIVE_RETENTION_DAYS", "90", "archive_retention_days", 90),
+    ("AUDIT_RETENTION_DAYS", "3650", "audit_retention_days", 3650),
+    ("RETENTION_JOB", "off", "retention_job", "off"),
+    ("RETENTION_INTERVAL_SECONDS", "600", "retention_interval_seconds", 600.0),
+    ("RETENTION_BATCH_SIZE", "50", "retention_batch_size", 50),
 ]
 
 BAD: list[tuple[str, str]] = [
@@ -86,6 +93,14 @@ BAD: list[tuple[str, str]] = [
     ("MAX_CONNECTIONS_PER_USER", "0"),
     ("HANDSHAKE_TIMEOUT_SECONDS", "0"),
     ("SESSION_RECHECK_SECONDS", "0"),
+    ("INACTIVE_ACCOUNT_DAYS", "30"),
+    ("INACTIVITY_NOTICE_DAYS", "0"),
+    ("INACTIVITY_NOTICE_DAYS", "730"),
+    ("ARCHIVE_RETENTION_DAYS", "0"),
+    ("AUDIT_RETENTION_DAYS", "many"),
+    ("RETENTION_JOB", "worker"),
+    ("RETENTION_INTERVAL_SECONDS", "1"),
+    ("RETENTION_BATCH_SIZE", "0"),
 ]
 
 

@@ -420,8 +420,11 @@ async def test_unknown_and_system_message_types_are_refused(server: ServerInfo) 
     assert of_type(await barrier(c), "message.created") == []
     good: list[tuple[str, dict[str, Any]]] = [
         ("offer", {"kind": "alternance"}),
-        ("appointment", {"event": "created", "starts_at": time.time() + 3600}),
-        ("action", {"event": "status_changed", "status": "done", "due": 1.5}),
+        (
+            "action",
+            {"item": "act-0001", "event": "created", "status": "todo", "due": int(time.time()) + 9},
+        ),
+        ("action", {"item": "act-0001", "event": "status_changed", "status": "done"}),
         ("attachment", {"size": 1234}),
         ("edit", {"target_seq": 1}),
         ("delete", {"target_seq": 1}),

@@ -70,6 +70,14 @@ async def messages(request: Request) -> Response:
 
 
 @endpoint
+async def conversation_items(request: Request) -> Response:
+    """GET /api/conversations/{id}/items: the server-visible part of the items, members only."""
+    user, _ = await current(request)
+    answer = await services(request).conversations.items(user, request.path_params["id"])
+    return ok(answer)
+
+
+@endpoint
 async def read(request: Request) -> Response:
     """POST /api/conversations/{id}/read {seq}: move the read marker forward."""
     user, _ = await current(request)
@@ -111,6 +119,7 @@ async def create_beneficiary(request: Request) -> Response:
 routes = [
     Route("/api/conversations", list_conversations, methods=["GET"]),
     Route("/api/conversations/{id}/messages", messages, methods=["GET"]),
+    Route("/api/conversations/{id}/items", conversation_items, methods=["GET"]),
     Route("/api/conversations/{id}/read", read, methods=["POST"]),
     Route("/api/conversations/{id}/flag", flag, methods=["POST"]),
     Route("/api/beneficiaries", create_beneficiary, methods=["POST"]),

@@ -17,6 +17,7 @@ from chat_server.crypto.encoding import b64decode
 from chat_server.crypto.errors import MalformedInput
 from chat_server.rooms.keys import EpochConflict, device_json
 from chat_server.rooms.models import Role
+from chat_server.rooms.service import archive_json
 
 B64 = Annotated[str, Meta(min_length=1, max_length=200)]
 # A backup holds a device's keys and up to thousands of epoch keys (~100 bytes each).
@@ -251,6 +252,8 @@ async def structure_counsellors(request: Request) -> Response:
                     "counsellor_id": conv.counsellor_id,
                     "previous_counsellor_id": conv.previous_counsellor_id,
                     "temporary_until": conv.temporary_until,
+                    "archived": archive_json(conv),
+                    "deleted_at": conv.deleted_at,
                 }
             )
         people = await svc.accounts_store.get_users([str(i["beneficiary_id"]) for i in convs])

@@ -87,3 +87,72 @@ class E2EEError(DomainError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class ConversationArchived(DomainError):
+    """The conversation is archived: read-only for both members until a supervisor restores it."""
+
+    code = "conversation_archived"
+    status = 409
+
+
+class ConversationDeleted(DomainError):
+    """The beneficiary's account was deleted: only a tombstone of the conversation is left."""
+
+    code = "conversation_deleted"
+    status = 410
+
+
+class WrongPassword(DomainError):
+    """A password confirmation (for example before deleting one's account) did not match."""
+
+    code = "wrong_password"
+    status = 403
+
+
+class InvalidDate(InvalidInput):
+    """A date the thread cannot hold: in the past, before creation, too far ahead, ends first."""
+
+    code = "invalid_date"
+
+
+class InvalidTransition(DomainError):
+    """An item's event that does not follow from its current state (docs/protocol.md)."""
+
+    code = "invalid_transition"
+    status = 409
+
+
+class UnknownItem(DomainError):
+    """An event names an item that this conversation does not hold (or of another kind)."""
+
+    code = "unknown_item"
+    status = 422
+
+
+class ItemExists(DomainError):
+    """A ``created`` event reuses the id of an item of this conversation."""
+
+    code = "item_exists"
+    status = 409
+
+
+class UnknownTarget(DomainError):
+    """An edit or a delete points at a seq this conversation does not hold."""
+
+    code = "unknown_target"
+    status = 422
+
+
+class NotOwnMessage(DomainError):
+    """Only the sender of a message may edit or delete it."""
+
+    code = "not_own_message"
+    status = 403
+
+
+class NotEditable(DomainError):
+    """That message cannot be edited or deleted (a system event, an item, already deleted)."""
+
+    code = "not_editable"
+    status = 422

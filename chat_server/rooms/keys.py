@@ -30,7 +30,14 @@ from chat_server.crypto.keys import DevicePublicKeys, verify_registration
 from chat_server.crypto.message import FORMAT_VERSION, verify_message_signature
 from chat_server.crypto.meta import canonical_meta
 from chat_server.hub import Hub
-from chat_server.rooms.errors import E2EEError, Forbidden, InvalidInput, NotFound, NotMember
+from chat_server.rooms.errors import (
+    ConversationDeleted,
+    E2EEError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    NotMember,
+)
 from chat_server.rooms.models import (
     AuditRecord,
     Conversation,
@@ -723,6 +730,8 @@ class KeyService:
         # A supervisor without a structure supervises nothing (None == None is no match).
         if conv is None or actor.structure_id is None or conv.structure_id != actor.structure_id:
             raise NotMember("this conversation is not in your structure")
+        if conv.deleted_at is not None:
+            raise ConversationDeleted("the beneficiary's account was deleted")
         return await self._apply_transfer(actor.id, conv, to, mode, until)
 
     async def expire_temporary(self) -> int:

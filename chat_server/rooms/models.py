@@ -37,6 +37,12 @@ class User:
     programme: str | None = None
     password_hash: str | None = None
     created_at: float = 0.0
+    #: Last login (or creation): the inactivity clock of the retention policy.
+    active_at: float = 0.0
+    #: When the inactivity warning was given (None: not warned since the last login).
+    notice_at: float | None = None
+    #: Set while the account is being erased: the pseudonym its audit records get.
+    erasing: str | None = None
 
     def public(self) -> dict[str, object]:
         """What other users and the client may see of this account."""
@@ -77,6 +83,12 @@ class Conversation:
     previous_counsellor_id: str | None = None
     temporary_until: float | None = None
     rotation_required: bool = False
+    #: Archived by the counsellor (read-only for both): when, by whom, why (a reason code).
+    archived_at: float | None = None
+    archived_by: str | None = None
+    archive_reason: str | None = None
+    #: The beneficiary's account was erased: this is a tombstone ("compte supprimé").
+    deleted_at: float | None = None
 
     @property
     def members(self) -> tuple[str, str]:

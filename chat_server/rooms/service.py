@@ -11,11 +11,15 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import msgspec
+
 from chat_server import protocol as p
 from chat_server.hub import KIND_MESSAGE, Hub
-from chat_server.rooms import types
+from chat_server.rooms import items, types
 from chat_server.rooms.errors import (
     BodyTooLarge,
+    ConversationArchived,
+    ConversationDeleted,
     E2EEError,
     Forbidden,
     InvalidInput,
@@ -37,6 +41,11 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
+#: Events read to fold one item (or the edits of one message); beyond, the first ones count.
+MAX_ITEM_EVENTS = 5000
+#: Item and notice messages read for ``GET /api/conversations/{id}/items`` (the newest).
+MAX_ITEM_MESSAGES = 5000
+
 
 class MessageVerifier(Protocol):
     """The end-to-end checks a message must pass before it is stored."""
@@ -50,6 +59,23 @@ class NoVerification:
 
     async def check_message(self, conversation: Conversation, message: NewMessage) -> None:
         return None
+
+
+def writable(conv: Conversation) -> None:
+    """Refuse a write to an archived conversation or a deleted account's tombstone."""
+    if conv.deleted_at is not None:
+        raise ConversationDeleted("the beneficiary's account was deleted; nothing can be sent")
+    if conv.archived_at is not None:
+        raise ConversationArchived(
+            "this conversation is archived and read-only; a supervisor can restore it"
+        )
+
+
+def archive_json(conv: Conversation) -> dict[str, Any] | None:
+    """The archive state clients show (None: not archived)."""
+    if conv.archived_at is None:
+        return None
+    return {"at": conv.archived_at, "by": conv.archived_by, "reason": conv.archive_reason}
 
 
 def message_out(m: StoredMessage) -> p.MessageOut:
@@ -69,6 +95,12 @@ def message_out(m: StoredMessage) -> p.MessageOut:
         created_at=m.created_at,
         v=m.version,
     )
+
+
+def message_json(m: StoredMessage) -> dict[str, Any]:
+    """A stored message as JSON builtins (binary fields in base64), as history pages give it."""
+    out: dict[str, Any] = msgspec.to_builtins(message_out(m))
+    return out
 
 
 class ConversationService:
@@ -121,6 +153,7 @@ class ConversationService:
                 conv = await self.member_conversation(user.id, frame.conversation)
         except TimeoutError:
             raise Unavailable("the store is unavailable; nothing was stored; retry") from None
+        writable(conv)
         new = NewMessage(
             conversation_id=conv.id,
             client_id=frame.client_id,
@@ -137,6 +170,7 @@ class ConversationService:
         try:
             async with asyncio.timeout_at(deadline):
                 await self._verifier.check_message(conv, new)
+                await self._check_context(conv, user.id, frame)
         except TimeoutError:
             raise Unavailable("the store is unavailable; nothing was stored; retry") from None
         try:
@@ -166,6 +200,72 @@ class ConversationService:
                     "read marker not moved", extra={"conversation_id": conv.id, "error": str(exc)}
                 )
         return stored, created
+
+    async def _check_context(
+        self, conv: Conversation, sender_id: str, frame: p.MessageSend
+    ) -> None:
+        """The checks that need the conversation's state: items, notices, edits and deletes.
+
+        A resend (a message of the sender with the same ``client_id`` among the
+        ones read) is not checked again: the store answers it with the first ack.
+        """
+        now = self._clock()
+        meta = frame.meta
+        if frame.msg_type in items.ITEM_TYPES:
+            events = await self._messages.messages_by_meta(
+                conv.id, "item", meta["item"], MAX_ITEM_EVENTS
+            )
+            if any(e.client_id == frame.client_id and e.sender_id == sender_id for e in events):
+                return
+            items.check_event(
+                frame.msg_type,
+                meta,
+                events,
+                sender_id=sender_id,
+                counsellor_id=conv.counsellor_id,
+                now=now,
+            )
+        elif frame.msg_type == "notice":
+            items.check_notice(meta, sender_id=sender_id, counsellor_id=conv.counsellor_id, now=now)
+        elif frame.msg_type in ("edit", "delete"):
+            seq = int(meta["target_seq"])
+            page = await self._messages.messages_after(conv.id, seq - 1, 1)
+            target = page[0] if page and page[0].seq == seq else None
+            deleted = False
+            if target is not None:
+                changes = await self._messages.messages_by_meta(
+                    conv.id, "target_seq", seq, MAX_ITEM_EVENTS
+                )
+                if any(
+                    c.client_id == frame.client_id and c.sender_id == sender_id for c in changes
+                ):
+                    return
+                deleted = any(c.msg_type == "delete" for c in changes)
+            items.check_target(frame.msg_type, target, seq, sender_id, deleted)
+
+    async def items(self, user: User, conversation_id: str) -> dict[str, Any]:
+        """The server-visible part of the conversation's items and its current notice.
+
+        ``items``: every action and appointment folded from its events (oldest
+        first); ``notice``: the latest notice if it has not ended, else None.
+        """
+        conv = await self.member_conversation(user.id, conversation_id)
+        found = await self._messages.messages_of_types(
+            conv.id, (*items.ITEM_TYPES, "notice"), MAX_ITEM_MESSAGES
+        )
+        notices = [m for m in found if m.msg_type == "notice"]
+        notice: dict[str, Any] | None = None
+        if notices:
+            last = notices[-1]
+            ends = last.meta.get("ends_at")
+            if isinstance(ends, int) and ends > self._clock():
+                notice = {
+                    "seq": last.seq,
+                    "starts_at": last.meta.get("starts_at"),
+                    "ends_at": ends,
+                    "created_at": last.created_at,
+                }
+        return {"items": [i.public() for i in items.fold_all(found)], "notice": notice}
 
     async def post_system(
         self,
@@ -297,6 +397,10 @@ class ConversationService:
         peer_ids = [m for c in convs for m in c.members if m != user.id]
         users = await self._accounts.get_users(peer_ids)
         presence = await self._presence.presence(peer_ids, self._clock())
+        lasts = await asyncio.gather(
+            *(self._messages.messages_after(c.id, c.last_seq - 1, 1) for c in convs if c.last_seq)
+        )
+        last_message = {page[0].conversation_id: page[0] for page in lasts if page}
         out: list[dict[str, Any]] = []
         for c in convs:
             peer_id = c.counsellor_id if user.id == c.beneficiary_id else c.beneficiary_id
@@ -319,6 +423,11 @@ class ConversationService:
                     "flagged": c.flagged,
                     "epoch": c.epoch,
                     "rotation_required": c.rotation_required,
+                    "archived": archive_json(c),
+                    "deleted_at": c.deleted_at,
+                    "last_message": (
+                        message_json(last_message[c.id]) if c.id in last_message else None
+                    ),
                 }
             )
         if user.role is Role.BENEFICIARY:

@@ -8,6 +8,7 @@ marked ``system`` can only be written by the server itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,43 +93,94 @@ def lookup(name: str, *, from_server: bool = False) -> MessageType:
     return t
 
 
+def _target(meta: Mapping[str, Any]) -> None:
+    _fields({"target_seq": int}, ("target_seq",))(meta)
+    if meta["target_seq"] < 1:
+        raise InvalidInput("meta.target_seq must be a stored message's seq (1 or more)")
+
+
 register(MessageType("text", _no_meta))
-register(MessageType("edit", _fields({"target_seq": int}, ("target_seq",))))
-register(MessageType("delete", _fields({"target_seq": int}, ("target_seq",)), notify=False))
-register(
-    MessageType(
-        "offer",
+register(MessageType("edit", _target))
+register(MessageType("delete", _target, notify=False))
+OFFER_KINDS = frozenset({"emploi", "alternance", "immersion", "service_civique", "evenement"})
+ACTION_EVENTS = frozenset({"created", "status_changed", "commented", "changed"})
+ACTION_STATUSES = frozenset({"todo", "in_progress", "done", "cancelled"})
+APPOINTMENT_EVENTS = frozenset({"created", "changed", "cancelled", "answered"})
+#: An item's id: chosen by the client that creates it (its creation message's
+#: ``client_id`` in the web apps and the SDK), unique in the conversation.
+ITEM_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+def _item_id(meta: Mapping[str, Any]) -> None:
+    if not ITEM_ID.fullmatch(meta["item"]):
+        raise InvalidInput("meta.item must be 8 to 64 characters of [A-Za-z0-9_-]")
+
+
+def _needs(
+    meta: Mapping[str, Any], event: str, required: tuple[str, ...], allowed: set[str]
+) -> None:
+    for key in required:
+        if key not in meta:
+            raise InvalidInput(f"meta.{key} is required for the event {event!r}")
+    for key in meta:
+        if key not in allowed:
+            raise InvalidInput(f"meta.{key} is not allowed for the event {event!r}")
+
+
+def _action(meta: Mapping[str, Any]) -> None:
+    base = _one_of(
+        "event",
+        set(ACTION_EVENTS),
         _one_of(
-            "kind",
-            {"emploi", "alternance", "immersion", "service_civique", "evenement"},
-            _fields({"kind": str}, ("kind",)),
-        ),
-    )
-)
-register(
-    MessageType(
-        "action",
-        _one_of(
-            "event",
-            {"created", "status_changed", "commented"},
-            _one_of(
-                "status",
-                {"todo", "in_progress", "done", "cancelled"},
-                _fields({"event": str, "status": str, "due": (int, float)}, ("event",)),
+            "status",
+            set(ACTION_STATUSES),
+            _fields(
+                {"item": str, "event": str, "status": str, "due": (int, float)}, ("item", "event")
             ),
         ),
     )
-)
+    base(meta)
+    _item_id(meta)
+    event = meta["event"]
+    common = {"item", "event"}
+    if event == "created":
+        _needs(meta, event, ("status", "due"), common | {"status", "due"})
+    elif event == "status_changed":
+        _needs(meta, event, ("status",), common | {"status"})
+    elif event == "changed":
+        _needs(meta, event, (), common | {"due"})
+    else:
+        _needs(meta, event, (), common)
+
+
+def _appointment(meta: Mapping[str, Any]) -> None:
+    base = _one_of(
+        "event",
+        set(APPOINTMENT_EVENTS),
+        _fields({"item": str, "event": str, "starts_at": (int, float)}, ("item", "event")),
+    )
+    base(meta)
+    _item_id(meta)
+    event = meta["event"]
+    if event in ("created", "changed"):
+        _needs(meta, event, ("starts_at",), {"item", "event", "starts_at"})
+    else:
+        _needs(meta, event, (), {"item", "event"})
+
+
+def _notice(meta: Mapping[str, Any]) -> None:
+    _fields({"starts_at": (int, float), "ends_at": (int, float)}, ("starts_at", "ends_at"))(meta)
+
+
 register(
     MessageType(
-        "appointment",
-        _one_of(
-            "event",
-            {"created", "changed", "cancelled", "answered"},
-            _fields({"event": str, "starts_at": (int, float)}, ("event",)),
-        ),
+        "offer",
+        _one_of("kind", set(OFFER_KINDS), _fields({"kind": str}, ("kind",))),
     )
 )
+register(MessageType("action", _action))
+register(MessageType("appointment", _appointment))
+register(MessageType("notice", _notice))
 register(MessageType("attachment", _fields({"size": int}), notify=True))
 # System events are written by the server. A change of counsellor is news for
 # both members; key housekeeping (epochs, devices) is shown but never unread.
@@ -137,5 +189,9 @@ for _name, _news in (
     ("system.temporary_counsellor", True),
     ("system.epoch_rotated", False),
     ("system.device_changed", False),
+    # The data lifecycle (chat_server/lifecycle): both members are told.
+    ("system.archived", True),
+    ("system.restored", True),
+    ("system.inactivity_notice", True),
 ):
     register(MessageType(_name, lambda meta: None, system=True, notify=_news))

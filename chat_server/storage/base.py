@@ -189,6 +189,19 @@ class MessageStore(Protocol):
     ) -> list[StoredMessage]:
         """Up to ``limit`` messages with ``seq < before_seq``, the newest ones, ascending."""
 
+    async def messages_by_meta(
+        self, conversation_id: str, key: str, value: str | int, limit: int
+    ) -> list[StoredMessage]:
+        """The first ``limit`` messages of the conversation whose ``meta[key] == value``,
+        ascending by ``seq`` (an item's events: ``key="item"``; the edits and deletes of a
+        message: ``key="target_seq"``). ``key`` is one of ``meta``'s field names."""
+
+    async def messages_of_types(
+        self, conversation_id: str, msg_types: Sequence[str], limit: int
+    ) -> list[StoredMessage]:
+        """The newest ``limit`` messages of the conversation whose ``msg_type`` is one of
+        ``msg_types``, ascending by ``seq``."""
+
     async def last_seq(self, conversation_id: str) -> int:
         """The highest stored ``seq`` (0 if none), read from the messages themselves."""
 
@@ -307,3 +320,83 @@ class KeyStore(Protocol):
 
     async def audit_for(self, conversation_id: str) -> list[AuditRecord]:
         """Audit records of a conversation, oldest first."""
+
+
+class LifecycleStore(Protocol):
+    """Retention, erasure, archiving and access requests (``docs/privacy.md``).
+
+    Every purge takes a ``limit`` and removes at most that many records, so a
+    job works in bounded batches; every method is idempotent (running it again
+    removes or changes nothing more).
+    """
+
+    async def record_login(self, user_id: str, at: float) -> None:
+        """The user logged in at ``at``: restart their inactivity clock and clear any warning."""
+
+    async def inactive_users(
+        self, active_before: float, limit: int, *, unwarned_only: bool
+    ) -> list[User]:
+        """Up to ``limit`` users, not being erased, whose last login (or creation, if they
+        never logged in) is before ``active_before``; with ``unwarned_only``, only those
+        not warned since. Oldest activity first."""
+
+    async def mark_warned(self, user_id: str, at: float) -> bool:
+        """Record the inactivity warning; False if the user was already warned (or is gone)."""
+
+    async def begin_erasure(self, user_id: str, pseudonym: str) -> str | None:
+        """Mark the account as being erased (it can no longer log in) and end its sessions.
+
+        Returns the pseudonym its records get: ``pseudonym`` on the first call, the one
+        stored by an earlier, interrupted call otherwise; None if the user does not exist.
+        """
+
+    async def pending_erasures(self, limit: int) -> list[User]:
+        """Accounts whose erasure began and did not finish (a crash in between)."""
+
+    async def erase_conversation(self, conversation_id: str, pseudonym: str, now: float) -> int:
+        """Delete a conversation's messages, read markers, epochs with their envelopes and
+        key requests, and turn the conversation into a tombstone: its beneficiary becomes
+        ``pseudonym``, its ``last_seq`` 0, ``deleted_at`` is set, any archive is cleared.
+        Returns how many records were deleted (0 on a second call)."""
+
+    async def erase_account(self, user_id: str) -> int:
+        """Delete the account's sessions, devices, key backup, presence, last-seen record and
+        finally the account itself. Returns how many records were deleted."""
+
+    async def pseudonymise_audit(self, user_id: str, pseudonym: str) -> int:
+        """Replace ``user_id`` by ``pseudonym`` wherever it appears in audit records (actor,
+        detail values); returns how many records changed."""
+
+    async def audit_involving(self, user_id: str) -> list[AuditRecord]:
+        """Audit records where ``user_id`` is the actor or a detail value, oldest first."""
+
+    async def sessions_of(self, user_id: str) -> list[Session]:
+        """The user's sessions (expired ones included), oldest first."""
+
+    async def archive(
+        self, conversation_id: str, by: str, reason: str, at: float
+    ) -> Conversation | None:
+        """Archive a live conversation (atomic); None if it is unknown, already archived or
+        a tombstone."""
+
+    async def restore(self, conversation_id: str) -> Conversation | None:
+        """Clear the archive (atomic); None if the conversation is not archived."""
+
+    async def archived_before(self, before: float, limit: int) -> list[Conversation]:
+        """Up to ``limit`` conversations archived before ``before``, oldest first."""
+
+    async def purge_sessions(self, now: float, limit: int) -> int:
+        """Delete up to ``limit`` sessions that expired before ``now``."""
+
+    async def purge_activations(self, now: float, limit: int) -> int:
+        """Forget up to ``limit`` activation codes that expired before ``now``."""
+
+    async def purge_audit(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` audit records written before ``before``."""
+
+    async def purge_tombstones(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` conversation tombstones made before ``before``."""
+
+    async def purge_dead_processes(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` server processes whose liveness ended before ``before``,
+        with their connection counters (``PresenceStore``); returns the records deleted."""

@@ -128,6 +128,10 @@ class MemoryDatabase:
         """The key store on this database."""
         return MemoryKeyStore(self._state)
 
+    def lifecycle(self) -> MemoryLifecycleStore:
+        """The lifecycle store on this database."""
+        return MemoryLifecycleStore(self._state)
+
     async def ping(self) -> bool:
         """Always True: the store is this process's memory."""
         return True
@@ -381,6 +385,20 @@ class MemoryMessageStore:
         end = min(max(before_seq - 1, 0), len(history))
         return history[max(end - max(limit, 0), 0) : end]
 
+    async def messages_by_meta(
+        self, conversation_id: str, key: str, value: str | int, limit: int
+    ) -> list[StoredMessage]:
+        history = self._s.messages.get(conversation_id, [])
+        found = [m for m in history if key in m.meta and m.meta[key] == value]
+        return found[: max(limit, 0)]
+
+    async def messages_of_types(
+        self, conversation_id: str, msg_types: Sequence[str], limit: int
+    ) -> list[StoredMessage]:
+        history = self._s.messages.get(conversation_id, [])
+        found = [m for m in history if m.msg_type in msg_types]
+        return found[-limit:] if limit > 0 else []
+
     async def last_seq(self, conversation_id: str) -> int:
         return len(self._s.messages.get(conversation_id, ()))
 
@@ -579,3 +597,222 @@ class MemoryKeyStore:
         found = [r for r in self._s.audit if r.conversation_id == conversation_id]
         found.sort(key=lambda r: r.at)
         return [dataclasses.replace(r, details=copy.deepcopy(r.details)) for r in found]
+
+
+def _replace_id(value: object, user_id: str, pseudonym: str) -> object:
+    """``value`` with every string equal to ``user_id`` replaced (in lists and dicts too)."""
+    if value == user_id:
+        return pseudonym
+    if isinstance(value, list):
+        return [_replace_id(v, user_id, pseudonym) for v in value]
+    if isinstance(value, dict):
+        return {k: _replace_id(v, user_id, pseudonym) for k, v in value.items()}
+    return value
+
+
+def _mentions(value: object, user_id: str) -> bool:
+    return _replace_id(value, user_id, "\0") != value
+
+
+class MemoryLifecycleStore:
+    """``LifecycleStore`` in memory."""
+
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    async def record_login(self, user_id: str, at: float) -> None:
+        u = self._s.users.get(user_id)
+        if u is not None:
+            self._s.users[user_id] = dataclasses.replace(
+                u, active_at=max(u.active_at, at), notice_at=None
+            )
+
+    async def inactive_users(
+        self, active_before: float, limit: int, *, unwarned_only: bool
+    ) -> list[User]:
+        found = [
+            u
+            for u in self._s.users.values()
+            if u.erasing is None
+            and (u.active_at or u.created_at) < active_before
+            and not (unwarned_only and u.notice_at is not None)
+        ]
+        found.sort(key=lambda u: u.active_at or u.created_at)
+        return found[: max(limit, 0)]
+
+    async def mark_warned(self, user_id: str, at: float) -> bool:
+        u = self._s.users.get(user_id)
+        if u is None or u.notice_at is not None:
+            return False
+        self._s.users[user_id] = dataclasses.replace(u, notice_at=at)
+        return True
+
+    async def begin_erasure(self, user_id: str, pseudonym: str) -> str | None:
+        u = self._s.users.get(user_id)
+        if u is None:
+            return None
+        if u.erasing is None:
+            u = dataclasses.replace(u, erasing=pseudonym)
+            self._s.users[user_id] = u
+        for h in self._s.user_sessions.pop(user_id, set()):
+            self._s.sessions.pop(h, None)
+        return u.erasing
+
+    async def pending_erasures(self, limit: int) -> list[User]:
+        return [u for u in self._s.users.values() if u.erasing is not None][: max(limit, 0)]
+
+    async def erase_conversation(self, conversation_id: str, pseudonym: str, now: float) -> int:
+        s = self._s
+        c = s.conversations.get(conversation_id)
+        removed = 0
+        history = s.messages.pop(conversation_id, [])
+        for m in history:
+            s.by_client_id.pop((m.conversation_id, m.sender_id, m.client_id), None)
+            s.nonces.discard((m.device_id, m.nonce))
+        removed += len(history)
+        removed += len(s.reads.pop(conversation_id, {}))
+        for key in [k for k in s.epochs if k[0] == conversation_id]:
+            del s.epochs[key]
+            removed += 1
+        for key3 in [k for k in s.rewraps if k[0] == conversation_id]:
+            del s.rewraps[key3]
+            removed += 1
+        for key2 in [k for k in s.key_requests if k[0] == conversation_id]:
+            del s.key_requests[key2]
+            removed += 1
+        if c is not None and c.deleted_at is None:
+            s.by_beneficiary.pop(c.beneficiary_id, None)
+            s.by_beneficiary[pseudonym] = c.id
+            s.put_conversation(
+                dataclasses.replace(
+                    c,
+                    beneficiary_id=pseudonym,
+                    last_seq=0,
+                    previous_counsellor_id=None,
+                    temporary_until=None,
+                    archived_at=None,
+                    archived_by=None,
+                    archive_reason=None,
+                    deleted_at=now,
+                )
+            )
+        return removed
+
+    async def erase_account(self, user_id: str) -> int:
+        s = self._s
+        removed = 0
+        for h in s.user_sessions.pop(user_id, set()):
+            removed += s.sessions.pop(h, None) is not None
+        for d in [d for d in s.devices.values() if d.user_id == user_id]:
+            del s.devices[d.id]
+            removed += 1
+        removed += s.backups.pop(user_id, None) is not None
+        removed += s.presence.pop(user_id, None) is not None
+        code = s.activation_of.pop(user_id, None)
+        if code is not None:
+            s.activations.pop(code, None)
+        u = s.users.pop(user_id, None)
+        if u is not None:
+            s.login_index.pop(u.login.lower(), None)
+            removed += 1
+        return removed
+
+    async def pseudonymise_audit(self, user_id: str, pseudonym: str) -> int:
+        changed = 0
+        for i, r in enumerate(self._s.audit):
+            if r.actor_id == user_id or _mentions(r.details, user_id):
+                details = {k: _replace_id(v, user_id, pseudonym) for k, v in r.details.items()}
+                actor = pseudonym if r.actor_id == user_id else r.actor_id
+                self._s.audit[i] = dataclasses.replace(r, actor_id=actor, details=details)
+                changed += 1
+        return changed
+
+    async def audit_involving(self, user_id: str) -> list[AuditRecord]:
+        found = [
+            dataclasses.replace(r, details=copy.deepcopy(r.details))
+            for r in self._s.audit
+            if r.actor_id == user_id or _mentions(r.details, user_id)
+        ]
+        found.sort(key=lambda r: r.at)
+        return found
+
+    async def sessions_of(self, user_id: str) -> list[Session]:
+        found = [self._s.sessions[h] for h in self._s.user_sessions.get(user_id, set())]
+        found.sort(key=lambda x: x.created_at)
+        return found
+
+    async def archive(
+        self, conversation_id: str, by: str, reason: str, at: float
+    ) -> Conversation | None:
+        c = self._s.conversations.get(conversation_id)
+        if c is None or c.archived_at is not None or c.deleted_at is not None:
+            return None
+        updated = dataclasses.replace(c, archived_at=at, archived_by=by, archive_reason=reason)
+        self._s.put_conversation(updated)
+        return updated
+
+    async def restore(self, conversation_id: str) -> Conversation | None:
+        c = self._s.conversations.get(conversation_id)
+        if c is None or c.archived_at is None:
+            return None
+        updated = dataclasses.replace(c, archived_at=None, archived_by=None, archive_reason=None)
+        self._s.put_conversation(updated)
+        return updated
+
+    async def archived_before(self, before: float, limit: int) -> list[Conversation]:
+        found = [
+            c
+            for c in self._s.conversations.values()
+            if c.archived_at is not None and c.archived_at < before
+        ]
+        found.sort(key=lambda c: c.archived_at or 0.0)
+        return found[: max(limit, 0)]
+
+    async def purge_sessions(self, now: float, limit: int) -> int:
+        old = [h for h, x in self._s.sessions.items() if x.expires_at <= now][: max(limit, 0)]
+        for h in old:
+            x = self._s.sessions.pop(h)
+            self._s.user_sessions.get(x.user_id, set()).discard(h)
+        return len(old)
+
+    async def purge_activations(self, now: float, limit: int) -> int:
+        old = [c for c, a in self._s.activations.items() if a.expires_at <= now][: max(limit, 0)]
+        for code in old:
+            a = self._s.activations.pop(code)
+            self._s.activation_of.pop(a.user_id, None)
+        return len(old)
+
+    async def purge_audit(self, before: float, limit: int) -> int:
+        keep, gone = [], 0
+        for r in self._s.audit:
+            if r.at < before and gone < limit:
+                gone += 1
+            else:
+                keep.append(r)
+        self._s.audit = keep
+        return gone
+
+    async def purge_dead_processes(self, before: float, limit: int) -> int:
+        dead = [p for p, until in self._s.processes.items() if until < before][: max(limit, 0)]
+        removed = 0
+        for pid in dead:
+            del self._s.processes[pid]
+            removed += 1
+            for user_id, pres in list(self._s.presence.items()):
+                if pres.procs.pop(pid, None) is not None:
+                    removed += 1
+                    if not pres.procs and pres.last_seen is None:
+                        del self._s.presence[user_id]
+        return removed
+
+    async def purge_tombstones(self, before: float, limit: int) -> int:
+        old = [
+            c
+            for c in self._s.conversations.values()
+            if c.deleted_at is not None and c.deleted_at < before
+        ][: max(limit, 0)]
+        for c in old:
+            del self._s.conversations[c.id]
+            self._s.by_beneficiary.pop(c.beneficiary_id, None)
+            self._s.by_counsellor.get(c.counsellor_id, {}).pop(c.id, None)
+        return len(old)

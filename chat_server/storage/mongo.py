@@ -49,6 +49,7 @@ from chat_server.storage.base import (
 
 if TYPE_CHECKING:
     from chat_server.storage.mongo_keys import MongoKeyStore
+    from chat_server.storage.mongo_lifecycle import MongoLifecycleStore
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ class MongoDatabase:
         await db.presence.create_index([("user_id", ASCENDING)])
         await db.login_failures.create_index([("start", ASCENDING)])
         await self.keys().create_indexes()
+        await self.lifecycle().create_indexes()
 
     def accounts(self) -> MongoAccountStore:
         """The account store on this database."""
@@ -183,6 +185,12 @@ class MongoDatabase:
         from chat_server.storage.mongo_keys import MongoKeyStore
 
         return MongoKeyStore(self.db)
+
+    def lifecycle(self) -> MongoLifecycleStore:
+        """The lifecycle store on this database."""
+        from chat_server.storage.mongo_lifecycle import MongoLifecycleStore
+
+        return MongoLifecycleStore(self.db)
 
     def collection(self, name: str) -> AsyncCollection[Doc]:
         """A raw collection, for the other adapters of this package."""
@@ -207,6 +215,9 @@ def _user(d: Mapping[str, Any]) -> User:
         programme=d.get("programme"),
         password_hash=d.get("password_hash"),
         created_at=d.get("created_at", 0.0),
+        active_at=d.get("active_at", d.get("created_at", 0.0)),
+        notice_at=d.get("notice_at"),
+        erasing=d.get("erasing"),
     )
 
 
@@ -256,6 +267,7 @@ class MongoAccountStore:
             "programme": user.programme,
             "password_hash": user.password_hash,
             "created_at": user.created_at,
+            "active_at": user.active_at or user.created_at,
         }
         try:
             await self._db.users.insert_one(doc)
@@ -391,6 +403,10 @@ def _conversation(d: Mapping[str, Any]) -> Conversation:
         previous_counsellor_id=d.get("previous_counsellor_id"),
         temporary_until=d.get("temporary_until"),
         rotation_required=bool(d.get("rotation_required", False)),
+        archived_at=d.get("archived_at"),
+        archived_by=d.get("archived_by"),
+        archive_reason=d.get("archive_reason"),
+        deleted_at=d.get("deleted_at"),
     )
 
 
@@ -654,6 +670,10 @@ class MongoMessageStore:
                     "previous_counsellor_id": c.previous_counsellor_id,
                     "temporary_until": c.temporary_until,
                     "rotation_required": c.rotation_required,
+                    "archived_at": c.archived_at,
+                    "archived_by": c.archived_by,
+                    "archive_reason": c.archive_reason,
+                    "deleted_at": c.deleted_at,
                 }
             )
         except DuplicateKeyError as exc:
@@ -831,6 +851,27 @@ class MongoMessageStore:
             return []
         start = max(0, top - limit)
         return await self.messages_after(conversation_id, start, top - start)
+
+    async def messages_by_meta(
+        self, conversation_id: str, key: str, value: str | int, limit: int
+    ) -> list[StoredMessage]:
+        if limit <= 0:
+            return []
+        # An equality on conversation_id (indexed) narrows it to one conversation.
+        query = {"conversation_id": conversation_id, f"meta.{key}": value}
+        docs = [d async for d in self._messages.find(query)]
+        docs.sort(key=lambda d: int(d["seq"]))
+        return [_message(d) for d in docs[:limit]]
+
+    async def messages_of_types(
+        self, conversation_id: str, msg_types: Sequence[str], limit: int
+    ) -> list[StoredMessage]:
+        if limit <= 0:
+            return []
+        query = {"conversation_id": conversation_id, "msg_type": {"$in": list(msg_types)}}
+        docs = [d async for d in self._messages.find(query)]
+        docs.sort(key=lambda d: int(d["seq"]))
+        return [_message(d) for d in docs[-limit:]]
 
     async def last_seq(self, conversation_id: str) -> int:
         # Not a sort on seq (the embedded engine sorts a whole history in Python): the

@@ -79,6 +79,13 @@ def _request(d: Mapping[str, Any]) -> KeyRequest:
     )
 
 
+def audit_subjects(record: AuditRecord) -> list[str]:
+    """The actor and every string detail value of an audit record (ids of people)."""
+    found = [record.actor_id]
+    found += [v for v in record.details.values() if isinstance(v, str)]
+    return sorted(set(found))
+
+
 @translate_errors
 class MongoKeyStore:
     """``KeyStore`` on MongoDB."""
@@ -316,6 +323,8 @@ class MongoKeyStore:
                 "action": record.action,
                 "details": record.details,
                 "at": record.at,
+                # Every person the record names, so an erasure finds them by index.
+                "subjects": audit_subjects(record),
             }
         )
 

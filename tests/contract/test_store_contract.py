@@ -19,7 +19,7 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import pytest
@@ -255,6 +255,38 @@ async def test_messages_after_and_before(store: Store) -> None:
     assert c is not None
     assert c.last_seq == 10
     assert c.last_at == 19.0
+
+
+async def test_messages_by_meta_and_of_types(store: Store) -> None:
+    conv = await _conversation(store)
+    other = await _conversation(store, beneficiary="ben2")
+    st = store.db.messages()
+
+    def typed(
+        c: str, cid: str, msg_type: str, meta: dict[str, object], sender: str = "ben"
+    ) -> NewMessage:
+        return replace(_msg(c, cid, sender), msg_type=msg_type, meta=meta)
+
+    await st.append(typed(conv, "a1", "action", {"item": "act-1", "event": "created"}), 1.0)
+    await st.append(_msg(conv, "t1"), 2.0)
+    await st.append(typed(conv, "a2", "action", {"item": "act-2", "event": "created"}), 3.0)
+    await st.append(typed(conv, "a3", "action", {"item": "act-1", "event": "commented"}), 4.0)
+    await st.append(typed(conv, "e1", "edit", {"target_seq": 2}), 5.0)
+    await st.append(typed(conv, "n1", "notice", {"starts_at": 1, "ends_at": 2}), 6.0)
+    await st.append(
+        typed(other, "x1", "action", {"item": "act-1", "event": "created"}, sender="ben2"), 7.0
+    )
+    events = await st.messages_by_meta(conv, "item", "act-1", 10)
+    assert [(m.seq, m.client_id) for m in events] == [(1, "a1"), (4, "a3")]
+    assert [m.seq for m in await st.messages_by_meta(conv, "item", "act-1", 1)] == [1]
+    assert [m.seq for m in await st.messages_by_meta(conv, "target_seq", 2, 10)] == [5]
+    assert await st.messages_by_meta(conv, "target_seq", 3, 10) == []
+    assert await st.messages_by_meta(conv, "item", "act-9", 10) == []
+    found = await st.messages_of_types(conv, ("action", "notice"), 10)
+    assert [m.seq for m in found] == [1, 3, 4, 6]
+    assert [m.seq for m in await st.messages_of_types(conv, ("action",), 2)] == [3, 4]
+    assert await st.messages_of_types(conv, ("appointment",), 10) == []
+    assert found[0].meta == {"item": "act-1", "event": "created"}
 
 
 async def test_read_markers_only_move_forward(store: Store) -> None:

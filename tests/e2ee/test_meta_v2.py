@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import time
 from typing import Any
 
 from chat_server.crypto.message import encrypt_message
@@ -20,8 +21,8 @@ from chat_server.sdk import Client
 from tests.e2ee.helpers import next_user_message
 from tests.helpers import PASSWORD, ServerInfo, seed_world
 
-STARTS_AT = 1_795_000_000
-RDV: dict[str, Any] = {"event": "created", "starts_at": STARTS_AT}
+STARTS_AT = int(time.time()) + 30 * 86400
+RDV: dict[str, Any] = {"item": "rdv-meta-v2", "event": "created", "starts_at": STARTS_AT}
 
 
 async def _pair(server: ServerInfo) -> tuple[Client, Client, str]:
@@ -73,9 +74,9 @@ async def test_meta_other_than_the_signed_one_is_refused(e2ee_server: ServerInfo
         epoch, key = await c.ensure_epoch(conv)
         before = await _types(e2ee_server, conv)
         for tampered in (
-            RDV | {"event": "cancelled"},
+            RDV | {"event": "changed"},
             RDV | {"starts_at": STARTS_AT + 3600},
-            {"event": "created"},
+            RDV | {"item": "autre-rdv-42"},
         ):
             frame = _frame(c, conv, epoch, key, RDV)
             frame["meta"] = tampered
@@ -104,7 +105,7 @@ async def test_meta_without_canonical_form_and_version_1_are_refused(
         epoch, key = await c.ensure_epoch(conv)
         before = await _types(e2ee_server, conv)
         frame = _frame(c, conv, epoch, key, {})
-        frame["meta"] = {"event": "created", "starts_at": 1_795_000_000.5}
+        frame["meta"] = RDV | {"starts_at": STARTS_AT + 0.5}
         reply = await c._call(frame)
         assert (reply["type"], reply["code"]) == ("error", "meta_not_canonical")
         old = _frame(c, conv, epoch, key, RDV, version=1)

@@ -11,9 +11,10 @@
 import { Api, ApiError } from "../shared/api.js";
 import { ChatClient } from "../shared/chat.js";
 import { KeyManager } from "../shared/e2ee.js";
-import { idbDelete, idbGet, idbPut } from "../shared/idb.js";
+import { idbClearAll, idbDelete, idbGet, idbPut } from "../shared/idb.js";
+import { archiveNotice, exportConversation, readOnly, setComposerEnabled } from "../shared/lifecycle.js";
 import { t } from "../shared/i18n.js";
-import { $, h, showScreen, reconcile, Attention } from "../shared/ui.js";
+import { $, h, showScreen, Attention } from "../shared/ui.js";
 import { newId } from "../shared/wire.js";
 import { bindDialogClose, loginError, loginSubmitHandler, logoutAndReload, setUpDevice, showStartError } from "../shared/login.js";
 import {
@@ -21,12 +22,12 @@ import {
   createTypingNotifier,
   openSafetyDialog,
   renderConnection,
-  renderPendingMessage,
   renderPresence,
-  renderStoredMessage,
   sendComposed,
-  storedSignature,
 } from "../shared/thread.js";
+import { loadOlderKeepingPlace, renderItemsPanel, renderThreadList } from "../shared/cards.js";
+import { openActionDialog, openOfferDialog } from "../shared/forms.js";
+import { dateLong } from "../shared/i18n.js";
 
 const BASE_TITLE = "Ma messagerie — CEJ";
 const api = new Api({ onUnauthenticated: () => expired() });
@@ -37,6 +38,9 @@ let session = null;
 let installPrompt = null;
 let typing = null;
 let peerTyping = false;
+let deleting = false;
+let itemsRequested = false;
+let noticeTimer = null;
 
 if ("serviceWorker" in navigator) {
   navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => {});
@@ -147,6 +151,7 @@ async function enter(login, password) {
 }
 
 async function expired() {
+  if (deleting) return; // the account is being deleted: its sessions end, that is expected
   if (chat) chat.stop();
   await idbDelete("kv", "session");
   location.reload();
@@ -168,7 +173,12 @@ function startThread() {
   $("#btn-logout").addEventListener("click", logout);
   $("#btn-safety").addEventListener("click", openSafety);
   $("#btn-install").addEventListener("click", install);
-  $("#btn-older").addEventListener("click", () => chat.loadOlder(conversationId()));
+  $("#btn-export").addEventListener("click", onExport);
+  $("#btn-delete-account").addEventListener("click", openDeleteAccount);
+  $("#delete-account-form").addEventListener("submit", onDeleteAccount);
+  $("#btn-older").addEventListener("click", () => loadOlderKeepingPlace(chat, conversationId(), $("#log")));
+  $("#btn-offer").addEventListener("click", () => openOfferDialog(chat, conversationId()));
+  $("#btn-action").addEventListener("click", () => openActionDialog(chat, conversationId()));
   $("#composer").addEventListener("submit", onSend);
   $("#message").addEventListener("input", onTypingInput);
   bindEnterToSend(() => matchMedia("(pointer: fine)").matches);
@@ -188,6 +198,10 @@ function startThread() {
       idbPut("kv", "session", session);
     }
     if (id && !chat.thread(id)) chat.openThread(id);
+    if (id && !chat.itemsOf(id) && !itemsRequested) {
+      itemsRequested = true;
+      chat.loadItems(id).catch(() => (itemsRequested = false));
+    }
     renderHead();
     renderThread();
   });
@@ -204,6 +218,11 @@ function startThread() {
     renderConnection(d.state);
     $("#offline-banner").hidden = d.state === "online" || d.state === "connecting";
   });
+  chat.on("items", (d) => {
+    if (d.conversation !== conversationId()) return;
+    renderItemsPanel($("#items-panel"), chat.itemsOf(d.conversation));
+    renderNotice();
+  });
   chat.on("authfailed", expired);
   if (session.conversation) chat.openThread(session.conversation);
   chat.start();
@@ -219,6 +238,10 @@ function renderHead() {
   }
   $("#peer-name").textContent = s.peer?.display_name || t("counsellor");
   renderPresence($("#peer-presence"), s);
+  const notice = archiveNotice(s, { forBeneficiary: true });
+  $("#archived-banner").hidden = !notice;
+  $("#archived-banner").textContent = notice;
+  setComposerEnabled(!readOnly(s));
 }
 
 function renderThread() {
@@ -229,32 +252,45 @@ function renderThread() {
   const s = chat.summary(id) || {};
   const log = $("#log");
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
-  const items = thread.sorted().map((item) => ({ kind: "m", item, at: item.seq }));
-  // Security events found by this device (a key that failed its commitment), after the message they followed.
-  for (const notice of chat.noticesFor(id)) {
-    if (notice.kind === "security") items.push({ kind: "n", notice, at: notice.afterSeq + 0.5 });
-  }
-  items.sort((a, b) => a.at - b.at);
-  for (const entry of chat.outboxFor(id)) items.push({ kind: "o", entry });
-  const keyOf = { m: (x) => `m${x.item.seq}`, n: (x) => `n${x.notice.id}`, o: (x) => `o${x.entry.clientId}` };
   const peer = s.peer?.display_name || t("counsellor");
-  reconcile(
-    $("#messages"),
-    items,
-    (x) => keyOf[x.kind](x),
-    (x) => (x.kind === "m" ? storedSignature(x.item, s) : x.kind === "n" ? "n" : x.entry.state),
-    (x) => {
-      if (x.kind === "m") return renderStoredMessage(x.item, s, peer);
-      if (x.kind === "n") {
-        const text = t(x.notice.recovered ? "securityBadEnvelopeRecovered" : "securityBadEnvelope", { name: x.notice.userId === s.peer?.id ? peer : t("unknownPerson") });
+  // Security events found by this device (a key that failed its commitment), after the message they followed.
+  const extra = chat
+    .noticesFor(id)
+    .filter((notice) => notice.kind === "security")
+    .map((notice) => ({
+      key: notice.id,
+      at: notice.afterSeq + 0.5,
+      render: () => {
+        const text = t(notice.recovered ? "securityBadEnvelopeRecovered" : "securityBadEnvelope", { name: notice.userId === s.peer?.id ? peer : t("unknownPerson") });
         return h("li", { class: "msg msg-system msg-notice msg-security", role: "alert" }, h("p", { class: "msg-text" }, text));
-      }
-      return renderPendingMessage(x.entry, chat);
-    },
-  );
+      },
+    }));
+  renderThreadList($("#messages"), { chat, conversation: id, summary: s, peerName: peer, extra });
   $("#btn-older").hidden = !thread.hasOlder;
   $("#reshare-banner").hidden = !thread.sorted().some((i) => i.error === "no_key");
   if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+/**
+ * The counsellor's notice as a banner while starts_at <= now < ends_at; a
+ * timer redraws it at the next of those two instants (lifted at the end).
+ */
+function renderNotice() {
+  const id = conversationId();
+  const notice = id ? chat.itemsOf(id)?.notice : null;
+  clearTimeout(noticeTimer);
+  const now = Date.now() / 1000;
+  const banner = $("#notice-banner");
+  const shown = !!notice && !!notice.content?.text && notice.starts_at <= now && now < notice.ends_at;
+  banner.hidden = !shown;
+  if (shown) {
+    $("#notice-text").textContent = notice.content.text;
+    $("#notice-until").textContent = t("noticeUntil", { date: dateLong(notice.ends_at - 1) });
+  }
+  if (notice) {
+    const next = now < notice.starts_at ? notice.starts_at : now < notice.ends_at ? notice.ends_at : null;
+    if (next) noticeTimer = setTimeout(renderNotice, Math.min(2 ** 31 - 1, Math.max(0, (next - now) * 1000) + 50));
+  }
 }
 
 function onTypingInput() {
@@ -285,6 +321,53 @@ async function install() {
 
 function openSafety() {
   return openSafetyDialog(chat, keys, conversationId());
+}
+
+// ---------------------------------------------------------------- data lifecycle
+
+async function onExport() {
+  toggleMenu();
+  const id = conversationId();
+  if (!id) return;
+  try {
+    await exportConversation(chat, id, $("#export-status"));
+  } catch (err) {
+    $("#export-status").textContent = t("genericError", { message: err.message });
+  }
+}
+
+function openDeleteAccount() {
+  toggleMenu();
+  $("#delete-account-form").reset();
+  $("#delete-error").textContent = "";
+  $("#dlg-delete-account").showModal();
+  $("#delete-password").focus();
+}
+
+async function onDeleteAccount(event) {
+  event.preventDefault();
+  const error = $("#delete-error");
+  const password = $("#delete-password").value;
+  if (!password) {
+    error.textContent = "Saisissez votre mot de passe pour confirmer.";
+    return;
+  }
+  deleting = true;
+  try {
+    await api.deleteAccount(password);
+  } catch (err) {
+    deleting = false;
+    if (err instanceof ApiError && err.code === "wrong_password") error.textContent = "Mot de passe incorrect.";
+    else if (err instanceof ApiError && err.status === 429) error.textContent = t("tooManyAttempts");
+    else error.textContent = t("genericError", { message: err.message });
+    return;
+  }
+  // Gone on the server: nothing of the account stays on this device either.
+  if (chat) chat.stop();
+  await idbClearAll();
+  sessionStorage.clear();
+  $("#dlg-delete-account").close();
+  showScreen("screen-deleted");
 }
 
 init().catch(showStartError);

@@ -9,20 +9,21 @@
 
 import { Api, ApiError } from "../shared/api.js";
 import { ChatClient } from "../shared/chat.js";
+import { archiveNotice, exportConversation, readOnly, setComposerEnabled } from "../shared/lifecycle.js";
 import { t, shortTime, longTime } from "../shared/i18n.js";
-import { $, h, setChildren, showScreen, reconcile, Attention } from "../shared/ui.js";
+import { $, archiveReasonText, h, setChildren, showScreen, reconcile, Attention } from "../shared/ui.js";
 import { bindDialogClose, loginSubmitHandler, logoutAndReload, setUpDevice, showStartError } from "../shared/login.js";
 import {
   bindEnterToSend,
   createTypingNotifier,
   openSafetyDialog,
   renderConnection,
-  renderPendingMessage,
   renderPresence,
-  renderStoredMessage,
   sendComposed,
-  storedSignature,
 } from "../shared/thread.js";
+import { loadOlderKeepingPlace, renderItemsPanel, renderThreadList } from "../shared/cards.js";
+import { openActionDialog, openAppointmentDialog, openNoticeDialog, openOfferDialog } from "../shared/forms.js";
+import { previewText } from "../shared/items.js";
 
 const SESSION_KEY = "cejchat.console.session";
 const BASE_TITLE = "Console conseiller — CEJ Messagerie";
@@ -37,6 +38,7 @@ const peerTyping = new Map();
 // conversation -> Map(device -> request) of devices waiting for this user's decision.
 const keyRequests = new Map();
 let typing = null;
+let toAnswer = false;
 
 // ---------------------------------------------------------------- login
 
@@ -95,7 +97,20 @@ function startApp(login) {
   $("#btn-security").addEventListener("click", openSecurity);
   $("#btn-flag").addEventListener("click", toggleFlag);
   $("#btn-safety").addEventListener("click", openSafety);
-  $("#btn-older").addEventListener("click", () => chat.loadOlder(current));
+  $("#btn-older").addEventListener("click", () => loadOlderKeepingPlace(chat, current, $("#log")));
+  $("#btn-offer").addEventListener("click", () => openOfferDialog(chat, current));
+  $("#btn-action").addEventListener("click", () => openActionDialog(chat, current));
+  $("#btn-appointment").addEventListener("click", () => openAppointmentDialog(chat, current));
+  $("#btn-notice").hidden = me.role !== "counsellor";
+  $("#btn-notice").addEventListener("click", () => {
+    const mine = chat.sortedSummaries().filter((s) => s.counsellor_id === me.id).map((s) => s.id);
+    openNoticeDialog(chat, mine, (text) => ($("#notice-status").textContent = text));
+  });
+  $("#btn-to-answer").addEventListener("click", () => {
+    toAnswer = !toAnswer;
+    $("#btn-to-answer").setAttribute("aria-pressed", toAnswer ? "true" : "false");
+    renderList();
+  });
   $("#search").addEventListener("input", renderList);
   $("#conv-list").addEventListener("keydown", listKeys);
   $("#composer").addEventListener("submit", onSend);
@@ -103,6 +118,9 @@ function startApp(login) {
   $("#message").addEventListener("input", onTypingInput);
   $("#beneficiary-form").addEventListener("submit", createBeneficiary);
   $("#transfer-form").addEventListener("submit", submitTransfer);
+  $("#btn-export").addEventListener("click", onExport);
+  $("#btn-archive").addEventListener("click", openArchive);
+  $("#archive-form").addEventListener("submit", submitArchive);
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && current) chat.markRead(current);
   });
@@ -113,6 +131,7 @@ function startApp(login) {
     if (current && !chat.summary(current)) closeThread();
     renderList();
     if (current) renderThreadHead();
+    if (current && chat.summary(current)?.deleted_at) renderThread();
   });
   chat.on("thread", (d) => {
     if (d.conversation === current) {
@@ -139,6 +158,9 @@ function startApp(login) {
     // Shown in the thread (renderThread); a supervisor has no thread: the supervision panel says it.
     if (!chat.summary(d.conversation)) $("#supervision-keys").textContent = noticeText(d.conversation, d.notice);
   });
+  chat.on("items", (d) => {
+    if (d.conversation === current) renderItemsPanel($("#items-panel"), chat.itemsOf(current));
+  });
   chat.on("authfailed", expired);
   chat.start();
   if (me.role === "supervisor") loadSupervision();
@@ -154,19 +176,21 @@ function renderList() {
   const list = $("#conv-list");
   const query = normalise($("#search").value.trim());
   const all = chat.sortedSummaries();
-  const items = all.filter((s) => !query || normalise(s.peer?.display_name).includes(query) || normalise(s.peer?.login).includes(query));
+  const items = all.filter(
+    (s) => (!query || normalise(s.peer?.display_name).includes(query) || normalise(s.peer?.login).includes(query)) && (!toAnswer || awaitsAnswer(s)),
+  );
   const focusedId = document.activeElement?.closest?.(".conv")?.dataset.id;
   reconcile(
     list,
     items,
     (s) => s.id,
-    (s) => JSON.stringify([s.peer?.display_name, s.unread, s.flagged, s.peer_online, s.last_at, s.id === current, s.peer?.programme]),
+    (s) => JSON.stringify([s.peer?.display_name, s.unread, s.flagged, s.peer_online, s.last_at, s.id === current, s.peer?.programme, preview(s), s.archived?.at, s.deleted_at]),
     renderConversation,
   );
   if (focusedId && document.activeElement === document.body) list.querySelector(`[data-id="${CSS.escape(focusedId)}"]`)?.focus();
   const empty = $("#conv-empty");
   empty.hidden = items.length > 0;
-  empty.textContent = all.length ? t("noMatch") : t("noConversation");
+  empty.textContent = !all.length ? t("noConversation") : toAnswer && !query ? t("noToAnswer") : t("noMatch");
   const total = all.reduce((n, s) => n + (s.unread || 0), 0);
   const badge = $("#unread-total");
   badge.hidden = total === 0;
@@ -174,10 +198,33 @@ function renderList() {
   badge.setAttribute("aria-label", t("unreadCount", { n: total }));
 }
 
+/** The beneficiary wrote last (system events aside): the "à répondre" filter. */
+function awaitsAnswer(s) {
+  const last = s.last_message;
+  return !!last && last.sender === s.beneficiary_id;
+}
+
+/** The list's one-line preview of the last message (decrypted on this device). */
+function preview(s) {
+  const p = s.preview;
+  if (!p) return "";
+  if (p.system || p.error || !p.content) return p.system ? "" : t("waitingKeys");
+  const titleOf = (id) => {
+    const listed = chat.itemsOf(s.id)?.items.find((i) => i.id === id)?.content?.title;
+    if (listed) return listed;
+    const thread = chat.thread(s.id);
+    return thread ? [...thread.items.values()].find((m) => m.clientId === id)?.content?.title : null;
+  };
+  const text = previewText(p, { peerName: s.peer?.display_name || "", titleOf }).replace(/\s+/g, " ");
+  return p.mine ? `${t("you")} : ${text}` : text;
+}
+
 function renderConversation(s) {
-  const name = s.peer?.display_name || s.peer?.login || "?";
+  const name = s.deleted_at ? "Compte supprimé" : s.peer?.display_name || s.peer?.login || "?";
   const line2 = [
-    h("span", {}, h("span", { class: `presence-dot${s.peer_online ? " on" : ""}`, "aria-hidden": "true" }), s.peer_online ? t("online") : t("offline")),
+    s.deleted_at ? h("span", { class: "tag tag-deleted" }, "Compte supprimé") : null,
+    s.archived ? h("span", { class: "tag tag-archived" }, "Archivé") : null,
+    s.deleted_at ? null : h("span", {}, h("span", { class: `presence-dot${s.peer_online ? " on" : ""}`, "aria-hidden": "true" }), s.peer_online ? t("online") : t("offline")),
     s.peer?.programme ? h("span", {}, s.peer.programme) : null,
     s.flagged ? h("span", { class: "tag tag-flag" }, t("flagged")) : null,
     s.unread > 0 ? h("span", { class: "badge" }, h("span", { "aria-hidden": "true" }, s.unread), h("span", { class: "visually-hidden" }, t("unreadCount", { n: s.unread }))) : null,
@@ -193,6 +240,7 @@ function renderConversation(s) {
     },
     h("span", { class: "name" }, name),
     h("span", { class: "time" }, shortTime(s.last_at)),
+    h("span", { class: "preview" }, preview(s)),
     h("span", { class: "line2" }, ...line2),
   );
   return h("li", {}, button);
@@ -220,6 +268,8 @@ function select(id) {
   $("#thread-view").hidden = false;
   $("#messages").replaceChildren();
   chat.openThread(id);
+  $("#items-panel").replaceChildren();
+  chat.loadItems(id).catch(() => {});
   renderList();
   renderThreadHead();
   renderThread();
@@ -244,8 +294,18 @@ function renderThreadHead() {
   const name = s.peer?.display_name || s.peer?.login || "";
   $("#thread-title").textContent = t("messagesOf", { name }) + (s.peer?.programme ? ` (${s.peer.programme})` : "");
   renderPresence($("#thread-presence"), s);
+  const notice = archiveNotice(s);
+  $("#archived-banner").hidden = !notice;
+  $("#archived-banner").textContent = notice;
+  setComposerEnabled(!readOnly(s));
+  $("#btn-archive").hidden = s.counsellor_id !== me.id || readOnly(s);
+  $("#btn-export").hidden = Boolean(s.deleted_at);
+  if (s.deleted_at) $("#thread-title").textContent = "Compte supprimé";
+  $("#btn-safety").hidden = Boolean(s.deleted_at);
+  $("#key-requests").hidden = Boolean(s.deleted_at);
+  if (s.deleted_at) $("#thread-presence").textContent = "";
   const flag = $("#btn-flag");
-  flag.hidden = s.counsellor_id !== me.id;
+  flag.hidden = s.counsellor_id !== me.id || Boolean(s.deleted_at);
   flag.setAttribute("aria-pressed", s.flagged ? "true" : "false");
   flag.textContent = s.flagged ? t("flagged") : t("flag");
 }
@@ -257,26 +317,25 @@ function renderThread() {
   const log = $("#log");
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
   const peerName = s.peer?.display_name || "";
-  const items = thread.sorted().map((item) => ({ kind: "m", item, at: item.seq }));
+  if (s.deleted_at) {
+    // A deleted beneficiary's conversation: what this console still held goes too.
+    $("#messages").replaceChildren();
+    $("#btn-older").hidden = true;
+    return;
+  }
+  const conv = current;
   // Local notices (keys this console shared) after the message they followed.
-  for (const notice of chat.noticesFor(current)) items.push({ kind: "n", notice, at: notice.afterSeq + 0.5 });
-  items.sort((a, b) => a.at - b.at);
-  for (const entry of chat.outboxFor(current)) items.push({ kind: "o", entry });
-  const keyOf = { m: (x) => `m${x.item.seq}`, n: (x) => `n${x.notice.id}`, o: (x) => `o${x.entry.clientId}` };
-  reconcile(
-    $("#messages"),
-    items,
-    (x) => keyOf[x.kind](x),
-    (x) => {
-      if (x.kind === "m") return storedSignature(x.item, s);
-      return x.kind === "o" ? `${x.entry.state}` : "n";
-    },
-    (x) => {
-      if (x.kind === "m") return renderStoredMessage(x.item, s, peerName);
-      if (x.kind === "n") return h("li", { class: `msg msg-system msg-notice${x.notice.kind === "security" ? " msg-security" : ""}`, role: x.notice.kind === "security" ? "alert" : null }, h("p", { class: "msg-text" }, noticeText(current, x.notice)));
-      return renderPendingMessage(x.entry, chat);
-    },
-  );
+  const extra = chat.noticesFor(current).map((notice) => ({
+    key: notice.id,
+    at: notice.afterSeq + 0.5,
+    render: () =>
+      h(
+        "li",
+        { class: `msg msg-system msg-notice${notice.kind === "security" ? " msg-security" : ""}`, role: notice.kind === "security" ? "alert" : null },
+        h("p", { class: "msg-text" }, noticeText(conv, notice)),
+      ),
+  }));
+  renderThreadList($("#messages"), { chat, conversation: current, summary: s, peerName, extra, onError: alertError });
   $("#btn-older").hidden = !thread.hasOlder;
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
@@ -447,6 +506,12 @@ async function loadSupervision(done = "") {
       const who = c.beneficiary?.display_name || c.beneficiary_id;
       const counsellor = counsellors.get(c.counsellor_id)?.display_name || c.counsellor_id;
       const extra = c.temporary_until ? ` (temporaire jusqu'au ${longTime(c.temporary_until)})` : "";
+      if (c.deleted_at) return h("tr", {}, h("td", {}, "Compte supprimé"), h("td", {}, counsellor), h("td", {}));
+      if (c.archived) {
+        const state = ` (archivé : ${archiveReasonText(c.archived.reason)})`;
+        const restore = h("button", { type: "button", class: "secondary", onclick: () => restoreArchived(c) }, "Restaurer", h("span", { class: "visually-hidden" }, ` ${who}`));
+        return h("tr", {}, h("td", {}, who), h("td", {}, counsellor + state), h("td", {}, restore));
+      }
       const button = h("button", { type: "button", class: "secondary", onclick: () => openTransfer(c) }, t("transfer"), h("span", { class: "visually-hidden" }, ` ${who}`));
       return h("tr", {}, h("td", {}, who), h("td", {}, counsellor + extra), h("td", {}, button));
     }),
@@ -484,6 +549,45 @@ async function submitTransfer(event) {
     await loadSupervision(t("transferDone"));
   } catch (err) {
     error.textContent = t("genericError", { message: err.message });
+  }
+}
+
+// ---------------------------------------------------------------- data lifecycle
+
+async function onExport() {
+  if (!current) return;
+  try {
+    await exportConversation(chat, current, $("#export-status"));
+  } catch (err) {
+    $("#export-status").textContent = t("genericError", { message: err.message });
+  }
+}
+
+function openArchive() {
+  const s = chat.summary(current);
+  if (!s) return;
+  $("#archive-form").reset();
+  $("#archive-error").textContent = "";
+  $("#archive-who").textContent = `${t("beneficiary")} : ${s.peer?.display_name || ""}`;
+  $("#dlg-archive").showModal();
+}
+
+async function submitArchive(event) {
+  event.preventDefault();
+  try {
+    await api.archive(current, $("#archive-reason").value);
+    $("#dlg-archive").close();
+  } catch (err) {
+    $("#archive-error").textContent = t("genericError", { message: err.message });
+  }
+}
+
+async function restoreArchived(conv) {
+  try {
+    await api.restore(conv.id);
+    await loadSupervision("Conversation restaurée.");
+  } catch (err) {
+    $("#supervision-status").textContent = t("genericError", { message: err.message });
   }
 }
 

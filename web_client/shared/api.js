@@ -117,6 +117,19 @@ export class Api {
     return this.get("/api/structure");
   }
 
+  // ---- data lifecycle (docs/privacy.md)
+  deleteAccount(password) {
+    return this.post("/api/account/delete", { password });
+  }
+
+  archive(conversation, reason) {
+    return this.post(`/api/conversations/${encodeURIComponent(conversation)}/archive`, { reason });
+  }
+
+  restore(conversation) {
+    return this.post(`/api/conversations/${encodeURIComponent(conversation)}/restore`);
+  }
+
   // ---- end-to-end keys
   registerDevice(dhPub, sigPub, registrationSig) {
     return this.post("/api/devices", { dh_pub: dhPub, sig_pub: sigPub, registration_sig: registrationSig });

@@ -16,6 +16,7 @@
  *                        noticesFor): this client re-wrapped keys for a device
  *                        (kind "keysshared"), or a security event (kind
  *                        "security": an envelope whose key failed its epoch's commitment)
+ *   items {conversation} the conversation's items were (re)loaded (loadItems)
  *   authfailed           the session is no longer valid
  *
  * Positions: for each loaded thread `lastSeq` is the highest `seq` such that
@@ -38,6 +39,7 @@ import { idbDelete, idbEntries, idbPut } from "./idb.js";
 import { newId, delay } from "./wire.js";
 
 const PAGE = 50;
+const ITEM_TYPES = new Set(["action", "appointment", "notice"]);
 const MAX_ATTEMPTS = 4;
 
 export function sortSummaries(list) {
@@ -143,6 +145,7 @@ export class ChatClient {
     const next = new Map();
     for (const s of list) next.set(s.id, { ...this.summaries.get(s.id), ...s });
     this.summaries = next;
+    for (const s of next.values()) this.decodePreview(s);
     // A conversation transferred away is no longer ours: forget its thread
     // (it is loaded afresh if it comes back).
     for (const id of [...this.threads.keys()]) if (!next.has(id)) this.threads.delete(id);
@@ -222,6 +225,7 @@ export class ChatClient {
       this.refreshSummaries();
     } else {
       this.summaries.set(update.id, { ...prev, ...update });
+      this.decodePreview(this.summaries.get(update.id));
       this.emit("summaries", {});
     }
     if (this.threads.has(update.id)) this.retryUndecrypted(update.id);
@@ -236,6 +240,8 @@ export class ChatClient {
       if (m.seq > (s.last_seq || 0)) {
         s.last_seq = m.seq;
         s.last_at = m.created_at;
+        s.last_message = m;
+        this.decodePreview(s);
       }
       if (m.sender === this.user.id) s.read = Math.max(s.read || 0, m.seq);
       s.unread = Math.max(0, s.last_seq - (s.read || 0));
@@ -244,6 +250,7 @@ export class ChatClient {
     }
     const thread = this.threads.get(m.conversation);
     if (thread) this.applyMessages(thread, [m]);
+    if (ITEM_TYPES.has(m.msg_type)) this.itemsChanged(m.conversation);
     if (m.sender !== this.user.id && m.sender !== "system") {
       this.emit("incoming", { conversation: m.conversation, message: m });
     }
@@ -497,6 +504,74 @@ export class ChatClient {
     return notice;
   }
 
+  // ------------------------------------------------------------------ previews and items
+
+  /** Decrypt a summary's last message for the list's preview (`summary.preview`, an item). */
+  async decodePreview(s) {
+    const m = s?.last_message;
+    if (!m || s.preview?.seq === m.seq) return;
+    const item = this.item(m);
+    s.preview = item;
+    if (!item.system) {
+      try {
+        item.content = await this.keys.decrypt(m);
+      } catch {
+        item.error = "unreadable";
+      }
+    }
+    // An edit or a delete: the preview is about the message it changes.
+    this.emit("summaries", {});
+  }
+
+  /** The conversation's items changed: reload them a little later (once for a burst). */
+  itemsChanged(conversation) {
+    this.itemTimers = this.itemTimers || new Map();
+    if (!this.itemsCache?.has(conversation)) return;
+    clearTimeout(this.itemTimers.get(conversation));
+    this.itemTimers.set(conversation, setTimeout(() => this.loadItems(conversation).catch(() => {}), 200));
+  }
+
+  /**
+   * The conversation's items (GET /api/conversations/{id}/items) with the
+   * decrypted content of each item's creation and of the current notice:
+   * {items: [{...server fields, content}], notice: {...server fields, content} | null}.
+   * Emits `items {conversation}` when loaded.
+   */
+  async loadItems(conversation) {
+    this.itemsCache = this.itemsCache || new Map();
+    this.bodyCache = this.bodyCache || new Map();
+    const answer = await this.api.get(`/api/conversations/${encodeURIComponent(conversation)}/items`);
+    const content = async (seq) => {
+      const key = `${conversation}|${seq}`;
+      if (this.bodyCache.has(key)) return this.bodyCache.get(key);
+      const held = this.threads.get(conversation)?.items.get(seq);
+      let value = held?.content || null;
+      if (!value) {
+        try {
+          const page = await this.api.messages(conversation, { after: seq - 1, limit: 1 });
+          const m = (page.messages || [])[0];
+          if (m && m.seq === seq) value = await this.keys.decrypt(m);
+        } catch {
+          value = null;
+        }
+      }
+      if (value) this.bodyCache.set(key, value);
+      return value;
+    };
+    const items = [];
+    for (const item of answer.items || []) items.push({ ...item, content: await content(item.created_seq) });
+    const notice = answer.notice ? { ...answer.notice, content: await content(answer.notice.seq) } : null;
+    const result = { items, notice };
+    this.itemsCache.set(conversation, result);
+    this.emit("items", { conversation });
+    return result;
+  }
+
+  /** The items last loaded for `conversation` (or null). */
+  itemsOf(conversation) {
+    return this.itemsCache?.get(conversation) || null;
+  }
+
   // ------------------------------------------------------------------ reading, typing, flags
 
   /** Mark the conversation read up to its latest message (when the person sees it). */
@@ -543,12 +618,22 @@ export class ChatClient {
   }
 
   /** Queue a text message; it is sent now if connected, else when the connection returns. */
-  async sendText(conversation, text) {
+  sendText(conversation, text) {
+    return this.send(conversation, "text", { text });
+  }
+
+  /**
+   * Queue any message: `content` is encrypted, `meta` is the server-visible
+   * part (signed). `clientId` may be chosen by the caller (an item's creation
+   * uses its item id). Returns the outbox entry.
+   */
+  async send(conversation, msgType, content, meta = {}, clientId = newId()) {
     const entry = {
-      clientId: newId(),
+      clientId,
       conversation,
-      msgType: "text",
-      content: { text },
+      msgType,
+      content,
+      meta,
       createdAt: Date.now() / 1000,
       state: "pending",
       attempts: 0,
@@ -637,9 +722,13 @@ export class ChatClient {
       }
       summary.read = Math.max(summary.read || 0, ack.seq);
       summary.unread = Math.max(0, summary.last_seq - summary.read);
+      if (ack.seq >= summary.last_seq) {
+        summary.preview = { ...this.item({ seq: ack.seq, sender: this.user.id, msg_type: entry.msgType, meta: entry.meta || {}, created_at: ack.created_at }), content: entry.content };
+      }
       this.emit("summaries", {});
     }
     await this.dropEntry(entry);
+    if (ITEM_TYPES.has(entry.msgType)) this.itemsChanged(conv);
     const thread = this.threads.get(conv);
     if (thread) {
       const m = {
@@ -693,6 +782,7 @@ export class ChatClient {
     } else {
       entry.state = "failed";
       entry.error = err?.message || code;
+      entry.errorCode = code;
       outcome = "again";
     }
     await this.saveEntry(entry);

@@ -4,6 +4,9 @@
  */
 
 const STRINGS = {
+  sysArchived: "Accompagnement clôturé ({reason}) : la conversation est en lecture seule.",
+  sysRestored: "La conversation a été rouverte par un superviseur.",
+  sysInactivityNotice: "Sans connexion de votre part, ce compte et ses messages seront supprimés le {date}. Connectez-vous pour le conserver.",
   appName: "CEJ Messagerie",
   consoleTitle: "Console conseiller",
   appTitle: "Ma messagerie",
@@ -138,6 +141,121 @@ const STRINGS = {
   outboxWaiting: "{n} message(s) en attente d'envoi",
   today: "aujourd'hui",
   daySeparator: "{day}",
+  dayToday: "Aujourd'hui",
+  dayYesterday: "Hier",
+  deletedMessage: "(message supprimé)",
+  edited: "(modifié)",
+  edit: "Modifier",
+  delete: "Supprimer",
+  editMessage: "Modifier le message",
+  deleteConfirm: "Supprimer ce message ? Il sera remplacé par « (message supprimé) » chez vous deux.",
+  save: "Enregistrer",
+  fieldRequired: "« {label} » est obligatoire.",
+  fieldTooLong: "« {label} » dépasse {max} caractères.",
+  dateRequired: "Indiquez une date.",
+  dateInPast: "Cette date est déjà passée.",
+  dateTooFar: "Cette date est à plus de deux ans.",
+  endBeforeStart: "La date de fin est avant la date de début.",
+  badUrl: "Le lien doit commencer par https:// ou http://.",
+  badDuration: "La durée doit être comprise entre 5 et 600 minutes.",
+  placeOrVisio: "Indiquez un lieu ou un lien de visio.",
+  badTransition: "Ce changement de statut n'est pas possible.",
+  fTitle: "Titre",
+  fCompany: "Entreprise ou organisme",
+  fPlace: "Lieu",
+  fUrl: "Lien vers l'offre",
+  fNote: "Note (facultatif)",
+  fKind: "Type",
+  fDescription: "Description",
+  fDue: "À réaliser avant le",
+  fStatus: "Statut",
+  fComment: "Commentaire",
+  fDate: "Date",
+  fTime: "Heure",
+  fDuration: "Durée (minutes)",
+  fVisio: "Lien de visio",
+  fNoticeText: "Message",
+  fStart: "Du",
+  fEnd: "Au (inclus)",
+  shareOffer: "Partager une offre",
+  newAction: "Créer une démarche",
+  changeAction: "Modifier la démarche",
+  newAppointment: "Fixer un rendez-vous",
+  changeAppointment: "Modifier le rendez-vous",
+  commentAction: "Commenter la démarche",
+  noticeTitle: "Message important",
+  noticeIntro: "Affiché en bannière chez chacun de vos bénéficiaires entre ces deux dates (absence, fermeture). Chiffré de bout en bout : une copie par conversation.",
+  noticeSend: "Publier",
+  noticeLift: "Retirer le message en cours",
+  noticeSent: "Message important publié dans {n} conversation(s).",
+  noticeLifted: "Message important retiré dans {n} conversation(s).",
+  noticeBanner: "Message de votre conseiller",
+  noticeUntil: "Jusqu'au {date}",
+  noticeLine: "Message important du {start} au {end} : {text}",
+  offerLabel: "Offre",
+  actionLabel: "Démarche",
+  appointmentLabel: "Rendez-vous",
+  offer_emploi: "Emploi",
+  offer_alternance: "Alternance",
+  offer_immersion: "Immersion",
+  offer_service_civique: "Service civique",
+  offer_evenement: "Événement",
+  rdv_individuel: "Entretien individuel",
+  rdv_atelier: "Atelier",
+  rdv_information_collective: "Information collective",
+  status_todo: "À faire",
+  status_in_progress: "En cours",
+  status_done: "Terminée",
+  status_cancelled: "Annulée",
+  status_scheduled: "Prévu",
+  setStatus_in_progress: "Commencer",
+  setStatus_done: "Terminer",
+  setStatus_cancelled: "Annuler la démarche",
+  setStatus_todo: "Remettre à faire",
+  actionReopen: "Rouvrir",
+  actionRestore: "Rétablir",
+  comment: "Commenter",
+  seeOffer: "Voir l'offre",
+  joinVisio: "Rejoindre la visio",
+  dueOn: "À réaliser avant le {date}",
+  overdue: "En retard",
+  rdvWhen: "{when} ({duration} min)",
+  rdvCancelled: "Rendez-vous annulé",
+  cancelAppointment: "Annuler le rendez-vous",
+  cancelAppointmentConfirm: "Annuler ce rendez-vous ? {name} en sera informé·e.",
+  willCome: "Je serai présent·e",
+  cannotCome: "Je ne pourrai pas venir",
+  answerYes: "Présence confirmée",
+  answerNo: "Ne pourra pas venir",
+  answerYesMine: "Vous avez confirmé votre présence.",
+  answerNoMine: "Vous avez indiqué ne pas pouvoir venir.",
+  noAnswer: "En attente de réponse",
+  previewOffer: "Offre : {title}",
+  previewAction: "Démarche : {title}",
+  previewAppointment: "Rendez-vous : {title}",
+  previewNotice: "Message important : {text}",
+  eventStatus: "« {title} » : {status}",
+  eventComment: "Commentaire sur « {title} » : {text}",
+  eventActionChanged: "« {title} » a été modifiée.",
+  eventRdvChanged: "Rendez-vous modifié.",
+  eventRdvCancelled: "Rendez-vous annulé.",
+  eventRdvYes: "{name} sera présent·e au rendez-vous.",
+  eventRdvNo: "{name} ne pourra pas venir au rendez-vous.",
+  itemsTitle: "Suivi",
+  openActions: "Démarches en cours",
+  comingAppointments: "Prochains rendez-vous",
+  noOpenActions: "Aucune démarche en cours.",
+  noComingAppointments: "Aucun rendez-vous prévu.",
+  toAnswer: "À répondre",
+  toAnswerHint: "Conversations où le bénéficiaire a écrit en dernier",
+  noToAnswer: "Aucune conversation en attente de réponse.",
+  err_invalid_date: "Date refusée par le serveur (passée ou trop lointaine).",
+  err_invalid_transition: "Ce changement n'est plus possible (l'élément a changé entre-temps).",
+  err_unknown_item: "Cet élément n'existe pas dans cette conversation.",
+  err_forbidden: "Vous ne pouvez pas faire cela.",
+  err_not_editable: "Ce message ne peut plus être modifié.",
+  err_not_own_message: "Vous ne pouvez modifier que vos propres messages.",
+  err_body_too_large: "Contenu trop long.",
 };
 
 /** The French text for `key`, with `{name}` placeholders filled from `vars`. */
@@ -176,4 +294,35 @@ export function lastSeenText(seconds) {
   const d = new Date(seconds * 1000);
   const today = dayKeyFmt.format(d) === dayKeyFmt.format(new Date());
   return t("lastSeen", { when: today ? `à ${timeFmt.format(d)}` : `le ${dateFmt.format(d)}` });
+}
+
+const weekdayFmt = new Intl.DateTimeFormat("fr-FR", { weekday: "long", day: "numeric", month: "long", timeZone: TZ });
+const weekdayYearFmt = new Intl.DateTimeFormat("fr-FR", { weekday: "long", day: "numeric", month: "long", year: "numeric", timeZone: TZ });
+const dateLongFmt = new Intl.DateTimeFormat("fr-FR", { day: "numeric", month: "long", year: "numeric", timeZone: TZ });
+const yearFmt = new Intl.DateTimeFormat("fr-FR", { year: "numeric", timeZone: TZ });
+
+/** The day of `seconds` in Europe/Paris, as "2026-12-01" (to group messages by day). */
+export function dayKey(seconds) {
+  return dayKeyFmt.format(new Date(seconds * 1000));
+}
+
+/** "Aujourd'hui", "Hier", "lundi 30 novembre" (with the year if not this year). */
+export function dayLabel(seconds, now = Date.now() / 1000) {
+  const key = dayKey(seconds);
+  if (key === dayKey(now)) return t("dayToday");
+  if (key === dayKey(now - 86400)) return t("dayYesterday");
+  const d = new Date(seconds * 1000);
+  const sameYear = yearFmt.format(d) === yearFmt.format(new Date(now * 1000));
+  return (sameYear ? weekdayFmt : weekdayYearFmt).format(d);
+}
+
+/** "3 décembre 2026". */
+export function dateLong(seconds) {
+  return dateLongFmt.format(new Date(seconds * 1000));
+}
+
+/** "jeudi 3 décembre à 14:30". */
+export function whenText(seconds) {
+  const d = new Date(seconds * 1000);
+  return `${weekdayFmt.format(d)} à ${timeFmt.format(d)}`;
 }

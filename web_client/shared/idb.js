@@ -81,3 +81,8 @@ export async function idbEntries(store) {
   const [keys, values] = await Promise.all([promisify(s.getAllKeys()), promisify(s.getAll())]);
   return keys.map((k, i) => [k, values[i]]);
 }
+
+/** Empty every store (after the account was deleted: nothing of it stays on this device). */
+export async function idbClearAll() {
+  for (const store of STORES) await tx(store, "readwrite", (s) => s.clear());
+}

@@ -4,7 +4,20 @@
  * and the "new message while the tab is hidden" signals.
  */
 
-import { t, clock } from "./i18n.js";
+import { t, clock, longTime } from "./i18n.js";
+
+/** The archive reasons (codes of docs/protocol.md) in French. */
+export const ARCHIVE_REASONS = {
+  emploi: "sortie en emploi",
+  formation: "sortie en formation",
+  fin_accompagnement: "fin d'accompagnement",
+  demenagement: "déménagement",
+  autre: "autre motif",
+};
+
+export function archiveReasonText(code) {
+  return ARCHIVE_REASONS[code] || ARCHIVE_REASONS.autre;
+}
 
 /** Create an element: h("button", {class: "x", onclick: fn}, "text", child). */
 export function h(tag, attrs = {}, ...children) {
@@ -51,6 +64,12 @@ export function messageText(item, peerName = "") {
         return t("sysTemporaryCounsellor");
       case "system.epoch_rotated":
         return t("sysEpochRotated");
+      case "system.archived":
+        return t("sysArchived", { reason: archiveReasonText(item.meta?.reason) });
+      case "system.restored":
+        return t("sysRestored");
+      case "system.inactivity_notice":
+        return t("sysInactivityNotice", { date: item.meta?.deletion_at ? longTime(item.meta.deletion_at) : "?" });
       case "system.device_changed": {
         const removed = item.meta?.change === "removed";
         if (item.aboutMe) return t(removed ? "sysMyDeviceRemoved" : "sysMyDeviceAdded");

@@ -1,0 +1,1 @@
+"""The data lifecycle: retention, erasure, archiving, access requests (``docs/privacy.md``)."""
