@@ -33,6 +33,9 @@ from chat_server.storage.base import (
 )
 from chat_server.storage.embedded import EmbeddedMongo
 from chat_server.storage.presence import SingleProcessPresence
+from notifications.service import PushService
+from notifications.setup import build_push
+from notifications.store import PushStore
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,9 @@ class Database(Protocol):
 
     def lifecycle(self) -> LifecycleStore:
         """The lifecycle store (retention, erasure, archives)."""
+
+    def push(self) -> PushStore:
+        """The push store (Web Push subscriptions, the push outbox)."""
 
     async def ping(self) -> bool:
         """True if the backend answers."""
@@ -83,6 +89,7 @@ class Services:
     lifecycle: LifecycleService
     retention: RetentionJob
     process_id: str
+    push: PushService
     # The last background check of each dependency (``/healthz`` answers from it, no I/O).
     checks: dict[str, bool] = field(default_factory=lambda: {"store": True, "broker": True})
     _closers: list[object] = field(default_factory=list)
@@ -182,8 +189,10 @@ async def build_services(
         settings.store_timeout_seconds,
     )
     keys = KeyService(key_store, messages, accounts_store, conversations, hub, clock)
-    # Push subscriptions and attachments, once they exist, register an ErasureHook here
-    # (eraser.hooks) and push a WarningHook (retention.warning_hooks).
+    push = await build_push(settings, db.push(), messages, accounts_store, clock)
+    # The push outbox gets a job after each new message's durable write.
+    conversations.on_stored = push.outbox.message_stored
+    # Attachments, once they exist, register an ErasureHook here too (eraser.hooks).
     eraser = AccountEraser(
         lifecycle_store,
         accounts_store,
@@ -191,6 +200,7 @@ async def build_services(
         key_store,
         clock,
         disconnect=lambda user_id: hub.revoke(user_id, REVOKE_ERASED),
+        hooks=[push],
     )
     policy = RetentionPolicy.from_settings(settings)
     retention = RetentionJob(
@@ -223,8 +233,13 @@ async def build_services(
         lifecycle=lifecycle,
         retention=retention,
         process_id=secrets.token_hex(8),
+        push=push,
         _closers=closers,
     )
+    if push.worker is not None:
+        # Stops with the others (``_stopping``); its sender closes after the loop ends.
+        closers.append(push.worker)
+        svc._tasks.append(asyncio.create_task(push.worker.run(svc._stopping), name="push-worker"))
     svc._tasks.append(asyncio.create_task(_heartbeat(svc), name="presence-heartbeat"))
     svc._tasks.append(
         asyncio.create_task(

@@ -71,6 +71,18 @@ class Settings:
     retention_job: str = "in-process"
     retention_interval_seconds: float = 3600.0
     retention_batch_size: int = 200
+    # Web Push (notifications/, docs/deployment.md).
+    push_worker: str = "in-process"
+    vapid_private_key: str | None = None
+    vapid_subject: str = "mailto:admin@localhost"
+    push_allowed_hosts: tuple[str, ...] = ()
+    push_allow_loopback: bool = False
+    push_timeout_seconds: float = 10.0
+    push_max_attempts: int = 5
+    push_backoff_seconds: float = 2.0
+    push_ttl_seconds: int = 7 * 86400
+    push_concurrency: int = 32
+    push_poll_seconds: float = 1.0
 
     def origins(self) -> tuple[str, ...]:
         """Allowed WebSocket/HTTP origins; defaults to this server's own address."""
@@ -139,6 +151,32 @@ def _addresses(name: str, raw: str) -> tuple[str, ...]:
     return items
 
 
+def _subject(name: str, raw: str) -> str:
+    if not (raw.startswith("mailto:") and "@" in raw) and not raw.startswith("https://"):
+        raise SettingsError(name, "a mailto: address or an https:// URL", raw)
+    return raw
+
+
+def _hosts(name: str, raw: str) -> tuple[str, ...]:
+    import re
+
+    items = tuple(h.strip().lower().rstrip(".") for h in raw.split(",") if h.strip())
+    for h in items:
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9.\-]*[a-z0-9])?", h):
+            raise SettingsError(name, "a comma-separated list of host names", raw)
+    return items
+
+
+def _vapid_key(name: str, raw: str) -> str:
+    from notifications.vapid import VapidKeyError, normalise
+
+    try:
+        return normalise(raw)
+    except VapidKeyError:
+        expected = "a P-256 private key (PEM, or the base64url of its 32 bytes)"
+        raise SettingsError(name, expected, "<hidden>") from None
+
+
 def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
     if raw not in allowed:
         raise SettingsError(name, "one of " + ", ".join(allowed), raw)
@@ -187,26 +225,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     take("STORE_TIMEOUT_SECONDS", "store_timeout_seconds", lambda n, r: _float(n, r, 0.5, 60))
     take("TRUSTED_PROXIES", "trusted_proxies", _addresses)
     take("ADDRESS_MAX_FAILURES", "address_max_failures", lambda n, r: _int(n, r, 1, 10**6))
-    take(
-        "PASSWORD_HASH_CONCURRENCY", "password_hash_concurrency", lambda n, r: _int(n, r, 1, 256)
-    )
+    take("PASSWORD_HASH_CONCURRENCY", "password_hash_concurrency", lambda n, r: _int(n, r, 1, 256))
     take("PASSWORD_HASH_QUEUE", "password_hash_queue", lambda n, r: _int(n, r, 0, 10**5))
-    take(
-        "MAX_CONNECTIONS_PER_USER", "max_connections_per_user", lambda n, r: _int(n, r, 1, 10**4)
-    )
+    take("MAX_CONNECTIONS_PER_USER", "max_connections_per_user", lambda n, r: _int(n, r, 1, 10**4))
     take(
         "HANDSHAKE_TIMEOUT_SECONDS",
         "handshake_timeout_seconds",
         lambda n, r: _float(n, r, 0.5, 600),
     )
-    take(
-        "SESSION_RECHECK_SECONDS", "session_recheck_seconds", lambda n, r: _float(n, r, 1, 86400)
-    )
+    take("SESSION_RECHECK_SECONDS", "session_recheck_seconds", lambda n, r: _float(n, r, 1, 86400))
     take("INACTIVE_ACCOUNT_DAYS", "inactive_account_days", lambda n, r: _int(n, r, 31, 36500))
     take("INACTIVITY_NOTICE_DAYS", "inactivity_notice_days", lambda n, r: _int(n, r, 1, 365))
-    take(
-        "ARCHIVE_RETENTION_DAYS", "archive_retention_days", lambda n, r: _int(n, r, 1, 36500)
-    )
+    take("ARCHIVE_RETENTION_DAYS", "archive_retention_days", lambda n, r: _int(n, r, 1, 36500))
     take("AUDIT_RETENTION_DAYS", "audit_retention_days", lambda n, r: _int(n, r, 1, 36500))
     take("RETENTION_JOB", "retention_job", lambda n, r: _choice(n, r, ("in-process", "off")))
     take(
@@ -215,6 +245,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lambda n, r: _float(n, r, 10, 7 * 86400),
     )
     take("RETENTION_BATCH_SIZE", "retention_batch_size", lambda n, r: _int(n, r, 1, 10_000))
+    take("PUSH_WORKER", "push_worker", lambda n, r: _choice(n, r, ("in-process", "off")))
+    take("VAPID_PRIVATE_KEY", "vapid_private_key", _vapid_key)
+    take("VAPID_SUBJECT", "vapid_subject", _subject)
+    take("PUSH_ALLOWED_HOSTS", "push_allowed_hosts", _hosts)
+    take("PUSH_ALLOW_LOOPBACK", "push_allow_loopback", _bool)
+    take("PUSH_TIMEOUT_SECONDS", "push_timeout_seconds", lambda n, r: _float(n, r, 0.5, 120))
+    take("PUSH_MAX_ATTEMPTS", "push_max_attempts", lambda n, r: _int(n, r, 1, 50))
+    take("PUSH_BACKOFF_SECONDS", "push_backoff_seconds", lambda n, r: _float(n, r, 0.01, 3600))
+    take("PUSH_TTL_SECONDS", "push_ttl_seconds", lambda n, r: _int(n, r, 60, 28 * 86400))
+    take("PUSH_CONCURRENCY", "push_concurrency", lambda n, r: _int(n, r, 1, 1024))
+    take("PUSH_POLL_SECONDS", "push_poll_seconds", lambda n, r: _float(n, r, 0.05, 60))
     settings = Settings(**kw)  # type: ignore[arg-type]
     if settings.inactivity_notice_days >= settings.inactive_account_days:
         raise SettingsError(

@@ -54,7 +54,7 @@ def inventory(text: str) -> dict[str, set[str]]:
         end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
         fields: set[str] = set()
         for row in ROW.finditer(text[m.end() : end]):
-            fields.update(re.findall(r"`([A-Za-z_]+)`", row.group(1)))
+            fields.update(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", row.group(1)))
         out[m.group(1)] = fields
     return out
 
@@ -98,7 +98,7 @@ async def stored_shape(svc: Services) -> dict[str, set[str]]:
 @pytest.fixture
 async def busy(settings: Settings) -> AsyncIterator[Services]:
     """Services on the embedded engine after writing every kind of record."""
-    svc = await build_services(replace(settings, retention_job="off"))
+    svc = await build_services(replace(settings, retention_job="off", push_worker="off"))
     try:
         acc = svc.accounts
         st = await acc.create_structure("ML", "mission_locale", ("CEJ",))
@@ -142,6 +142,16 @@ async def busy(settings: Settings) -> AsyncIterator[Services]:
         await svc.lifecycle_store.mark_warned(sup.id, 7.0)
 
         await presence.process_alive(svc.process_id, 99.0)  # what several processes write
+        # A push subscription and a job that waits (the worker is not running here).
+        from notifications.models import JobKind, PushJob, Subscription, Target
+
+        push = svc.push.store
+        await push.put_subscription(
+            Subscription("s1", nb.user.id, "phone-1", "https://push.example/x", "p", "a", 8.0)
+        )
+        job = PushJob("m:x:1", JobKind.MESSAGE, (nb.user.id,), 9.0, 10**10, conv, 1)
+        await push.add_job(job)
+        await push.update_job(job.id, {"s1": Target(1, 10**10)}, 10**10)
         yield svc
     finally:
         await svc.close()

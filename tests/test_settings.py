@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 
 from chat_server.settings import Settings, SettingsError, load_settings
+from notifications.vapid import generate_pem
 from tests.helpers import REPO_ROOT, clean_env
+
+VAPID_PEM = generate_pem()
 
 GOOD: list[tuple[str, str, str, Any]] = [
     ("HOST", "0.0.0.0", "host", "0.0.0.0"),
@@ -59,9 +62,33 @@ GOOD: list[tuple[str, str, str, Any]] = [
     ("RETENTION_JOB", "off", "retention_job", "off"),
     ("RETENTION_INTERVAL_SECONDS", "600", "retention_interval_seconds", 600.0),
     ("RETENTION_BATCH_SIZE", "50", "retention_batch_size", 50),
+    ("PUSH_WORKER", "off", "push_worker", "off"),
+    ("VAPID_PRIVATE_KEY", VAPID_PEM, "vapid_private_key", None),
+    ("VAPID_SUBJECT", "https://chat.example/contact", "vapid_subject", None),
+    ("VAPID_SUBJECT", "mailto:ops@chat.example", "vapid_subject", None),
+    (
+        "PUSH_ALLOWED_HOSTS",
+        "fcm.googleapis.com, push.services.mozilla.com.",
+        "push_allowed_hosts",
+        ("fcm.googleapis.com", "push.services.mozilla.com"),
+    ),
+    ("PUSH_ALLOW_LOOPBACK", "true", "push_allow_loopback", True),
+    ("PUSH_TIMEOUT_SECONDS", "3", "push_timeout_seconds", 3.0),
+    ("PUSH_MAX_ATTEMPTS", "3", "push_max_attempts", 3),
+    ("PUSH_BACKOFF_SECONDS", "0.5", "push_backoff_seconds", 0.5),
+    ("PUSH_TTL_SECONDS", "3600", "push_ttl_seconds", 3600),
+    ("PUSH_CONCURRENCY", "8", "push_concurrency", 8),
+    ("PUSH_POLL_SECONDS", "0.5", "push_poll_seconds", 0.5),
 ]
 
 BAD: list[tuple[str, str]] = [
+    ("PUSH_WORKER", "separate"),
+    ("VAPID_SUBJECT", "admin@example"),
+    ("PUSH_ALLOWED_HOSTS", "https://fcm.googleapis.com"),
+    ("PUSH_ALLOW_LOOPBACK", "sometimes"),
+    ("PUSH_TIMEOUT_SECONDS", "0"),
+    ("PUSH_MAX_ATTEMPTS", "0"),
+    ("PUSH_TTL_SECONDS", "10"),
     ("PORT", "abc"),
     ("PORT", "70000"),
     ("PORT", "-1"),
@@ -123,6 +150,14 @@ def test_every_settings_field_has_a_variable() -> None:
     covered = {attr for _, _, attr, _ in GOOD}
     fields = set(Settings.__dataclass_fields__) - {"extra"}
     assert fields == covered
+
+
+def test_a_bad_vapid_key_is_refused_without_echoing_it() -> None:
+    for raw in ("not a key", "A" * 42, VAPID_PEM.replace("A", "B", 3)):
+        with pytest.raises(SettingsError) as info:
+            load_settings({"VAPID_PRIVATE_KEY": raw})
+        assert info.value.name == "VAPID_PRIVATE_KEY"
+        assert raw not in str(info.value)
 
 
 def test_empty_value_means_default() -> None:

@@ -64,6 +64,7 @@ async def logout(request: Request) -> Response:
     user, session = await current(request)
     svc = services(request)
     await svc.accounts.logout(bearer(request))
+    await svc.push.forget_device(user.id, session.device_id)
     await svc.hub.revoke(user.id, session.token_hash)
     return ok({"ok": True})
 
@@ -74,6 +75,7 @@ async def logout_all(request: Request) -> Response:
     user, _ = await current(request)
     svc = services(request)
     count = await svc.accounts.logout_everywhere(user.id)
+    await svc.push.forget_device(user.id, None)
     await svc.hub.revoke(user.id, "*")
     return ok({"ok": True, "sessions_ended": count})
 

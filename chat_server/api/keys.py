@@ -103,6 +103,7 @@ async def remove_device(request: Request) -> Response:
     user, _ = await current(request)
     svc = services(request)
     await svc.keys.remove_device(user, request.path_params["device_id"])
+    await svc.push.forget_device(user.id, request.path_params["device_id"])
     return ok({"ok": True})
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import msgspec
@@ -125,6 +125,8 @@ class ConversationService:
         self._verifier = verifier
         self._max_body = max_body_bytes
         self._store_timeout = store_timeout
+        #: Called after a new message's durable write, before its ack (the push outbox).
+        self.on_stored: Callable[[Conversation, StoredMessage], Awaitable[None]] | None = None
 
     async def member_conversation(self, user_id: str, conversation_id: str) -> Conversation:
         """The conversation if ``user_id`` is a member; else ``NotMember``."""
@@ -191,6 +193,8 @@ class ConversationService:
             raise Unavailable("the store is unavailable; nothing was stored; retry") from None
         if created:
             await self._publish_message(conv, stored, origin)
+            if self.on_stored is not None:
+                await self.on_stored(conv, stored)
             # Sending implies having read everything before it. Stored already: a store
             # failure here must not turn the ack into an error.
             try:
@@ -295,6 +299,8 @@ class ConversationService:
             await self._publish_message(conv, stored, "")
             if actor is not None and actor in conv.members:
                 await self._messages.advance_read(conv.id, actor, stored.seq)
+            if self.on_stored is not None and types.lookup(msg_type, from_server=True).notify:
+                await self.on_stored(conv, stored)
             if not types.lookup(msg_type, from_server=True).notify:
                 # Key housekeeping is not news: members who were up to date stay so.
                 markers = (await self._messages.read_markers([conv.id])).get(conv.id, {})

@@ -38,6 +38,7 @@ from chat_server.rooms.models import (
     User,
 )
 from chat_server.storage.base import Conflict, NonceReused
+from notifications.store import MemoryPushStore
 
 
 @dataclass
@@ -111,6 +112,7 @@ class MemoryDatabase:
 
     def __init__(self) -> None:
         self._state = _State()
+        self._push: MemoryPushStore | None = None
 
     def accounts(self) -> MemoryAccountStore:
         """The account store on this database."""
@@ -131,6 +133,12 @@ class MemoryDatabase:
     def lifecycle(self) -> MemoryLifecycleStore:
         """The lifecycle store on this database."""
         return MemoryLifecycleStore(self._state)
+
+    def push(self) -> MemoryPushStore:
+        """The push store (subscriptions, outbox) of this database."""
+        if self._push is None:
+            self._push = MemoryPushStore()
+        return self._push
 
     async def ping(self) -> bool:
         """Always True: the store is this process's memory."""

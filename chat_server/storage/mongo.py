@@ -50,6 +50,7 @@ from chat_server.storage.base import (
 if TYPE_CHECKING:
     from chat_server.storage.mongo_keys import MongoKeyStore
     from chat_server.storage.mongo_lifecycle import MongoLifecycleStore
+    from chat_server.storage.mongo_push import MongoPushStore
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,7 @@ class MongoDatabase:
         await db.login_failures.create_index([("start", ASCENDING)])
         await self.keys().create_indexes()
         await self.lifecycle().create_indexes()
+        await self.push().create_indexes()
 
     def accounts(self) -> MongoAccountStore:
         """The account store on this database."""
@@ -191,6 +193,12 @@ class MongoDatabase:
         from chat_server.storage.mongo_lifecycle import MongoLifecycleStore
 
         return MongoLifecycleStore(self.db)
+
+    def push(self) -> MongoPushStore:
+        """The push store (subscriptions, outbox) on this database."""
+        from chat_server.storage.mongo_push import MongoPushStore
+
+        return MongoPushStore(self.db)
 
     def collection(self, name: str) -> AsyncCollection[Doc]:
         """A raw collection, for the other adapters of this package."""

@@ -1,0 +1,71 @@
+"""The outbox writer: the web process records push jobs, after the durable write.
+
+``Outbox.message_stored`` is called by ``ConversationService.send`` once the
+message is durably stored and before its ack: the job is keyed by
+(conversation, seq), so a second call for the same message writes nothing.
+A store failure here is logged and never turns the stored message into an
+error for its sender (the message is already durable; only its push is lost,
+which the log line says).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from chat_server.rooms.models import Conversation, StoredMessage
+from chat_server.storage.base import StoreError
+from notifications.models import JobKind, PushJob
+from notifications.payload import PREFERENCE_OF_TYPE
+from notifications.store import PushStore
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+def message_job_id(conversation_id: str, seq: int) -> str:
+    """The outbox id of a message's push job."""
+    return f"m:{conversation_id}:{seq}"
+
+
+class Outbox:
+    """Writes push jobs into the ``PushStore``; wakes an in-process worker if there is one."""
+
+    def __init__(
+        self, store: PushStore, clock: Clock, wake: Callable[[], None] | None = None
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self.wake = wake
+
+    async def add(self, job: PushJob) -> bool:
+        """Write ``job`` (idempotent by id); False if it existed or could not be written."""
+        try:
+            added = await self._store.add_job(job)
+        except StoreError as exc:
+            log.warning("push job not written", extra={"job": job.id, "error": str(exc)})
+            return False
+        if added and self.wake is not None:
+            self.wake()
+        return added
+
+    async def message_stored(self, conv: Conversation, message: StoredMessage) -> None:
+        """Record the push of a stored message to the other member(s) of ``conv``."""
+        if message.msg_type not in PREFERENCE_OF_TYPE:
+            return
+        recipients = tuple(m for m in conv.members if m and m != message.sender_id)
+        if not recipients:
+            return
+        now = self._clock()
+        await self.add(
+            PushJob(
+                id=message_job_id(conv.id, message.seq),
+                kind=JobKind.MESSAGE,
+                recipients=recipients,
+                created_at=now,
+                due_at=now,
+                conversation_id=conv.id,
+                seq=message.seq,
+            )
+        )
