@@ -198,6 +198,7 @@ async def build_services(
     push = await build_push(settings, db.push(), messages, accounts_store, clock)
     # The push outbox gets a job after each new message's durable write.
     conversations.on_stored = push.outbox.message_stored
+    keys.on_key_request = push.outbox.key_request
     # Attachments, once they exist, register an ErasureHook here too (eraser.hooks).
     eraser = AccountEraser(
         lifecycle_store,

@@ -5,7 +5,8 @@ message is durably stored and before its ack: the job is keyed by
 (conversation, seq), so a second call for the same message writes nothing.
 A store failure here is logged and never turns the stored message into an
 error for its sender (the message is already durable; only its push is lost,
-which the log line says).
+which the log line says). Nobody to notify (no recipient has a subscription):
+no job at all, so a deployment without push pays one indexed read per message.
 """
 
 from __future__ import annotations
@@ -50,12 +51,21 @@ class Outbox:
             self.wake()
         return added
 
+    async def _subscribed(self, user_ids: tuple[str, ...]) -> bool:
+        """True if one of these users has a subscription (no job, no worker round otherwise).
+
+        A store failure answers True: the job is then written if the store allows."""
+        try:
+            return bool(await self._store.subscriptions_of(user_ids))
+        except StoreError:
+            return True
+
     async def message_stored(self, conv: Conversation, message: StoredMessage) -> None:
         """Record the push of a stored message to the other member(s) of ``conv``."""
         if message.msg_type not in PREFERENCE_OF_TYPE:
             return
         recipients = tuple(m for m in conv.members if m and m != message.sender_id)
-        if not recipients:
+        if not recipients or not await self._subscribed(recipients):
             return
         now = self._clock()
         await self.add(
@@ -67,5 +77,23 @@ class Outbox:
                 due_at=now,
                 conversation_id=conv.id,
                 seq=message.seq,
+                data={"preference": PREFERENCE_OF_TYPE[message.msg_type]},
+            )
+        )
+
+    async def key_request(self, conv: Conversation, device_id: str) -> None:
+        """Tell the conversation's counsellor that a new device waits for approval."""
+        if not conv.counsellor_id or not await self._subscribed((conv.counsellor_id,)):
+            return
+        now = self._clock()
+        await self.add(
+            PushJob(
+                id=f"k:{conv.id}:{device_id}",
+                kind=JobKind.KEY_REQUEST,
+                recipients=(conv.counsellor_id,),
+                created_at=now,
+                due_at=now,
+                conversation_id=conv.id,
+                data={"preference": "key_requests"},
             )
         )

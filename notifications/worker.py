@@ -62,7 +62,6 @@ class Content:
     urgency: str
     ttl: int
     topic: str | None
-    preference: str
 
 
 @dataclass
@@ -165,14 +164,21 @@ class PushWorker:
         return len(jobs)
 
     async def _handle(self, job: PushJob) -> None:
+        now = self._clock()
+        targets = job.targets
+        if targets is None:
+            targets = await self._expand(job, now)
+        if job.kind is JobKind.MESSAGE and targets:
+            targets = await self._unread_only(job, targets)
+        if not targets:
+            # Nobody to reach (no subscription, preferences, read already): the message
+            # itself is never read.
+            await self._store.delete_job(job.id)
+            return
         content = await self._content(job)
         if content is None:
             await self._store.delete_job(job.id)
             return
-        now = self._clock()
-        targets = job.targets if job.targets is not None else await self._expand(job, content, now)
-        if job.kind is JobKind.MESSAGE and targets:
-            targets = await self._unread_only(job, targets)
         ready = {k: t for k, t in targets.items() if t.not_before <= now}
         later = {k: t for k, t in targets.items() if t.not_before > now}
         results = await asyncio.gather(
@@ -188,11 +194,12 @@ class PushWorker:
         else:
             await self._store.delete_job(job.id)
 
-    async def _expand(self, job: PushJob, content: Content, now: float) -> dict[str, Target]:
+    async def _expand(self, job: PushJob, now: float) -> dict[str, Target]:
         subs = await self._store.subscriptions_of(job.recipients)
+        preference = str(job.data.get("preference", "messages"))
         targets: dict[str, Target] = {}
         for sub in subs:
-            if not rules.wanted(sub, content.preference, job.conversation_id):
+            if not rules.wanted(sub, preference, job.conversation_id):
                 self.counters.skipped += 1
                 continue
             targets[sub.id] = Target(0, self._not_before(sub, job, now))
@@ -224,12 +231,11 @@ class PushWorker:
         if job.kind is JobKind.MESSAGE:
             return await self._message_content(job)
         conv = job.conversation_id
-        fields = {k: v for k, v in job.data.items() if k != "preference"}
-        pref = str(job.data.get("preference", "reminders"))
+        fields = {k: v for k, v in job.data.items() if k not in ("preference", "ttl")}
         body = payload.simple_payload(job.kind.value, conv, **fields)
         ttl = int(str(job.data.get("ttl", self.config.message_ttl)))
         topic = payload.topic(conv + ":" + job.kind.value) if conv else None
-        return Content(body, body, "normal", ttl, topic, pref)
+        return Content(body, body, "normal", ttl, topic)
 
     async def _message_content(self, job: PushJob) -> Content | None:
         if job.conversation_id is None or job.seq is None:
@@ -252,7 +258,6 @@ class PushWorker:
             "high",
             self.config.message_ttl,
             payload.topic(job.conversation_id),
-            payload.PREFERENCE_OF_TYPE.get(m.msg_type, "messages"),
         )
 
     async def _deliver(self, sub_id: str, target: Target, content: Content) -> Target | None:

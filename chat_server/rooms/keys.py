@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,6 +226,8 @@ class KeyService:
         self._conversations = conversations
         self._hub = hub
         self._clock = clock
+        #: Called when a device waits for the counsellor's approval (the push outbox).
+        self.on_key_request: Callable[[Conversation, str], Awaitable[None]] | None = None
 
     # ------------------------------------------------------------------ devices
 
@@ -624,6 +626,8 @@ class KeyService:
                 )
             )
             await self._hub.publish(holders if approved else [conv.counsellor_id], frame)
+            if not approved and self.on_key_request is not None:
+                await self.on_key_request(conv, requested)
 
     async def open_requests(self, user: User, device_id: str) -> list[dict[str, Any]]:
         """Requests this device could fulfil: approved, open, in conversations it can read."""

@@ -16,6 +16,7 @@ import { archiveNotice, exportConversation, readOnly, setComposerEnabled } from 
 import { t } from "../shared/i18n.js";
 import { $, h, showScreen, Attention } from "../shared/ui.js";
 import { newId } from "../shared/wire.js";
+import { Notifications } from "../shared/notify.js";
 import { bindDialogClose, loginError, loginSubmitHandler, logoutAndReload, setUpDevice, showStartError } from "../shared/login.js";
 import {
   bindEnterToSend,
@@ -41,9 +42,10 @@ let peerTyping = false;
 let deleting = false;
 let itemsRequested = false;
 let noticeTimer = null;
+let notifications = null;
 
 if ("serviceWorker" in navigator) {
-  navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => {});
+  navigator.serviceWorker.register("/app/sw.js", { scope: "/app/", type: "module" }).catch(() => {});
 }
 
 window.addEventListener("beforeinstallprompt", (event) => {
@@ -184,6 +186,22 @@ function startThread() {
   bindEnterToSend(() => matchMedia("(pointer: fine)").matches);
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && conversationId()) chat.markRead(conversationId());
+    notifications.viewing(conversationId());
+  });
+  // Push: the invitation comes after the person's first message (never on first load).
+  notifications = new Notifications({
+    api,
+    sw: "/app/sw.js",
+    scope: "/app/",
+    banner: $("#push-invite"),
+    onOpen: () => {
+      $("#message").focus();
+      notifications.viewing(conversationId());
+    },
+  });
+  $("#btn-notifications").addEventListener("click", () => {
+    toggleMenu();
+    notifications.openSettings();
   });
 
   // The beneficiary's app never re-wraps keys for anyone (docs/security.md).
@@ -198,6 +216,7 @@ function startThread() {
       idbPut("kv", "session", session);
     }
     if (id && !chat.thread(id)) chat.openThread(id);
+    if (id) notifications.viewing(id);
     if (id && !chat.itemsOf(id) && !itemsRequested) {
       itemsRequested = true;
       chat.loadItems(id).catch(() => (itemsRequested = false));
@@ -301,7 +320,9 @@ function onTypingInput() {
 
 function onSend(event) {
   event.preventDefault();
-  return sendComposed(chat, typing, conversationId());
+  const sent = sendComposed(chat, typing, conversationId());
+  notifications.invite();
+  return sent;
 }
 
 function toggleMenu() {

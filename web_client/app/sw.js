@@ -1,11 +1,18 @@
 /**
- * Service worker of the beneficiary app: keeps the app shell so the app
- * opens without network. Network first (always the latest code when
- * online), the cache when offline. The API and the WebSocket are never
- * cached: messages are end-to-end encrypted and fetched fresh.
+ * Service worker of the beneficiary app (a module worker): keeps the app
+ * shell so the app opens without network. Network first (always the latest
+ * code when online), the cache when offline. The API and the WebSocket are
+ * never cached: messages are end-to-end encrypted and fetched fresh. Push
+ * notifications: ../shared/push-sw.js (the preview is decrypted here, on the
+ * device).
  */
 
-const CACHE = "cejchat-app-v1";
+import { onNotificationClick, onPush } from "../shared/push-sw.js";
+
+self.addEventListener("push", onPush);
+self.addEventListener("notificationclick", onNotificationClick);
+
+const CACHE = "cejchat-app-v2";
 const SHELL = [
   "/app/",
   "/app/index.html",
@@ -15,6 +22,7 @@ const SHELL = [
   "/shared/base.css",
   "/shared/api.js",
   "/shared/b64.js",
+  "/shared/meta.js",
   "/shared/cards.js",
   "/shared/chat.js",
   "/shared/crypto.js",
@@ -27,6 +35,8 @@ const SHELL = [
   "/shared/socket.js",
   "/shared/ui.js",
   "/shared/lifecycle.js",
+  "/shared/notify.js",
+  "/shared/push-sw.js",
   "/shared/wire.js",
   "/shared/icons/favicon.png",
   "/shared/icons/favicon-alert.png",

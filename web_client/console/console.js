@@ -24,6 +24,7 @@ import {
 import { loadOlderKeepingPlace, renderItemsPanel, renderThreadList } from "../shared/cards.js";
 import { openActionDialog, openAppointmentDialog, openNoticeDialog, openOfferDialog } from "../shared/forms.js";
 import { previewText } from "../shared/items.js";
+import { Notifications } from "../shared/notify.js";
 
 const SESSION_KEY = "cejchat.console.session";
 const BASE_TITLE = "Console conseiller — CEJ Messagerie";
@@ -38,6 +39,9 @@ const peerTyping = new Map();
 // conversation -> Map(device -> request) of devices waiting for this user's decision.
 const keyRequests = new Map();
 let typing = null;
+let notifications = null;
+// A conversation a notification asked to open before the list had arrived.
+let openWhenListed = null;
 let toAnswer = false;
 
 // ---------------------------------------------------------------- login
@@ -123,12 +127,35 @@ function startApp(login) {
   $("#archive-form").addEventListener("submit", submitArchive);
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && current) chat.markRead(current);
+    notifications.viewing(current);
   });
+  notifications = new Notifications({
+    api,
+    sw: "/console/sw.js",
+    scope: "/console/",
+    banner: $("#push-invite"),
+    staff: true,
+    onOpen: (id) => {
+      if (chat && chat.summary(id)) select(id);
+      else openWhenListed = id;
+    },
+  });
+  $("#btn-notifications").addEventListener("click", () => notifications.openSettings());
+  $("#btn-mute").addEventListener("click", async () => {
+    $("#mute-status").textContent = await notifications.toggleMute(current).catch(() => t("networkError"));
+    renderMute();
+  });
+  notifications.list().then(renderMute, () => {});
 
   chat = new ChatClient({ api, keys, user: me, deviceId: login.device_id });
   typing = createTypingNotifier(chat);
   chat.on("summaries", () => {
     if (current && !chat.summary(current)) closeThread();
+    if (openWhenListed && chat.summary(openWhenListed)) {
+      const id = openWhenListed;
+      openWhenListed = null;
+      select(id);
+    }
     renderList();
     if (current) renderThreadHead();
     if (current && chat.summary(current)?.deleted_at) renderThread();
@@ -276,12 +303,25 @@ function select(id) {
   renderTyping();
   renderKeyRequests();
   chat.markRead(id);
+  notifications.viewing(id);
+  renderMute();
+  $("#mute-status").textContent = "";
+}
+
+/** The thread's "mute notifications" button (counsellors, once notifications are on). */
+function renderMute() {
+  const button = $("#btn-mute");
+  button.hidden = !current || !notifications.mine || me.role !== "counsellor";
+  const muted = Boolean(current) && notifications.isMuted(current);
+  button.textContent = muted ? t("pushUnmute") : t("pushMute");
+  button.setAttribute("aria-pressed", muted ? "true" : "false");
 }
 
 // ---------------------------------------------------------------- thread
 
 function closeThread() {
   current = null;
+  notifications.viewing(null);
   $("#thread-view").hidden = true;
   $("#messages").replaceChildren();
   if (me.role === "supervisor") $("#supervision").hidden = false;
@@ -352,7 +392,9 @@ function onTypingInput() {
 
 function onSend(event) {
   event.preventDefault();
-  return sendComposed(chat, typing, current);
+  const sent = sendComposed(chat, typing, current);
+  notifications.invite();
+  return sent;
 }
 
 async function toggleFlag() {
