@@ -222,7 +222,14 @@ async def build_services(
     )
     policy = RetentionPolicy.from_settings(settings)
     retention = RetentionJob(
-        policy, lifecycle_store, accounts_store, messages, conversations, eraser, clock
+        policy,
+        lifecycle_store,
+        accounts_store,
+        messages,
+        conversations,
+        eraser,
+        clock,
+        warning_hooks=[push],
     )
     lifecycle = LifecycleService(
         lifecycle_store,

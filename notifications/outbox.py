@@ -18,6 +18,7 @@ from chat_server.rooms.models import Conversation, StoredMessage
 from chat_server.storage.base import StoreError
 from notifications.models import JobKind, PushJob
 from notifications.payload import PREFERENCE_OF_TYPE
+from notifications.reminders import Reminders
 from notifications.store import PushStore
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,16 @@ class Outbox:
     """Writes push jobs into the ``PushStore``; wakes an in-process worker if there is one."""
 
     def __init__(
-        self, store: PushStore, clock: Clock, wake: Callable[[], None] | None = None
+        self,
+        store: PushStore,
+        clock: Clock,
+        wake: Callable[[], None] | None = None,
+        reminders: Reminders | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self.wake = wake
+        self.reminders = reminders
 
     async def add(self, job: PushJob) -> bool:
         """Write ``job`` (idempotent by id); False if it existed or could not be written."""
@@ -61,7 +67,10 @@ class Outbox:
             return True
 
     async def message_stored(self, conv: Conversation, message: StoredMessage) -> None:
-        """Record the push of a stored message to the other member(s) of ``conv``."""
+        """Record the push of a stored message to the other member(s) of ``conv``; an item's
+        event also reschedules the item's reminders."""
+        if self.reminders is not None and message.msg_type in ("action", "appointment"):
+            await self.reminders.item_changed(conv, message)
         if message.msg_type not in PREFERENCE_OF_TYPE:
             return
         recipients = tuple(m for m in conv.members if m and m != message.sender_id)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from chat_server.rooms.models import Role, User
 from notifications import rules
 from notifications.endpoint import (
     EndpointPolicy,
@@ -22,7 +23,7 @@ from notifications.endpoint import (
     check_endpoint,
     system_resolve,
 )
-from notifications.models import Subscription
+from notifications.models import JobKind, PushJob, Subscription
 from notifications.outbox import Outbox
 from notifications.payload import PREFERENCES
 from notifications.store import PushStore
@@ -212,3 +213,21 @@ class PushService:
         removed = await self.store.delete_user_subscriptions(user_id)
         removed += await self.store.delete_user_jobs(user_id, conversation_ids)
         return removed
+
+    async def warn_inactive(self, user: User, deletion_at: float) -> None:
+        """``WarningHook``: push the inactivity warning to a staff member's devices.
+
+        A beneficiary's warning is a message in their thread, pushed like any other."""
+        if user.role is Role.BENEFICIARY:
+            return
+        now = self._clock()
+        await self.outbox.add(
+            PushJob(
+                id=f"n:{user.id}:{int(deletion_at)}",
+                kind=JobKind.NOTICE,
+                recipients=(user.id,),
+                created_at=now,
+                due_at=now,
+                data={"notice": "inactivity", "deletion_at": deletion_at, "preference": "messages"},
+            )
+        )

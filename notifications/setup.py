@@ -9,6 +9,7 @@ from chat_server.settings import Settings
 from chat_server.storage.base import AccountStore, MessageStore
 from notifications.endpoint import EndpointPolicy
 from notifications.outbox import Outbox
+from notifications.reminders import Reminders
 from notifications.sender import WebPushSender
 from notifications.service import PushService
 from notifications.store import PushStore
@@ -71,5 +72,8 @@ async def build_push(
     worker = None
     if settings.push_worker == "in-process":
         worker = build_worker(settings, store, messages, accounts, vapid, clock)
-    outbox = Outbox(store, clock, wake=worker.wake if worker is not None else None)
+    reminders = Reminders(store, messages, clock)
+    outbox = Outbox(
+        store, clock, wake=worker.wake if worker is not None else None, reminders=reminders
+    )
     return PushService(store, vapid, policy_of(settings), clock, outbox, worker)
