@@ -435,7 +435,7 @@ def test_items_are_made_and_answered_with_the_keyboard_alone(world: World) -> No
     app.keyboard.type("J'ai rendez-vous jeudi.")
     _tab_to(app, "Envoyer")
     app.keyboard.press("Enter")
-    expect(console.locator(".msg-comment")).to_contain_text("J'ai rendez-vous jeudi.")
+    expect(console.locator(".msg-comment", has_text="J'ai rendez-vous jeudi.")).to_have_count(1)
     # The follow-up panel opens with the keyboard too.
     app.locator("#items-box summary").focus()
     app.keyboard.press("Enter")
