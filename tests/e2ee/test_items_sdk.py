@@ -136,6 +136,17 @@ async def test_items_made_by_the_sdk_and_the_terminal_fold_the_same(
         assert f"[{seq}] moi: (message supprimé)" in out
         folded = it.fold(await counsellor.all_history(conv))
         assert seq in folded.deleted
+
+        # The counsellor's notice, then lifted early; the terminal shows both lines.
+        now = int(time.time())
+        await counsellor.send_draft(conv, it.notice("Absent jeudi", now - 60, now + 2 * DAY))
+        assert (await counsellor.items(conv))["notice"]["ends_at"] == now + 2 * DAY
+        await counsellor.send_draft(conv, it.lift_notice())
+        assert (await counsellor.items(conv))["notice"] is None
+        code, out = await run_cli(tmp_path, e2ee_server, "history", conv)
+        assert "Message important du " in out
+        assert ": Absent jeudi" in out
+        assert "Message important retiré." in out
     finally:
         await counsellor.close()
 

@@ -315,6 +315,7 @@ def test_edit_and_delete_seen_by_the_other_side_and_the_list_follows(world: Worl
     link = edited.get_by_role("link", name="https://exemple.fr/plan")
     expect(link).to_have_attribute("rel", "noopener noreferrer")
     expect(link).to_have_attribute("href", "https://exemple.fr/plan")
+    expect(link).to_have_attribute("title", "https://exemple.fr/plan")  # shown on hover
     expect(_bubble(console, "msg-peer", "10h")).to_have_count(0)
     conv = console.locator(".conv", has_text=YOUNG)
     expect(conv.locator(".preview")).to_contain_text("Je suis dispo mardi à 11h")
@@ -490,23 +491,27 @@ def test_notice_shown_between_its_dates_and_lifted_at_the_end(world: World) -> N
 
     console.get_by_role("button", name="Message important").click()
     dialog = _dialog(console, "Message important")
-    dialog.get_by_label("Message").fill(
-        "Je suis absent jusqu'à demain, contactez l'accueil au besoin."
-    )
-    today = console.evaluate("() => new Date().toLocaleDateString('fr-CA')")
+    dialog.get_by_label("Message").fill("Je serai absent demain, contactez l'accueil au besoin.")
+    tomorrow = console.evaluate("() => new Date(Date.now() + 86400000).toLocaleDateString('fr-CA')")
+    dialog.get_by_label("Du").fill(tomorrow)
     dialog.get_by_label("Au (inclus)").fill("2020-01-01")
     dialog.get_by_role("button", name="Publier").click()
     expect(dialog.get_by_role("alert")).to_have_text("Cette date est déjà passée.")
-    dialog.get_by_label("Au (inclus)").fill(today)
+    dialog.get_by_label("Au (inclus)").fill(tomorrow)
     dialog.get_by_role("button", name="Publier").click()
     expect(console.locator("#notice-status")).to_have_text(
         "Message important publié dans 3 conversation(s)."
     )
+    # The app has it (its line is in the thread), but its dates have not begun.
+    expect(app.locator(".msg-notice-item", has_text="Je serai absent demain")).to_have_count(1)
     banner = app.locator("#notice-banner")
+    expect(banner).to_be_hidden()
+    # A day later it is shown, by itself.
+    app.clock.fast_forward("24:00:00")
     expect(banner).to_be_visible()
-    expect(banner).to_contain_text("Je suis absent jusqu'à demain")
+    expect(banner).to_contain_text("Je serai absent demain")
     assert _axe(app) == []
-    # Two days later the banner is gone by itself.
+    # Two days later it is gone, by itself.
     app.clock.fast_forward("48:00:00")
     expect(banner).to_be_hidden()
     app.close()
