@@ -12,6 +12,7 @@ no job at all, so a deployment without push pays one indexed read per message.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from chat_server.rooms.models import Conversation, StoredMessage
@@ -24,6 +25,10 @@ from notifications.store import PushStore
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+
+#: How long whether a user has a push subscription is remembered (see ``_subscribed``).
+KNOWN_SECONDS = 30.0
+MAX_KNOWN = 50_000
 
 
 def message_job_id(conversation_id: str, seq: int) -> str:
@@ -45,6 +50,8 @@ class Outbox:
         self._clock = clock
         self.wake = wake
         self.reminders = reminders
+        # user id -> (has a subscription, until when this answer is trusted)
+        self._known: dict[str, tuple[bool, float]] = {}
 
     async def add(self, job: PushJob) -> bool:
         """Write ``job`` (idempotent by id); False if it existed or could not be written."""
@@ -57,14 +64,37 @@ class Outbox:
             self.wake()
         return added
 
+    def forget(self, user_id: str) -> None:
+        """A subscription of ``user_id`` was added or removed here: ask the store next time."""
+        self._known.pop(user_id, None)
+
     async def _subscribed(self, user_ids: tuple[str, ...]) -> bool:
         """True if one of these users has a subscription (no job, no worker round otherwise).
 
+        The answer per user is kept ``KNOWN_SECONDS`` (a subscription made through
+        another process is noticed within that time; one made here at once), so a busy
+        conversation costs the store one read per user and period, not one per message.
         A store failure answers True: the job is then written if the store allows."""
+        now = time.monotonic()
+        unknown = []
+        for uid in user_ids:
+            known = self._known.get(uid)
+            if known is None or known[1] < now:
+                unknown.append(uid)
+            elif known[0]:
+                return True
+        if not unknown:
+            return False
         try:
-            return bool(await self._store.subscriptions_of(user_ids))
+            subs = await self._store.subscriptions_of(unknown)
         except StoreError:
             return True
+        if len(self._known) > MAX_KNOWN:
+            self._known.clear()
+        holders = {s.user_id for s in subs}
+        for uid in unknown:
+            self._known[uid] = (uid in holders, now + KNOWN_SECONDS)
+        return bool(holders)
 
     async def message_stored(self, conv: Conversation, message: StoredMessage) -> None:
         """Record the push of a stored message to the other member(s) of ``conv``; an item's

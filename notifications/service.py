@@ -168,6 +168,7 @@ class PushService:
             muted_conversations=prefs.muted_conversations,
         )
         await self.store.put_subscription(sub)
+        self.outbox.forget(user_id)
         return sub
 
     async def update_preferences(
@@ -204,6 +205,7 @@ class PushService:
 
     async def forget_device(self, user_id: str, device_id: str | None) -> int:
         """Logout or device removal: the device's subscriptions go (all of them if None)."""
+        self.outbox.forget(user_id)
         if device_id is None:
             return await self.store.delete_user_subscriptions(user_id)
         return await self.store.delete_device_subscriptions(user_id, device_id)
