@@ -202,6 +202,13 @@ class MessageStore(Protocol):
         """The newest ``limit`` messages of the conversation whose ``msg_type`` is one of
         ``msg_types``, ascending by ``seq``."""
 
+    async def count_types_after(
+        self, conversation_id: str, after_seq: int, msg_types: Sequence[str]
+    ) -> int:
+        """How many messages with ``seq > after_seq`` have a ``msg_type`` in ``msg_types``
+        (the key housekeeping left out of a member's unread count). Reads only the
+        range after ``after_seq``."""
+
     async def last_seq(self, conversation_id: str) -> int:
         """The highest stored ``seq`` (0 if none), read from the messages themselves."""
 

@@ -343,7 +343,8 @@ class MemoryMessageStore:
         key = (m.conversation_id, m.sender_id, m.client_id)
         existing = self._s.by_client_id.get(key)
         if existing is not None:
-            self._touch(existing.conversation_id, existing.seq, existing.created_at)
+            at = 0.0 if m.quiet else existing.created_at
+            self._touch(existing.conversation_id, existing.seq, at)
             return existing, False
         nonce_key = (m.device_id, m.nonce)
         if m.nonce and nonce_key in self._s.nonces:
@@ -368,7 +369,7 @@ class MemoryMessageStore:
         self._s.by_client_id[key] = stored
         if m.nonce:
             self._s.nonces.add(nonce_key)
-        self._touch(m.conversation_id, stored.seq, now)
+        self._touch(m.conversation_id, stored.seq, 0.0 if m.quiet else now)
         return stored, True
 
     async def messages_after(
@@ -398,6 +399,12 @@ class MemoryMessageStore:
         history = self._s.messages.get(conversation_id, [])
         found = [m for m in history if m.msg_type in msg_types]
         return found[-limit:] if limit > 0 else []
+
+    async def count_types_after(
+        self, conversation_id: str, after_seq: int, msg_types: Sequence[str]
+    ) -> int:
+        history = self._s.messages.get(conversation_id, [])
+        return sum(1 for m in history[max(after_seq, 0) :] if m.msg_type in msg_types)
 
     async def last_seq(self, conversation_id: str) -> int:
         return len(self._s.messages.get(conversation_id, ()))

@@ -769,7 +769,9 @@ class MongoMessageStore:
         # conversation need not wait for it. The message is stored: a failure here must
         # not fail the send (last_seq also reads past the conversation's value).
         try:
-            await self._touch(stored.conversation_id, stored.seq, stored.created_at)
+            # A quiet event leaves last_at alone ($max with 0).
+            at = 0.0 if m.quiet else stored.created_at
+            await self._touch(stored.conversation_id, stored.seq, at)
         except PyMongoError as exc:
             log.warning(
                 "conversation position not updated",
@@ -872,6 +874,18 @@ class MongoMessageStore:
         docs = [d async for d in self._messages.find(query)]
         docs.sort(key=lambda d: int(d["seq"]))
         return [_message(d) for d in docs[-limit:]]
+
+    async def count_types_after(
+        self, conversation_id: str, after_seq: int, msg_types: Sequence[str]
+    ) -> int:
+        query = {
+            "conversation_id": conversation_id,
+            "seq": {"$gt": after_seq},
+            "msg_type": {"$in": list(msg_types)},
+        }
+        # A find, not count_documents: the embedded engine runs a count with $in as a
+        # slow aggregation fallback; this reads only the matching ids of the range.
+        return len([d async for d in self._messages.find(query, projection={"_id": 1})])
 
     async def last_seq(self, conversation_id: str) -> int:
         # Not a sort on seq (the embedded engine sorts a whole history in Python): the

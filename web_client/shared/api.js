@@ -117,6 +117,11 @@ export class Api {
     return this.get("/api/structure");
   }
 
+  /** Names and roles of people a thread mentions (at most 50 ids). */
+  people(ids) {
+    return this.get(`/api/people?ids=${ids.map(encodeURIComponent).join(",")}`);
+  }
+
   // ---- data lifecycle (docs/privacy.md)
   deleteAccount(password) {
     return this.post("/api/account/delete", { password });
