@@ -250,12 +250,14 @@ class KeyService:
                 "too_many_devices",
                 f"at most {MAX_DEVICES_PER_USER} devices per account: remove one first",
             )
-        # A beneficiary's very first device comes with the activation code the
-        # counsellor handed over; any later one (even after removing the old
-        # ones) waits for the counsellor. Its pending requests are written
-        # before the device exists, so it is never seen un-pending.
-        approved = not (
-            user.role is Role.BENEFICIARY and await self._keys.ever_registered(user.id) > 0
+        # A beneficiary's one trusted first device is the one that proved the
+        # activation code (claimed at activation), or for an account given a
+        # password, the first to claim it, atomically: of concurrent registrations
+        # exactly one is trusted. Any other (even after removing the old ones)
+        # waits for the counsellor. Its pending requests are written before the
+        # device exists, so it is never seen un-pending.
+        approved = user.role is not Role.BENEFICIARY or await self._accounts.claim_first_device(
+            user.id, device_id, claim=await self._keys.ever_registered(user.id) == 0
         )
         convs = await self._conversations_of(user)
         now = self._clock()

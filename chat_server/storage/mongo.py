@@ -314,6 +314,27 @@ class MongoAccountStore:
         )
         return _user(d) if d else None
 
+    async def claim_first_device(self, user_id: str, device_id: str, *, claim: bool = True) -> bool:
+        if claim:
+            claimed = await self._db.users.find_one_and_update(
+                {"_id": user_id, "first_device": {"$exists": False}},
+                {"$set": {"first_device": device_id}},
+                projection={"_id": 1},
+            )
+            if claimed is not None:
+                return True
+        d = await self._db.users.find_one({"_id": user_id}, projection={"first_device": 1})
+        return d is not None and d.get("first_device") == device_id
+
+    async def set_activation_box(self, user_id: str, box: dict[str, Any] | None) -> None:
+        change = {"$set": {"activation_box": box}} if box else {"$unset": {"activation_box": ""}}
+        await self._db.users.update_one({"_id": user_id}, change)
+
+    async def activation_box(self, user_id: str) -> dict[str, Any] | None:
+        d = await self._db.users.find_one({"_id": user_id}, projection={"activation_box": 1})
+        box = d.get("activation_box") if d else None
+        return dict(box) if isinstance(box, dict) else None
+
     async def add_session(self, session: Session) -> None:
         await self._db.sessions.insert_one(
             {
