@@ -276,7 +276,14 @@ class KeyService:
             await self._keys.add_device(device)
         except Conflict:
             raise E2EEError("device_exists", "this device id is already registered") from None
-        await self._device_changed(user, device, "added", convs, approved)
+        # The first phone of an account whose counsellor left the activation box
+        # takes its keys from the box: nobody is asked to re-wrap for it.
+        carried = (
+            approved
+            and user.role is Role.BENEFICIARY
+            and await self._accounts.activation_box(user.id) is not None
+        )
+        await self._device_changed(user, device, "added", convs, approved, ask=not carried)
         return device, True
 
     async def _conversations_of(self, user: User) -> list[Conversation]:
@@ -292,6 +299,7 @@ class KeyService:
         change: str,
         convs: Sequence[Conversation],
         approved: bool = True,
+        ask: bool = True,
     ) -> None:
         """Post the change in every conversation the device reads; rotate or ask for keys."""
         for conv in convs:
@@ -306,7 +314,7 @@ class KeyService:
                 await self._keys.require_rotation(conv.id)
                 await self._announce(conv.id)
                 continue
-            if conv.epoch == 0:
+            if conv.epoch == 0 or not ask:
                 continue
             await self._request_keys(conv, user, device.id, "new_device", approved)
 

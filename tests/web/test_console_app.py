@@ -362,16 +362,30 @@ def test_new_phone_waits_for_counsellor_reshare_and_passes_axe(world: World) -> 
 
         new_phone_sharing: list[str] = []
         _watch_key_sharing(page, new_phone_sharing)
-        # Nothing is shared before the counsellor's click.
-        expect(page.locator("#reshare-banner")).to_be_visible()
-        # The counsellor approves the new phone; the console re-wraps the history
-        # and says so in the thread.
-        world.console.get_by_role("button", name="Autoriser").click()
+        # Nothing is shared before the counsellor's click; the phone says why, plainly.
+        expect(page.locator("#reshare-banner")).to_contain_text("Ce téléphone est nouveau")
+        # Written while waiting: queued ("En attente"), sent once approved.
+        queued = world.say("Écrit sur le nouveau téléphone avant l'accord")
+        page.get_by_label("Votre message").fill(queued)
+        page.get_by_role("button", name="Envoyer").click()
+        expect(_bubble(page, "msg-mine", queued).locator(".status-pending")).to_be_visible()
+        # The request is in the conversation list: one click approves; the console
+        # re-wraps the history and says so in the thread.
+        request = world.console.locator(".conv-request")
+        expect(request).to_contain_text(f"Nouveau téléphone de {BENEFICIARY_NAME}")
+        save_screenshot(world.console, "console-new-phone-request.png")
+        world.console.get_by_role(
+            "button", name=f"Autoriser le nouveau téléphone de {BENEFICIARY_NAME}"
+        ).click()
+        expect(request).to_have_count(0)
         expect(
             world.console.locator(".msg-notice", has_text="Clés partagées avec le nouvel appareil")
         ).to_have_text(f"Clés partagées avec le nouvel appareil de {BENEFICIARY_NAME}.")
         expect(_bubble(page, "msg-peer", world.plaintexts[0])).to_have_count(1, timeout=30_000)
         expect(page.locator("#reshare-banner")).to_be_hidden()
+        expect(_bubble(world.console, "msg-peer", queued)).to_have_count(1, timeout=30_000)
+        expect(_bubble(page, "msg-mine", queued)).to_have_count(1)
+        expect(_bubble(page, "msg-mine", queued).locator(".status-pending")).to_have_count(0)
         assert new_phone_sharing == []
         text = world.say("Nouveau téléphone : c'est toujours moi")
         page.get_by_label("Votre message").fill(text)

@@ -239,7 +239,12 @@ export class ChatClient {
         this.onKeyRequest(f);
         break;
       case "keys.available":
-        if (f.device === this.deviceId) this.retryUndecrypted(f.conversation, { fresh: true });
+        if (f.device === this.deviceId) {
+          this.retryUndecrypted(f.conversation, { fresh: true });
+          // A new phone just approved: what waited in its outbox goes now.
+          this.emit("keysavailable", { conversation: f.conversation });
+          this.flush();
+        }
         break;
       default:
         break;
