@@ -27,7 +27,7 @@ WEB_ROOT = Path(__file__).resolve().parent.parent / "web_client"
 WEB_FOLDERS = ("console", "app", "shared")
 
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'; manifest-src 'self'; worker-src 'self'"
 )

@@ -1,0 +1,222 @@
+"""Attachments in Chromium, two people, end to end (E2EE on, real server, GridFS on the
+embedded engine): a PDF from the phone opened in the console, a photo from the console
+previewed and shown in the app, a photo from the phone's camera input, upload progress,
+and files refused on the device (wrong type by content, too large). axe-core clean."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import (
+    BrowserContext,
+    ConsoleMessage,
+    FilePayload,
+    Locator,
+    Page,
+    ViewportSize,
+    expect,
+)
+
+from tests.web.harness import (
+    AXE,
+    DEMO_PASSWORD,
+    ServerProcess,
+    chromium,
+    run_server,
+    save_screenshot,
+    serious,
+)
+
+pytestmark = pytest.mark.browser
+
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+YOUNG = "Inès Moreau"
+PDF = (
+    b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n% attestation de stage\n"
+    + bytes(range(256)) * 40
+    + b"\n%%EOF\n"
+)
+
+expect.set_options(timeout=30_000)
+
+
+def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A real PNG (so that the browser can decode and re-encode it)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    row = b"\x00" + bytes(rgb) * width
+    raw = row * height
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+@dataclass
+class World:
+    server: ServerProcess
+    console_ctx: BrowserContext
+    app_ctx: BrowserContext
+    console: Page
+    app: Page
+    problems: list[str] = field(default_factory=list)
+
+
+def _watch(page: Page, name: str, problems: list[str]) -> None:
+    def on_console(msg: ConsoleMessage) -> None:
+        if "Content Security Policy" in msg.text or "Refused to" in msg.text:
+            problems.append(f"{name} CSP: {msg.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda err: problems.append(f"{name} page error: {err}"))
+
+
+def _login(page: Page, url: str, login: str) -> None:
+    page.goto(url)
+    page.locator("#login-name").fill(login)
+    page.locator("#login-password").fill(DEMO_PASSWORD)
+    page.get_by_role("button", name="Se connecter").click()
+    expect(page.locator("#recovery-key")).to_be_visible()
+    page.get_by_label("J'ai noté ma clé de récupération").check()
+    page.get_by_role("button", name="Continuer").click()
+
+
+def _axe(page: Page) -> list[dict[str, object]]:
+    page.evaluate(AXE.read_text("utf-8"))
+    found: list[dict[str, object]] = page.evaluate(
+        """async () => {
+            const result = await axe.run(document, { resultTypes: ["violations"] });
+            return result.violations.map((v) => ({
+                id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.map((n) => n.target.join(" ")),
+            }));
+        }"""
+    )
+    return serious(found)
+
+
+def _record_uploads(page: Page) -> None:
+    """Remember every upload progress bar that appears (they can be brief)."""
+    page.evaluate(
+        """() => {
+            window.__uploadBars = [];
+            new MutationObserver(() => {
+                for (const bar of document.querySelectorAll("progress[id^=up-]")) {
+                    if (!window.__uploadBars.includes(bar.id)) window.__uploadBars.push(bar.id);
+                }
+            }).observe(document.body, { subtree: true, childList: true });
+        }"""
+    )
+
+
+def _file(name: str, mime: str, data: bytes) -> FilePayload:
+    return {"name": name, "mimeType": mime, "buffer": data}
+
+
+def _attachment(page: Page, name: str) -> Locator:
+    return page.locator(".msg-attachment", has=page.locator(".attachment-name", has_text=name))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    data_dir: Path = tmp_path_factory.mktemp("attachments-server")
+    with run_server(data_dir) as server, chromium() as browser:
+        console_ctx = browser.new_context(
+            viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris", accept_downloads=True
+        )
+        app_ctx = browser.new_context(
+            viewport=PHONE, locale="fr-FR", timezone_id="Europe/Paris", has_touch=True
+        )
+        try:
+            w = World(server, console_ctx, app_ctx, console_ctx.new_page(), app_ctx.new_page())
+            _watch(w.console, "console", w.problems)
+            _watch(w.app, "app", w.problems)
+            _login(w.app, server.url + "/app/", "jeune1.demo")
+            expect(w.app.locator("#peer-name")).to_have_text("Karim Benali")
+            _login(w.console, server.url + "/console/", "conseiller.demo")
+            w.console.locator(".conv", has_text=YOUNG).click()
+            expect(w.console.locator("#thread-title")).to_contain_text(YOUNG)
+            yield w
+        finally:
+            console_ctx.close()
+            app_ctx.close()
+
+
+def test_a_pdf_from_the_phone_is_downloaded_in_the_console(world: World) -> None:
+    console, app = world.console, world.app
+    _record_uploads(app)
+    app.locator("#attach-file").set_input_files(
+        files=[_file("attestation-stage.pdf", "application/pdf", PDF)]
+    )
+    mine = app.locator(".msg-attachment", has_text="attestation-stage.pdf")
+    expect(mine).to_be_visible()
+    expect(mine).to_contain_text("PDF")
+    assert app.evaluate("() => window.__uploadBars.length") >= 1
+    bubble = console.locator(".msg-attachment", has_text="attestation-stage.pdf")
+    expect(bubble).to_contain_text("PDF · 10 ko")
+    with console.expect_download() as got:
+        bubble.get_by_role("button", name="Télécharger").click()
+    download = got.value
+    assert download.suggested_filename == "attestation-stage.pdf"
+    path = download.path()
+    assert path is not None
+    assert Path(path).read_bytes() == PDF
+
+
+def test_a_photo_from_the_console_is_previewed_and_shown_in_the_app(world: World) -> None:
+    console, app = world.console, world.app
+    photo = png(320, 200, (200, 60, 40))
+    console.locator("#attach-file").set_input_files(
+        files=[_file("courrier-caf.png", "image/png", photo)]
+    )
+    bubble = app.locator(".msg-attachment", has_text="courrier-caf.png")
+    thumb = bubble.locator("img.attachment-thumb")
+    expect(thumb).to_be_visible()
+    expect(thumb).to_have_attribute("alt", "Aperçu de courrier-caf.png")
+    bubble.get_by_role("button", name="Afficher l'image").click()
+    full = bubble.locator("img.attachment-full")
+    expect(full).to_be_visible()
+    width = full.evaluate("(img) => img.naturalWidth")
+    assert width == 320
+    assert _axe(app) == []
+    assert _axe(console) == []
+    save_screenshot(app, "attachments-app.png", "attachments-app.png")
+    save_screenshot(console, "attachments-console.png", "attachments-console.png")
+
+
+def test_a_photo_from_the_phone_camera(world: World) -> None:
+    console, app = world.console, world.app
+    expect(app.locator("#attach-camera")).to_have_attribute("capture", "environment")
+    app.locator("#attach-camera").set_input_files(
+        files=[_file("photo.png", "image/png", png(64, 48, (0, 90, 200)))]
+    )
+    bubble = console.locator(".msg-attachment", has_text="photo.png")
+    expect(bubble.locator("img.attachment-thumb")).to_be_visible()
+
+
+def test_wrong_type_and_too_large_are_refused_on_the_device(world: World) -> None:
+    app = world.app
+    before = app.locator(".msg-attachment").count()
+    app.locator("#attach-file").set_input_files(
+        files=[_file("cv.pdf", "application/pdf", b"PK\x03\x04 zip")]
+    )
+    expect(app.locator("#attach-error")).to_have_text(
+        "Ce type de fichier n'est pas accepté : PDF, PNG, JPEG ou WEBP uniquement."
+    )
+    big = b"%PDF-1.4\n" + b"0" * (5 * 1024 * 1024)
+    app.locator("#attach-file").set_input_files(files=[_file("gros.pdf", "application/pdf", big)])
+    expect(app.locator("#attach-error")).to_have_text("Fichier trop volumineux : 5 Mo au maximum.")
+    assert app.locator(".msg-attachment").count() == before
+    assert world.problems == []
