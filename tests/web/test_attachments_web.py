@@ -5,6 +5,7 @@ and files refused on the device (wrong type by content, too large). axe-core cle
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.browser
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 YOUNG = "Inès Moreau"
+REPO = Path(__file__).resolve().parents[2]
 PDF = (
     b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n% attestation de stage\n"
     + bytes(range(256)) * 40
@@ -220,3 +222,56 @@ def test_wrong_type_and_too_large_are_refused_on_the_device(world: World) -> Non
     expect(app.locator("#attach-error")).to_have_text("Fichier trop volumineux : 5 Mo au maximum.")
     assert app.locator(".msg-attachment").count() == before
     assert world.problems == []
+
+
+def test_the_browser_writes_and_reads_the_python_vectors(world: World) -> None:
+    """web_client/shared/attachment.js against tests/crypto/attachment-v1.json (which the
+    Python implementation checks in tests/crypto/test_attachment.py)."""
+    vectors = json.loads((REPO / "tests" / "crypto" / "attachment-v1.json").read_text())
+    report: dict[str, object] = world.app.evaluate(
+        """async (cases) => {
+            const A = await import("/shared/attachment.js");
+            const hex = (b) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+            const out = { cases: [], tampered: null, truncated: null, reordered: null };
+            for (const c of cases) {
+                const key = new Uint8Array(c.key.match(/../g).map((x) => parseInt(x, 16)));
+                const plain = new Uint8Array(c.size);
+                for (let i = 0; i < c.size; i++) plain[i] = (i * 7 + c.size) % 251;
+                const blob = await A.encryptBlob(key, plain);
+                const back = await A.decryptBlob(key, blob);
+                out.cases.push({
+                    size: c.size,
+                    blob: hex(await A.sha256(blob)) === c.blob_sha256,
+                    length: blob.length === c.blob_size && A.ciphertextSize(c.size) === c.blob_size,
+                    back: hex(await A.sha256(back)) === c.plaintext_sha256,
+                });
+            }
+            const key = A.newFileKey();
+            const plain = new Uint8Array(65536 * 2 + 7).map((_, i) => (i * 31) % 256);
+            const blob = await A.encryptBlob(key, plain);
+            const code = async (bytes) => {
+                try { await A.decryptBlob(key, bytes); return "ok"; } catch (e) { return e.code; }
+            };
+            const bad = blob.slice(); bad[8 + 65552 + 3] ^= 1;
+            out.tampered = await code(bad);
+            out.truncated = await code(blob.slice(0, 8 + 2 * 65552));
+            const swapped = new Uint8Array(blob.length);
+            swapped.set(blob.subarray(0, 8));
+            swapped.set(blob.subarray(8 + 65552, 8 + 2 * 65552), 8);
+            swapped.set(blob.subarray(8, 8 + 65552), 8 + 65552);
+            swapped.set(blob.subarray(8 + 2 * 65552), 8 + 2 * 65552);
+            out.reordered = await code(swapped);
+            return out;
+        }""",
+        vectors["cases"],
+    )
+    cases = report["cases"]
+    assert isinstance(cases, list)
+    assert len(cases) == len(vectors["cases"])
+    for case in cases:
+        assert case == {"size": case["size"], "blob": True, "length": True, "back": True}
+    assert (report["tampered"], report["truncated"], report["reordered"]) == (
+        "tampered",
+        "truncated",
+        "tampered",
+    )
