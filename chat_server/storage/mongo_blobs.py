@@ -12,16 +12,20 @@ the queries run on this one). An upload first writes its record with
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import pymongo
+from bson.int64 import Int64
 from gridfs import AsyncGridFSBucket
 from gridfs.errors import NoFile
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from chat_server.storage.base import StoreUnavailable
 from chat_server.storage.blobs import Blob, BlobTooLarge
 from chat_server.storage.mongo import DURABLE, translate_errors
 
@@ -30,6 +34,58 @@ log = logging.getLogger(__name__)
 Doc = dict[str, Any]
 BUCKET = "attachments"
 GRIDFS_CHUNK = 256 * 1024
+#: The budget of one GridFS operation (a chunk written or read, a file deleted): longer
+#: than the store timeout of messages, as a busy store writes 256 KiB chunks slowly and
+#: an upload in progress is better slow than lost.
+BLOB_OP_SECONDS = 60.0
+
+
+class _ChunkWriter:
+    """Writes one GridFS file chunk by chunk, as the GridFS spec lays it out.
+
+    PyMongo's ``GridIn`` keeps chunks in memory until 32 MiB of them are buffered
+    (one ``insert_many``): a whole 5 MiB file per upload. This writer inserts each
+    256 KiB chunk as soon as it is full, so an upload holds at most one chunk
+    (bench/attachments.py measures it); the documents are the ones ``GridIn`` writes
+    (``files_id``, ``n``, ``data``; then the file document), so ``AsyncGridFSBucket``
+    reads and deletes them.
+    """
+
+    def __init__(self, db: AsyncDatabase[Doc], blob_id: str) -> None:
+        # Durable like messages: an acknowledged upload survives a crash.
+        self._chunks = db.get_collection("attachments.chunks", write_concern=DURABLE)
+        self._files = db.get_collection("attachments.files", write_concern=DURABLE)
+        self._id = blob_id
+        self._buffer = bytearray()
+        self._n = 0
+        self._length = 0
+
+    async def write(self, piece: bytes) -> None:
+        self._buffer += piece
+        self._length += len(piece)
+        while len(self._buffer) >= GRIDFS_CHUNK:
+            await self._insert(bytes(self._buffer[:GRIDFS_CHUNK]))
+            del self._buffer[:GRIDFS_CHUNK]
+
+    async def _insert(self, data: bytes) -> None:
+        with pymongo.timeout(BLOB_OP_SECONDS):
+            await self._chunks.insert_one({"files_id": self._id, "n": self._n, "data": data})
+        self._n += 1
+
+    async def close(self) -> None:
+        if self._buffer:
+            await self._insert(bytes(self._buffer))
+            self._buffer.clear()
+        with pymongo.timeout(BLOB_OP_SECONDS):
+            await self._files.insert_one(
+                {
+                    "_id": self._id,
+                    "filename": self._id,
+                    "length": Int64(self._length),
+                    "chunkSize": GRIDFS_CHUNK,
+                    "uploadDate": datetime.datetime.now(tz=datetime.UTC),
+                }
+            )
 
 
 def _blob(d: Mapping[str, Any]) -> Blob:
@@ -51,6 +107,8 @@ class GridFSBlobStore:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self._records = db.get_collection("attachment_blobs", write_concern=DURABLE)
         self._bucket = AsyncGridFSBucket(db, bucket_name=BUCKET, chunk_size_bytes=GRIDFS_CHUNK)
+        self._chunks = db.get_collection("attachments.chunks")
+        self._db = db
 
     async def create_indexes(self) -> None:
         """The indexes of the record queries (idempotent)."""
@@ -58,6 +116,11 @@ class GridFSBlobStore:
         # one is named after that field alone (see ``MongoDatabase.create_indexes``).
         for name in ("owner_id", "conversation_id", "seq", "created_at"):
             await self._records.create_index([(name, ASCENDING)])
+        # The indexes GridFS's own writer creates (the chunks are written here).
+        await self._chunks.create_index([("files_id", ASCENDING), ("n", ASCENDING)], unique=True)
+        await self._db.get_collection("attachments.files").create_index(
+            [("filename", ASCENDING), ("uploadDate", ASCENDING)]
+        )
 
     async def put(self, blob: Blob, chunks: AsyncIterable[bytes], limit: int) -> Blob:
         await self._records.insert_one(
@@ -73,7 +136,7 @@ class GridFSBlobStore:
             }
         )
         size = 0
-        upload = self._bucket.open_upload_stream_with_id(blob.id, blob.id)
+        upload = _ChunkWriter(self._db, blob.id)
         try:
             async for piece in chunks:
                 size += len(piece)
@@ -82,22 +145,20 @@ class GridFSBlobStore:
                 await upload.write(piece)
             await upload.close()
         except BaseException:
-            await self._discard(blob.id, upload)
+            await self._discard(blob.id)
             raise
         await self._records.update_one({"_id": blob.id}, {"$set": {"size": size, "complete": True}})
         return Blob(blob.id, blob.owner_id, blob.conversation_id, size, blob.created_at)
 
-    async def _discard(self, blob_id: str, upload: Any) -> None:
-        # The embedded engine answers an abort of a file it never completed with an
-        # error; the record goes in any case, and the sweep removes any leftover chunk.
-        with contextlib.suppress(PyMongoError):
-            await upload.abort()
-        await self._delete_content(blob_id)
+    async def _discard(self, blob_id: str) -> None:
+        # The chunks written so far go (as GridIn's abort does); the record too.
+        with contextlib.suppress(PyMongoError), pymongo.timeout(BLOB_OP_SECONDS):
+            await self._chunks.delete_many({"files_id": blob_id})
         with contextlib.suppress(PyMongoError):
             await self._records.delete_one({"_id": blob_id})
 
     async def _delete_content(self, blob_id: str) -> None:
-        with contextlib.suppress(NoFile, PyMongoError):
+        with contextlib.suppress(NoFile, PyMongoError), pymongo.timeout(BLOB_OP_SECONDS):
             await self._bucket.delete(blob_id)
 
     async def get(self, blob_id: str) -> Blob | None:
@@ -112,18 +173,18 @@ class GridFSBlobStore:
             stream = await self._bucket.open_download_stream(blob_id)
         except NoFile:
             return None
-        return self._pieces(stream)
+        return self._pieces(blob_id, int(stream.length))
 
-    @staticmethod
-    async def _pieces(stream: Any) -> AsyncIterator[bytes]:
-        try:
-            while True:
-                piece: bytes = await stream.readchunk()
-                if not piece:
-                    return
-                yield piece
-        finally:
-            await stream.close()
+    async def _pieces(self, blob_id: str, length: int) -> AsyncIterator[bytes]:
+        # One chunk per query: GridOut's cursor, like the embedded engine (which ignores
+        # ``batch_size``), would fetch a whole file in its first batch.
+        count = -(-length // GRIDFS_CHUNK)
+        for n in range(count):
+            with pymongo.timeout(BLOB_OP_SECONDS):
+                doc = await self._chunks.find_one({"files_id": blob_id, "n": n}, {"data": 1})
+            if doc is None:
+                raise StoreUnavailable(f"blob {blob_id}: chunk {n} of {count} is missing")
+            yield bytes(doc["data"])
 
     async def bind(self, blob_id: str, seq: int) -> bool:
         d = await self._records.find_one_and_update(
