@@ -6,6 +6,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -42,10 +43,18 @@ SECURITY_HEADERS = [
 
 
 class SecurityHeaders:
-    """Adds the security headers to every HTTP response; API answers are never cached."""
+    """Adds the security headers to every HTTP response; API answers are never cached.
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``connect_also``: origins the pages may call besides their own (the structure's
+    attachment scanning service, ``ATTACHMENT_SCAN_URL``).
+    """
+
+    def __init__(self, app: ASGIApp, connect_also: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.headers = SECURITY_HEADERS
+        if connect_also:
+            csp = CSP.replace("connect-src 'self'", "connect-src 'self' " + " ".join(connect_also))
+            self.headers = [(b"content-security-policy", csp.encode()), *SECURITY_HEADERS[1:]]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,13 +65,20 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.extend(SECURITY_HEADERS)
+                headers.extend(self.headers)
                 if api:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _scan_origin(settings: Settings) -> tuple[str, ...]:
+    if not settings.attachment_scan_url:
+        return ()
+    parts = urlsplit(settings.attachment_scan_url)
+    return (f"{parts.scheme}://{parts.netloc}",)
 
 
 def create_app(
@@ -145,6 +161,6 @@ def create_app(
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders, connect_also=_scan_origin(settings))],
         exception_handlers={404: not_found, 405: method_not_allowed},
     )

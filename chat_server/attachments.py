@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import math
 import secrets
@@ -30,6 +31,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Seq
 from typing import Any
 
 from chat_server.crypto.attachment import ciphertext_size
+from chat_server.crypto.tokens import new_token, token_hash
 from chat_server.rooms.errors import (
     AttachmentExpired,
     AttachmentInUse,
@@ -38,6 +40,7 @@ from chat_server.rooms.errors import (
     AttachmentQuotaExceeded,
     AttachmentRateLimited,
     AttachmentTooLarge,
+    InvalidGrant,
 )
 from chat_server.rooms.models import Conversation, StoredMessage, User
 from chat_server.rooms.service import ConversationService, writable
@@ -52,6 +55,8 @@ Clock = Callable[[], float]
 #: Records the sweep handles per kind and run (the next run continues).
 SWEEP_BATCH = 200
 DAY = 86400.0
+#: How long a download grant for a scanning service lasts.
+GRANT_SECONDS = 300.0
 
 
 def new_blob_id() -> str:
@@ -88,6 +93,7 @@ class AttachmentService:
             "image_quality": s.attachment_image_quality,
             "ttl_days": s.attachment_ttl_days,
             "quota_bytes": s.attachment_quota_bytes,
+            "scan_url": s.attachment_scan_url,
         }
 
     async def upload(
@@ -138,16 +144,49 @@ class AttachmentService:
 
     async def download(self, user: User, blob_id: str) -> tuple[Blob, AsyncIterator[bytes]]:
         """The blob's record and content, for a current member of its conversation."""
-        blob = await self._blobs.get(blob_id) if BLOB_ID.fullmatch(blob_id) else None
-        if blob is None:
+        blob = await self._member_blob(user, blob_id)
+        content = await self._blobs.open(blob_id)
+        if content is None:
             raise AttachmentNotFound("no such attachment")
-        await self._conversations.member_conversation(user.id, blob.conversation_id)
+        return blob, content
+
+    async def grant(self, user: User, blob_id: str) -> tuple[str, float]:
+        """A download grant for one blob (a member asks, for a scanning service):
+        ``(token, expires_at)``. A new grant replaces the previous one."""
+        blob = await self._member_blob(user, blob_id)
+        token = new_token()
+        expires_at = self._clock() + GRANT_SECONDS
+        if not await self._blobs.set_grant(blob.id, token_hash(token), expires_at):
+            raise AttachmentNotFound("no such attachment")
+        return token, expires_at
+
+    async def download_granted(self, blob_id: str, token: str) -> tuple[Blob, AsyncIterator[bytes]]:
+        """The blob for the holder of a valid grant (no session: a scanning service)."""
+        blob = await self._blobs.get(blob_id) if BLOB_ID.fullmatch(blob_id) else None
+        if (
+            blob is None
+            or blob.grant_hash is None
+            or not hmac.compare_digest(blob.grant_hash, token_hash(token))
+            or (blob.grant_expires or 0) < self._clock()
+        ):
+            raise InvalidGrant("this download grant is unknown or has ended")
         if blob.expired_at is not None:
             raise AttachmentExpired("this attachment has expired and was deleted")
         content = await self._blobs.open(blob_id)
         if content is None:
             raise AttachmentNotFound("no such attachment")
         return blob, content
+
+    async def _member_blob(self, user: User, blob_id: str) -> Blob:
+        """The blob if ``user`` is a member of its conversation (else ``NotMember``) and
+        it has not expired."""
+        blob = await self._blobs.get(blob_id) if BLOB_ID.fullmatch(blob_id) else None
+        if blob is None:
+            raise AttachmentNotFound("no such attachment")
+        await self._conversations.member_conversation(user.id, blob.conversation_id)
+        if blob.expired_at is not None:
+            raise AttachmentExpired("this attachment has expired and was deleted")
+        return blob
 
     async def check_send(
         self, conv: Conversation, sender_id: str, client_id: str, meta: Mapping[str, Any]

@@ -83,6 +83,7 @@ class Settings:
     attachment_orphan_seconds: float = 3600.0
     attachment_sweep_seconds: float = 300.0
     attachment_image_quality: float = 0.8
+    attachment_scan_url: str | None = None
 
     def origins(self) -> tuple[str, ...]:
         """Allowed WebSocket/HTTP origins; defaults to this server's own address."""
@@ -267,6 +268,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         "attachment_image_quality",
         lambda n, r: _float(n, r, 0.1, 1.0),
     )
+    take("ATTACHMENT_SCAN_URL", "attachment_scan_url", lambda n, r: _url(n, r, ("https", "http")))
     settings = Settings(**kw)  # type: ignore[arg-type]
     if settings.inactivity_notice_days >= settings.inactive_account_days:
         raise SettingsError(

@@ -74,6 +74,7 @@ GOOD: list[tuple[str, str, str, Any]] = [
     ("ATTACHMENT_ORPHAN_SECONDS", "60", "attachment_orphan_seconds", 60.0),
     ("ATTACHMENT_SWEEP_SECONDS", "10", "attachment_sweep_seconds", 10.0),
     ("ATTACHMENT_IMAGE_QUALITY", "0.5", "attachment_image_quality", 0.5),
+    ("ATTACHMENT_SCAN_URL", "https://scan.example.org/scan", "attachment_scan_url", None),
 ]
 
 BAD: list[tuple[str, str]] = [
@@ -127,6 +128,7 @@ BAD: list[tuple[str, str]] = [
     ("ATTACHMENT_ORPHAN_SECONDS", "0"),
     ("ATTACHMENT_SWEEP_SECONDS", "0"),
     ("ATTACHMENT_IMAGE_QUALITY", "2"),
+    ("ATTACHMENT_SCAN_URL", "ftp://scan.example.org"),
 ]
 
 

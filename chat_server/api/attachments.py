@@ -39,9 +39,14 @@ async def upload(request: Request) -> Response:
 @endpoint
 async def download(request: Request) -> Response:
     """GET /api/attachments/{blob}: the encrypted blob, streamed, to the conversation's
-    members."""
-    user, _ = await current(request)
-    blob, content = await services(request).attachments.download(user, request.path_params["blob"])
+    members (or, with ``?grant=``, to the holder of a download grant)."""
+    svc = services(request).attachments
+    grant = request.query_params.get("grant")
+    if grant:
+        blob, content = await svc.download_granted(request.path_params["blob"], grant)
+    else:
+        user, _ = await current(request)
+        blob, content = await svc.download(user, request.path_params["blob"])
     return StreamingResponse(
         content,
         media_type="application/octet-stream",
@@ -49,8 +54,19 @@ async def download(request: Request) -> Response:
     )
 
 
+@endpoint
+async def grant(request: Request) -> Response:
+    """POST /api/attachments/{blob}/grant: a short-lived download URL for a scanning
+    service, for a member of the blob's conversation."""
+    user, _ = await current(request)
+    blob_id = request.path_params["blob"]
+    token, expires_at = await services(request).attachments.grant(user, blob_id)
+    return ok({"url": f"/api/attachments/{blob_id}?grant={token}", "expires_at": expires_at})
+
+
 routes = [
     Route("/api/attachments/limits", limits, methods=["GET"]),
     Route("/api/attachments/{blob}", download, methods=["GET"]),
+    Route("/api/attachments/{blob}/grant", grant, methods=["POST"]),
     Route("/api/conversations/{id}/attachments", upload, methods=["POST"]),
 ]

@@ -210,3 +210,10 @@ class AttachmentInUse(DomainError):
 
     code = "attachment_in_use"
     status = 409
+
+
+class InvalidGrant(DomainError):
+    """A download grant that does not match the blob, or has ended."""
+
+    code = "invalid_grant"
+    status = 403

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from chat_server.crypto.attachment import (
     AttachmentBody,
     ChunkDecryptor,
@@ -102,3 +104,39 @@ async def fetch_file(client: Client, message: Received) -> tuple[AttachmentBody,
     data = bytes(out)
     body.check(data)
     return body, data
+
+
+async def scan_file(client: Client, message: Received) -> dict[str, Any]:
+    """Hand one attachment to the structure's scanning service (``ATTACHMENT_SCAN_URL``).
+
+    The device asks the server for a short-lived download grant of the blob and
+    posts ``{url, key, sha256, size}`` to the scanner, which fetches the blob,
+    decrypts, checks and scans it, and answers ``{status: "clean"|"infected",
+    threat?}``; that answer is returned. docs/security.md, "Attachments".
+    """
+    from chat_server.crypto.encoding import b64encode
+    from chat_server.sdk.client import ClientError
+
+    limits = await client.request("GET", "/api/attachments/limits")
+    scan_url = limits.get("scan_url")
+    if not scan_url:
+        raise ClientError("no_scanner", "this structure has no attachment scanning service")
+    if message.msg_type != "attachment" or message.plaintext is None:
+        raise ClientError("not_an_attachment", "this message carries no readable attachment")
+    body = AttachmentBody.from_plaintext(message.plaintext)
+    granted = await client.request("POST", f"/api/attachments/{message.meta['blob']}/grant")
+    job = {
+        "url": client.base_url + granted["url"],
+        "key": b64encode(body.key),
+        "sha256": b64encode(body.sha256),
+        "size": body.size,
+    }
+    # A client of its own: the session token never goes to the scanner.
+    async with httpx.AsyncClient(timeout=120) as scanner:
+        r = await scanner.post(scan_url, json=job)
+    if r.status_code >= 400:
+        raise ClientError(
+            "scan_failed", f"the scanning service answered {r.status_code}: {r.text[:200]}"
+        )
+    answer: dict[str, Any] = r.json()
+    return answer

@@ -616,6 +616,12 @@ class Client:
 
         return await fetch_file(self, message)
 
+    async def scan_file(self, message: Received) -> dict[str, Any]:
+        """The structure's scanning service's verdict on an attachment (``sdk/attachments.py``)."""
+        from chat_server.sdk.attachments import scan_file
+
+        return await scan_file(self, message)
+
     async def mark_read(self, conversation: str, seq: int) -> None:
         """Move the read marker."""
         if self.ws is None:

@@ -38,6 +38,9 @@ class Blob:
     seq: int | None = None
     #: When its content was deleted at the end of its lifetime (the record stays).
     expired_at: float | None = None
+    #: A download grant for a scanning service: the SHA-256 of its token, and its end.
+    grant_hash: str | None = None
+    grant_expires: float | None = None
 
 
 class BlobStore(Protocol):
@@ -68,6 +71,9 @@ class BlobStore(Protocol):
         True if the blob is now bound to ``seq`` (also when it already was), False
         if it is missing or bound to another message. Atomic.
         """
+
+    async def set_grant(self, blob_id: str, grant_hash: str, expires_at: float) -> bool:
+        """Replace the blob's download grant (one at a time). False if it is missing."""
 
     async def expire(self, blob_id: str, now: float) -> bool:
         """Delete the content, keep the record with ``expired_at = now``. True if it had

@@ -52,6 +52,15 @@ class MemoryBlobStore:
         self._records[blob_id] = dataclasses.replace(blob, seq=seq)
         return True
 
+    async def set_grant(self, blob_id: str, grant_hash: str, expires_at: float) -> bool:
+        blob = self._records.get(blob_id)
+        if blob is None:
+            return False
+        self._records[blob_id] = dataclasses.replace(
+            blob, grant_hash=grant_hash, grant_expires=expires_at
+        )
+        return True
+
     async def expire(self, blob_id: str, now: float) -> bool:
         blob = self._records.get(blob_id)
         self._content.pop(blob_id, None)

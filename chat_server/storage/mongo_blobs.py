@@ -97,6 +97,8 @@ def _blob(d: Mapping[str, Any]) -> Blob:
         float(d["created_at"]),
         d.get("seq"),
         d.get("expired_at"),
+        d.get("grant_hash"),
+        d.get("grant_expires"),
     )
 
 
@@ -193,6 +195,13 @@ class GridFSBlobStore:
             return_document=ReturnDocument.AFTER,
         )
         return d is not None
+
+    async def set_grant(self, blob_id: str, grant_hash: str, expires_at: float) -> bool:
+        result = await self._records.update_one(
+            {"_id": blob_id, "complete": True},
+            {"$set": {"grant_hash": grant_hash, "grant_expires": expires_at}},
+        )
+        return bool(result.matched_count)
 
     async def expire(self, blob_id: str, now: float) -> bool:
         d = await self._records.find_one_and_update(

@@ -141,3 +141,13 @@ async def test_delete_and_ownership_queries(blobs: BlobStore) -> None:
     assert await blobs.get("blob-c1u10000000001") is None
     assert await blobs.open("blob-c1u10000000001") is None
     assert await blobs.usage("u1", 0) == (2, 1)
+
+
+async def test_one_grant_at_a_time(blobs: BlobStore) -> None:
+    await blobs.put(new("blob-grant000000001"), pieces(b"g"), 10)
+    assert await blobs.set_grant("blob-grant000000001", "h1", 50.0)
+    assert await blobs.set_grant("blob-grant000000001", "h2", 60.0)
+    got = await blobs.get("blob-grant000000001")
+    assert got is not None
+    assert (got.grant_hash, got.grant_expires) == ("h2", 60.0)
+    assert not await blobs.set_grant("blob-missing0000001", "h", 1.0)
