@@ -5,11 +5,15 @@ and files refused on the device (wrong type by content, too large). axe-core cle
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
+import threading
+import urllib.request
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,7 @@ from playwright.sync_api import (
     expect,
 )
 
+from chat_server.crypto.attachment import AttachmentBody, decrypt_blob
 from tests.web.harness import (
     AXE,
     DEMO_PASSWORD,
@@ -131,10 +136,69 @@ def _attachment(page: Page, name: str) -> Locator:
     return page.locator(".msg-attachment", has=page.locator(".attachment-name", has_text=name))
 
 
+EICAR = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
+
+
+class _Scanner(BaseHTTPRequestHandler):
+    """The structure's scanning service, written here: fetch with the grant, decrypt,
+    check the digest, look for the EICAR test string. Called by the browser (CORS)."""
+
+    def _cors(self) -> None:
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.send_header("Access-Control-Allow-Methods", "POST")
+        self.send_header("Access-Control-Allow-Headers", "Content-Type")
+
+    def do_OPTIONS(self) -> None:
+        self.send_response(204)
+        self._cors()
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        job = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert job["url"].startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(job["url"], timeout=30) as r:  # noqa: S310 (loopback)
+            blob = r.read()
+        data = decrypt_blob(_unb64(job["key"]), [blob])
+        AttachmentBody(b"\0" * 32, "", "", job["size"], _unb64(job["sha256"])).check(data)
+        verdict = (
+            {"status": "infected", "threat": "EICAR-Test-File"}
+            if EICAR in data
+            else {"status": "clean"}
+        )
+        out = json.dumps(verdict).encode()
+        self.send_response(200)
+        self._cors()
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def scanner() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Scanner)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/scan"
+    finally:
+        httpd.shutdown()
+        thread.join(10)
+        httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, scanner: str) -> Iterator[World]:
     data_dir: Path = tmp_path_factory.mktemp("attachments-server")
-    with run_server(data_dir) as server, chromium() as browser:
+    extra = {"ATTACHMENT_SCAN_URL": scanner}
+    with run_server(data_dir, env_extra=extra) as server, chromium() as browser:
         console_ctx = browser.new_context(
             viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris", accept_downloads=True
         )
@@ -206,6 +270,31 @@ def test_a_photo_from_the_phone_camera(world: World) -> None:
     )
     bubble = console.locator(".msg-attachment", has_text="photo.png")
     expect(bubble.locator("img.attachment-thumb")).to_be_visible()
+
+
+def test_the_young_person_has_a_file_scanned(world: World) -> None:
+    console, app = world.console, world.app
+    console.locator("#attach-file").set_input_files(
+        files=[_file("facture.pdf", "application/pdf", b"%PDF-1.4\n" + EICAR + b"\n%%EOF")]
+    )
+    bubble = app.locator(".msg-attachment", has_text="facture.pdf")
+    bubble.get_by_role("button", name="Faire analyser").click()
+    expect(bubble.locator(".attachment-status")).to_have_text(
+        "Attention, menace détectée : EICAR-Test-File. N'ouvrez pas ce fichier."
+    )
+    # The sender's own copy has no scan button; a clean file is reported clean.
+    expect(
+        console.locator(".msg-attachment", has_text="facture.pdf").get_by_role(
+            "button", name="Faire analyser"
+        )
+    ).to_have_count(0)
+    console.locator("#attach-file").set_input_files(
+        files=[_file("contrat.pdf", "application/pdf", b"%PDF-1.4\ncontrat\n%%EOF")]
+    )
+    clean = app.locator(".msg-attachment", has_text="contrat.pdf")
+    clean.get_by_role("button", name="Faire analyser").click()
+    expect(clean.locator(".attachment-status")).to_have_text("Analyse : aucune menace détectée.")
+    assert _axe(app) == []
 
 
 def test_wrong_type_and_too_large_are_refused_on_the_device(world: World) -> None:

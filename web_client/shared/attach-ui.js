@@ -70,6 +70,8 @@ export async function queueFile(chat, conversation, file) {
  * `#btn-camera` (the phone) opens `#attach-camera`; refusals go to `#attach-error`.
  */
 export function bindAttachButtons(chat, conversationOf) {
+  // Known before the thread is drawn: the lifetime ("expirée") and the scanner's button.
+  attachmentLimits(chat).catch(() => null);
   const error = $("#attach-error");
   const pick = async (input) => {
     const file = input.files && input.files[0];
@@ -215,6 +217,24 @@ export function attachmentBlock(m, chat) {
     const blob = await fetchFile();
     if (blob) save(blob);
   };
+  const scan = async () => {
+    setStatus(t("attachScanning"));
+    try {
+      const granted = await chat.api.request("POST", `/api/attachments/${encodeURIComponent(m.meta.blob)}/grant`);
+      const response = await fetch(knownLimits.scan_url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        credentials: "omit",
+        body: JSON.stringify({ url: new URL(granted.url, location.origin).href, key: c.key, sha256: c.sha256, size: c.size }),
+      });
+      const verdict = await response.json();
+      if (verdict.status === "clean") setStatus(t("attachScanClean"));
+      else if (verdict.status === "infected") setStatus(t("attachScanInfected", { threat: verdict.threat || "?" }));
+      else setStatus(t("attachScanFailed"));
+    } catch {
+      setStatus(t("attachScanFailed"));
+    }
+  };
   const suffix = h("span", { class: "visually-hidden" }, ` : ${c.name || ""}`);
   box.append(
     h(
@@ -223,6 +243,8 @@ export function attachmentBlock(m, chat) {
       h("button", { type: "button", class: "secondary small attachment-open", onclick: open }, c.type?.startsWith("image/") ? t("attachShow") : t("attachOpen"), suffix),
       " ",
       h("button", { type: "button", class: "secondary small attachment-download", onclick: download }, t("attachDownload"), suffix.cloneNode(true)),
+      knownLimits?.scan_url && !m.mine ? " " : null,
+      knownLimits?.scan_url && !m.mine ? h("button", { type: "button", class: "secondary small attachment-scan", onclick: scan }, t("attachScan"), suffix.cloneNode(true)) : null,
     ),
     bar,
     status,
