@@ -262,6 +262,35 @@ def test_a_photo_from_the_console_is_previewed_and_shown_in_the_app(world: World
     save_screenshot(console, "attachments-console.png", "attachments-console.png")
 
 
+def test_a_photo_loses_its_exif_location_before_it_leaves_the_phone(world: World) -> None:
+    console, app = world.console, world.app
+    plain: list[int] = app.evaluate(
+        """async () => {
+            const canvas = new OffscreenCanvas(64, 48);
+            const ctx = canvas.getContext("2d");
+            ctx.fillStyle = "#3a7"; ctx.fillRect(0, 0, 64, 48);
+            const blob = await canvas.convertToBlob({ type: "image/jpeg" });
+            return [...new Uint8Array(await blob.arrayBuffer())];
+        }"""
+    )
+    gps = b"Exif\x00\x00GPS-LOCATION-48.8566N-2.3522E"
+    app1 = b"\xff\xe1" + struct.pack(">H", len(gps) + 2) + gps
+    photo = bytes(plain[:2]) + app1 + bytes(plain[2:])
+    app.locator("#attach-camera").set_input_files(
+        files=[_file("IMG_0042.jpg", "image/jpeg", photo)]
+    )
+    bubble = console.locator(".msg-attachment", has_text="IMG_0042.jpg")
+    expect(bubble).to_contain_text("JPEG")
+    with console.expect_download() as got:
+        bubble.get_by_role("button", name="Télécharger").click()
+    path = got.value.path()
+    assert path is not None
+    received = Path(path).read_bytes()
+    assert received[:3] == b"\xff\xd8\xff"
+    assert b"GPS-LOCATION" not in received
+    assert b"Exif" not in received
+
+
 def test_a_photo_from_the_phone_camera(world: World) -> None:
     console, app = world.console, world.app
     expect(app.locator("#attach-camera")).to_have_attribute("capture", "environment")

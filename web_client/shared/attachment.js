@@ -24,6 +24,8 @@ export const HEADER = new Uint8Array([0x43, 0x45, 0x4a, 0x41, 1, 16, 0, 0]);
 const SEALED_CHUNK = CHUNK_SIZE + TAG_LEN;
 /** Longer side of a thumbnail, in CSS pixels. */
 export const THUMB_SIZE = 160;
+/** Largest thumbnail kept (bytes): with base64 and the rest, the body stays under 16 KiB. */
+export const MAX_THUMB_BYTES = 8192;
 
 /** An attachment that cannot be read: `code` is one of `bad_header`, `tampered`, `truncated`, `mismatch`. */
 export class AttachmentError extends Error {
@@ -269,8 +271,13 @@ export async function prepareImage(bytes, type, quality = 0.8, maxSide = 2048) {
   try {
     const outType = type === "image/png" ? "image/png" : type;
     const out = await drawTo(bitmap, maxSide, outType, quality);
-    const thumb = await drawTo(bitmap, THUMB_SIZE, "image/jpeg", 0.6);
-    return { bytes: out, type: outType, thumb: { type: "image/jpeg", data: thumb } };
+    // The thumbnail travels in the message body (MAX_BODY_BYTES): smaller until it fits.
+    let thumb = null;
+    for (const [side, q] of [[THUMB_SIZE, 0.6], [THUMB_SIZE, 0.4], [120, 0.4], [80, 0.3]]) {
+      thumb = await drawTo(bitmap, side, "image/jpeg", q);
+      if (thumb.length <= MAX_THUMB_BYTES) break;
+    }
+    return { bytes: out, type: outType, thumb: thumb.length <= MAX_THUMB_BYTES ? { type: "image/jpeg", data: thumb } : null };
   } finally {
     bitmap.close();
   }
