@@ -23,6 +23,7 @@ from playwright.sync_api import (
     FilePayload,
     Locator,
     Page,
+    Route,
     ViewportSize,
     expect,
 )
@@ -324,6 +325,26 @@ def test_the_young_person_has_a_file_scanned(world: World) -> None:
     clean.get_by_role("button", name="Faire analyser").click()
     expect(clean.locator(".attachment-status")).to_have_text("Analyse : aucune menace détectée.")
     assert _axe(app) == []
+
+
+def test_a_refused_upload_is_retried_from_the_outbox(world: World) -> None:
+    console, app = world.console, world.app
+
+    def refuse(route: Route) -> None:
+        body = {"error": {"code": "attachment_rate_limited", "message": "retry later"}}
+        route.fulfill(status=429, content_type="application/json", body=json.dumps(body))
+
+    app.route("**/api/conversations/*/attachments", refuse)
+    app.locator("#attach-file").set_input_files(
+        files=[_file("releve-notes.pdf", "application/pdf", b"%PDF-1.4\nnotes\n%%EOF")]
+    )
+    pending = app.locator(".msg-pending", has_text="releve-notes.pdf")
+    expect(pending).to_contain_text("Échec de l'envoi")
+    expect(pending).to_contain_text("Trop d'envois de fichiers : réessayez dans quelques minutes.")
+    app.unroute("**/api/conversations/*/attachments", refuse)
+    pending.get_by_role("button", name="Réessayer").click()
+    expect(console.locator(".msg-attachment", has_text="releve-notes.pdf")).to_be_visible()
+    expect(app.locator(".msg-pending", has_text="releve-notes.pdf")).to_have_count(0)
 
 
 def test_wrong_type_and_too_large_are_refused_on_the_device(world: World) -> None:
