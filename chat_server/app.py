@@ -18,7 +18,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from chat_server import transport
-from chat_server.api import attachments, auth, conversations, keys, lifecycle
+from chat_server.api import (
+    activation,
+    attachments,
+    auth,
+    conversations,
+    keys,
+    lifecycle,
+    people,
+)
 from chat_server.api.common import error
 from chat_server.rooms.service import MessageVerifier
 from chat_server.services import Services, build_services
@@ -148,6 +156,8 @@ def create_app(
         *keys.routes,
         *lifecycle.routes,
         *attachments.routes,
+        *people.routes,
+        *activation.routes,
     ]
     # Only the client folders are served (not web_client/test), each under its
     # own prefix, so an unknown /api path or method still gets the JSON errors.
