@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from chat_server.accounts import AccountService
+from chat_server.attachments import AttachmentService, sweep_periodically
 from chat_server.broker.base import Broker
 from chat_server.broker.local import LocalBroker
 from chat_server.crypto.passwords import Passwords
@@ -33,6 +34,7 @@ from chat_server.storage.base import (
     PresenceStore,
     StoreError,
 )
+from chat_server.storage.blobs import BlobStore
 from chat_server.storage.embedded import EmbeddedMongo
 from chat_server.storage.presence import SingleProcessPresence
 from notifications.service import PushService
@@ -64,6 +66,8 @@ class Database(Protocol):
 
     def push(self) -> PushStore:
         """The push store (Web Push subscriptions, the push outbox)."""
+    def blobs(self) -> BlobStore:
+        """The attachment blob store."""
 
     async def ping(self) -> bool:
         """True if the backend answers."""
@@ -92,6 +96,8 @@ class Services:
     retention: RetentionJob
     process_id: str
     push: PushService
+    blobs: BlobStore
+    attachments: AttachmentService
     metrics: Metrics = field(default_factory=lambda: Metrics(False))
     # The scrape port when METRICS_PORT is set (docs/deployment.md).
     metrics_server: MetricsServer | None = None
@@ -210,7 +216,9 @@ async def build_services(
     # The push outbox gets a job after each new message's durable write.
     conversations.on_stored = push.outbox.message_stored
     keys.on_key_request = push.outbox.key_request
-    # Attachments, once they exist, register an ErasureHook here too (eraser.hooks).
+    blobs = db.blobs()
+    attachments = AttachmentService(blobs, messages, conversations, settings, clock)
+    conversations.attachments = attachments
     eraser = AccountEraser(
         lifecycle_store,
         accounts_store,
@@ -220,6 +228,7 @@ async def build_services(
         disconnect=lambda user_id: hub.revoke(user_id, REVOKE_ERASED),
         hooks=[push],
     )
+    eraser.hooks.append(attachments)
     policy = RetentionPolicy.from_settings(settings)
     retention = RetentionJob(
         policy,
@@ -259,6 +268,8 @@ async def build_services(
         retention=retention,
         process_id=secrets.token_hex(8),
         push=push,
+        blobs=blobs,
+        attachments=attachments,
         metrics=metrics,
         metrics_server=metrics_server,
         _closers=closers,
@@ -274,6 +285,12 @@ async def build_services(
                 hub, accounts_store, settings.session_recheck_seconds, svc._stopping, clock
             ),
             name="session-watch",
+        )
+    )
+    svc._tasks.append(
+        asyncio.create_task(
+            sweep_periodically(attachments, settings.attachment_sweep_seconds, svc._stopping),
+            name="attachment-sweep",
         )
     )
     if settings.retention_job == "in-process":

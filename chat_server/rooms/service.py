@@ -54,6 +54,19 @@ class MessageVerifier(Protocol):
         """Raise ``E2EEError`` with a specific code if the message must be refused."""
 
 
+class AttachmentHook(Protocol):
+    """The attachment checks around a send (``chat_server/attachments.py``)."""
+
+    async def check_send(
+        self, conv: Conversation, sender_id: str, client_id: str, meta: dict[str, Any]
+    ) -> None:
+        """Raise a ``DomainError`` if the ``attachment`` message must be refused."""
+
+    async def after_send(self, conv: Conversation, stored: StoredMessage) -> None:
+        """After a new message is stored: bind its blob, or delete a deleted one's. Never
+        raises for a store failure (the message is stored already)."""
+
+
 class NoVerification:
     """Verifier used when end-to-end encryption is not required (tests of the core)."""
 
@@ -127,6 +140,8 @@ class ConversationService:
         self._store_timeout = store_timeout
         #: Called after a new message's durable write, before its ack (the push outbox).
         self.on_stored: Callable[[Conversation, StoredMessage], Awaitable[None]] | None = None
+        #: Set by ``services.py`` once the attachment service exists.
+        self.attachments: AttachmentHook | None = None
 
     async def member_conversation(self, user_id: str, conversation_id: str) -> Conversation:
         """The conversation if ``user_id`` is a member; else ``NotMember``."""
@@ -192,6 +207,8 @@ class ConversationService:
             log.warning("append failed", extra={"conversation_id": conv.id, "error": str(exc)})
             raise Unavailable("the store is unavailable; nothing was stored; retry") from None
         if created:
+            if self.attachments is not None and frame.msg_type in ("attachment", "delete"):
+                await self.attachments.after_send(conv, stored)
             await self._publish_message(conv, stored, origin)
             if self.on_stored is not None:
                 await self.on_stored(conv, stored)
@@ -229,6 +246,8 @@ class ConversationService:
                 counsellor_id=conv.counsellor_id,
                 now=now,
             )
+        elif frame.msg_type == "attachment" and self.attachments is not None:
+            await self.attachments.check_send(conv, sender_id, frame.client_id, meta)
         elif frame.msg_type == "notice":
             items.check_notice(meta, sender_id=sender_id, counsellor_id=conv.counsellor_id, now=now)
         elif frame.msg_type in ("edit", "delete"):
@@ -281,8 +300,10 @@ class ConversationService:
     ) -> StoredMessage:
         """Append a server-written event (counsellor changed, epoch rotated...).
 
-        The member who caused it (``actor``) has it marked read: one's own
-        new device is not an unread message.
+        The member who caused it (``actor``) has it marked read if they were up
+        to date: one's own new device is not an unread message. Key housekeeping
+        (``types.quiet_types()``) is marked read for every member who was up to
+        date, moves ``last_seq`` but not ``last_at``, and is left out of unread counts.
         """
         types.lookup(msg_type, from_server=True)
         new = NewMessage(
@@ -293,20 +314,23 @@ class ConversationService:
             msg_type=msg_type,
             body=b"",
             meta=meta,
+            quiet=msg_type in types.quiet_types(),
         )
         stored, created = await self._messages.append(new, self._clock())
         if created:
             await self._publish_message(conv, stored, "")
-            if actor is not None and actor in conv.members:
-                await self._messages.advance_read(conv.id, actor, stored.seq)
-            if self.on_stored is not None and types.lookup(msg_type, from_server=True).notify:
-                await self.on_stored(conv, stored)
-            if not types.lookup(msg_type, from_server=True).notify:
-                # Key housekeeping is not news: members who were up to date stay so.
+            # Members who were up to date stay so: the actor (one's own new device
+            # is not news to oneself) and, for key housekeeping, everyone. A marker
+            # behind is left where it is, so no unread message is swallowed.
+            quiet = not types.lookup(msg_type, from_server=True).notify
+            concerned = [m for m in conv.members if quiet or m == actor]
+            if concerned:
                 markers = (await self._messages.read_markers([conv.id])).get(conv.id, {})
-                for member in conv.members:
+                for member in concerned:
                     if markers.get(member, 0) == stored.seq - 1:
                         await self._messages.advance_read(conv.id, member, stored.seq)
+            if self.on_stored is not None and not quiet:
+                await self.on_stored(conv, stored)
         return stored
 
     async def _publish_message(self, conv: Conversation, m: StoredMessage, origin: str) -> None:
@@ -407,6 +431,7 @@ class ConversationService:
             *(self._messages.messages_after(c.id, c.last_seq - 1, 1) for c in convs if c.last_seq)
         )
         last_message = {page[0].conversation_id: page[0] for page in lasts if page}
+        quiet = await self._quiet_unread(user, convs, markers)
         out: list[dict[str, Any]] = []
         for c in convs:
             peer_id = c.counsellor_id if user.id == c.beneficiary_id else c.beneficiary_id
@@ -423,7 +448,7 @@ class ConversationService:
                     "peer_last_seen": pres.last_seen if pres else None,
                     "last_seq": c.last_seq,
                     "last_at": c.last_at,
-                    "unread": max(0, c.last_seq - mine),
+                    "unread": max(0, c.last_seq - mine - quiet.get(c.id, 0)),
                     "read": mine,
                     "peer_read": markers.get(c.id, {}).get(peer_id, 0),
                     "flagged": c.flagged,
@@ -442,6 +467,23 @@ class ConversationService:
         else:
             out.sort(key=lambda s: (s["unread"] == 0, not s["flagged"], -s["last_at"]))
         return out
+
+    async def _quiet_unread(
+        self, user: User, convs: Sequence[Conversation], markers: dict[str, dict[str, int]]
+    ) -> dict[str, int]:
+        """Key housekeeping after the user's read marker, per conversation with unread
+        messages: it is subtracted from the unread count (it is never news)."""
+        behind = [c for c in convs if c.last_seq > markers.get(c.id, {}).get(user.id, 0)]
+        quiet = sorted(types.quiet_types())
+        counts = await asyncio.gather(
+            *(
+                self._messages.count_types_after(
+                    c.id, markers.get(c.id, {}).get(user.id, 0), quiet
+                )
+                for c in behind
+            )
+        )
+        return {c.id: n for c, n in zip(behind, counts, strict=True)}
 
     async def unread_total(self, user: User) -> int:
         """Unread messages over all the user's conversations."""

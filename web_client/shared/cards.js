@@ -11,6 +11,7 @@
 
 import { t, clock, dayKey, dayLabel, dateLong, whenText } from "./i18n.js";
 import { h, reconcile, renderMessage } from "./ui.js";
+import { attachmentBlock, pendingAttachment } from "./attach-ui.js";
 import {
   ACTION_TRANSITIONS,
   appointmentKindText,
@@ -83,7 +84,7 @@ function offerCard(m, ctx) {
   const details = [c.company, c.place].filter(Boolean).join(" · ");
   return h(
     "li",
-    { class: `msg card card-offer ${m.mine ? "card-mine" : "card-peer"}` },
+    { class: `msg card card-offer ${(m.right ?? m.mine) ? "card-mine" : "card-peer"}` },
     h("p", { class: "card-kind" }, h("span", { class: "tag" }, t("offerLabel")), " ", offerKindText(m.meta.kind), h("span", { class: "visually-hidden" }, ` — ${who(m, ctx)}`)),
     h("h3", { class: "card-title" }, c.title || ""),
     details ? h("p", {}, details) : null,
@@ -104,7 +105,7 @@ function actionCard(m, ctx) {
   );
   return h(
     "li",
-    { class: `msg card card-action ${m.mine ? "card-mine" : "card-peer"}${late ? " card-late" : ""}`, dataset: { item: m.meta.item } },
+    { class: `msg card card-action ${(m.right ?? m.mine) ? "card-mine" : "card-peer"}${late ? " card-late" : ""}`, dataset: { item: m.meta.item } },
     h("p", { class: "card-kind" }, h("span", { class: "tag" }, t("actionLabel")), " ", h("span", { class: `status status-${status}` }, statusText(status)), late ? h("span", { class: "tag tag-late" }, t("overdue")) : null),
     h("h3", { class: "card-title" }, c.title || ""),
     c.description ? h("p", { class: "card-note" }, ...linkify(c.description)) : null,
@@ -135,7 +136,7 @@ function appointmentCard(m, ctx) {
   const beneficiary = ctx.summary.beneficiary_id === ctx.chat.user.id;
   return h(
     "li",
-    { class: `msg card card-appointment ${m.mine ? "card-mine" : "card-peer"}${cancelled ? " card-cancelled" : ""}`, dataset: { item: m.meta.item } },
+    { class: `msg card card-appointment ${(m.right ?? m.mine) ? "card-mine" : "card-peer"}${cancelled ? " card-cancelled" : ""}`, dataset: { item: m.meta.item } },
     h("p", { class: "card-kind" }, h("span", { class: "tag" }, t("appointmentLabel")), " ", appointmentKindText(c.kind || "individuel"), cancelled ? h("span", { class: "tag tag-late" }, t("rdvCancelled")) : null),
     c.title ? h("h3", { class: "card-title" }, c.title) : null,
     h("p", { class: "card-when" }, t("rdvWhen", { when: whenText(startsAt), duration: c.duration || "?" })),
@@ -158,11 +159,24 @@ function appointmentCard(m, ctx) {
 function deletedBubble(m, ctx) {
   return h(
     "li",
-    { class: `msg ${m.mine ? "msg-mine" : "msg-peer"} msg-deleted` },
+    { class: `msg ${(m.right ?? m.mine) ? "msg-mine" : "msg-peer"} msg-deleted` },
     h("span", { class: "visually-hidden" }, `${who(m, ctx)} : `),
     h("p", { class: "msg-text" }, t("deletedMessage")),
     stamp(m),
   );
+}
+
+function attachmentBubble(m, ctx) {
+  if (ctx.fold.deleted.has(m.seq)) return deletedBubble(m, ctx);
+  const li = renderMessage(m, { peerName: ctx.peerName, status: statusOf(m, ctx.summary) });
+  li.classList.add("msg-attachment");
+  li.querySelector(".msg-text").replaceChildren(attachmentBlock(m, ctx.chat));
+  if (m.mine) {
+    li.querySelector(".msg-meta").append(
+      h("button", { type: "button", class: "link-button", onclick: () => deleteMessage(ctx.chat, ctx.conversation, m) }, t("delete"), h("span", { class: "visually-hidden" }, ` : ${m.content?.name || ""}`)),
+    );
+  }
+  return li;
 }
 
 function textBubble(m, ctx, status) {
@@ -210,8 +224,15 @@ function statusOf(m, summary) {
   return m.seq <= (summary.peer_read || 0) ? { kind: "read", text: t("statusRead") } : { kind: "sent", text: t("statusSent") };
 }
 
-function renderStored(m, ctx) {
-  if (m.system || m.error || !m.content) return renderMessage(m, { peerName: ctx.peerName, status: statusOf(m, ctx.summary) });
+/** The name to show for `m`'s author: its real sender, whoever the counsellor is now. */
+function authorName(m, ctx) {
+  if (m.mine || m.system) return ctx.peerName;
+  return ctx.chat.nameOf?.(m.sender) || ctx.peerName;
+}
+
+function renderStored(m, base) {
+  const ctx = { ...base, peerName: authorName(m, base) };
+  if (m.system || m.error || !m.content) return renderMessage(m, { peerName: ctx.peerName, status: statusOf(m, ctx.summary), names: ctx.chat.people });
   switch (m.msgType) {
     case "text":
       return textBubble(m, ctx, statusOf(m, ctx.summary));
@@ -226,6 +247,8 @@ function renderStored(m, ctx) {
       return eventLine(m, ctx);
     case "notice":
       return noticeLine(m);
+    case "attachment":
+      return attachmentBubble(m, ctx);
     default:
       return renderMessage(m, { peerName: ctx.peerName, status: statusOf(m, ctx.summary) });
   }
@@ -241,6 +264,8 @@ function signature(m, ctx) {
     ctx.fold.edits.get(m.seq)?.text ?? null,
     item ? [item.status, item.due, item.startsAt, item.answer, item.content?.title, item.content?.description, item.content?.place, overdue(item)] : null,
     ctx.summary.counsellor_id,
+    // Names arrive after the first drawing (GET /api/people).
+    m.system ? [m.meta?.from, m.meta?.to, m.meta?.user].map((id) => ctx.chat.nameOf?.(id) || "") : authorName(m, ctx),
   ]);
 }
 
@@ -254,6 +279,7 @@ function renderPending(entry, ctx) {
     onDiscard: () => ctx.chat.discard(entry.clientId),
   });
   li.classList.add("msg-pending");
+  if (entry.msgType === "attachment") li.querySelector(".msg-text").replaceChildren(pendingAttachment(entry));
   if (entry.state === "failed" && entry.errorCode) {
     const why = t(`err_${entry.errorCode}`);
     if (why !== `err_${entry.errorCode}`) li.querySelector(".msg-meta").before(h("p", { class: "msg-why" }, why));
