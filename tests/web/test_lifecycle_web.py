@@ -284,6 +284,8 @@ def test_loading_earlier_messages_keeps_the_readers_place(world: World) -> None:
     older = app.get_by_role("button", name="Charger les messages précédents")
     expect(older).to_be_visible()
     expect(app.locator("#messages .msg")).not_to_have_count(0)
+    waiting = app.locator(".msg-text", has_text="en attente de la clé")
+    expect(waiting).to_have_count(0)  # the page is decrypted before the reader scrolls up
     app.locator("#log").evaluate("(el) => { el.scrollTop = 0; }")
     where = """(text) => {
         const log = document.querySelector("#log");
@@ -299,7 +301,7 @@ def test_loading_earlier_messages_keeps_the_readers_place(world: World) -> None:
     assert before["text"] in world.texts
     older.click()
     expect(app.locator("#messages .msg")).not_to_have_count(before["count"])
-    expect(app.locator(".msg-text", has_text="en attente de la clé")).to_have_count(0)
+    expect(waiting).to_have_count(0)
     after: dict[str, Any] = app.evaluate(where, before["text"])
     assert after["count"] > before["count"]
     # The message the reader was looking at has not moved (the earlier ones are above it).
@@ -341,6 +343,14 @@ def test_an_inactive_beneficiary_is_warned_in_the_app(world: World) -> None:
     expect(warning).to_contain_text("Connectez-vous pour le conserver.")
     save_screenshot(app, "app-inactivity-warning.png")
     assert axe_serious(app) == []
+    # The counsellor reads it about the young person, not about their own account.
+    console = world.console
+    console.reload()
+    console.locator(".conv", has_text=BENEFICIARY).click()
+    about = console.locator(".msg-system", has_text="ne s'est pas connecté·e depuis longtemps")
+    expect(about).to_have_count(1)
+    expect(about).to_contain_text(f"{BENEFICIARY} ne s'est pas connecté·e")
+    expect(console.locator(".msg-system", has_text="Sans connexion de votre part")).to_have_count(0)
 
 
 def test_beneficiary_deletes_their_account_from_the_app(world: World) -> None:

@@ -424,7 +424,8 @@ export class ChatClient {
       createdAt: m.created_at,
       mine: m.sender === this.user.id,
       system: m.sender === "system" || m.msg_type.startsWith("system."),
-      aboutMe: (m.meta || {}).user === this.user.id,
+      // An inactivity notice is always about the conversation's beneficiary.
+      aboutMe: m.msg_type === "system.inactivity_notice" ? this.user.role === "beneficiary" : (m.meta || {}).user === this.user.id,
       content: null,
       error: null,
       raw: m,

@@ -7,6 +7,7 @@ const STRINGS = {
   sysArchived: "Accompagnement clôturé ({reason}) : la conversation est en lecture seule.",
   sysRestored: "La conversation a été rouverte par un superviseur.",
   sysInactivityNotice: "Sans connexion de votre part, ce compte et ses messages seront supprimés le {date}. Connectez-vous pour le conserver.",
+  sysInactivityNoticePeer: "{name} ne s'est pas connecté·e depuis longtemps : sans connexion de sa part, son compte et cette conversation seront supprimés le {date}.",
   appName: "CEJ Messagerie",
   consoleTitle: "Console conseiller",
   appTitle: "Ma messagerie",

@@ -68,8 +68,11 @@ export function messageText(item, peerName = "") {
         return t("sysArchived", { reason: archiveReasonText(item.meta?.reason) });
       case "system.restored":
         return t("sysRestored");
-      case "system.inactivity_notice":
-        return t("sysInactivityNotice", { date: item.meta?.deletion_at ? longTime(item.meta.deletion_at) : "?" });
+      case "system.inactivity_notice": {
+        const date = item.meta?.deletion_at ? longTime(item.meta.deletion_at) : "?";
+        if (item.aboutMe) return t("sysInactivityNotice", { date });
+        return t("sysInactivityNoticePeer", { name: peerName, date });
+      }
       case "system.device_changed": {
         const removed = item.meta?.change === "removed";
         if (item.aboutMe) return t(removed ? "sysMyDeviceRemoved" : "sysMyDeviceAdded");
