@@ -33,6 +33,7 @@ from chat_server.storage.base import (
 )
 from chat_server.storage.embedded import EmbeddedMongo
 from chat_server.storage.presence import SingleProcessPresence
+from chat_server.tools.onboarding import OnboardingService
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class Services:
     lifecycle: LifecycleService
     retention: RetentionJob
     process_id: str
+    onboarding: OnboardingService
     # The last background check of each dependency (``/healthz`` answers from it, no I/O).
     checks: dict[str, bool] = field(default_factory=lambda: {"store": True, "broker": True})
     _closers: list[object] = field(default_factory=list)
@@ -223,6 +225,7 @@ async def build_services(
         lifecycle=lifecycle,
         retention=retention,
         process_id=secrets.token_hex(8),
+        onboarding=OnboardingService(accounts, accounts_store, conversations, key_store, clock),
         _closers=closers,
     )
     svc._tasks.append(asyncio.create_task(_heartbeat(svc), name="presence-heartbeat"))

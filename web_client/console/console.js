@@ -24,6 +24,7 @@ import {
 import { loadOlderKeepingPlace, renderItemsPanel, renderThreadList } from "../shared/cards.js";
 import { openActionDialog, openAppointmentDialog, openNoticeDialog, openOfferDialog } from "../shared/forms.js";
 import { previewText } from "../shared/items.js";
+import { bindOnboarding, loginProblem, renderReissueButton, showActivation } from "./onboarding.js";
 
 const SESSION_KEY = "cejchat.console.session";
 const BASE_TITLE = "Console conseiller — CEJ Messagerie";
@@ -121,6 +122,7 @@ function startApp(login) {
   $("#btn-export").addEventListener("click", onExport);
   $("#btn-archive").addEventListener("click", openArchive);
   $("#archive-form").addEventListener("submit", submitArchive);
+  bindOnboarding({ api, currentConversation: () => current, peerName: () => chat.peerName(current) });
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && current) chat.markRead(current);
   });
@@ -304,6 +306,7 @@ function renderThreadHead() {
   $("#btn-safety").hidden = Boolean(s.deleted_at);
   $("#key-requests").hidden = Boolean(s.deleted_at);
   if (s.deleted_at) $("#thread-presence").textContent = "";
+  renderReissueButton(s, me);
   const flag = $("#btn-flag");
   flag.hidden = s.counsellor_id !== me.id || Boolean(s.deleted_at);
   flag.setAttribute("aria-pressed", s.flagged ? "true" : "false");
@@ -434,17 +437,18 @@ async function createBeneficiary(event) {
     error.textContent = "Le nom et l'identifiant sont obligatoires.";
     return;
   }
+  if (loginProblem(login)) {
+    error.textContent = loginProblem(login);
+    return;
+  }
   try {
     const created = await api.createBeneficiary(login, name, $("#b-programme").value);
     $("#dlg-beneficiary").close();
-    $("#dlg-code-title").textContent = t("beneficiaryCreated", { name: created.user.display_name });
-    $("#activation-code").textContent = created.activation_code;
-    $("#activation-expires").textContent = t("activationExpires", { when: longTime(created.activation_expires) });
     await chat.refreshSummaries();
     select(created.conversation_id);
-    $("#dlg-code").showModal();
+    showActivation(created);
   } catch (err) {
-    error.textContent = err instanceof ApiError && err.code === "login_taken" ? t("loginTaken") : t("genericError", { message: err.message });
+    error.textContent = err.message;
   }
 }
 

@@ -7,6 +7,8 @@ const STRINGS = {
   sysArchived: "Accompagnement clôturé ({reason}) : la conversation est en lecture seule.",
   sysRestored: "La conversation a été rouverte par un superviseur.",
   sysInactivityNotice: "Sans connexion de votre part, ce compte et ses messages seront supprimés le {date}. Connectez-vous pour le conserver.",
+  sysActivationReissued: "Le conseiller a émis un nouveau code d'activation, valable jusqu'au {date}. L'ancien code ne fonctionne plus.",
+  sysPasswordReset: "Le conseiller a émis un code pour choisir un nouveau mot de passe, valable jusqu'au {date}. Si vous ne l'avez pas demandé, parlez-en à votre conseiller.",
   appName: "CEJ Messagerie",
   consoleTitle: "Console conseiller",
   appTitle: "Ma messagerie",

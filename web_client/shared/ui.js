@@ -70,6 +70,8 @@ export function messageText(item, peerName = "") {
         return t("sysRestored");
       case "system.inactivity_notice":
         return t("sysInactivityNotice", { date: item.meta?.deletion_at ? longTime(item.meta.deletion_at) : "?" });
+      case "system.activation_issued":
+        return t(item.meta?.kind === "password_reset" ? "sysPasswordReset" : "sysActivationReissued", { date: item.meta?.expires_at ? longTime(item.meta.expires_at) : "?" });
       case "system.device_changed": {
         const removed = item.meta?.change === "removed";
         if (item.aboutMe) return t(removed ? "sysMyDeviceRemoved" : "sysMyDeviceAdded");
