@@ -15,6 +15,7 @@ from chat_server.accounts import AccountService
 from chat_server.broker.base import Broker
 from chat_server.broker.local import LocalBroker
 from chat_server.crypto.passwords import Passwords
+from chat_server.crypto.verify_pool import SignatureChecks
 from chat_server.hub import REVOKE_ERASED, Hub
 from chat_server.lifecycle.eraser import AccountEraser
 from chat_server.lifecycle.retention import RetentionJob, RetentionPolicy, run_periodically
@@ -168,7 +169,12 @@ async def build_services(
     presence = db.presence() if settings.redis_url else SingleProcessPresence(db.presence())
     key_store = db.keys()
     if verifier is None:
-        verifier = E2EEVerifier(key_store) if settings.require_e2ee else NoVerification()
+        if settings.require_e2ee:
+            checks = SignatureChecks(settings.verify_threads)
+            closers.append(checks)
+            verifier = E2EEVerifier(key_store, checks)
+        else:
+            verifier = NoVerification()
     lifecycle_store = db.lifecycle()
     accounts = AccountService(
         accounts_store, messages, Passwords(), settings, clock, key_store, lifecycle_store

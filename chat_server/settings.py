@@ -53,6 +53,7 @@ class Settings:
     login_window_seconds: int = 900
     resume_max_messages: int = 1000
     require_e2ee: bool = True
+    verify_threads: int = 2
     log_level: str = "INFO"
     # Faults and abuse (docs/security.md, docs/deployment.md).
     store_timeout_seconds: float = 2.0
@@ -183,6 +184,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     take("LOGIN_WINDOW_SECONDS", "login_window_seconds", lambda n, r: _int(n, r, 1, 86400))
     take("RESUME_MAX_MESSAGES", "resume_max_messages", lambda n, r: _int(n, r, 1, 10**6))
     take("REQUIRE_E2EE", "require_e2ee", _bool)
+    take("VERIFY_THREADS", "verify_threads", lambda n, r: _int(n, r, 0, 64))
     take("LOG_LEVEL", "log_level", _level)
     take("STORE_TIMEOUT_SECONDS", "store_timeout_seconds", lambda n, r: _float(n, r, 0.5, 60))
     take("TRUSTED_PROXIES", "trusted_proxies", _addresses)

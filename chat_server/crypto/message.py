@@ -39,6 +39,7 @@ __all__ = [
     "decrypt_message",
     "encrypt_message",
     "message_aad",
+    "message_signed_bytes",
     "read_text",
     "signed_bytes",
     "text_plaintext",
@@ -145,6 +146,41 @@ def encrypt_message(
     return EncryptedMessage(nonce, ciphertext, sender.sign(signed))
 
 
+def message_signed_bytes(
+    conversation: str,
+    epoch: int,
+    sender_device: str,
+    client_id: str,
+    msg_type: str,
+    nonce: bytes,
+    ciphertext: bytes,
+    *,
+    meta: Mapping[str, object] | None = None,
+    version: int = FORMAT_VERSION,
+) -> bytes | None:
+    """The bytes the sender device signed for this message; None if any field is malformed.
+
+    Never raises (wrong type or length, epoch out of range, unencodable
+    string, meta without a canonical form, unknown version all give None).
+    The server builds these on the event loop and verifies them elsewhere
+    (`chat_server.crypto.verify_pool`).
+    """
+    if not (
+        isinstance(nonce, bytes)
+        and len(nonce) == NONCE_LEN
+        and isinstance(ciphertext, bytes)
+        and len(ciphertext) >= _TAG_LEN
+    ):
+        return None
+    try:
+        aad = message_aad(
+            conversation, epoch, sender_device, client_id, msg_type, version=version, meta=meta
+        )
+        return signed_bytes(aad, nonce, ciphertext, version=version)
+    except MalformedInput:
+        return None
+
+
 def verify_message_signature(
     sig_pub: bytes,
     conversation: str,
@@ -166,21 +202,18 @@ def verify_message_signature(
     malformed argument (wrong type, length, epoch out of range, unencodable
     string, meta without a canonical form, unknown version) gives False.
     """
-    if not (
-        isinstance(nonce, bytes)
-        and len(nonce) == NONCE_LEN
-        and isinstance(ciphertext, bytes)
-        and len(ciphertext) >= _TAG_LEN
-    ):
-        return False
-    try:
-        aad = message_aad(
-            conversation, epoch, sender_device, client_id, msg_type, version=version, meta=meta
-        )
-        signed = signed_bytes(aad, nonce, ciphertext, version=version)
-    except MalformedInput:
-        return False
-    return verify_signature(sig_pub, signed, sig)
+    signed = message_signed_bytes(
+        conversation,
+        epoch,
+        sender_device,
+        client_id,
+        msg_type,
+        nonce,
+        ciphertext,
+        meta=meta,
+        version=version,
+    )
+    return signed is not None and verify_signature(sig_pub, signed, sig)
 
 
 def decrypt_message(

@@ -27,8 +27,9 @@ from chat_server.crypto.encoding import b64encode
 from chat_server.crypto.envelope import Envelope, verify_envelope_signature
 from chat_server.crypto.errors import MalformedInput
 from chat_server.crypto.keys import DevicePublicKeys, verify_registration
-from chat_server.crypto.message import FORMAT_VERSION, verify_message_signature
+from chat_server.crypto.message import FORMAT_VERSION, message_signed_bytes
 from chat_server.crypto.meta import canonical_meta
+from chat_server.crypto.verify_pool import SignatureChecks
 from chat_server.hub import Hub
 from chat_server.rooms.errors import (
     ConversationDeleted,
@@ -68,10 +69,15 @@ class E2EEVerifier:
     of someone who is not a member, a conversation waiting for a new epoch,
     an epoch that is not the current one, a malformed ciphertext, and a bad
     signature. (A reused nonce is refused by the store's unique index.)
+
+    The signature itself is verified by ``checks`` (a thread pool, see
+    `chat_server.crypto.verify_pool`; inline when None): the coroutine waits
+    for it, so nothing is stored or acknowledged before it says yes.
     """
 
-    def __init__(self, keys: KeyStore) -> None:
+    def __init__(self, keys: KeyStore, checks: SignatureChecks | None = None) -> None:
         self._keys = keys
+        self._checks = SignatureChecks(0) if checks is None else checks
         self._cache: dict[str, tuple[float, Device | None]] = {}
         self._cleared: set[tuple[str, str]] = set()
 
@@ -138,8 +144,7 @@ class E2EEVerifier:
             canonical_meta(message.meta)
         except MalformedInput as exc:
             raise E2EEError("meta_not_canonical", str(exc)) from None
-        if not verify_message_signature(
-            device.sig_pub,
+        signed = message_signed_bytes(
             conversation.id,
             message.epoch,
             device.id,
@@ -147,10 +152,10 @@ class E2EEVerifier:
             message.msg_type,
             message.nonce,
             message.body,
-            message.sig,
             meta=message.meta,
             version=message.version,
-        ):
+        )
+        if signed is None or not await self._checks.verify(device.sig_pub, signed, message.sig):
             raise E2EEError(
                 "bad_signature",
                 "the signature does not verify with this device's key over these fields "

@@ -1,0 +1,159 @@
+"""Ed25519 verifications off the event loop: a small thread pool, batched per loop turn.
+
+`cryptography` (and libsodium) release the GIL while they verify, so a few
+threads let one server process use more than one core for the one costly
+step of ``message.send``. The contract of `SignatureChecks.verify`:
+
+- it returns exactly what its ``check`` returns for the same arguments
+  (by default `chat_server.crypto.keys.verify_signature`), and never
+  raises for a bad key or signature;
+- every verification asked for during one turn of the event loop goes out
+  as one batch, split into at most ``threads`` contiguous chunks, so the
+  loop hands work over once per turn and never waits for a verification:
+  it goes on reading frames while the threads verify;
+- results come back in the order the verifications were asked for (a batch
+  is answered only once every earlier batch is): the coroutines waiting for
+  them resume in arrival order, so the per-conversation ``seq`` order still
+  follows arrival;
+- with ``threads=0`` it verifies inline, on the loop, one at a time (the
+  behaviour before the pool; for one-core deployments and tests).
+
+`close` stops the threads; a verification asked for afterwards runs inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from chat_server.crypto.keys import verify_signature
+
+__all__ = ["BatchObserver", "Check", "SignatureChecks", "verify_many"]
+
+#: Called once per verified chunk with (signatures in it, seconds the thread spent).
+BatchObserver = Callable[[int, float], None]
+#: One verification: (sig_pub, data, sig) -> valid. Must never raise, and release the GIL.
+Check = Callable[[bytes, bytes, bytes], bool]
+
+_Job = tuple[bytes, bytes, bytes]
+
+
+def verify_many(jobs: Sequence[_Job], check: Check = verify_signature) -> list[bool]:
+    """Verify ``(sig_pub, data, sig)`` triples in order (runs on a pool thread)."""
+    return [check(pub, data, sig) for pub, data, sig in jobs]
+
+
+def _timed(jobs: Sequence[_Job], check: Check) -> tuple[list[bool], float]:
+    start = time.perf_counter()
+    out = verify_many(jobs, check)
+    return out, time.perf_counter() - start
+
+
+class _Batch:
+    __slots__ = ("futures", "jobs", "left", "results")
+
+    def __init__(self, jobs: list[_Job], futures: list[asyncio.Future[bool]], parts: int) -> None:
+        self.jobs = jobs
+        self.futures = futures
+        self.results: list[bool | None] = [None] * len(jobs)
+        self.left = parts
+
+
+class SignatureChecks:
+    """A pool of ``threads`` verifier threads fed one batch per event-loop turn."""
+
+    def __init__(
+        self,
+        threads: int,
+        observe: BatchObserver | None = None,
+        *,
+        check: Check = verify_signature,
+    ) -> None:
+        if threads < 0:
+            raise ValueError("threads must be >= 0")
+        self.threads = threads
+        self._check = check
+        self._observe = observe
+        self._pool = (
+            ThreadPoolExecutor(max_workers=threads, thread_name_prefix="verify")
+            if threads
+            else None
+        )
+        self._jobs: list[_Job] = []
+        self._futures: list[asyncio.Future[bool]] = []
+        self._scheduled = False
+        self._inflight: collections.deque[_Batch] = collections.deque()
+
+    async def verify(self, sig_pub: bytes, data: bytes, sig: bytes) -> bool:
+        """Whether ``sig`` is ``sig_pub``'s Ed25519 signature of ``data`` (see the module)."""
+        if self._pool is None:
+            start = time.perf_counter()
+            ok = self._check(sig_pub, data, sig)
+            if self._observe is not None:
+                self._observe(1, time.perf_counter() - start)
+            return ok
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._jobs.append((sig_pub, data, sig))
+        self._futures.append(fut)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush)
+        return await fut
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        jobs, futures = self._jobs, self._futures
+        self._jobs, self._futures = [], []
+        if not jobs:
+            return
+        pool = self._pool
+        if pool is None:  # closed meanwhile
+            for job, fut in zip(jobs, futures, strict=True):
+                if not fut.done():
+                    fut.set_result(self._check(*job))
+            return
+        parts = min(self.threads, len(jobs))
+        size = -(-len(jobs) // parts)
+        batch = _Batch(jobs, futures, 0)
+        self._inflight.append(batch)
+        loop = asyncio.get_running_loop()
+        for start in range(0, len(jobs), size):
+            batch.left += 1
+            chunk = jobs[start : start + size]
+            done = loop.run_in_executor(pool, _timed, chunk, self._check)
+            done.add_done_callback(self._chunk_done(batch, start, len(chunk)))
+
+    def _chunk_done(
+        self, batch: _Batch, start: int, count: int
+    ) -> Callable[[asyncio.Future[tuple[list[bool], float]]], None]:
+        def done(f: asyncio.Future[tuple[list[bool], float]]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                # The pool was shut down under us: verify here rather than lose the answer.
+                results = verify_many(batch.jobs[start : start + count], self._check)
+            else:
+                results, spent = f.result()
+                if self._observe is not None:
+                    self._observe(count, spent)
+            batch.results[start : start + count] = results
+            batch.left -= 1
+            self._answer()
+
+        return done
+
+    def _answer(self) -> None:
+        # Batches are answered in the order they were sent, each in its own order.
+        while self._inflight and self._inflight[0].left == 0:
+            batch = self._inflight.popleft()
+            for fut, ok in zip(batch.futures, batch.results, strict=True):
+                if not fut.done():  # the sender may have gone (cancelled)
+                    fut.set_result(bool(ok))
+
+    async def close(self) -> None:
+        """Stop the threads (after the running chunks end)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.get_running_loop().run_in_executor(None, pool.shutdown, True)

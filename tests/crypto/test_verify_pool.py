@@ -1,0 +1,114 @@
+"""The verification pool: same answers as the inline check, one batch per loop turn, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from chat_server.crypto.keys import DeviceKeys, verify_signature
+from chat_server.crypto.verify_pool import SignatureChecks
+
+
+def _jobs(count: int, bad: set[int]) -> list[tuple[bytes, bytes, bytes]]:
+    keys = DeviceKeys.generate()
+    out = []
+    for i in range(count):
+        data = f"message {i}".encode()
+        sig = keys.sign(data)
+        if i in bad:
+            sig = sig[:-1] + bytes([sig[-1] ^ 1])
+        out.append((keys.public.sig_pub, data, sig))
+    return out
+
+
+@pytest.mark.parametrize("threads", [0, 1, 2, 3])
+async def test_same_answers_as_inline_and_a_bad_signature_is_refused_alone(threads: int) -> None:
+    jobs = _jobs(30, bad={13})
+    jobs.append((b"\x00" * 32, b"x", b"\x00" * 64))  # small-order key: refused
+    jobs.append((b"short", b"x", b"\x00" * 64))  # malformed key: refused, no exception
+    checks = SignatureChecks(threads)
+    try:
+        got = await asyncio.gather(*(checks.verify(*j) for j in jobs))
+    finally:
+        await checks.close()
+    assert got == [verify_signature(*j) for j in jobs]
+    assert [i for i, ok in enumerate(got) if not ok] == [13, 30, 31]
+
+
+async def test_one_batch_per_loop_turn_split_over_the_threads() -> None:
+    sizes: list[int] = []
+    checks = SignatureChecks(2, observe=lambda n, _spent: sizes.append(n))
+    try:
+        jobs = _jobs(20, bad=set())
+        assert all(await asyncio.gather(*(checks.verify(*j) for j in jobs)))
+        # Asked for in one turn: one batch, in two chunks (one per thread).
+        assert sorted(sizes) == [10, 10]
+        sizes.clear()
+        assert await checks.verify(*jobs[0])
+        assert sizes == [1]
+    finally:
+        await checks.close()
+
+
+async def test_answers_come_back_in_arrival_order_even_if_a_later_chunk_ends_first() -> None:
+    first_chunk_may_end = threading.Event()
+
+    def check(pub: bytes, data: bytes, sig: bytes) -> bool:
+        if data == b"0":
+            # The first chunk waits until the second one has ended (bounded).
+            first_chunk_may_end.wait(5)
+        elif data == b"3":
+            first_chunk_may_end.set()
+        return data != b"2"
+
+    checks = SignatureChecks(2, check=check)
+    resumed: list[int] = []
+
+    async def one(i: int) -> None:
+        ok = await checks.verify(b"k", str(i).encode(), b"s")
+        resumed.append(i if ok else -i)
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(4))), 10)
+    finally:
+        await checks.close()
+    assert resumed == [0, 1, -2, 3]
+
+
+async def test_the_loop_keeps_running_while_the_threads_verify() -> None:
+    release = threading.Event()
+
+    def check(pub: bytes, data: bytes, sig: bytes) -> bool:
+        release.wait(5)
+        return True
+
+    checks = SignatureChecks(1, check=check)
+    try:
+        pending = asyncio.ensure_future(checks.verify(b"k", b"d", b"s"))
+        ticks = 0
+        deadline = time.monotonic() + 5
+        while ticks < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+            ticks += 1
+        assert ticks == 5
+        assert not pending.done()
+        release.set()
+        assert await asyncio.wait_for(pending, 5)
+    finally:
+        release.set()
+        await checks.close()
+
+
+async def test_after_close_it_verifies_inline() -> None:
+    checks = SignatureChecks(2)
+    await checks.close()
+    job = _jobs(1, bad=set())[0]
+    assert await checks.verify(*job)
+
+
+def test_negative_threads_refused() -> None:
+    with pytest.raises(ValueError, match="threads"):
+        SignatureChecks(-1)
