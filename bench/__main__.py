@@ -30,7 +30,7 @@ from bench.loadgen import Job
 from bench.procs import Engine, Redis, stop_all
 from bench.report import Runs, machine, markdown
 from bench.scenarios import LoadGen, idle_memory, storm, traffic
-from bench.targets import TARGETS, Env, Target
+from bench.targets import TARGETS, Env, Target, describe
 from bench.workload import Payloads
 
 SCENARIOS = ("saturation", "latency", "memory", "storm")
@@ -38,6 +38,8 @@ DEFAULT_TARGETS = {
     "saturation": [
         "chat-mem",
         "chat-mem-e2ee",
+        "chat-mem-e2ee-inline",
+        "chat-mem-e2ee-2c",
         "chat-mem-redis",
         "chat-emb",
         "chat-emb-redis",
@@ -163,7 +165,7 @@ async def run(a: argparse.Namespace) -> int:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     logdir = Path(tempfile.mkdtemp(prefix="bench-logs-"))
-    env = Env(server_cpus=server_cpus, logdir=logdir, signed=a.signed)
+    env = Env(server_cpus=server_cpus, logdir=logdir, signed=a.signed, loadgen_cpus=lg_cpus)
     if a.profile:
         env.profile_dir = Path(a.profile)
         env.profile_dir.mkdir(parents=True, exist_ok=True)
@@ -225,6 +227,7 @@ async def run(a: argparse.Namespace) -> int:
                     if r > 0 and (scenario, t.key) in SLOW and not a.all_rounds:
                         continue
                     result = await _one(scenario, t, env, lg, plan, a)
+                    result["label"] = describe(t, env)
                     runs[scenario].setdefault(t.key, []).append(result)
                     print(f"[round {r + 1}] {scenario} {t.key}: {_short(result)}", flush=True)
     finally:

@@ -8,7 +8,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.targets import TARGETS
+from bench.targets import TARGETS, describe
 
 Runs = dict[str, dict[str, list[dict[str, Any]]]]  # scenario -> target -> runs
 
@@ -72,9 +72,11 @@ def ratios(
     return statistics.median(rs), min(rs), max(rs)
 
 
-def _label(key: str) -> str:
-    t = TARGETS[key]
-    return t.label + ("" if t.persists or t.kind == "chat" else " (stores nothing)")
+def _label(key: str, rs: list[dict[str, Any]] | None = None) -> str:
+    # What the row ran (bench.targets.describe), recorded with each result.
+    if rs and isinstance(rs[0].get("label"), str):
+        return str(rs[0]["label"])
+    return describe(TARGETS[key])
 
 
 def markdown(runs: Runs, meta: dict[str, Any]) -> str:
@@ -93,7 +95,8 @@ def markdown(runs: Runs, meta: dict[str, Any]) -> str:
         ]
         for key, rs in sat.items():
             lines.append(
-                f"| {_label(key)} | {fmt(stat(rs, 'throughput'))} | {fmt(stat(rs, 'per_core'))} "
+                f"| {_label(key, rs)} | {fmt(stat(rs, 'throughput'))} "
+                f"| {fmt(stat(rs, 'per_core'))} "
                 f"| {fmt(stat(rs, 'p99_ms'), 1)} | {fmt(stat(rs, 'server_cpu'), 2)} "
                 f"| {fmt(stat(rs, 'engine_cpu'), 2)} | {fmt(stat(rs, 'redis_cpu'), 2)} "
                 f"| {fmt(stat(rs, 'other_cpu'), 2)} | {fmt(stat(rs, 'loadgen_cpu'), 2)} |"
@@ -112,7 +115,7 @@ def markdown(runs: Runs, meta: dict[str, Any]) -> str:
         ]
         for key, rs in lat.items():
             lines.append(
-                f"| {_label(key)} | {fmt(stat(rs, 'delivered_rate'))} "
+                f"| {_label(key, rs)} | {fmt(stat(rs, 'delivered_rate'))} "
                 f"| {fmt(stat(rs, 'p50_ms'), 1)} "
                 f"| {fmt(stat(rs, 'p99_ms'), 1)} | {fmt(stat(rs, 'max_ms'), 1)} "
                 f"| {fmt(stat(rs, 'ack_p99_ms'), 1)} | {fmt(stat(rs, 'incomplete'))} "
@@ -134,7 +137,7 @@ def markdown(runs: Runs, meta: dict[str, Any]) -> str:
             rss = stat(rs, f"rss_kib_{steps[-1]}")
             rss_mib = (rss[0] / 1024, rss[1] / 1024, rss[2] / 1024) if rss else None
             lines.append(
-                f"| {_label(key)} | {cells} | {fmt(rss_mib)} "
+                f"| {_label(key, rs)} | {cells} | {fmt(rss_mib)} "
                 f"| {fmt(stat(rs, f'connect_seconds_{steps[-1]}'), 1)} |"
             )
         lines.append("")
@@ -154,7 +157,7 @@ def markdown(runs: Runs, meta: dict[str, Any]) -> str:
             ok = all(r.get("all_caught_up") for r in rs)
             cpu = [r.get("server_cpu", 0) + r.get("engine_cpu", 0) for r in rs]
             lines.append(
-                f"| {_label(key)} | {rs[0].get('mode', '')} | {fmt(stat(rs, 'clients'))} "
+                f"| {_label(key, rs)} | {rs[0].get('mode', '')} | {fmt(stat(rs, 'clients'))} "
                 f"| {fmt(stat(rs, 'restart_seconds'), 1)} "
                 f"| {fmt(stat(rs, 'caught_up_after_ready'), 2)} "
                 f"| {fmt(stat(rs, 'client_caught_up_p50'), 2)} / "
@@ -191,6 +194,35 @@ def _ratio_lines(runs: Runs) -> list[str]:
             "starlette",
             "chat (memory, e2ee) / bare Starlette msg per core-s",
         ),
+        (
+            "saturation",
+            "per_core",
+            "chat-mem-e2ee",
+            "sio",
+            "chat (memory, e2ee) / socketio msg per core-s",
+        ),
+        (
+            "saturation",
+            "throughput",
+            "chat-mem-e2ee",
+            "chat-mem-e2ee-inline",
+            "chat (memory, e2ee) verify threads / on the loop msg/s",
+        ),
+        (
+            "saturation",
+            "per_core",
+            "chat-mem-e2ee-2c",
+            "chat-mem-e2ee",
+            "chat (memory, e2ee) 2 cores / 1 core msg per core-s",
+        ),
+        (
+            "saturation",
+            "server_cpu",
+            "chat-mem-e2ee-2c",
+            "chat-mem-e2ee",
+            "chat (memory, e2ee) 2 cores / 1 core server CPU",
+        ),
+        ("latency", "p99_ms", "chat-mem-e2ee", "chat-mem", "p99 chat signed / unsigned (memory)"),
         ("saturation", "throughput", "chat-mem", "sio", "chat (memory) / socketio msg/s"),
         (
             "saturation",

@@ -8,7 +8,7 @@ with the ``chat-server`` uvicorn configuration); the rest are the peers of
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.procs import HOST, Engine, Group, Redis, free_port, python, spawn, wait_http
@@ -26,6 +26,8 @@ class Target:
     redis: bool = False
     persists: bool = False
     signed: bool = False  # chat: REQUIRE_E2EE=true, real signed messages
+    verify_threads: int = 2  # chat, signed: VERIFY_THREADS
+    cpus: tuple[int, ...] = ()  # the server's cores instead of --server-cpus (shared: say so)
 
     @property
     def dialect(self) -> str:
@@ -42,6 +44,22 @@ TARGETS: dict[str, Target] = {
             "chat",
             store="memory",
             signed=True,
+        ),
+        Target(
+            "chat-mem-e2ee-inline",
+            "chat, memory store, in-process broker, signatures checked on the loop",
+            "chat",
+            store="memory",
+            signed=True,
+            verify_threads=0,
+        ),
+        Target(
+            "chat-mem-e2ee-2c",
+            "chat, memory store, in-process broker, signatures checked, 2 cores",
+            "chat",
+            store="memory",
+            signed=True,
+            cpus=(0, 1),
         ),
         Target(
             "chat-mem-redis",
@@ -100,12 +118,37 @@ TARGETS: dict[str, Target] = {
 }
 
 
+def describe(t: Target, env: Env | None = None, *, signed: bool | None = None) -> str:
+    """What a row runs: signed or not, store, broker, processes, threads, cores."""
+    signed = (t.signed or (env is not None and env.signed)) if signed is None else signed
+    procs = f"{t.procs} process" + ("es" if t.procs > 1 else "")
+    cpus = set(t.cpus) or (env.server_cpus if env is not None else {0})
+    cores = f"server on CPU {','.join(map(str, sorted(cpus)))}"
+    if env is not None and t.cpus and set(t.cpus) & env.loadgen_cpus:
+        cores += " (shared with the load generator)"
+    if t.kind != "chat":
+        base = t.label if "process" in t.label else f"{t.label}, {procs}"
+        return f"{base}, {cores} (stores nothing, checks nothing)"
+    if signed:
+        how = (
+            f"signed, {t.verify_threads} verify threads"
+            if t.verify_threads
+            else "signed, verified on the event loop"
+        )
+    else:
+        how = "unsigned"
+    store = "memory store" if t.store == "memory" else "embedded engine"
+    broker = "Redis" if t.redis else "in-process broker"
+    return f"chat, {how}, {store}, {broker}, {procs}, {cores}"
+
+
 @dataclass
 class Env:
     """Shared services of a benchmark session (engine, Redis) and its settings."""
 
     server_cpus: set[int]
     logdir: Path
+    loadgen_cpus: set[int] = field(default_factory=set)
     signed: bool = False
     engine: Engine | None = None
     redis: Redis | None = None
@@ -136,6 +179,7 @@ async def start(t: Target, env: Env, pairs: int, port: int | None = None) -> Gro
                 "RATE_PER_SECOND": "1000000",
                 "RATE_BURST": "1000000",
                 "LOG_LEVEL": "WARNING",
+                "VERIFY_THREADS": str(t.verify_threads),
             }
             seed_pairs = 0
             if t.store == "memory":
@@ -163,7 +207,8 @@ async def start(t: Target, env: Env, pairs: int, port: int | None = None) -> Gro
             path = "/"
         else:
             raise ValueError(t.kind)
-        group.procs.append(spawn(name, argv, penv, env.server_cpus, env.logdir, p))
+        cpus = set(t.cpus) or env.server_cpus
+        group.procs.append(spawn(name, argv, penv, cpus, env.logdir, p))
     try:
         for proc in group.procs:
             await wait_http(proc.port, path, proc, 120)

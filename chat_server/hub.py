@@ -71,6 +71,10 @@ class Hub:
         """How many of the user's connections this process holds."""
         return len(self._local.get(user_id, ()))
 
+    def user_count(self) -> int:
+        """How many users have at least one connection on this process."""
+        return len(self._local)
+
     def subscribers(self) -> list[Subscriber]:
         """Every local connection."""
         return [sub for subs in self._local.values() for sub in subs]

@@ -20,6 +20,7 @@ from chat_server.hub import REVOKE_ERASED, Hub
 from chat_server.lifecycle.eraser import AccountEraser
 from chat_server.lifecycle.retention import RetentionJob, RetentionPolicy, run_periodically
 from chat_server.lifecycle.service import LifecycleService
+from chat_server.metrics import Metrics, MetricsServer, serve_metrics
 from chat_server.rooms.keys import E2EEVerifier, KeyService
 from chat_server.rooms.service import ConversationService, MessageVerifier, NoVerification
 from chat_server.session_watch import watch_sessions
@@ -86,6 +87,9 @@ class Services:
     retention: RetentionJob
     process_id: str
     onboarding: OnboardingService
+    metrics: Metrics = field(default_factory=lambda: Metrics(False))
+    # The scrape port when METRICS_PORT is set (docs/deployment.md).
+    metrics_server: MetricsServer | None = None
     # The last background check of each dependency (``/healthz`` answers from it, no I/O).
     checks: dict[str, bool] = field(default_factory=lambda: {"store": True, "broker": True})
     _closers: list[object] = field(default_factory=list)
@@ -155,6 +159,11 @@ async def build_services(
     closers: list[object] = []
     db = await open_database(settings, closers)
     broker: Broker
+    metrics = Metrics(settings.metrics_port is not None)
+    metrics_server = None
+    if settings.metrics_port is not None:
+        metrics_server = serve_metrics(settings.metrics_host, settings.metrics_port)
+        closers.append(metrics_server)
     if settings.redis_url:
         from chat_server.broker.redis import RedisBroker
 
@@ -170,7 +179,9 @@ async def build_services(
     key_store = db.keys()
     if verifier is None:
         if settings.require_e2ee:
-            checks = SignatureChecks(settings.verify_threads)
+            checks = SignatureChecks(
+                settings.verify_threads, metrics.verified if metrics.enabled else None
+            )
             closers.append(checks)
             verifier = E2EEVerifier(key_store, checks)
         else:
@@ -232,6 +243,8 @@ async def build_services(
         retention=retention,
         process_id=secrets.token_hex(8),
         onboarding=OnboardingService(accounts, accounts_store, conversations, key_store, clock),
+        metrics=metrics,
+        metrics_server=metrics_server,
         _closers=closers,
     )
     svc._tasks.append(asyncio.create_task(_heartbeat(svc), name="presence-heartbeat"))

@@ -54,6 +54,9 @@ class Settings:
     resume_max_messages: int = 1000
     require_e2ee: bool = True
     verify_threads: int = 2
+    # Prometheus scrape port (docs/deployment.md); None: off.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
     # Faults and abuse (docs/security.md, docs/deployment.md).
     store_timeout_seconds: float = 2.0
@@ -185,6 +188,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     take("RESUME_MAX_MESSAGES", "resume_max_messages", lambda n, r: _int(n, r, 1, 10**6))
     take("REQUIRE_E2EE", "require_e2ee", _bool)
     take("VERIFY_THREADS", "verify_threads", lambda n, r: _int(n, r, 0, 64))
+    take("METRICS_PORT", "metrics_port", lambda n, r: _int(n, r, 1, 65535))
+    take("METRICS_HOST", "metrics_host", lambda n, r: r)
     take("LOG_LEVEL", "log_level", _level)
     take("STORE_TIMEOUT_SECONDS", "store_timeout_seconds", lambda n, r: _float(n, r, 0.5, 60))
     take("TRUSTED_PROXIES", "trusted_proxies", _addresses)

@@ -139,6 +139,7 @@ class Connection:
             queue = self._queue = collections.deque()
         elif len(queue) >= self.svc.settings.send_queue_size:
             log.warning("slow consumer disconnected", extra={"user_id": self.user.id})
+            self.svc.metrics.slow_consumer()
             self._shut(CLOSE_SLOW, "slow_consumer")
             return
         queue.append(event)
@@ -208,6 +209,7 @@ class Connection:
             await self.ws.close(code, reason)
 
     async def _send(self, text: str) -> None:
+        self.svc.metrics.frame_out(text)
         await self.ws.send_text(text)
 
     async def _drain(self, queue: collections.deque[Event]) -> None:
@@ -221,6 +223,7 @@ class Connection:
             while queue:
                 await self._write(queue.popleft())
         except StoreError as exc:
+            self.svc.metrics.dependency_error("store", "writer")
             if not self.overflowed:
                 log.warning(
                     "connection closed: store unavailable",
@@ -308,6 +311,7 @@ class Connection:
         except DomainError as exc:
             await self._send(p.encode_text(p.ErrorFrame(exc.code, exc.message, frame_id)))
             return
+        svc.metrics.resume(recovered)
         self.sent[conv] = max(latest, self.sent.get(conv, 0)) if recovered else latest
         frame = p.Sync(
             conversation=conv,
@@ -371,6 +375,7 @@ async def _authenticate(ws: WebSocket, svc: Services) -> tuple[User, Session, p.
         await ws.close(CLOSE_AUTH, code)
         return None
     except StoreError as exc:
+        svc.metrics.dependency_error("store", "auth")
         log.warning("connection refused: store unavailable", extra={"error": str(exc)})
         message = "the store is unavailable; reconnect later"
         await ws.send_text(p.encode_text(p.ErrorFrame("store_unavailable", message)))
@@ -396,9 +401,12 @@ async def serve(ws: WebSocket, svc: Services) -> None:
         await ws.close(CLOSE_POLICY, "too_many_connections")
         return
     conn = Connection(ws, svc, user, session)
+    counted = False
     try:
         # Subscribe first, then read the store: nothing published in between is missed.
         await svc.hub.attach(conn)
+        svc.metrics.connection_opened(svc.hub.user_count())
+        counted = True
         await _welcome(conn, auth)
         del auth
         await _read_loop(conn)
@@ -406,6 +414,7 @@ async def serve(ws: WebSocket, svc: Services) -> None:
         pass
     except (StoreError, BrokerUnavailable) as exc:
         what = "store" if isinstance(exc, StoreError) else "broker"
+        svc.metrics.dependency_error(what, "connection")
         log.warning(
             f"connection closed: {what} unavailable", extra={"user_id": user.id, "error": str(exc)}
         )
@@ -420,6 +429,8 @@ async def serve(ws: WebSocket, svc: Services) -> None:
         # or presence would count this connection forever.
         with contextlib.suppress(Exception):
             await svc.hub.detach(conn)
+        if counted:
+            svc.metrics.connection_closed(svc.hub.user_count())
         await conn.stop()
         # Only a connection that presence counted is uncounted (a welcome can fail first).
         with contextlib.suppress(Exception):
@@ -468,6 +479,7 @@ async def _welcome(conn: Connection, auth: p.Auth) -> None:
             )
         )
     )
+    svc.metrics.frame_out('{"type":"auth.ok"}')
     conn.start()
     if not was_online:
         peers = [s["peer"]["id"] for s in summaries]
@@ -477,6 +489,7 @@ async def _welcome(conn: Connection, auth: p.Auth) -> None:
 async def _read_loop(conn: Connection) -> None:
     svc = conn.svc
     settings = svc.settings
+    metrics = svc.metrics
     bucket = TokenBucket(settings.rate_per_second, settings.rate_burst)
     strikes = 0
     while True:
@@ -495,10 +508,14 @@ async def _read_loop(conn: Connection) -> None:
                 await conn.ws.close(CLOSE_POLICY, "rate_limit_abuse")
                 return
             continue
+        frame: Any = None
         try:
             frame = p.parse_client_frame(data)
+            metrics.frame_in(frame)
             await _handle(conn, frame)
         except p.ProtocolError as exc:
+            if frame is None:
+                metrics.frame_in(None)
             strikes += 1
             conn.reply(p.ErrorFrame(exc.code, exc.message, exc.frame_id))
             if strikes > settings.rate_burst:
@@ -507,6 +524,7 @@ async def _read_loop(conn: Connection) -> None:
         except DomainError as exc:
             conn.reply(p.ErrorFrame(exc.code, exc.message, getattr(frame, "id", None)))
         except StoreError:
+            metrics.dependency_error("store", "send")
             message = "the store is unavailable; nothing was done; retry"
             conn.reply(p.ErrorFrame("store_unavailable", message, getattr(frame, "id", None)))
 
@@ -516,6 +534,7 @@ async def _handle(conn: Connection, frame: Any) -> None:
     convs = svc.conversations
     match frame:
         case p.MessageSend():
+            start = time.perf_counter()
             stored, created = await convs.send(
                 conn.user, conn.session.device_id, frame, origin=conn.id
             )
@@ -529,6 +548,10 @@ async def _handle(conn: Connection, frame: Any) -> None:
                     duplicate=not created,
                 )
             )
+            if created:
+                svc.metrics.stored(time.perf_counter() - start)
+            else:
+                svc.metrics.acked(time.perf_counter() - start)
         case p.ReadMark():
             await convs.mark_read(conn.user, frame.conversation, frame.seq)
         case p.TypingSet():

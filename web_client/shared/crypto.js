@@ -301,12 +301,39 @@ export async function sign(sigPrivate, data) {
   return new Uint8Array(await subtle.sign({ name: "Ed25519" }, sigPrivate, bytesOf(data, "sign")));
 }
 
-/** Check an Ed25519 signature against a raw 32-byte public key; false on any malformed input. */
+const ED25519_P = (1n << 255n) - 19n;
+// y (mod p) of every Ed25519 point of small order: 1 (the neutral point), p - 1 (order 2),
+// 0 (order 4) and the two y of the order-8 points.
+const SMALL_ORDER_Y = new Set([
+  0n,
+  1n,
+  ED25519_P - 1n,
+  0x7a03ac9277fdc74ec6cc392cfa53202a0f67100d760b3cba4fd84d3d706a17c7n,
+  ED25519_P - 0x7a03ac9277fdc74ec6cc392cfa53202a0f67100d760b3cba4fd84d3d706a17c7n,
+]);
+
+/**
+ * Whether a raw Ed25519 public key encodes a point of small order, in any spelling
+ * (a non-canonical y >= p or either sign bit). Such a key "verifies" forged signatures
+ * in WebCrypto, so `verify` refuses it, as the server does (docs/crypto-format.md).
+ */
+export function isSmallOrderEd25519(raw) {
+  let y = 0n;
+  for (let i = 31; i >= 0; i--) y = (y << 8n) | BigInt(raw[i] & (i === 31 ? 0x7f : 0xff));
+  return SMALL_ORDER_Y.has(y % ED25519_P);
+}
+
+/**
+ * Check an Ed25519 signature against a raw 32-byte public key; false on any malformed input
+ * and for a small-order key (see `isSmallOrderEd25519`).
+ */
 export async function verify(sigPublicRaw, signature, data) {
   try {
     const sig = bytesOf(signature, "signature");
     if (sig.length !== 64) return false;
-    const key = await importEd25519Public(sigPublicRaw);
+    const pub = bytesOf(sigPublicRaw, "Ed25519 public key");
+    if (pub.length !== 32 || isSmallOrderEd25519(pub)) return false;
+    const key = await importEd25519Public(pub);
     return await subtle.verify({ name: "Ed25519" }, key, sig, bytesOf(data, "verify"));
   } catch {
     return false;
