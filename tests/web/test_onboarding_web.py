@@ -68,10 +68,10 @@ def _qr_text(page: Page) -> str:
         for dy in range(scale):
             start = (y * scale + dy) * px + x * scale
             pixels[start : start + scale] = b"\x00" * scale
-    found = zxingcpp.read_barcodes(memoryview(bytes(pixels)).cast("B", (px, px)))
-    assert len(found) == 1
-    text: str = found[0].text
-    return text
+    image = memoryview(bytes(pixels)).cast("B", (px, px))
+    texts = [str(b.text) for b in zxingcpp.read_barcodes(image)]
+    assert len(texts) == 1
+    return texts[0]
 
 
 def _dialog_code(page: Page) -> str:

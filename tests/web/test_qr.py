@@ -57,10 +57,9 @@ def _decode(rows: list[str]) -> str:
                     start = ((y + QUIET) * SCALE + dy) * side + (x + QUIET) * SCALE
                     pixels[start : start + SCALE] = b"\x00" * SCALE
     image = memoryview(bytes(pixels)).cast("B", (side, side))
-    found = zxingcpp.read_barcodes(image)
-    assert len(found) == 1, f"no QR code read back ({len(rows)}x{len(rows)})"
-    text: str = found[0].text
-    return text
+    texts = [str(b.text) for b in zxingcpp.read_barcodes(image)]
+    assert len(texts) == 1, f"no QR code read back ({len(rows)}x{len(rows)})"
+    return texts[0]
 
 
 # Byte lengths at the edges of level M's capacities (version 1: 14 bytes, 2: 26, 9: 180,
