@@ -6,6 +6,7 @@ the real services (``build_services`` with a clock the test moves by years).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import secrets
@@ -241,6 +242,37 @@ async def test_purges_work_in_bounded_batches(env: Env) -> None:
     assert (await _run(env)).sessions == 20
     assert (await _run(env)).sessions == 0
 
+
+async def test_the_job_runs_on_its_own_timer_until_the_process_stops(env: Env) -> None:
+    """What ``RETENTION_JOB=in-process`` starts: a run every interval, stopped with the process."""
+    from chat_server.crypto.tokens import new_token
+    from chat_server.lifecycle.retention import run_periodically
+    from chat_server.rooms.models import Session
+
+    store = env.svc.accounts_store
+    hashes = [token_hash(new_token()) for _ in range(3)]
+    for h in hashes:
+        await store.add_session(Session(h, env.counsellor.id, "d", T0, T0 + 10))
+    env.clock.advance(60)  # expired: only the job removes them (nobody calls run_once here)
+
+    async def left() -> int:
+        return sum([await store.get_session(h, 0.0) is not None for h in hashes])
+
+    assert await left() == 3
+    stopping = asyncio.Event()
+    task = asyncio.create_task(
+        run_periodically(env.svc.retention, 0.02, stopping, first_delay=0.01)
+    )
+    try:
+        for _ in range(500):  # at most ~5 s
+            if await left() == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert await left() == 0
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 5)
+    assert task.exception() is None
 
 # ---------------------------------------------------------------- deletion by the beneficiary
 

@@ -4,6 +4,19 @@
     chat-client conversations
     chat-client chat <conversation-id>        # type lines to send, Ctrl-D to quit
     chat-client send <conversation-id> "Bonjour"
+    chat-client history <conversation-id>     # the whole thread, a line per message and item
+    chat-client items <conversation-id>       # the conversation's actions and appointments
+    chat-client offer <conversation-id> --kind alternance --title "..." [--company --url ...]
+    chat-client action <conversation-id> --title "..." --due 2026-12-20 [--description]
+    chat-client status <conversation-id> <item> done      # todo, in_progress, done, cancelled
+    chat-client comment <conversation-id> <item> "..."
+    chat-client rdv <conversation-id> --date 2026-12-04 --time 14:30 --place "..." [--kind ...]
+    chat-client rdv-change <conversation-id> <item> [--date --time --place ...]
+    chat-client rdv-cancel <conversation-id> <item>
+    chat-client answer <conversation-id> <item> oui|non
+    chat-client notice --text "..." --from 2026-12-21 --to 2026-12-24   # every conversation
+    chat-client notice --lift
+    chat-client edit <conversation-id> <seq> "..."   /   chat-client delete <conversation-id> <seq>
     chat-client backup                        # prints a new recovery key, once
     chat-client safety <conversation-id>
 
@@ -20,10 +33,12 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from chat_server.sdk import items as it
 from chat_server.sdk.client import Client, ClientError, Received
 
 
@@ -50,23 +65,174 @@ def _load() -> Client:
     return Client.from_state(json.loads(path.read_text()))
 
 
-def _line(m: Received, names: dict[str, str]) -> str:
+def _line(m: Received, names: dict[str, str], folded: it.Fold | None = None) -> str:
+    """One terminal line per message: its text, or the item it creates or changes."""
     who = names.get(m.sender, m.sender[:8])
     if m.msg_type.startswith("system."):
         return f"[{m.seq}] * {m.msg_type} {json.dumps(m.meta, ensure_ascii=False)}"
-    body = m.text if m.text is not None else f"<{m.error or 'message ' + m.msg_type}>"
-    return f"[{m.seq}] {who}: {body}"
+    if m.plaintext is None:
+        return f"[{m.seq}] {who}: <{m.error or 'message ' + m.msg_type}>"
+    folded = folded if folded is not None else it.fold([m])
+    if m.seq in folded.deleted:
+        return f"[{m.seq}] {who}: (message supprimé)"
+    edited = folded.edits.get(m.seq)
+    if edited is not None:
+        return f"[{m.seq}] {who}: {edited.get('text', '')} (modifié)"
+    if m.msg_type == "text":
+        return f"[{m.seq}] {who}: {m.text}"
+    line = it.describe(m, folded)
+    if line is None:
+        line = f"Message de type « {m.msg_type} » (non pris en charge par cette version)"
+    return f"[{m.seq}] {who}: {line}"
+
+
+def _names(client: Client) -> dict[str, str]:
+    names = {client.user_id: "moi"}
+    for c in client.conversations:
+        names[c["peer"]["id"]] = c["peer"].get("display_name", c["peer"]["id"])
+    return names
+
+
+def _day_end(text: str) -> int:
+    """A due date (``2026-12-20``) as the end of that day, local time."""
+    return int(datetime.fromisoformat(f"{text}T23:59:59").astimezone().timestamp())
+
+
+def _day_start(text: str) -> int:
+    return int(datetime.fromisoformat(f"{text}T00:00:00").astimezone().timestamp())
+
+
+def _at(date: str, hour: str) -> int:
+    return int(datetime.fromisoformat(f"{date}T{hour}").astimezone().timestamp())
+
+
+def _dates(parse: Callable[[str], object], *values: str) -> None:
+    for value in values:
+        try:
+            parse(value)
+        except ValueError:
+            raise ClientError("invalid_date", f"date ou heure illisible : {value!r}") from None
+
+
+async def _thread(client: Client, conv: str) -> tuple[list[Received], it.Fold]:
+    messages = await client.all_history(conv)
+    return messages, it.fold(messages)
+
+
+async def _item_of(client: Client, conv: str, item: str) -> it.ThreadItem:
+    _, folded = await _thread(client, conv)
+    found = folded.items.get(item)
+    if found is None:
+        raise ClientError("unknown_item", f"aucune démarche ni rendez-vous {item!r} ici")
+    return found
+
+
+async def _draft(client: Client, args: argparse.Namespace) -> tuple[str, it.Draft]:
+    """The conversation and the item message a command asks for."""
+    conv: str = args.conversation
+    if args.cmd == "offer":
+        return conv, it.offer(
+            args.kind,
+            args.title,
+            company=args.company,
+            place=args.place,
+            url=args.url,
+            note=args.note,
+        )
+    if args.cmd == "action":
+        _dates(_day_end, args.due)
+        return conv, it.action(
+            args.title, _day_end(args.due), description=args.description, status=args.status
+        )
+    if args.cmd == "status":
+        current = await _item_of(client, conv, args.item)
+        return conv, it.action_status(args.item, current.status, args.to)
+    if args.cmd == "comment":
+        return conv, it.action_comment(args.item, args.text)
+    if args.cmd in ("rdv", "rdv-change"):
+        base: dict[str, Any] = {}
+        starts = None
+        if args.cmd == "rdv-change":
+            current = await _item_of(client, conv, args.item)
+            base, starts = dict(current.content), current.starts_at
+        for name in ("kind", "title", "place", "visio", "note", "duration"):
+            value = getattr(args, name)
+            if value is not None:
+                base[name] = value
+        if args.date or args.time:
+            if starts is not None:
+                old = datetime.fromtimestamp(starts).astimezone()
+                args.date = args.date or f"{old:%Y-%m-%d}"
+                args.time = args.time or f"{old:%H:%M}"
+            if not (args.date and args.time):
+                raise ClientError("invalid_date", "--date et --time sont obligatoires")
+            _dates(datetime.fromisoformat, f"{args.date}T{args.time}")
+            starts = _at(args.date, args.time)
+        if starts is None:
+            raise ClientError("invalid_date", "--date et --time sont obligatoires")
+        return conv, it.appointment(
+            starts,
+            kind=str(base.get("kind") or "individuel"),
+            duration=int(base.get("duration") or 30),
+            title=str(base.get("title") or ""),
+            place=str(base.get("place") or ""),
+            visio=str(base.get("visio") or ""),
+            note=str(base.get("note") or ""),
+            item=args.item if args.cmd == "rdv-change" else None,
+        )
+    if args.cmd == "rdv-cancel":
+        return conv, it.appointment_cancel(args.item)
+    if args.cmd == "answer":
+        return conv, it.appointment_answer(args.item, args.answer == "oui")
+    if args.cmd == "edit":
+        return conv, it.edit(args.seq, args.text)
+    return conv, it.delete(args.seq)
+
+
+async def _send_item(client: Client, args: argparse.Namespace) -> None:
+    await client.connect()
+    conv, draft = await _draft(client, args)
+    ack = await client.send_draft(conv, draft)
+    messages, folded = await _thread(client, conv)
+    sent = [m for m in messages if m.seq == ack["seq"]]
+    line = _line(sent[0], _names(client), folded) if sent else f"[{ack['seq']}]"
+    print(f"envoyé : {line}")
+
+
+async def _notice(client: Client, args: argparse.Namespace) -> None:
+    if args.lift:
+        draft = it.lift_notice()
+    else:
+        if not (args.text and args.start and args.end):
+            raise ClientError("invalid_input", "--text, --from et --to sont obligatoires")
+        _dates(_day_start, args.start, args.end)
+        draft = it.notice(args.text, _day_start(args.start), _day_end(args.end) + 1)
+    data = await client.request("GET", "/api/conversations")
+    convs = args.conversations or [c["id"] for c in data["conversations"] if not c.get("archived")]
+    await client.connect()
+    for conv in convs:  # one encrypted copy per conversation
+        await client.send_draft(conv, draft)
+    done = "retiré" if args.lift else "publié"
+    print(f"message important {done} dans {len(convs)} conversation(s)")
+
+
+async def _show_items(client: Client, conv: str) -> None:
+    await client.connect()
+    _, folded = await _thread(client, conv)
+    for item in folded.items.values():
+        print(it.item_line(item))
+    if not folded.items:
+        print("aucune démarche ni rendez-vous")
 
 
 async def _chat(client: Client, conv: str) -> None:
     await client.connect()
-    names = {client.user_id: "moi"}
-    for c in client.conversations:
-        names[c["peer"]["id"]] = c["peer"].get("display_name", c["peer"]["id"])
-    page, _ = await client.history(conv, limit=20)
+    names = _names(client)
+    messages, folded = await _thread(client, conv)
+    page = messages[-20:]
     shown = 0
     for m in page:
-        print(_line(m, names))
+        print(_line(m, names, folded))
         shown = m.seq
     if page:
         await client.mark_read(conv, page[-1].seq)
@@ -76,7 +242,8 @@ async def _chat(client: Client, conv: str) -> None:
         while True:
             m = await client.messages.get()
             if m.conversation == conv and m.seq > shown:
-                print(_line(m, names), flush=True)
+                messages.append(m)
+                print(_line(m, names, it.fold(messages)), flush=True)
                 shown = m.seq
                 await client.mark_read(conv, m.seq)
 
@@ -128,6 +295,18 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"envoyé (seq {ack['seq']})")
         elif args.cmd == "chat":
             await _chat(client, args.conversation)
+        elif args.cmd == "history":
+            await client.connect()
+            messages, folded = await _thread(client, args.conversation)
+            names = _names(client)
+            for m in messages:
+                print(_line(m, names, folded))
+        elif args.cmd == "items":
+            await _show_items(client, args.conversation)
+        elif args.cmd == "notice":
+            await _notice(client, args)
+        elif args.cmd in _ITEM_COMMANDS:
+            await _send_item(client, args)
         elif args.cmd == "backup":
             await client.fetch_envelopes()
             recovery = await client.backup()
@@ -139,6 +318,77 @@ async def _run(args: argparse.Namespace) -> int:
         _save(client)
         await client.close()
     return 0
+
+
+_ITEM_COMMANDS = (
+    "offer",
+    "action",
+    "status",
+    "comment",
+    "rdv",
+    "rdv-change",
+    "rdv-cancel",
+    "answer",
+    "edit",
+    "delete",
+)
+
+
+def _item_parsers(sub: Any) -> None:
+    sub.add_parser("history").add_argument("conversation")
+    sub.add_parser("items").add_argument("conversation")
+    p = sub.add_parser("offer")
+    p.add_argument("conversation")
+    p.add_argument("--kind", required=True, choices=sorted(it.OFFER_TEXT))
+    p.add_argument("--title", required=True)
+    for name in ("company", "place", "url", "note"):
+        p.add_argument(f"--{name}", default="")
+    p = sub.add_parser("action")
+    p.add_argument("conversation")
+    p.add_argument("--title", required=True)
+    p.add_argument("--due", required=True, help="AAAA-MM-JJ")
+    p.add_argument("--description", default="")
+    p.add_argument("--status", default="todo", choices=("todo", "in_progress"))
+    p = sub.add_parser("status")
+    p.add_argument("conversation")
+    p.add_argument("item")
+    p.add_argument("to", choices=("todo", "in_progress", "done", "cancelled"))
+    p = sub.add_parser("comment")
+    p.add_argument("conversation")
+    p.add_argument("item")
+    p.add_argument("text")
+    for cmd in ("rdv", "rdv-change"):
+        p = sub.add_parser(cmd)
+        p.add_argument("conversation")
+        if cmd == "rdv-change":
+            p.add_argument("item")
+        p.add_argument("--date", help="AAAA-MM-JJ")
+        p.add_argument("--time", help="HH:MM")
+        p.add_argument("--duration", type=int)
+        p.add_argument("--kind", choices=it.APPOINTMENT_KINDS)
+        for name in ("title", "place", "visio", "note"):
+            p.add_argument(f"--{name}")
+        if cmd == "rdv":
+            p.set_defaults(item=None)
+    p = sub.add_parser("rdv-cancel")
+    p.add_argument("conversation")
+    p.add_argument("item")
+    p = sub.add_parser("answer")
+    p.add_argument("conversation")
+    p.add_argument("item")
+    p.add_argument("answer", choices=("oui", "non"))
+    p = sub.add_parser("notice")
+    p.add_argument("conversations", nargs="*", help="default: every conversation")
+    p.add_argument("--text")
+    p.add_argument("--from", dest="start", help="AAAA-MM-JJ")
+    p.add_argument("--to", dest="end", help="AAAA-MM-JJ (inclus)")
+    p.add_argument("--lift", action="store_true")
+    for cmd in ("edit", "delete"):
+        p = sub.add_parser(cmd)
+        p.add_argument("conversation")
+        p.add_argument("seq", type=int)
+        if cmd == "edit":
+            p.add_argument("text")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     send.add_argument("text")
     sub.add_parser("backup")
     sub.add_parser("safety").add_argument("conversation")
+    _item_parsers(sub)
     args = ap.parse_args(argv)
     try:
         return asyncio.run(_run(args))

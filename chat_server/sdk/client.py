@@ -20,7 +20,7 @@ import json
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import websockets
@@ -58,6 +58,9 @@ from chat_server.crypto.keys import (
 )
 from chat_server.crypto.message import FORMAT_VERSION, decrypt_message, encrypt_message
 from chat_server.crypto.safety import safety_number
+
+if TYPE_CHECKING:
+    from chat_server.sdk.items import Draft
 
 
 class ClientError(Exception):
@@ -101,6 +104,17 @@ class Received:
             return None
         value = doc.get("text") if isinstance(doc, dict) else None
         return value if isinstance(value, str) else None
+
+    @property
+    def content(self) -> dict[str, Any] | None:
+        """The decrypted JSON body (an item's title, note, answer...), or None."""
+        if self.plaintext is None:
+            return None
+        try:
+            doc = json.loads(self.plaintext)
+        except ValueError:
+            return None
+        return doc if isinstance(doc, dict) else None
 
 
 @dataclass
@@ -601,6 +615,17 @@ class Client:
         """Send a ``text`` message."""
         payload = json.dumps({"text": text}, ensure_ascii=False).encode()
         return await self.send(conversation, payload, "text", **kw)
+
+    async def send_draft(self, conversation: str, draft: Draft) -> dict[str, Any]:
+        """Send an item, a notice, an edit or a delete built by ``sdk.items``; return the ack."""
+        return await self.send(
+            conversation, draft.plaintext(), draft.msg_type, draft.meta, draft.client_id
+        )
+
+    async def items(self, conversation: str) -> dict[str, Any]:
+        """``GET /api/conversations/{id}/items``: the server-visible state of the items."""
+        data: dict[str, Any] = await self.request("GET", f"/api/conversations/{conversation}/items")
+        return data
 
     async def mark_read(self, conversation: str, seq: int) -> None:
         """Move the read marker."""

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
 import secrets
+import sys
+from pathlib import Path
 from typing import Any
 
 from chat_server.crypto.message import encrypt_message
 from chat_server.sdk import Client, Received
+from tests.helpers import PASSWORD, ServerInfo
+
+
+async def run_cli(
+    home: Path, server: ServerInfo, *args: str, stdin: bytes = b""
+) -> tuple[int, str]:
+    """Run ``chat-client`` (a real process) with its state in ``home``: (exit code, output)."""
+    env = {**os.environ, "CHAT_CLIENT_HOME": str(home), "CHAT_PASSWORD": PASSWORD}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "chat_server.sdk.cli",
+        "--server",
+        server.http,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(stdin), 60)
+    return proc.returncode or 0, out.decode()
 
 
 async def next_user_message(client: Client, timeout: float = 10) -> Received:

@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 
 from chat_server.sdk import Client
-from tests.e2ee.helpers import wait_text
+from tests.e2ee.helpers import run_cli, wait_text
 from tests.helpers import PASSWORD, ServerInfo, seed_world
-
-
-async def _cli(home: Path, server: ServerInfo, *args: str, stdin: bytes = b"") -> tuple[int, str]:
-    env = {**os.environ, "CHAT_CLIENT_HOME": str(home), "CHAT_PASSWORD": PASSWORD}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "chat_server.sdk.cli",
-        "--server",
-        server.http,
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(stdin), 60)
-    return proc.returncode or 0, out.decode()
 
 
 async def test_cli_login_send_and_chat(e2ee_server: ServerInfo, tmp_path: Path) -> None:
@@ -36,26 +15,26 @@ async def test_cli_login_send_and_chat(e2ee_server: ServerInfo, tmp_path: Path) 
     counsellor = await Client.login(e2ee_server.http, "c1", PASSWORD)
     await counsellor.connect()
     try:
-        code, out = await _cli(tmp_path, e2ee_server, "login", "b1")
+        code, out = await run_cli(tmp_path, e2ee_server, "login", "b1")
         assert code == 0, out
         assert "connecté" in out
         state = tmp_path / "client.json"
         assert state.stat().st_mode & 0o077 == 0
-        code, out = await _cli(tmp_path, e2ee_server, "send", conv, "Bonjour depuis le terminal")
+        code, out = await run_cli(tmp_path, e2ee_server, "send", conv, "Bonjour depuis le terminal")
         assert code == 0, out
         got = await wait_text(counsellor, "Bonjour depuis le terminal")
         assert got.sender == w.b1.user.id
         await counsellor.send_text(conv, "Réponse du conseiller")
-        code, out = await _cli(
+        code, out = await run_cli(
             tmp_path, e2ee_server, "chat", conv, stdin="deuxième ligne\n".encode()
         )
         assert code == 0, out
         assert "Réponse du conseiller" in out
         assert "Bonjour depuis le terminal" in out
         await wait_text(counsellor, "deuxième ligne")
-        code, out = await _cli(tmp_path, e2ee_server, "conversations")
+        code, out = await run_cli(tmp_path, e2ee_server, "conversations")
         assert conv in out
-        code, out = await _cli(tmp_path, e2ee_server, "safety", conv)
+        code, out = await run_cli(tmp_path, e2ee_server, "safety", conv)
         assert code == 0
         assert len(out.split()) == 6
     finally:
@@ -63,6 +42,6 @@ async def test_cli_login_send_and_chat(e2ee_server: ServerInfo, tmp_path: Path) 
 
 
 async def test_cli_without_session_explains(e2ee_server: ServerInfo, tmp_path: Path) -> None:
-    code, out = await _cli(tmp_path, e2ee_server, "conversations")
+    code, out = await run_cli(tmp_path, e2ee_server, "conversations")
     assert code == 2
     assert "not_logged_in" in out

@@ -11,7 +11,11 @@ and the store holds nothing of them but pseudonymised audit records.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +41,7 @@ COUNSELLOR = "Karim Benali"
 APP_COUNT = 120
 ACTION_TITLE = "Mettre à jour mon CV avant le forum"
 CONSOLE_COUNT = 80
+DAY = 86400
 
 expect.set_options(timeout=30_000)
 
@@ -264,6 +269,70 @@ def test_archive_is_read_only_for_both_and_a_supervisor_restores_it(world: World
     app.get_by_label("Votre message").fill(back)
     app.get_by_role("button", name="Envoyer").click()
     expect(_bubble(console, "msg-peer", back)).to_have_count(1)
+
+
+def test_loading_earlier_messages_keeps_the_readers_place(world: World) -> None:
+    app = world.app
+    app.reload()  # the thread opens on its latest page (50 messages)
+    older = app.get_by_role("button", name="Charger les messages précédents")
+    expect(older).to_be_visible()
+    expect(app.locator("#messages .msg")).not_to_have_count(0)
+    app.locator("#log").evaluate("(el) => { el.scrollTop = 0; }")
+    where = """(text) => {
+        const log = document.querySelector("#log");
+        const nodes = [...log.querySelectorAll(".msg-text")];
+        const el = text ? nodes.find((n) => n.textContent === text) : nodes[0];
+        return {
+            text: el.textContent,
+            top: el.getBoundingClientRect().top - log.getBoundingClientRect().top,
+            count: log.querySelectorAll(".msg").length,
+        };
+    }"""
+    before: dict[str, Any] = app.evaluate(where, None)
+    assert before["text"] in world.texts
+    older.click()
+    expect(app.locator("#messages .msg")).not_to_have_count(before["count"])
+    expect(app.locator(".msg-text", has_text="en attente de la clé")).to_have_count(0)
+    after: dict[str, Any] = app.evaluate(where, before["text"])
+    assert after["count"] > before["count"]
+    # The message the reader was looking at has not moved (the earlier ones are above it).
+    assert abs(after["top"] - before["top"]) < 4, (before, after)
+    first = app.locator(".msg-text").first.text_content()
+    assert first != before["text"]
+
+
+def test_an_inactive_beneficiary_is_warned_in_the_app(world: World) -> None:
+    from pymongo import MongoClient  # noqa: TID251 - the test ages the account in the store
+
+    app = world.app
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        world.server.engine_url(), serverSelectionTimeoutMS=10_000
+    )
+    try:
+        aged = time.time() - 701 * DAY  # 29 days before the 730-day limit
+        done = client["cejchat"].users.update_one(
+            {"login_lower": "jeune1.demo"}, {"$set": {"active_at": aged}}
+        )
+        assert done.modified_count == 1
+    finally:
+        client.close()
+    env = {**os.environ, "MONGODB_URL": world.server.engine_url(), "MONGODB_DB": "cejchat"}
+    run = subprocess.run(
+        [sys.executable, "-m", "chat_server.admin", "retention"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "warned 1" in run.stdout.splitlines()
+    app.reload()
+    warning = app.locator(".msg-system", has_text="Sans connexion de votre part")
+    expect(warning).to_have_count(1)
+    expect(warning).to_contain_text("seront supprimés le")
+    expect(warning).to_contain_text("Connectez-vous pour le conserver.")
+    save_screenshot(app, "app-inactivity-warning.png")
 
 
 def test_beneficiary_deletes_their_account_from_the_app(world: World) -> None:

@@ -10,10 +10,13 @@ each other; each new view passes axe-core (no serious or critical finding).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import (
@@ -42,6 +45,7 @@ DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 PHONE: ViewportSize = {"width": 390, "height": 844}
 YOUNG = "Inès Moreau"
 OFFER_URL = "https://emploi.example.org/offres/12345?ref=cej"
+DAY = 86400
 
 expect.set_options(timeout=20_000)
 
@@ -311,6 +315,7 @@ def test_edit_and_delete_seen_by_the_other_side_and_the_list_follows(world: Worl
     link = edited.get_by_role("link", name="https://exemple.fr/plan")
     expect(link).to_have_attribute("rel", "noopener noreferrer")
     expect(link).to_have_attribute("href", "https://exemple.fr/plan")
+    expect(link).to_have_attribute("title", "https://exemple.fr/plan")  # shown on hover
     expect(_bubble(console, "msg-peer", "10h")).to_have_count(0)
     conv = console.locator(".conv", has_text=YOUNG)
     expect(conv.locator(".preview")).to_contain_text("Je suis dispo mardi à 11h")
@@ -334,6 +339,147 @@ def test_edit_and_delete_seen_by_the_other_side_and_the_list_follows(world: Worl
     expect(app.locator(".day-label", has_text="Aujourd'hui")).to_have_count(1)
 
 
+def test_the_device_refuses_oversized_fields_and_impossible_dates_in_french(world: World) -> None:
+    console, app = world.console, world.app
+    cards_before = app.locator(".card").count()
+    console.get_by_role("button", name="Créer une démarche").click()
+    dialog = _dialog(console, "Créer une démarche")
+    title = dialog.get_by_label("Titre")
+    # A pasted text longer than the field allows (maxlength stops typing, not scripts).
+    title.evaluate("(el) => { el.removeAttribute('maxlength'); el.value = 'x'.repeat(121); }")
+    dialog.get_by_role("button", name="Créer une démarche").click()
+    expect(dialog.get_by_role("alert")).to_have_text("« Titre » dépasse 120 caractères.")
+    expect(title).to_have_attribute("aria-invalid", "true")
+    title.fill("Préparer l'entretien")
+    far = console.evaluate(
+        "() => new Date(Date.now() + 3 * 366 * 86400000).toISOString().slice(0, 10)"
+    )
+    dialog.get_by_label("À réaliser avant le").fill(far)
+    dialog.get_by_role("button", name="Créer une démarche").click()
+    expect(dialog.get_by_role("alert")).to_have_text("Cette date est à plus de deux ans.")
+    console.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+
+    console.get_by_role("button", name="Fixer un rendez-vous").click()
+    dialog = _dialog(console, "Fixer un rendez-vous")
+    dialog.get_by_label("Durée (minutes)").fill("601")
+    dialog.get_by_label("Lieu").fill("Mission Locale")
+    dialog.get_by_role("button", name="Fixer un rendez-vous").click()
+    expect(dialog.get_by_role("alert")).to_have_text(
+        "La durée doit être comprise entre 5 et 600 minutes."
+    )
+    dialog.get_by_label("Durée (minutes)").fill("60")
+    dialog.get_by_label("Lieu").fill("")
+    dialog.get_by_role("button", name="Fixer un rendez-vous").click()
+    expect(dialog.get_by_role("alert")).to_have_text("Indiquez un lieu ou un lien de visio.")
+    console.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    # Nothing was sent.
+    expect(console.locator(".msg-pending")).to_have_count(0)
+    assert app.locator(".card").count() == cards_before
+
+
+def _focused(page: Page) -> dict[str, Any]:
+    found: dict[str, Any] = page.evaluate(
+        """() => {
+            const el = document.activeElement;
+            const card = el && el.closest(".card");
+            return {
+                text: el ? (el.textContent || "").trim() : "",
+                tag: el ? el.tagName : "",
+                card: card ? card.querySelector(".card-title")?.textContent || "" : "",
+                dialog: el ? Boolean(el.closest("dialog")) : false,
+            };
+        }"""
+    )
+    return found
+
+
+def _tab_to(page: Page, name: str, *, card: str = "", back: bool = False) -> None:
+    """Press Tab (or Shift+Tab) until the button or link `name` (in `card`) has the focus."""
+    key = "Shift+Tab" if back else "Tab"
+    seen = []
+    for _ in range(80):
+        page.keyboard.press(key)
+        got = _focused(page)
+        seen.append(got["text"][:30])
+        if got["text"] == name and (not card or got["card"] == card):
+            return
+    raise AssertionError(f"{name!r} not reached by {key}: {seen}")
+
+
+def test_items_are_made_and_answered_with_the_keyboard_alone(world: World) -> None:
+    console, app = world.console, world.app
+    title = "Appeler France Travail pour l'inscription"
+    console.get_by_label("Votre message").focus()
+    _tab_to(console, "Créer une démarche", back=True)
+    console.keyboard.press("Enter")
+    dialog = _dialog(console, "Créer une démarche")
+    expect(dialog).to_be_visible()
+    assert _focused(console)["dialog"]  # the focus moved into the dialog
+    console.keyboard.type(title)
+    console.keyboard.press("Enter")  # submits the form
+    expect(dialog).to_have_count(0)
+    app_card = _card(app, "action", title)
+    expect(app_card.locator(".status")).to_have_text("À faire")
+
+    # The young person reaches the card's buttons from the composer, backwards.
+    app.get_by_label("Votre message").focus()
+    _tab_to(app, "Commencer", card=title, back=True)
+    app.keyboard.press("Enter")
+    expect(_card(console, "action", title).locator(".status")).to_have_text("En cours")
+    app.get_by_label("Votre message").focus()
+    _tab_to(app, "Commenter", card=title, back=True)
+    app.keyboard.press("Enter")
+    dialog = _dialog(app, "Commenter la démarche")
+    expect(dialog).to_be_visible()
+    app.keyboard.type("J'ai rendez-vous jeudi.")
+    _tab_to(app, "Envoyer")
+    app.keyboard.press("Enter")
+    expect(console.locator(".msg-comment", has_text="J'ai rendez-vous jeudi.")).to_have_count(1)
+    # The follow-up panel opens with the keyboard too.
+    app.locator("#items-box summary").focus()
+    app.keyboard.press("Enter")
+    expect(app.locator("#items-panel")).to_contain_text(title)
+    app.keyboard.press("Enter")
+    expect(app.locator("#items-panel")).to_be_hidden()
+
+
+def _axe_dialog(page: Page, button: Locator, name: str) -> list[dict[str, Any]]:
+    button.click()
+    dialog = page.get_by_role("dialog", name=name).or_(page.get_by_role("alertdialog"))
+    expect(dialog).to_be_visible()
+    found = [dict(f, view=name) for f in _axe(page)]
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    return found
+
+
+def test_every_dialog_of_both_apps_passes_axe(world: World) -> None:
+    console, app = world.console, world.app
+    found: list[dict[str, Any]] = []
+    for page in (console, app):
+        for name in ("Partager une offre", "Créer une démarche"):
+            found += _axe_dialog(page, page.get_by_role("button", name=name), name)
+        card = page.locator(".card-action").last
+        found += _axe_dialog(
+            page, card.get_by_role("button", name="Commenter"), "Commenter la démarche"
+        )
+    found += _axe_dialog(
+        console, console.get_by_role("button", name="Message important"), "Message important"
+    )
+    app.get_by_label("Votre message").fill("Un message à modifier")
+    app.get_by_role("button", name="Envoyer").click()
+    mine = _bubble(app, "msg-mine", "Un message à modifier")
+    found += _axe_dialog(
+        app, mine.get_by_role("button", name=re.compile("^Modifier")), "Modifier le message"
+    )
+    found += _axe_dialog(
+        app, mine.get_by_role("button", name=re.compile("^Supprimer")), "Supprimer"
+    )
+    assert found == []
+
+
 def test_notice_shown_between_its_dates_and_lifted_at_the_end(world: World) -> None:
     console = world.console
     # A new page of the app on Playwright's clock (time runs, and can jump ahead).
@@ -345,25 +491,78 @@ def test_notice_shown_between_its_dates_and_lifted_at_the_end(world: World) -> N
 
     console.get_by_role("button", name="Message important").click()
     dialog = _dialog(console, "Message important")
-    dialog.get_by_label("Message").fill(
-        "Je suis absent jusqu'à demain, contactez l'accueil au besoin."
-    )
-    today = console.evaluate("() => new Date().toLocaleDateString('fr-CA')")
+    dialog.get_by_label("Message").fill("Je serai absent demain, contactez l'accueil au besoin.")
+    tomorrow = console.evaluate("() => new Date(Date.now() + 86400000).toLocaleDateString('fr-CA')")
+    dialog.get_by_label("Du").fill(tomorrow)
     dialog.get_by_label("Au (inclus)").fill("2020-01-01")
     dialog.get_by_role("button", name="Publier").click()
     expect(dialog.get_by_role("alert")).to_have_text("Cette date est déjà passée.")
-    dialog.get_by_label("Au (inclus)").fill(today)
+    dialog.get_by_label("Au (inclus)").fill(tomorrow)
     dialog.get_by_role("button", name="Publier").click()
     expect(console.locator("#notice-status")).to_have_text(
         "Message important publié dans 3 conversation(s)."
     )
+    # The app has it (its line is in the thread), but its dates have not begun.
+    expect(app.locator(".msg-notice-item", has_text="Je serai absent demain")).to_have_count(1)
     banner = app.locator("#notice-banner")
+    expect(banner).to_be_hidden()
+    # A day later it is shown, by itself.
+    app.clock.fast_forward("24:00:00")
     expect(banner).to_be_visible()
-    expect(banner).to_contain_text("Je suis absent jusqu'à demain")
+    expect(banner).to_contain_text("Je serai absent demain")
     assert _axe(app) == []
-    # Two days later the banner is gone by itself.
+    # Two days later it is gone, by itself.
     app.clock.fast_forward("48:00:00")
     expect(banner).to_be_hidden()
+    app.close()
+
+
+FR_DAYS = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
+FR_MONTHS = (
+    "janvier",
+    "février",
+    "mars",
+    "avril",
+    "mai",
+    "juin",
+    "juillet",
+    "août",
+    "septembre",
+    "octobre",
+    "novembre",
+    "décembre",
+)
+
+
+def _app_at(world: World, seconds: float) -> Page:
+    """A new page of the app whose clock reads `seconds` (the server's stays real)."""
+    page = world.app_ctx.new_page()
+    _watch(page, "app (later)", world.problems)
+    page.clock.set_fixed_time(seconds)
+    page.goto(world.server.url + "/app/")
+    expect(page.locator("#conn")).to_have_text("En ligne")
+    return page
+
+
+def test_day_separators_and_overdue_actions_follow_the_clock(world: World) -> None:
+    now = time.time()
+    today = datetime.fromtimestamp(now, ZoneInfo("Europe/Paris"))
+    # The next day, today's messages are "Hier".
+    app = _app_at(world, now + DAY)
+    expect(app.locator(".day-label", has_text="Hier")).to_have_count(1)
+    expect(app.locator(".day-label", has_text="Aujourd'hui")).to_have_count(0)
+    app.close()
+    # Nine days later: the weekday and date; the actions due in a week are late.
+    app = _app_at(world, now + 9 * DAY)
+    label = f"{FR_DAYS[today.weekday()]} {today.day} {FR_MONTHS[today.month - 1]}"
+    expect(app.locator(".day-label").first).to_have_text(re.compile(f"^{label}( {today.year})?$"))
+    late = _card(app, "action", "Appeler la Mission Locale de Vénissieux")
+    expect(late).to_have_class(re.compile(r"\bcard-late\b"))
+    expect(_card(app, "action", "Mettre à jour mon CV")).not_to_have_class(re.compile("card-late"))
+    app.locator("#items-box summary").click()
+    row = app.locator("#items-panel li", has_text="Appeler la Mission Locale de Vénissieux")
+    expect(row.locator(".tag-late")).to_have_text("En retard")
+    assert _axe(app) == []
     app.close()
 
 
