@@ -132,7 +132,8 @@ def _send_frame(
             nonce,
             b'","sig":"',
             sig,
-            b'"}',
+            # Signed frames (epoch 1, see bench.signed) are in format version 2.
+            b'","v":2}' if epoch else b'"}',
         )
     )
 

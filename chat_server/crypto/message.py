@@ -36,12 +36,14 @@ __all__ = [
     "NONCE_LEN",
     "SUPPORTED_VERSIONS",
     "EncryptedMessage",
+    "aad_head_v2",
     "decrypt_message",
     "encrypt_message",
     "message_aad",
     "message_signed_bytes",
     "read_text",
     "signed_bytes",
+    "signed_bytes_v2",
     "text_plaintext",
     "verify_message_signature",
 ]
@@ -105,6 +107,32 @@ def signed_bytes(
     """The bytes the sender device signs for a message with associated data `aad`."""
     _check_version(version)
     return lp(f"cejchat/msg-sig/v{version}") + lp(aad) + lp(nonce) + lp(ciphertext)
+
+
+_AAD_LABEL_V2 = lp("cejchat/msg/v2")
+_SIG_LABEL_V2 = lp("cejchat/msg-sig/v2")
+_VERSION_V2 = lp("2")
+
+
+def aad_head_v2(conversation: str, epoch: int, sender_device: str) -> bytes:
+    """The start of a version 2 associated data, the same for every message of a device
+    in one epoch of a conversation (the server caches it). Raises `MalformedInput`."""
+    return _AAD_LABEL_V2 + lp(conversation) + lp(epoch_bytes(epoch)) + lp(sender_device)
+
+
+def signed_bytes_v2(
+    head: bytes,
+    client_id: str,
+    msg_type: str,
+    meta_canonical: bytes,
+    nonce: bytes,
+    ciphertext: bytes,
+) -> bytes:
+    """`signed_bytes(message_aad(...), nonce, ciphertext)` of a version 2 message, from
+    `aad_head_v2` and the already canonical meta: equal byte for byte (tested), built
+    without re-encoding what the server already has. Raises `MalformedInput`."""
+    aad = head + lp(client_id) + lp(msg_type) + _VERSION_V2 + lp(meta_canonical)
+    return _SIG_LABEL_V2 + lp(aad) + lp(nonce) + lp(ciphertext)
 
 
 def _aesgcm(epoch_key: bytes) -> AESGCM:

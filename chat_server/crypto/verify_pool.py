@@ -8,13 +8,19 @@ step of ``message.send``. The contract of `SignatureChecks.verify`:
   (by default `chat_server.crypto.keys.verify_signature`), and never
   raises for a bad key or signature;
 - every verification asked for during one turn of the event loop goes out
-  as one batch, split into at most ``threads`` contiguous chunks, so the
+  as one batch, split into at most ``threads`` contiguous chunks of at
+  least ``MIN_CHUNK`` (a smaller batch is one chunk), so the
   loop hands work over once per turn and never waits for a verification:
   it goes on reading frames while the threads verify;
 - results come back in the order the verifications were asked for (a batch
   is answered only once every earlier batch is): the coroutines waiting for
   them resume in arrival order, so the per-conversation ``seq`` order still
   follows arrival;
+- a batch of a single verification, while no batch is with the threads,
+  is verified inline on the loop: nothing else is waiting for the loop in
+  that turn, and handing one signature to a thread costs more CPU than the
+  verification saves on a busy core (docs/benchmarks.md); any batch of two
+  or more goes to the threads;
 - with ``threads=0`` it verifies inline, on the loop, one at a time (the
   behaviour before the pool; for one-core deployments and tests).
 
@@ -39,6 +45,9 @@ BatchObserver = Callable[[int, float], None]
 Check = Callable[[bytes, bytes, bytes], bool]
 
 _Job = tuple[bytes, bytes, bytes]
+
+#: Fewest signatures handed to a thread at once (but a smaller batch still goes whole).
+MIN_CHUNK = 8
 
 
 def verify_many(jobs: Sequence[_Job], check: Check = verify_signature) -> list[bool]:
@@ -111,12 +120,18 @@ class SignatureChecks:
         if not jobs:
             return
         pool = self._pool
-        if pool is None:  # closed meanwhile
+        if pool is None or (len(jobs) == 1 and not self._inflight):
+            # Closed meanwhile, or a lone verification: on the loop (see the module).
+            start = time.perf_counter()
             for job, fut in zip(jobs, futures, strict=True):
+                ok = self._check(*job)
                 if not fut.done():
-                    fut.set_result(self._check(*job))
+                    fut.set_result(ok)
+            if self._observe is not None:
+                self._observe(len(jobs), time.perf_counter() - start)
             return
-        parts = min(self.threads, len(jobs))
+        # Each handoff to a thread costs CPU: a chunk holds at least MIN_CHUNK signatures.
+        parts = max(1, min(self.threads, len(jobs) // MIN_CHUNK))
         size = -(-len(jobs) // parts)
         batch = _Batch(jobs, futures, 0)
         self._inflight.append(batch)

@@ -27,7 +27,7 @@ from chat_server.crypto.encoding import b64encode
 from chat_server.crypto.envelope import Envelope, verify_envelope_signature
 from chat_server.crypto.errors import MalformedInput
 from chat_server.crypto.keys import DevicePublicKeys, verify_registration
-from chat_server.crypto.message import FORMAT_VERSION, message_signed_bytes
+from chat_server.crypto.message import FORMAT_VERSION, aad_head_v2, signed_bytes_v2
 from chat_server.crypto.meta import canonical_meta
 from chat_server.crypto.verify_pool import SignatureChecks
 from chat_server.hub import Hub
@@ -79,6 +79,8 @@ class E2EEVerifier:
         self._keys = keys
         self._checks = SignatureChecks(0) if checks is None else checks
         self._cache: dict[str, tuple[float, Device | None]] = {}
+        # aad_head_v2 per (conversation, epoch, device): the same for all their messages.
+        self._heads: dict[tuple[str, int, str], bytes] = {}
         self._cleared: set[tuple[str, str]] = set()
 
     async def _is_pending(self, conversation_id: str, device_id: str) -> bool:
@@ -112,6 +114,23 @@ class E2EEVerifier:
             self._cache[device_id] = (now, device)
         return device
 
+    def _signed_bytes(
+        self, conversation_id: str, device_id: str, message: NewMessage, meta: bytes
+    ) -> bytes | None:
+        """What the device signed (format version 2); None if a field cannot be encoded."""
+        key = (conversation_id, message.epoch, device_id)
+        try:
+            head = self._heads.get(key)
+            if head is None:
+                if len(self._heads) > 50_000:
+                    self._heads.clear()
+                head = self._heads[key] = aad_head_v2(conversation_id, message.epoch, device_id)
+            return signed_bytes_v2(
+                head, message.client_id, message.msg_type, meta, message.nonce, message.body
+            )
+        except MalformedInput:
+            return None
+
     async def check_message(self, conversation: Conversation, message: NewMessage) -> None:
         device = await self._device(message.device_id)
         if device is None or device.removed_at is not None:
@@ -141,20 +160,10 @@ class E2EEVerifier:
                 f"messages are written in format version {FORMAT_VERSION} ('v': {FORMAT_VERSION})",
             )
         try:
-            canonical_meta(message.meta)
+            meta = canonical_meta(message.meta)
         except MalformedInput as exc:
             raise E2EEError("meta_not_canonical", str(exc)) from None
-        signed = message_signed_bytes(
-            conversation.id,
-            message.epoch,
-            device.id,
-            message.client_id,
-            message.msg_type,
-            message.nonce,
-            message.body,
-            meta=message.meta,
-            version=message.version,
-        )
+        signed = self._signed_bytes(conversation.id, device.id, message, meta)
         if signed is None or not await self._checks.verify(device.sig_pub, signed, message.sig):
             raise E2EEError(
                 "bad_signature",

@@ -42,7 +42,7 @@ async def test_one_batch_per_loop_turn_split_over_the_threads() -> None:
     sizes: list[int] = []
     checks = SignatureChecks(2, observe=lambda n, _spent: sizes.append(n))
     try:
-        jobs = _jobs(20, bad=set())
+        jobs = _jobs(20, bad=set())  # >= 2 * MIN_CHUNK: two chunks
         assert all(await asyncio.gather(*(checks.verify(*j) for j in jobs)))
         # Asked for in one turn: one batch, in two chunks (one per thread).
         assert sorted(sizes) == [10, 10]
@@ -60,7 +60,7 @@ async def test_answers_come_back_in_arrival_order_even_if_a_later_chunk_ends_fir
         if data == b"0":
             # The first chunk waits until the second one has ended (bounded).
             first_chunk_may_end.wait(5)
-        elif data == b"3":
+        elif data == b"15":
             first_chunk_may_end.set()
         return data != b"2"
 
@@ -72,10 +72,12 @@ async def test_answers_come_back_in_arrival_order_even_if_a_later_chunk_ends_fir
         resumed.append(i if ok else -i)
 
     try:
-        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(4))), 10)
+        # 16 = two chunks of MIN_CHUNK: the second (8-15) ends before the first.
+        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(16))), 10)
     finally:
         await checks.close()
-    assert resumed == [0, 1, -2, 3]
+    assert first_chunk_may_end.is_set()
+    assert resumed == [0, 1, -2, *range(3, 16)]
 
 
 async def test_the_loop_keeps_running_while_the_threads_verify() -> None:
@@ -87,7 +89,10 @@ async def test_the_loop_keeps_running_while_the_threads_verify() -> None:
 
     checks = SignatureChecks(1, check=check)
     try:
-        pending = asyncio.ensure_future(checks.verify(b"k", b"d", b"s"))
+        # Two in one turn: a batch for the threads (a lone one is verified inline).
+        pending = asyncio.ensure_future(
+            asyncio.gather(checks.verify(b"k", b"d", b"s"), checks.verify(b"k", b"e", b"s"))
+        )
         ticks = 0
         deadline = time.monotonic() + 5
         while ticks < 5 and time.monotonic() < deadline:
@@ -96,7 +101,7 @@ async def test_the_loop_keeps_running_while_the_threads_verify() -> None:
         assert ticks == 5
         assert not pending.done()
         release.set()
-        assert await asyncio.wait_for(pending, 5)
+        assert list(await asyncio.wait_for(pending, 5)) == [True, True]
     finally:
         release.set()
         await checks.close()
@@ -112,3 +117,22 @@ async def test_after_close_it_verifies_inline() -> None:
 def test_negative_threads_refused() -> None:
     with pytest.raises(ValueError, match="threads"):
         SignatureChecks(-1)
+
+
+async def test_a_lone_verification_runs_on_the_loop_thread() -> None:
+    where: list[str] = []
+
+    def check(pub: bytes, data: bytes, sig: bytes) -> bool:
+        where.append(threading.current_thread().name)
+        return True
+
+    checks = SignatureChecks(2, check=check)
+    try:
+        assert await checks.verify(b"k", b"d", b"s")
+        assert where == [threading.current_thread().name]
+        where.clear()
+        assert all(await asyncio.gather(*(checks.verify(b"k", b"d", b"s") for _ in range(4))))
+        assert all(name.startswith("verify") for name in where)
+        assert len(where) == 4
+    finally:
+        await checks.close()
