@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from chat_server import transport
-from chat_server.api import auth, conversations, keys, lifecycle, onboarding
+from chat_server.api import auth, conversations, keys, lifecycle, onboarding, portfolio
 from chat_server.api.common import error
 from chat_server.rooms.service import MessageVerifier
 from chat_server.services import Services, build_services
@@ -132,6 +132,7 @@ def create_app(
         *keys.routes,
         *lifecycle.routes,
         *onboarding.routes,
+        *portfolio.routes,
     ]
     # Only the client folders are served (not web_client/test), each under its
     # own prefix, so an unknown /api path or method still gets the JSON errors.

@@ -36,6 +36,7 @@ from chat_server.storage.base import (
 from chat_server.storage.embedded import EmbeddedMongo
 from chat_server.storage.presence import SingleProcessPresence
 from chat_server.tools.onboarding import OnboardingService
+from chat_server.tools.portfolio import PortfolioService
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Services:
     retention: RetentionJob
     process_id: str
     onboarding: OnboardingService
+    portfolio: PortfolioService
     metrics: Metrics = field(default_factory=lambda: Metrics(False))
     # The scrape port when METRICS_PORT is set (docs/deployment.md).
     metrics_server: MetricsServer | None = None
@@ -243,6 +245,7 @@ async def build_services(
         retention=retention,
         process_id=secrets.token_hex(8),
         onboarding=OnboardingService(accounts, accounts_store, conversations, key_store, clock),
+        portfolio=PortfolioService(messages, accounts_store, presence, clock),
         metrics=metrics,
         metrics_server=metrics_server,
         _closers=closers,

@@ -43,6 +43,15 @@ MEASURE = """() => {
             if (!ok) small.push([name, r.width, r.height]);
             continue;
         }
+        if (el.closest(".msg-meta") || el.id === "btn-older") {
+            // In a line of text (a message's time, the top of the thread): a 44 px tall area.
+            const x = r.left + r.width / 2;
+            const y = r.top + r.height / 2;
+            const hit = (yy) => el.contains(document.elementFromPoint(x, yy));
+            const hits = [hit(y - 21), hit(y + 21)];
+            if (r.width < 43.5 || !hits.every(Boolean)) small.push([name, r.width, r.height]);
+            continue;
+        }
         if (r.width < 43.5 || r.height < 43.5) small.push([name, r.width, r.height]);
     }
     return small;

@@ -25,6 +25,7 @@ import { loadOlderKeepingPlace, renderItemsPanel, renderThreadList } from "../sh
 import { openActionDialog, openAppointmentDialog, openNoticeDialog, openOfferDialog } from "../shared/forms.js";
 import { previewText } from "../shared/items.js";
 import { bindOnboarding, loginProblem, renderReissueButton, showActivation } from "./onboarding.js";
+import { Portfolio } from "./portfolio.js";
 
 const SESSION_KEY = "cejchat.console.session";
 const BASE_TITLE = "Console conseiller — CEJ Messagerie";
@@ -123,6 +124,8 @@ function startApp(login) {
   $("#btn-archive").addEventListener("click", openArchive);
   $("#archive-form").addEventListener("submit", submitArchive);
   bindOnboarding({ api, currentConversation: () => current, peerName: () => chat.peerName(current) });
+  portfolio = new Portfolio({ api, me, open: (id) => select(id), onClose: closePortfolio });
+  $("#btn-portfolio").addEventListener("click", showPortfolio);
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && current) chat.markRead(current);
   });
@@ -262,8 +265,27 @@ function listKeys(event) {
   }
 }
 
+// ---------------------------------------------------------------- portfolio (console/portfolio.js)
+
+let portfolio = null;
+
+function showPortfolio() {
+  $("#thread-empty").hidden = true;
+  $("#supervision").hidden = true;
+  $("#thread-view").hidden = true;
+  portfolio.show();
+}
+
+function closePortfolio() {
+  portfolio.hide();
+  if (current) $("#thread-view").hidden = false;
+  else if (me.role === "supervisor") $("#supervision").hidden = false;
+  else $("#thread-empty").hidden = false;
+}
+
 function select(id) {
   if (current && current !== id) typing.stop(current);
+  portfolio?.hide();
   current = id;
   $("#thread-empty").hidden = true;
   $("#supervision").hidden = true;
