@@ -55,7 +55,8 @@ class NewBeneficiary:
     """A created beneficiary, their one-time activation code and their conversation."""
 
     user: User
-    activation_code: str
+    #: None when the counsellor's client made the code (only its proof reached the server).
+    activation_code: str | None
     activation_expires: float
     conversation: Conversation
 
@@ -144,9 +145,19 @@ class AccountService:
         return user
 
     async def create_beneficiary(
-        self, counsellor: User, login: str, display_name: str, programme: str | None
+        self,
+        counsellor: User,
+        login: str,
+        display_name: str,
+        programme: str | None,
+        activation_proof: str | None = None,
     ) -> NewBeneficiary:
-        """A counsellor creates a beneficiary, their conversation, and an activation code."""
+        """A counsellor creates a beneficiary, their conversation, and an activation code.
+
+        With ``activation_proof`` the counsellor's client made the code
+        (``chat_server.crypto.activation``): the server keeps only the SHA-256 of
+        the proof, never sees the code, and returns no code.
+        """
         if counsellor.role is not Role.COUNSELLOR:
             raise Forbidden("only a counsellor can create a beneficiary")
         user = await self.create_user(
@@ -162,6 +173,10 @@ class AccountService:
             last_at=now,
         )
         await self._messages.add_conversation(conv)
+        if activation_proof is not None:
+            expires = self._clock() + self._settings.activation_ttl_hours * 3600
+            await self._accounts.set_activation(user.id, token_hash(activation_proof), expires)
+            return NewBeneficiary(user, None, expires, conv)
         code, expires = await self.reset_activation(user.id)
         return NewBeneficiary(user, code, expires, conv)
 
@@ -181,17 +196,22 @@ class AccountService:
         return code, expires
 
     async def activate(
-        self, code: str, password: str, device_id: str | None, client: str = "-"
+        self,
+        code: str | None,
+        password: str,
+        device_id: str | None,
+        client: str = "-",
+        proof: str | None = None,
     ) -> Login:
         """Consume an activation code, set the password, and open a session (see ``_activate``).
 
         Refused at once (503 ``busy``) while the password checks in progress are at their bound.
         """
         with self.throttle.admit():
-            return await self._activate(code, password, device_id, client)
+            return await self._activate(code, password, device_id, client, proof)
 
     async def _activate(
-        self, code: str, password: str, device_id: str | None, client: str
+        self, code: str | None, password: str, device_id: str | None, client: str, proof: str | None
     ) -> Login:
         """Consume an activation code, set the password, and open a session.
 
@@ -205,13 +225,20 @@ class AccountService:
             raise InvalidInput(str(exc)) from None
         address = await self.throttle.address(client)
         now = self._clock()
-        user = await self._accounts.consume_activation(token_hash(normalise_code(code)), now)
+        # A code the server made is sent as is; a code the counsellor's client made
+        # is never sent: only its proof (docs/crypto-format.md, "Activation").
+        secret = proof if proof is not None else normalise_code(code or "")
+        user = await self._accounts.consume_activation(token_hash(secret), now)
         if user is None:
             raise Unauthenticated("this activation code is unknown, used or expired")
         await self.throttle.give_back(address)
         hashed = await self.throttle.hashing(lambda: self._passwords.hash(password))
         await self._accounts.set_password_hash(user.id, hashed)
-        return await self._open_session(user, device_id)
+        login = await self._open_session(user, device_id)
+        # The device that proved the code is the account's one trusted first device
+        # (docs/security.md), whichever device happens to register first.
+        await self._accounts.claim_first_device(user.id, login.device_id)
+        return login
 
     async def login(
         self, login: str, password: str, device_id: str | None, client: str = "-"

@@ -17,7 +17,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from chat_server import transport
-from chat_server.api import auth, conversations, keys, lifecycle, onboarding, portfolio
+from chat_server.api import (
+    activation,
+    auth,
+    conversations,
+    keys,
+    lifecycle,
+    onboarding,
+    people,
+    portfolio,
+)
 from chat_server.api.common import error
 from chat_server.rooms.service import MessageVerifier
 from chat_server.services import Services, build_services
@@ -131,6 +140,8 @@ def create_app(
         *conversations.routes,
         *keys.routes,
         *lifecycle.routes,
+        *people.routes,
+        *activation.routes,
         *onboarding.routes,
         *portfolio.routes,
     ]

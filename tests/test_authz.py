@@ -210,6 +210,38 @@ async def test_http_me(env: Env, actor: str) -> None:
     assert r.json()["device_id"] == acc.device_id
 
 
+@pytest.mark.parametrize("actor", ACTORS)
+async def test_http_people(env: Env, actor: str) -> None:
+    """Names for a thread: one's own structure's staff; its beneficiaries for staff only."""
+    w = env.w
+    everyone = [w.b1, w.b2, w.c1, w.c2, w.sup, w.other_sup]
+    ids = ",".join([a.user.id for a in everyone] + ["nobody"])
+    r = await api(env.server, "GET", f"/api/people?ids={ids}", env.token(actor))
+    acc = env.account(actor)
+    if acc is None:
+        _expect_refused(r, actor)
+        return
+    assert r.status_code == 200, r.text
+    seen = {p["id"] for p in r.json()["people"]}
+    staff = {w.c1.user.id, w.c2.user.id, w.sup.user.id}
+    expected = {
+        "beneficiary_own": staff | {w.b1.user.id},
+        "beneficiary_other": staff | {w.b2.user.id},
+        "counsellor_own": staff | {w.b1.user.id, w.b2.user.id},
+        "counsellor_other": staff | {w.b1.user.id, w.b2.user.id},
+        "supervisor_same": staff | {w.b1.user.id, w.b2.user.id},
+        "supervisor_other": {w.other_sup.user.id},
+    }[actor]
+    assert seen == expected
+    one = next(p for p in r.json()["people"] if p["id"] == acc.user.id)
+    user = acc.user
+    assert one == {"id": user.id, "display_name": user.display_name, "role": user.role.value}
+    many = ",".join(f"x{i}" for i in range(51))
+    r = await api(env.server, "GET", f"/api/people?ids={many}", env.token(actor))
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_field"
+
+
 # ---------------------------------------------------------------- WebSocket
 
 FRAMES = ["message.send", "read.mark", "typing.set", "history.get", "conversation.sync"]

@@ -113,3 +113,47 @@ async def test_beneficiary_list_has_one_conversation_with_counsellor_as_peer(
     assert s["unread"] == 0
     # No password hash or other private account fields leak into a summary.
     assert "password_hash" not in str(r.json())
+
+
+async def test_key_housekeeping_is_never_unread_and_never_reorders(server: ServerInfo) -> None:
+    """Devices added by a supervisor, a counsellor and a beneficiary post
+    ``system.device_changed`` in every conversation they read: shown, not news."""
+    from chat_server.crypto.keys import DeviceKeys
+    from chat_server.sdk import Client
+
+    svc = server.services
+    w = await fast_world(svc)
+    for token, conv, text in ((w.b1.token, "b1", "premier"), (w.b2.token, "b2", "second")):
+        client = await WsClient.connect(server, token)
+        assert (await client.send_text(w.conv[conv], text))["type"] == "ack"
+        await client.close()
+    before = (await api(server, "GET", "/api/conversations", w.c1.token)).json()
+    assert [s["peer"]["login"] for s in before["conversations"]] == ["b2", "b1"]
+
+    async def new_device(acc: Any) -> None:
+        fresh = await open_session(svc, acc.user)
+        client = Client(
+            server.http, fresh.token, acc.user.public(), fresh.device_id, DeviceKeys.generate()
+        )
+        try:
+            await client.register_device()
+        finally:
+            await client.http.aclose()
+
+    for acc in (w.sup, w.sup, w.sup, w.c1, w.b1):
+        await new_device(acc)
+    after = (await api(server, "GET", "/api/conversations", w.c1.token)).json()
+    summaries = {s["peer"]["login"]: s for s in after["conversations"]}
+    assert [s["peer"]["login"] for s in after["conversations"]] == ["b2", "b1"]
+    assert summaries["b1"]["last_seq"] == 1 + 5  # the message and five device events
+    assert summaries["b2"]["last_seq"] == 1 + 4
+    assert {k: s["unread"] for k, s in summaries.items()} == {"b1": 1, "b2": 1}
+    assert after["unread_total"] == 2
+    assert {k: s["last_at"] for k, s in summaries.items()} == {
+        s["peer"]["login"]: s["last_at"] for s in before["conversations"]
+    }
+    me = (await api(server, "GET", "/api/me", w.c1.token)).json()
+    assert me["unread_total"] == 2
+    # The beneficiary, up to date on their own side, stays so.
+    ben = (await api(server, "GET", "/api/conversations", w.b1.token)).json()
+    assert ben["conversations"][0]["unread"] == 0

@@ -211,6 +211,7 @@ async def test_expired_sessions_codes_and_counters_disappear(env: Env) -> None:
     assert report.activations == 2  # b2's and b1's (never used: b1 got a password)
     assert report.login_failures >= 1
     assert report.sessions == 0
+    assert nb.activation_code is not None
     assert await store.consume_activation(token_hash(nb.activation_code), 0.0) is None
     assert await store.login_failures(key, 0.0, 10 * YEAR) == 0
     assert await store.get_session(token_hash(login.token), 0.0) is not None

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chat_server.accounts import Login
-from chat_server.api.common import bearer, current, endpoint, json_body, ok, services
+from chat_server.api.common import BadRequest, bearer, current, endpoint, json_body, ok, services
 
 DeviceId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 
@@ -21,9 +21,14 @@ class LoginBody(Struct, forbid_unknown_fields=True):
     device_id: DeviceId | None = None
 
 
+_B64 = "^[A-Za-z0-9_-]+$"
+
+
 class ActivateBody(Struct, forbid_unknown_fields=True):
-    code: Annotated[str, Meta(min_length=1, max_length=64)]
     password: Annotated[str, Meta(min_length=1, max_length=256)]
+    code: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    #: base64url of the 32-byte proof derived from a client-made code.
+    proof: Annotated[str, Meta(min_length=43, max_length=43, pattern=_B64)] | None = None
     device_id: DeviceId | None = None
 
 
@@ -52,9 +57,13 @@ async def login(request: Request) -> Response:
 async def activate(request: Request) -> Response:
     """POST /api/activate: one-time code + new password; returns a session."""
     body = await json_body(request, ActivateBody)
+    if (body.code is None) == (body.proof is None):
+        raise BadRequest("invalid_field", "give either 'code' or 'proof'")
     svc = services(request)
     client = request.client.host if request.client else "-"
-    login = await svc.accounts.activate(body.code, body.password, body.device_id, client)
+    login = await svc.accounts.activate(
+        body.code, body.password, body.device_id, client, proof=body.proof
+    )
     return _login_answer(login)
 
 

@@ -27,6 +27,10 @@ class BeneficiaryBody(Struct, forbid_unknown_fields=True):
     login: Annotated[str, Meta(min_length=2, max_length=64)]
     display_name: Annotated[str, Meta(min_length=1, max_length=100)]
     programme: Annotated[str, Meta(max_length=20)] | None = None
+    #: base64url of the proof of a code the counsellor's client made (no code returned).
+    activation_proof: (
+        Annotated[str, Meta(min_length=43, max_length=43, pattern="^[A-Za-z0-9_-]+$")] | None
+    ) = None
 
 
 def _int_param(request: Request, name: str, lo: int, hi: int) -> int | None:
@@ -103,7 +107,7 @@ async def create_beneficiary(request: Request) -> Response:
     user, _ = await current(request)
     body = await json_body(request, BeneficiaryBody)
     created = await services(request).accounts.create_beneficiary(
-        user, body.login, body.display_name, body.programme
+        user, body.login, body.display_name, body.programme, body.activation_proof
     )
     return ok(
         {

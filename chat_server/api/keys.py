@@ -158,7 +158,14 @@ async def my_envelopes(request: Request) -> Response:
     if device is None or device.user_id != user.id:
         return ok({"envelopes": [], "epochs": []})
     envs = await svc.keys.envelopes_for(session.device_id, conv)
-    epochs = await svc.keys.commitments_for([str(e["conversation"]) for e in envs])
+    convs = {str(e["conversation"]) for e in envs}
+    if conv is not None and conv not in convs:
+        # A member's device without envelopes yet (a first phone opening the
+        # activation box) still needs the commitments to check its keys.
+        found = await svc.messages.get_conversation(conv)
+        if found is not None and user.id in found.members:
+            convs.add(conv)
+    epochs = await svc.keys.commitments_for(sorted(convs))
     return ok({"envelopes": envs, "epochs": epochs})
 
 

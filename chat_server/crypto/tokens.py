@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
 def new_token() -> str:
@@ -15,7 +15,7 @@ def new_token() -> str:
 
 def new_activation_code() -> str:
     """A one-time activation code, easy to read aloud: ``XXXX-XXXX-XXXX``."""
-    raw = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(12))
+    raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(12))
     return f"{raw[:4]}-{raw[4:8]}-{raw[8:]}"
 
 

@@ -264,12 +264,14 @@ class KeyService:
                 "too_many_devices",
                 f"at most {MAX_DEVICES_PER_USER} devices per account: remove one first",
             )
-        # A beneficiary's very first device comes with the activation code the
-        # counsellor handed over; any later one (even after removing the old
-        # ones) waits for the counsellor. Its pending requests are written
-        # before the device exists, so it is never seen un-pending.
-        approved = not (
-            user.role is Role.BENEFICIARY and await self._keys.ever_registered(user.id) > 0
+        # A beneficiary's one trusted first device is the one that proved the
+        # activation code (claimed at activation), or for an account given a
+        # password, the first to claim it, atomically: of concurrent registrations
+        # exactly one is trusted. Any other (even after removing the old ones)
+        # waits for the counsellor. Its pending requests are written before the
+        # device exists, so it is never seen un-pending.
+        approved = user.role is not Role.BENEFICIARY or await self._accounts.claim_first_device(
+            user.id, device_id, claim=await self._keys.ever_registered(user.id) == 0
         )
         convs = await self._conversations_of(user)
         now = self._clock()
@@ -283,7 +285,14 @@ class KeyService:
             await self._keys.add_device(device)
         except Conflict:
             raise E2EEError("device_exists", "this device id is already registered") from None
-        await self._device_changed(user, device, "added", convs, approved)
+        # The first phone of an account whose counsellor left the activation box
+        # takes its keys from the box: nobody is asked to re-wrap for it.
+        carried = (
+            approved
+            and user.role is Role.BENEFICIARY
+            and await self._accounts.activation_box(user.id) is not None
+        )
+        await self._device_changed(user, device, "added", convs, approved, ask=not carried)
         return device, True
 
     async def _conversations_of(self, user: User) -> list[Conversation]:
@@ -299,6 +308,7 @@ class KeyService:
         change: str,
         convs: Sequence[Conversation],
         approved: bool = True,
+        ask: bool = True,
     ) -> None:
         """Post the change in every conversation the device reads; rotate or ask for keys."""
         for conv in convs:
@@ -313,7 +323,7 @@ class KeyService:
                 await self._keys.require_rotation(conv.id)
                 await self._announce(conv.id)
                 continue
-            if conv.epoch == 0:
+            if conv.epoch == 0 or not ask:
                 continue
             await self._request_keys(conv, user, device.id, "new_device", approved)
 

@@ -112,6 +112,9 @@ class NewMessage:
     sig: bytes = b""
     #: End-to-end format version (docs/crypto-format.md): 2 binds ``meta``.
     version: int = 1
+    #: Key housekeeping (a server event that is not news): it moves the
+    #: conversation's ``last_seq`` but not its ``last_at``, so it never reorders a list.
+    quiet: bool = False
 
 
 @dataclass(frozen=True, slots=True)

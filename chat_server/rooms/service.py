@@ -277,8 +277,10 @@ class ConversationService:
     ) -> StoredMessage:
         """Append a server-written event (counsellor changed, epoch rotated...).
 
-        The member who caused it (``actor``) has it marked read: one's own
-        new device is not an unread message.
+        The member who caused it (``actor``) has it marked read if they were up
+        to date: one's own new device is not an unread message. Key housekeeping
+        (``types.quiet_types()``) is marked read for every member who was up to
+        date, moves ``last_seq`` but not ``last_at``, and is left out of unread counts.
         """
         types.lookup(msg_type, from_server=True)
         new = NewMessage(
@@ -289,16 +291,19 @@ class ConversationService:
             msg_type=msg_type,
             body=b"",
             meta=meta,
+            quiet=msg_type in types.quiet_types(),
         )
         stored, created = await self._messages.append(new, self._clock())
         if created:
             await self._publish_message(conv, stored, "")
-            if actor is not None and actor in conv.members:
-                await self._messages.advance_read(conv.id, actor, stored.seq)
-            if not types.lookup(msg_type, from_server=True).notify:
-                # Key housekeeping is not news: members who were up to date stay so.
+            # Members who were up to date stay so: the actor (one's own new device
+            # is not news to oneself) and, for key housekeeping, everyone. A marker
+            # behind is left where it is, so no unread message is swallowed.
+            quiet = not types.lookup(msg_type, from_server=True).notify
+            concerned = [m for m in conv.members if quiet or m == actor]
+            if concerned:
                 markers = (await self._messages.read_markers([conv.id])).get(conv.id, {})
-                for member in conv.members:
+                for member in concerned:
                     if markers.get(member, 0) == stored.seq - 1:
                         await self._messages.advance_read(conv.id, member, stored.seq)
         return stored
@@ -401,6 +406,7 @@ class ConversationService:
             *(self._messages.messages_after(c.id, c.last_seq - 1, 1) for c in convs if c.last_seq)
         )
         last_message = {page[0].conversation_id: page[0] for page in lasts if page}
+        quiet = await self._quiet_unread(user, convs, markers)
         out: list[dict[str, Any]] = []
         for c in convs:
             peer_id = c.counsellor_id if user.id == c.beneficiary_id else c.beneficiary_id
@@ -417,7 +423,7 @@ class ConversationService:
                     "peer_last_seen": pres.last_seen if pres else None,
                     "last_seq": c.last_seq,
                     "last_at": c.last_at,
-                    "unread": max(0, c.last_seq - mine),
+                    "unread": max(0, c.last_seq - mine - quiet.get(c.id, 0)),
                     "read": mine,
                     "peer_read": markers.get(c.id, {}).get(peer_id, 0),
                     "flagged": c.flagged,
@@ -436,6 +442,23 @@ class ConversationService:
         else:
             out.sort(key=lambda s: (s["unread"] == 0, not s["flagged"], -s["last_at"]))
         return out
+
+    async def _quiet_unread(
+        self, user: User, convs: Sequence[Conversation], markers: dict[str, dict[str, int]]
+    ) -> dict[str, int]:
+        """Key housekeeping after the user's read marker, per conversation with unread
+        messages: it is subtracted from the unread count (it is never news)."""
+        behind = [c for c in convs if c.last_seq > markers.get(c.id, {}).get(user.id, 0)]
+        quiet = sorted(types.quiet_types())
+        counts = await asyncio.gather(
+            *(
+                self._messages.count_types_after(
+                    c.id, markers.get(c.id, {}).get(user.id, 0), quiet
+                )
+                for c in behind
+            )
+        )
+        return {c.id: n for c, n in zip(behind, counts, strict=True)}
 
     async def unread_total(self, user: User) -> int:
         """Unread messages over all the user's conversations."""

@@ -197,3 +197,9 @@ for _name, _news in (
     ("system.activation_issued", True),
 ):
     register(MessageType(_name, lambda meta: None, system=True, notify=_news))
+
+
+def quiet_types() -> frozenset[str]:
+    """Key housekeeping: server events that are shown but are never unread and never
+    move a conversation up the list (``system.epoch_rotated``, ``system.device_changed``)."""
+    return frozenset(t.name for t in _REGISTRY.values() if t.system and not t.notify)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import websockets
 
+from chat_server.crypto.activation import derive, is_client_code, new_code, open_box, seal_box
 from chat_server.crypto.backup import (
     Backup,
     BackupContents,
@@ -149,6 +150,8 @@ class Client:
         self._tasks: set[asyncio.Task[None]] = set()
         self.conversations: list[dict[str, Any]] = []
         self.transcript: list[str] | None = None  # set to a list to keep every raw frame
+        #: The box key of the activation code this device proved (None otherwise).
+        self.activation_key: bytes | None = None
 
     @property
     def user_id(self) -> str:
@@ -187,11 +190,18 @@ class Client:
     async def activate(
         cls, base_url: str, code: str, password: str, *, register: bool = True
     ) -> Client:
-        """Activate a beneficiary account with its one-time code; register a new device."""
-        data = await _post_json(base_url, "/api/activate", {"code": code, "password": password})
+        """Activate a beneficiary account with its one-time code; register a new device.
+
+        A code the counsellor's client made is never sent: only its proof; its box
+        key is kept to open the activation box (``open_activation_box``).
+        """
+        made = derive(code) if is_client_code(code) else None
+        secret = {"proof": made.proof_text} if made else {"code": code}
+        data = await _post_json(base_url, "/api/activate", {**secret, "password": password})
         client = cls(
             base_url, data["token"], data["user"], data["device_id"], DeviceKeys.generate()
         )
+        client.activation_key = made.box_key if made else None
         if register:
             try:
                 await client.register_device()
@@ -266,10 +276,8 @@ class Client:
         self.state.device_keys[d["device_id"]] = (d["user_id"], pub.sig_pub)
         return True
 
-    async def fetch_envelopes(self, conversation: str | None = None) -> int:
-        """Open every envelope addressed to this device; return how many keys are new."""
-        path = "/api/keys/envelopes" + (f"?conversation={conversation}" if conversation else "")
-        data = await self.request("GET", path)
+    async def _commitments(self, data: Mapping[str, Any]) -> dict[tuple[str, int], bytes]:
+        """The key commitments of a ``GET /api/keys/envelopes`` answer whose signature verifies."""
         commitments: dict[tuple[str, int], bytes] = {}
         for c in data.get("epochs", []):
             _, creator_sig = await self._device_sig_pub(c["creator_device"])
@@ -279,6 +287,50 @@ class Client:
                 creator_sig, conv, epoch, c["creator_device"], commitment, sig
             ):
                 commitments[(conv, epoch)] = commitment
+        return commitments
+
+    async def create_beneficiary(
+        self, login: str, display_name: str, programme: str | None = None
+    ) -> tuple[str, str]:
+        """As a counsellor: create a beneficiary with a code made here, open the
+        conversation's first epoch and leave its key in the activation box.
+        Returns ``(code, conversation_id)``; the server never sees the code."""
+        code = new_code()
+        made = derive(code)
+        body = {"login": login, "display_name": display_name, "programme": programme}
+        created = await self.request(
+            "POST", "/api/beneficiaries", {**body, "activation_proof": made.proof_text}
+        )
+        conversation = str(created["conversation_id"])
+        epoch, key = await self.ensure_epoch(conversation)
+        box = seal_box(made.box_key, conversation, {epoch: key})
+        await self.request("PUT", f"/api/conversations/{conversation}/activation-box", box)
+        return code, conversation
+
+    async def open_activation_box(self, conversation: str) -> int:
+        """Take the epoch keys left in the activation box, each only if it matches its
+        epoch's signed commitment; then drop the box. Returns how many keys were taken."""
+        if self.activation_key is None:
+            raise ClientError("no_activation_code", "this device did not prove a client-made code")
+        box = await self.request("GET", f"/api/conversations/{conversation}/activation-box")
+        keys = open_box(self.activation_key, conversation, box)
+        data = await self.request("GET", f"/api/keys/envelopes?conversation={conversation}")
+        commitments = await self._commitments(data)
+        taken = 0
+        for epoch, raw in keys.items():
+            committed = commitments.get((conversation, epoch))
+            if committed is None or not key_matches_commitment(raw, conversation, epoch, committed):
+                continue
+            self.state.epoch_keys.setdefault((conversation, epoch), raw)
+            taken += 1
+        await self.request("DELETE", f"/api/conversations/{conversation}/activation-box")
+        return taken
+
+    async def fetch_envelopes(self, conversation: str | None = None) -> int:
+        """Open every envelope addressed to this device; return how many keys are new."""
+        path = "/api/keys/envelopes" + (f"?conversation={conversation}" if conversation else "")
+        data = await self.request("GET", path)
+        commitments = await self._commitments(data)
         new = 0
         for doc in data["envelopes"]:
             key = (doc["conversation"], int(doc["epoch"]))

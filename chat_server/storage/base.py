@@ -8,7 +8,7 @@ broker port, never here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from chat_server.rooms.models import (
     AuditRecord,
@@ -90,6 +90,21 @@ class AccountStore(Protocol):
 
         A code can be consumed once; an expired or unknown code returns None.
         """
+
+    async def claim_first_device(self, user_id: str, device_id: str, *, claim: bool = True) -> bool:
+        """True iff ``device_id`` is the account's first trusted device; if ``claim``
+        and the account has none yet, atomically make it so first.
+
+        Of any number of concurrent claims for one account, exactly one wins. The
+        claim outlives the device (a removed first device is not replaced).
+        """
+
+    async def set_activation_box(self, user_id: str, box: dict[str, Any] | None) -> None:
+        """Keep (replace) or, with None, drop the account's activation box
+        (``chat_server.rooms.activation``); it goes with the account."""
+
+    async def activation_box(self, user_id: str) -> dict[str, Any] | None:
+        """The account's activation box, or None."""
 
     async def add_session(self, session: Session) -> None:
         """Store a session (keyed by the token hash)."""
@@ -201,6 +216,13 @@ class MessageStore(Protocol):
     ) -> list[StoredMessage]:
         """The newest ``limit`` messages of the conversation whose ``msg_type`` is one of
         ``msg_types``, ascending by ``seq``."""
+
+    async def count_types_after(
+        self, conversation_id: str, after_seq: int, msg_types: Sequence[str]
+    ) -> int:
+        """How many messages with ``seq > after_seq`` have a ``msg_type`` in ``msg_types``
+        (the key housekeeping left out of a member's unread count). Reads only the
+        range after ``after_seq``."""
 
     async def last_seq(self, conversation_id: str) -> int:
         """The highest stored ``seq`` (0 if none), read from the messages themselves."""

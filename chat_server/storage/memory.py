@@ -21,6 +21,7 @@ import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from chat_server.rooms.models import (
     AuditRecord,
@@ -76,6 +77,8 @@ class _State:
     login_index: dict[str, str] = field(default_factory=dict)  # login.lower() -> user id
     activations: dict[str, _Activation] = field(default_factory=dict)  # code hash -> ...
     activation_of: dict[str, str] = field(default_factory=dict)  # user id -> code hash
+    first_device: dict[str, str] = field(default_factory=dict)  # user id -> device id
+    activation_boxes: dict[str, dict[str, Any]] = field(default_factory=dict)  # user id -> box
     sessions: dict[str, Session] = field(default_factory=dict)
     user_sessions: dict[str, set[str]] = field(default_factory=dict)
     failures: dict[str, _Failures] = field(default_factory=dict)
@@ -217,6 +220,23 @@ class MemoryAccountStore:
         self._s.activation_of.pop(act.user_id, None)
         return self._s.users.get(act.user_id)
 
+    async def claim_first_device(self, user_id: str, device_id: str, *, claim: bool = True) -> bool:
+        if user_id not in self._s.users:
+            return False
+        if claim:
+            self._s.first_device.setdefault(user_id, device_id)
+        return self._s.first_device.get(user_id) == device_id
+
+    async def set_activation_box(self, user_id: str, box: dict[str, Any] | None) -> None:
+        if box and user_id in self._s.users:
+            self._s.activation_boxes[user_id] = copy.deepcopy(box)
+        else:
+            self._s.activation_boxes.pop(user_id, None)
+
+    async def activation_box(self, user_id: str) -> dict[str, Any] | None:
+        box = self._s.activation_boxes.get(user_id)
+        return copy.deepcopy(box) if box is not None else None
+
     async def add_session(self, session: Session) -> None:
         if session.token_hash in self._s.sessions:
             raise Conflict("session exists")
@@ -343,7 +363,8 @@ class MemoryMessageStore:
         key = (m.conversation_id, m.sender_id, m.client_id)
         existing = self._s.by_client_id.get(key)
         if existing is not None:
-            self._touch(existing.conversation_id, existing.seq, existing.created_at)
+            at = 0.0 if m.quiet else existing.created_at
+            self._touch(existing.conversation_id, existing.seq, at)
             return existing, False
         nonce_key = (m.device_id, m.nonce)
         if m.nonce and nonce_key in self._s.nonces:
@@ -368,7 +389,7 @@ class MemoryMessageStore:
         self._s.by_client_id[key] = stored
         if m.nonce:
             self._s.nonces.add(nonce_key)
-        self._touch(m.conversation_id, stored.seq, now)
+        self._touch(m.conversation_id, stored.seq, 0.0 if m.quiet else now)
         return stored, True
 
     async def messages_after(
@@ -398,6 +419,12 @@ class MemoryMessageStore:
         history = self._s.messages.get(conversation_id, [])
         found = [m for m in history if m.msg_type in msg_types]
         return found[-limit:] if limit > 0 else []
+
+    async def count_types_after(
+        self, conversation_id: str, after_seq: int, msg_types: Sequence[str]
+    ) -> int:
+        history = self._s.messages.get(conversation_id, [])
+        return sum(1 for m in history[max(after_seq, 0) :] if m.msg_type in msg_types)
 
     async def last_seq(self, conversation_id: str) -> int:
         return len(self._s.messages.get(conversation_id, ()))
@@ -711,6 +738,8 @@ class MemoryLifecycleStore:
         code = s.activation_of.pop(user_id, None)
         if code is not None:
             s.activations.pop(code, None)
+        s.first_device.pop(user_id, None)
+        s.activation_boxes.pop(user_id, None)
         u = s.users.pop(user_id, None)
         if u is not None:
             s.login_index.pop(u.login.lower(), None)

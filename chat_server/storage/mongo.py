@@ -314,6 +314,27 @@ class MongoAccountStore:
         )
         return _user(d) if d else None
 
+    async def claim_first_device(self, user_id: str, device_id: str, *, claim: bool = True) -> bool:
+        if claim:
+            claimed = await self._db.users.find_one_and_update(
+                {"_id": user_id, "first_device": {"$exists": False}},
+                {"$set": {"first_device": device_id}},
+                projection={"_id": 1},
+            )
+            if claimed is not None:
+                return True
+        d = await self._db.users.find_one({"_id": user_id}, projection={"first_device": 1})
+        return d is not None and d.get("first_device") == device_id
+
+    async def set_activation_box(self, user_id: str, box: dict[str, Any] | None) -> None:
+        change = {"$set": {"activation_box": box}} if box else {"$unset": {"activation_box": ""}}
+        await self._db.users.update_one({"_id": user_id}, change)
+
+    async def activation_box(self, user_id: str) -> dict[str, Any] | None:
+        d = await self._db.users.find_one({"_id": user_id}, projection={"activation_box": 1})
+        box = d.get("activation_box") if d else None
+        return dict(box) if isinstance(box, dict) else None
+
     async def add_session(self, session: Session) -> None:
         await self._db.sessions.insert_one(
             {
@@ -769,7 +790,9 @@ class MongoMessageStore:
         # conversation need not wait for it. The message is stored: a failure here must
         # not fail the send (last_seq also reads past the conversation's value).
         try:
-            await self._touch(stored.conversation_id, stored.seq, stored.created_at)
+            # A quiet event leaves last_at alone ($max with 0).
+            at = 0.0 if m.quiet else stored.created_at
+            await self._touch(stored.conversation_id, stored.seq, at)
         except PyMongoError as exc:
             log.warning(
                 "conversation position not updated",
@@ -872,6 +895,18 @@ class MongoMessageStore:
         docs = [d async for d in self._messages.find(query)]
         docs.sort(key=lambda d: int(d["seq"]))
         return [_message(d) for d in docs[-limit:]]
+
+    async def count_types_after(
+        self, conversation_id: str, after_seq: int, msg_types: Sequence[str]
+    ) -> int:
+        query = {
+            "conversation_id": conversation_id,
+            "seq": {"$gt": after_seq},
+            "msg_type": {"$in": list(msg_types)},
+        }
+        # A find, not count_documents: the embedded engine runs a count with $in as a
+        # slow aggregation fallback; this reads only the matching ids of the range.
+        return len([d async for d in self._messages.find(query, projection={"_id": 1})])
 
     async def last_seq(self, conversation_id: str) -> int:
         # Not a sort on seq (the embedded engine sorts a whole history in Python): the

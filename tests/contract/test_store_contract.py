@@ -289,6 +289,29 @@ async def test_messages_by_meta_and_of_types(store: Store) -> None:
     assert found[0].meta == {"item": "act-1", "event": "created"}
 
 
+async def test_quiet_messages_keep_last_at_and_are_counted_apart(store: Store) -> None:
+    conv = await _conversation(store)
+    st = store.db.messages()
+
+    def quiet(cid: str) -> NewMessage:
+        return replace(_msg(conv, cid, "system"), msg_type="system.device_changed", quiet=True)
+
+    await st.append(_msg(conv, "t1"), 10.0)
+    await st.append(quiet("q1"), 20.0)
+    await st.append(_msg(conv, "t2"), 30.0)
+    await st.append(quiet("q2"), 40.0)
+    await st.append(quiet("q3"), 50.0)
+    await st.append(quiet("q3"), 60.0)  # a resend: still quiet
+    c = await st.get_conversation(conv)
+    assert c is not None
+    assert (c.last_seq, c.last_at) == (5, 30.0)
+    quiet_types = ("system.device_changed", "system.epoch_rotated")
+    assert await st.count_types_after(conv, 0, quiet_types) == 3
+    assert await st.count_types_after(conv, 2, quiet_types) == 2
+    assert await st.count_types_after(conv, 5, quiet_types) == 0
+    assert await st.count_types_after(conv, 0, ("text",)) == 2
+
+
 async def test_read_markers_only_move_forward(store: Store) -> None:
     conv = await _conversation(store)
     other = await _conversation(store, beneficiary="ben2")

@@ -362,16 +362,30 @@ def test_new_phone_waits_for_counsellor_reshare_and_passes_axe(world: World) -> 
 
         new_phone_sharing: list[str] = []
         _watch_key_sharing(page, new_phone_sharing)
-        # Nothing is shared before the counsellor's click.
-        expect(page.locator("#reshare-banner")).to_be_visible()
-        # The counsellor approves the new phone; the console re-wraps the history
-        # and says so in the thread.
-        world.console.get_by_role("button", name="Autoriser").click()
+        # Nothing is shared before the counsellor's click; the phone says why, plainly.
+        expect(page.locator("#reshare-banner")).to_contain_text("Ce téléphone est nouveau")
+        # Written while waiting: queued ("En attente"), sent once approved.
+        queued = world.say("Écrit sur le nouveau téléphone avant l'accord")
+        page.get_by_label("Votre message").fill(queued)
+        page.get_by_role("button", name="Envoyer").click()
+        expect(_bubble(page, "msg-mine", queued).locator(".status-pending")).to_be_visible()
+        # The request is in the conversation list: one click approves; the console
+        # re-wraps the history and says so in the thread.
+        request = world.console.locator(".conv-request")
+        expect(request).to_contain_text(f"Nouveau téléphone de {BENEFICIARY_NAME}")
+        save_screenshot(world.console, "console-new-phone-request.png")
+        world.console.get_by_role(
+            "button", name=f"Autoriser le nouveau téléphone de {BENEFICIARY_NAME}"
+        ).click()
+        expect(request).to_have_count(0)
         expect(
             world.console.locator(".msg-notice", has_text="Clés partagées avec le nouvel appareil")
         ).to_have_text(f"Clés partagées avec le nouvel appareil de {BENEFICIARY_NAME}.")
         expect(_bubble(page, "msg-peer", world.plaintexts[0])).to_have_count(1, timeout=30_000)
         expect(page.locator("#reshare-banner")).to_be_hidden()
+        expect(_bubble(world.console, "msg-peer", queued)).to_have_count(1, timeout=30_000)
+        expect(_bubble(page, "msg-mine", queued)).to_have_count(1)
+        expect(_bubble(page, "msg-mine", queued).locator(".status-pending")).to_have_count(0)
         assert new_phone_sharing == []
         text = world.say("Nouveau téléphone : c'est toujours moi")
         page.get_by_label("Votre message").fill(text)
@@ -417,17 +431,36 @@ def test_supervisor_transfers_temporarily_then_takes_back(world: World) -> None:
         expect(world.console.locator("#conv-list .conv")).to_have_count(3)
         expect(world.console.locator("#thread-view")).to_be_hidden()
         expect(world.app.locator("#peer-name")).to_have_text("Léa Dubois")
+        # System events name who did what (issue #10, point 7).
         expect(
-            world.app.locator(".msg-system", has_text="assure temporairement le suivi")
+            world.app.locator(
+                ".msg-system",
+                has_text="Léa Dubois (conseiller·ère) assure le suivi jusqu'au",
+            )
+        ).to_contain_text("en remplacement de Karim Benali (conseiller·ère).")
+        # The supervisor's new console is announced by name, and is not news.
+        expect(
+            world.app.locator(
+                ".msg-system.msg-quiet",
+                has_text="Nouvel appareil pour Sophie Bernard (responsable de structure).",
+            )
         ).to_have_count(1)
         during = world.say("Message pendant le remplacement de mon conseiller")
         world.app.get_by_label("Votre message").fill(during)
         world.app.get_by_role("button", name="Envoyer").click()
         expect(_bubble(world.app, "msg-mine", during).locator(".status-sent")).to_be_visible()
+        _replacement_sees_sides(world, during)
 
         transfer("Reprise par le conseiller habituel")
         expect(world.console.locator("#conv-list .conv")).to_have_count(4)
         expect(world.app.locator("#peer-name")).to_have_text("Karim Benali")
+        expect(
+            world.app.locator(
+                ".msg-system",
+                has_text="Karim Benali (conseiller·ère) reprend le suivi (fin du remplacement par "
+                "Léa Dubois (conseiller·ère)).",
+            )
+        ).to_have_count(1)
         # Back with the whole history: the supervisor's console (escrow of the
         # epoch written meanwhile) re-wraps it for him, a member's device, and
         # says so; the beneficiary's app does not re-wrap.
@@ -438,6 +471,36 @@ def test_supervisor_transfers_temporarily_then_takes_back(world: World) -> None:
         expect(_bubble(world.console, "msg-peer", during)).to_have_count(1, timeout=30_000)
         expect(_bubble(world.console, "msg-mine", world.plaintexts[0])).to_have_count(1)
         assert world.app_key_sharing == []
+    finally:
+        ctx.close()
+
+
+def _replacement_sees_sides(world: World, during: str) -> None:
+    """The replacing counsellor sees each message on the side of its real sender:
+    Karim's on the counsellors' side, named; Sarah's on the other."""
+    ctx = world.browser.new_context(viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris")
+    try:
+        page = ctx.new_page()
+        _watch(page, "replacement", world.problems)
+        page.goto(world.server.url + "/console/")
+        page.locator("#login-name").fill("conseillere2.demo")
+        page.locator("#login-password").fill(DEMO_PASSWORD)
+        page.get_by_role("button", name="Se connecter").click()
+        _ack_recovery_key(page)
+        page.locator(".conv", has_text=BENEFICIARY_NAME).click()
+        # Karim's messages (readable or not on this new device: the structure key of
+        # issue #10 point 2 is not there yet) are on the counsellors' side, named.
+        karim = page.locator(".msg-mine", has=page.locator(".msg-author", has_text="Karim Benali"))
+        try:
+            expect(karim.first).to_be_visible(timeout=30_000)
+        except AssertionError:
+            save_screenshot(page, "debug-replacement.png")
+            raise
+        expect(page.locator(".msg-peer .msg-author")).to_have_count(0)
+        expect(_bubble(page, "msg-peer", during)).to_have_count(1)
+        event = page.locator(".msg-system", has_text="en remplacement de Karim Benali")
+        expect(event).to_have_count(1)
+        save_screenshot(page, "console-replacement.png")
     finally:
         ctx.close()
 

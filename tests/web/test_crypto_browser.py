@@ -30,6 +30,7 @@ PYTHON_VECTORS = VECTORS_DIR / "python.json"
 BROWSER_VECTORS = VECTORS_DIR / "browser.json"
 RFC_VECTOR_NAME = "hpke-rfc9180-a1-base.json"
 COMMIT_VECTOR_NAME = "epoch-commitment-v1.json"
+ACTIVATION_VECTOR_NAME = "activation-v1.json"
 # The repository's copy first, then the project's shared/ folder beside the checkout.
 RFC_VECTOR_CANDIDATES = (
     REPO / "tests" / "crypto" / RFC_VECTOR_NAME,
@@ -76,6 +77,7 @@ def base_url(python_vectors_missing: str | None) -> Iterator[str]:
     files = {
         RFC_VECTOR_NAME: _rfc_vector_path(),
         COMMIT_VECTOR_NAME: _vector_path(COMMIT_VECTOR_NAME),
+        ACTIVATION_VECTOR_NAME: _vector_path(ACTIVATION_VECTOR_NAME),
     }
     if python_vectors_missing is None:
         files["python.json"] = PYTHON_VECTORS
@@ -96,6 +98,7 @@ def results(browser: Browser, base_url: str, python_vectors_missing: str | None)
     query = {
         "rfc": f"/vectors/{RFC_VECTOR_NAME}",
         "commit": f"/vectors/{COMMIT_VECTOR_NAME}",
+        "activation": f"/vectors/{ACTIVATION_VECTOR_NAME}",
         "seed": VECTOR_SEED,
     }
     if python_vectors_missing is None:
@@ -145,6 +148,19 @@ def test_commitment_vector(results: dict[str, Any]) -> None:
     commitment = results["commitment"]
     assert commitment["pass"], _failures(commitment)
     assert sum(m.startswith("ok: commitment ") for m in commitment["messages"]) == 3
+
+
+def test_activation_vector_both_ways(results: dict[str, Any]) -> None:
+    """The browser checks Python's activation vector; Python opens the browser's box."""
+    from chat_server.crypto.activation import derive, open_box
+    from chat_server.crypto.encoding import b64decode
+
+    activation = results["activation"]
+    assert activation["pass"], _failures(activation)
+    assert sum(m.startswith("ok: box sealed again ") for m in activation["messages"]) == 2
+    produced = activation["produced"]
+    keys = open_box(derive(produced["code"]).box_key, produced["conversation"], produced["box"])
+    assert keys == {k["epoch"]: b64decode(k["key"]) for k in produced["keys"]}
 
 
 def test_self_checks(results: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ import { archiveNotice, exportConversation, readOnly, setComposerEnabled } from 
 import { t } from "../shared/i18n.js";
 import { $, h, showScreen, Attention } from "../shared/ui.js";
 import { newId } from "../shared/wire.js";
+import { derive, isClientCode, takeActivationBox } from "../shared/activation.js";
 import { bindDialogClose, loginError, loginSubmitHandler, logoutAndReload, setUpDevice, showStartError } from "../shared/login.js";
 import {
   bindEnterToSend,
@@ -41,6 +42,10 @@ let peerTyping = false;
 let deleting = false;
 let itemsRequested = false;
 let noticeTimer = null;
+// This phone waits for the counsellor's approval (shown in #reshare-banner).
+let deviceWaiting = false;
+// The box key of the client-made code just proved (shared/activation.js), until used.
+let activationBoxKey = null;
 
 if ("serviceWorker" in navigator) {
   navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" }).catch(() => {});
@@ -119,7 +124,16 @@ async function onActivate(event) {
     return;
   }
   try {
-    const login = await api.activate(code, password, newId(16));
+    // A code the console made is never sent: its proof is; its box key opens
+    // the keys of what the counsellor wrote before activation.
+    let secret = { code };
+    activationBoxKey = null;
+    if (isClientCode(code)) {
+      const made = await derive(code);
+      secret = { proof: made.proofText };
+      activationBoxKey = made.boxKey;
+    }
+    const login = await api.activate(secret, password, newId(16));
     api.token = login.token;
     await idbPut("logins", login.user.login.toLowerCase(), login.device_id);
     $("#act-password").value = "";
@@ -147,7 +161,28 @@ async function enter(login, password) {
     conversation: conversations[0]?.id || null,
   };
   await idbPut("kv", "session", session);
+  if (activationBoxKey && session.conversation) {
+    try {
+      await takeActivationBox(keys, api, session.conversation, activationBoxKey);
+    } catch (err) {
+      console.warn("activation box not taken", err.message);
+    }
+    activationBoxKey = null;
+  }
   startThread();
+}
+
+/** Whether this new phone still waits for the counsellor's approval (the banner says so). */
+async function checkDeviceWaiting() {
+  const id = conversationId();
+  if (!id || !keys) return;
+  try {
+    const listing = await keys.conversationDevices(id);
+    deviceWaiting = listing.pending.includes(keys.deviceId);
+    if (deviceWaiting) $("#reshare-banner").hidden = false;
+  } catch {
+    /* checked again when keys arrive */
+  }
 }
 
 async function expired() {
@@ -189,6 +224,8 @@ function startThread() {
   // The beneficiary's app never re-wraps keys for anyone (docs/security.md).
   chat = new ChatClient({ api, keys, user: session.user, deviceId: keys.deviceId, persistOutbox: true, rewrap: false });
   typing = createTypingNotifier(chat);
+  chat.on("keysavailable", () => checkDeviceWaiting());
+  checkDeviceWaiting();
   chat.on("summaries", () => {
     const id = conversationId();
     const s = id ? chat.summary(id) : null;
@@ -267,7 +304,7 @@ function renderThread() {
     }));
   renderThreadList($("#messages"), { chat, conversation: id, summary: s, peerName: peer, extra });
   $("#btn-older").hidden = !thread.hasOlder;
-  $("#reshare-banner").hidden = !thread.sorted().some((i) => i.error === "no_key");
+  $("#reshare-banner").hidden = !(deviceWaiting || thread.sorted().some((i) => i.error === "no_key"));
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
 

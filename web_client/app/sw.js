@@ -29,6 +29,8 @@ const SHELL = [
   "/shared/socket.js",
   "/shared/ui.js",
   "/shared/lifecycle.js",
+  "/shared/people.js",
+  "/shared/activation.js",
   "/shared/wire.js",
   "/shared/icons/favicon.png",
   "/shared/icons/favicon-alert.png",

@@ -24,6 +24,7 @@ import {
 import { loadOlderKeepingPlace, renderItemsPanel, renderThreadList } from "../shared/cards.js";
 import { openActionDialog, openAppointmentDialog, openNoticeDialog, openOfferDialog } from "../shared/forms.js";
 import { previewText } from "../shared/items.js";
+import { derive, leaveActivationBox, newCode } from "../shared/activation.js";
 import { bindOnboarding, loginProblem, renderReissueButton, showActivation } from "./onboarding.js";
 import { Portfolio } from "./portfolio.js";
 
@@ -158,6 +159,7 @@ function startApp(login) {
     if (!keyRequests.has(conv)) keyRequests.set(conv, new Map());
     keyRequests.get(conv).set(d.request.recipient_device, d.request);
     if (conv === current) renderKeyRequests();
+    renderList();
   });
   chat.on("keysshared", (d) => {
     // Shown in the thread (renderThread); a supervisor has no thread: the supervision panel says it.
@@ -189,7 +191,7 @@ function renderList() {
     list,
     items,
     (s) => s.id,
-    (s) => JSON.stringify([s.peer?.display_name, s.unread, s.flagged, s.peer_online, s.last_at, s.id === current, s.peer?.programme, preview(s), s.archived?.at, s.deleted_at]),
+    (s) => JSON.stringify([s.peer?.display_name, s.unread, s.flagged, s.peer_online, s.last_at, s.id === current, s.peer?.programme, preview(s), s.archived?.at, s.deleted_at, phoneRequestOf(s.id)?.recipient_device]),
     renderConversation,
   );
   if (focusedId && document.activeElement === document.body) list.querySelector(`[data-id="${CSS.escape(focusedId)}"]`)?.focus();
@@ -248,7 +250,34 @@ function renderConversation(s) {
     h("span", { class: "preview" }, preview(s)),
     h("span", { class: "line2" }, ...line2),
   );
-  return h("li", {}, button);
+  const li = h("li", {}, button);
+  // A beneficiary's new phone waits for this counsellor: asked here, in the list,
+  // without opening the thread; one click approves and shares the history.
+  const phone = phoneRequestOf(s.id);
+  if (phone) li.append(newPhoneRequest(s.id, phone, name));
+  return li;
+}
+
+/** A beneficiary's device waiting for this counsellor's approval, if any. */
+function phoneRequestOf(conv) {
+  return [...(keyRequests.get(conv)?.values() || [])].find((r) => r.kind === "approve");
+}
+
+function newPhoneRequest(conv, request, name) {
+  const approve = h("button", { type: "button", class: "primary small", "aria-label": t("approveNewPhoneFor", { name }) }, t("approve"));
+  approve.addEventListener("click", async () => {
+    approve.disabled = true;
+    try {
+      await chat.approveKeyRequest(request);
+      keyRequests.get(conv)?.delete(request.recipient_device);
+      renderList();
+      if (conv === current) renderKeyRequests();
+    } catch (err) {
+      approve.disabled = false;
+      alertError(err);
+    }
+  });
+  return h("div", { class: "conv-request", role: "status" }, h("span", {}, t("listNewPhone", { name })), approve);
 }
 
 function listKeys(event) {
@@ -464,11 +493,20 @@ async function createBeneficiary(event) {
     return;
   }
   try {
-    const created = await api.createBeneficiary(login, name, $("#b-programme").value);
+    // The code is made here: the server gets only its proof, and the keys of
+    // what is written before activation wait in the activation box.
+    const code = newCode();
+    const made = await derive(code);
+    const created = await api.createBeneficiary(login, name, $("#b-programme").value, made.proofText);
+    try {
+      await leaveActivationBox(keys, api, created.conversation_id, made.boxKey);
+    } catch (err) {
+      console.warn("activation box not left", err.message);
+    }
     $("#dlg-beneficiary").close();
     await chat.refreshSummaries();
     select(created.conversation_id);
-    showActivation(created);
+    showActivation({ ...created, activation_code: created.activation_code || code });
   } catch (err) {
     error.textContent = err.message;
   }

@@ -73,8 +73,9 @@ export class Api {
     return this.post("/api/login", { login, password, ...(deviceId ? { device_id: deviceId } : {}) });
   }
 
-  activate(code, password, deviceId) {
-    return this.post("/api/activate", { code, password, ...(deviceId ? { device_id: deviceId } : {}) });
+  /** `secret`: `{ code }` (a code the server made) or `{ proof }` (one the console made). */
+  activate(secret, password, deviceId) {
+    return this.post("/api/activate", { ...secret, password, ...(deviceId ? { device_id: deviceId } : {}) });
   }
 
   logout() {
@@ -85,8 +86,21 @@ export class Api {
     return this.get("/api/me");
   }
 
-  createBeneficiary(login, displayName, programme) {
-    return this.post("/api/beneficiaries", { login, display_name: displayName, programme: programme || null });
+  createBeneficiary(login, displayName, programme, activationProof = null) {
+    return this.post("/api/beneficiaries", { login, display_name: displayName, programme: programme || null, ...(activationProof ? { activation_proof: activationProof } : {}) });
+  }
+
+  // ---- the activation box (docs/protocol.md, "End-to-end keys")
+  putActivationBox(conversation, box) {
+    return this.request("PUT", `/api/conversations/${encodeURIComponent(conversation)}/activation-box`, box);
+  }
+
+  activationBox(conversation) {
+    return this.get(`/api/conversations/${encodeURIComponent(conversation)}/activation-box`);
+  }
+
+  dropActivationBox(conversation) {
+    return this.request("DELETE", `/api/conversations/${encodeURIComponent(conversation)}/activation-box`);
   }
 
   // ---- conversations
@@ -119,6 +133,11 @@ export class Api {
 
   structure() {
     return this.get("/api/structure");
+  }
+
+  /** Names and roles of people a thread mentions (at most 50 ids). */
+  people(ids) {
+    return this.get(`/api/people?ids=${ids.map(encodeURIComponent).join(",")}`);
   }
 
   // ---- data lifecycle (docs/privacy.md)

@@ -83,7 +83,7 @@ function offerCard(m, ctx) {
   const details = [c.company, c.place].filter(Boolean).join(" · ");
   return h(
     "li",
-    { class: `msg card card-offer ${m.mine ? "card-mine" : "card-peer"}` },
+    { class: `msg card card-offer ${(m.right ?? m.mine) ? "card-mine" : "card-peer"}` },
     h("p", { class: "card-kind" }, h("span", { class: "tag" }, t("offerLabel")), " ", offerKindText(m.meta.kind), h("span", { class: "visually-hidden" }, ` — ${who(m, ctx)}`)),
     h("h3", { class: "card-title" }, c.title || ""),
     details ? h("p", {}, details) : null,
@@ -104,7 +104,7 @@ function actionCard(m, ctx) {
   );
   return h(
     "li",
-    { class: `msg card card-action ${m.mine ? "card-mine" : "card-peer"}${late ? " card-late" : ""}`, dataset: { item: m.meta.item } },
+    { class: `msg card card-action ${(m.right ?? m.mine) ? "card-mine" : "card-peer"}${late ? " card-late" : ""}`, dataset: { item: m.meta.item } },
     h("p", { class: "card-kind" }, h("span", { class: "tag" }, t("actionLabel")), " ", h("span", { class: `status status-${status}` }, statusText(status)), late ? h("span", { class: "tag tag-late" }, t("overdue")) : null),
     h("h3", { class: "card-title" }, c.title || ""),
     c.description ? h("p", { class: "card-note" }, ...linkify(c.description)) : null,
@@ -135,7 +135,7 @@ function appointmentCard(m, ctx) {
   const beneficiary = ctx.summary.beneficiary_id === ctx.chat.user.id;
   return h(
     "li",
-    { class: `msg card card-appointment ${m.mine ? "card-mine" : "card-peer"}${cancelled ? " card-cancelled" : ""}`, dataset: { item: m.meta.item } },
+    { class: `msg card card-appointment ${(m.right ?? m.mine) ? "card-mine" : "card-peer"}${cancelled ? " card-cancelled" : ""}`, dataset: { item: m.meta.item } },
     h("p", { class: "card-kind" }, h("span", { class: "tag" }, t("appointmentLabel")), " ", appointmentKindText(c.kind || "individuel"), cancelled ? h("span", { class: "tag tag-late" }, t("rdvCancelled")) : null),
     c.title ? h("h3", { class: "card-title" }, c.title) : null,
     h("p", { class: "card-when" }, t("rdvWhen", { when: whenText(startsAt), duration: c.duration || "?" })),
@@ -158,7 +158,7 @@ function appointmentCard(m, ctx) {
 function deletedBubble(m, ctx) {
   return h(
     "li",
-    { class: `msg ${m.mine ? "msg-mine" : "msg-peer"} msg-deleted` },
+    { class: `msg ${(m.right ?? m.mine) ? "msg-mine" : "msg-peer"} msg-deleted` },
     h("span", { class: "visually-hidden" }, `${who(m, ctx)} : `),
     h("p", { class: "msg-text" }, t("deletedMessage")),
     stamp(m),
@@ -210,8 +210,15 @@ function statusOf(m, summary) {
   return m.seq <= (summary.peer_read || 0) ? { kind: "read", text: t("statusRead") } : { kind: "sent", text: t("statusSent") };
 }
 
-function renderStored(m, ctx) {
-  if (m.system || m.error || !m.content) return renderMessage(m, { peerName: ctx.peerName, status: statusOf(m, ctx.summary) });
+/** The name to show for `m`'s author: its real sender, whoever the counsellor is now. */
+function authorName(m, ctx) {
+  if (m.mine || m.system) return ctx.peerName;
+  return ctx.chat.nameOf?.(m.sender) || ctx.peerName;
+}
+
+function renderStored(m, base) {
+  const ctx = { ...base, peerName: authorName(m, base) };
+  if (m.system || m.error || !m.content) return renderMessage(m, { peerName: ctx.peerName, status: statusOf(m, ctx.summary), names: ctx.chat.people });
   switch (m.msgType) {
     case "text":
       return textBubble(m, ctx, statusOf(m, ctx.summary));
@@ -241,6 +248,8 @@ function signature(m, ctx) {
     ctx.fold.edits.get(m.seq)?.text ?? null,
     item ? [item.status, item.due, item.startsAt, item.answer, item.content?.title, item.content?.description, item.content?.place, overdue(item)] : null,
     ctx.summary.counsellor_id,
+    // Names arrive after the first drawing (GET /api/people).
+    m.system ? [m.meta?.from, m.meta?.to, m.meta?.user].map((id) => ctx.chat.nameOf?.(id) || "") : authorName(m, ctx),
   ]);
 }
 

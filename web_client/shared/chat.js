@@ -37,10 +37,26 @@ import { ApiError } from "./api.js";
 import { KeyError } from "./e2ee.js";
 import { idbDelete, idbEntries, idbPut } from "./idb.js";
 import { newId, delay } from "./wire.js";
+import { People, mentioned } from "./people.js";
 
 const PAGE = 50;
 const ITEM_TYPES = new Set(["action", "appointment", "notice"]);
 const MAX_ATTEMPTS = 4;
+/**
+ * Key housekeeping (docs/protocol.md): shown in the thread, never unread,
+ * never moves a conversation up the list, never replaces its preview.
+ */
+export const QUIET_TYPES = new Set(["system.epoch_rotated", "system.device_changed"]);
+
+/**
+ * The unread count once the user has read up to `seq`: none if that is the
+ * end; otherwise at most what lies beyond (key housekeeping is not counted,
+ * so the count kept so far is the better bound).
+ */
+function unreadAfter(s, seq) {
+  if (seq >= (s.last_seq || 0)) return 0;
+  return Math.max(0, Math.min(s.unread ?? Infinity, (s.last_seq || 0) - seq));
+}
 
 export function sortSummaries(list) {
   return list.sort((a, b) => {
@@ -96,6 +112,11 @@ export class ChatClient {
     this.outbox = [];
     this.flushing = false;
     this.typingTimers = new Map();
+    this.people = new People(api, () => {
+      for (const conversation of this.threads.keys()) this.emit("thread", { conversation });
+      this.emit("summaries", {});
+    });
+    this.people.add(user);
     this.socket = new ChatSocket({
       token: api.token,
       getResume: () => this.resumePositions(),
@@ -143,7 +164,10 @@ export class ChatClient {
 
   setSummaries(list) {
     const next = new Map();
-    for (const s of list) next.set(s.id, { ...this.summaries.get(s.id), ...s });
+    for (const s of list) {
+      next.set(s.id, { ...this.summaries.get(s.id), ...s });
+      this.people.add(s.peer);
+    }
     this.summaries = next;
     for (const s of next.values()) this.decodePreview(s);
     // A conversation transferred away is no longer ours: forget its thread
@@ -158,6 +182,11 @@ export class ChatClient {
 
   summary(conversation) {
     return this.summaries.get(conversation);
+  }
+
+  /** A person's display name, if known (GET /api/people); "" otherwise. */
+  nameOf(id) {
+    return this.people.nameOf(id);
   }
 
   peerName(conversation) {
@@ -210,7 +239,12 @@ export class ChatClient {
         this.onKeyRequest(f);
         break;
       case "keys.available":
-        if (f.device === this.deviceId) this.retryUndecrypted(f.conversation, { fresh: true });
+        if (f.device === this.deviceId) {
+          this.retryUndecrypted(f.conversation, { fresh: true });
+          // A new phone just approved: what waited in its outbox goes now.
+          this.emit("keysavailable", { conversation: f.conversation });
+          this.flush();
+        }
         break;
       default:
         break;
@@ -237,14 +271,21 @@ export class ChatClient {
   onMessage(m) {
     const s = this.summaries.get(m.conversation);
     if (s) {
+      const quiet = QUIET_TYPES.has(m.msg_type);
       if (m.seq > (s.last_seq || 0)) {
+        const news = !quiet && m.sender !== this.user.id && m.seq > (s.read || 0);
         s.last_seq = m.seq;
-        s.last_at = m.created_at;
-        s.last_message = m;
-        this.decodePreview(s);
+        if (!quiet) {
+          s.last_at = m.created_at;
+          s.last_message = m;
+          this.decodePreview(s);
+        }
+        if (news) s.unread = (s.unread || 0) + 1;
       }
-      if (m.sender === this.user.id) s.read = Math.max(s.read || 0, m.seq);
-      s.unread = Math.max(0, s.last_seq - (s.read || 0));
+      if (m.sender === this.user.id) {
+        s.read = Math.max(s.read || 0, m.seq);
+        s.unread = unreadAfter(s, s.read);
+      }
       if (m.msg_type === "system.epoch_rotated" && m.meta?.epoch) s.epoch = Math.max(s.epoch || 0, m.meta.epoch);
       this.emit("summaries", {});
     }
@@ -278,7 +319,7 @@ export class ChatClient {
     if (!s) return;
     if (f.user === this.user.id) {
       s.read = Math.max(s.read || 0, f.seq);
-      s.unread = Math.max(0, (s.last_seq || 0) - s.read);
+      s.unread = unreadAfter(s, s.read);
     } else {
       s.peer_read = Math.max(s.peer_read || 0, f.seq);
     }
@@ -383,6 +424,7 @@ export class ChatClient {
       if (thread.items.has(m.seq)) continue;
       const item = this.item(m);
       thread.items.set(m.seq, item);
+      this.people.want(mentioned(m));
       this.decode(thread, item);
       if (thread.firstSeq === null || m.seq < thread.firstSeq) thread.firstSeq = m.seq;
     }
@@ -423,7 +465,11 @@ export class ChatClient {
       version: m.v ?? 1,
       createdAt: m.created_at,
       mine: m.sender === this.user.id,
+      // Drawn on the side of its real sender: in the console, every staff
+      // member's message (a previous counsellor's too) is on the counsellor's side.
+      right: m.sender === this.user.id || (this.user.role !== "beneficiary" && m.sender !== "system" && m.sender !== this.summaries.get(m.conversation)?.beneficiary_id),
       system: m.sender === "system" || m.msg_type.startsWith("system."),
+      quiet: QUIET_TYPES.has(m.msg_type),
       aboutMe: (m.meta || {}).user === this.user.id,
       content: null,
       error: null,
@@ -582,7 +628,7 @@ export class ChatClient {
     const seq = thread.lastSeq;
     if (seq <= (s.read || 0)) return;
     s.read = seq;
-    s.unread = Math.max(0, (s.last_seq || 0) - seq);
+    s.unread = unreadAfter(s, seq);
     this.emit("summaries", {});
     if (!this.socket.send({ type: "read.mark", conversation, seq })) {
       this.api.markRead(conversation, seq).catch(() => {});
@@ -721,7 +767,7 @@ export class ChatClient {
         summary.last_at = ack.created_at;
       }
       summary.read = Math.max(summary.read || 0, ack.seq);
-      summary.unread = Math.max(0, summary.last_seq - summary.read);
+      summary.unread = unreadAfter(summary, summary.read);
       if (ack.seq >= summary.last_seq) {
         summary.preview = { ...this.item({ seq: ack.seq, sender: this.user.id, msg_type: entry.msgType, meta: entry.meta || {}, created_at: ack.created_at }), content: entry.content };
       }

@@ -118,6 +118,9 @@ export class KeyManager {
     // Optional ({ kind, conversation, epoch, senderDevice, senderUser }) => void: security events.
     this.onSecurityEvent = null;
     this.reported = new Set();
+    // conversation -> async (epoch, raw) => void: sees a new epoch's raw key once,
+    // before it is wiped (the console's activation box, shared/activation.js).
+    this.rawEpochHooks = new Map();
   }
 
   // ------------------------------------------------------------------ device
@@ -619,6 +622,7 @@ export class KeyManager {
         throw err;
       }
       await this.storeEpochKey(conversation, next, raw.slice());
+      await this.rawEpochHooks.get(conversation)?.(next, raw);
       return next;
     } finally {
       raw.fill(0);

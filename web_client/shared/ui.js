@@ -55,32 +55,8 @@ export function showScreen(id) {
 }
 
 /** The French text of a message item (decrypted content, system event, or fallback). */
-export function messageText(item, peerName = "") {
-  if (item.system) {
-    switch (item.msgType) {
-      case "system.counsellor_changed":
-        return t("sysCounsellorChanged");
-      case "system.temporary_counsellor":
-        return t("sysTemporaryCounsellor");
-      case "system.epoch_rotated":
-        return t("sysEpochRotated");
-      case "system.archived":
-        return t("sysArchived", { reason: archiveReasonText(item.meta?.reason) });
-      case "system.restored":
-        return t("sysRestored");
-      case "system.inactivity_notice":
-        return t("sysInactivityNotice", { date: item.meta?.deletion_at ? longTime(item.meta.deletion_at) : "?" });
-      case "system.activation_issued":
-        return t(item.meta?.kind === "password_reset" ? "sysPasswordReset" : "sysActivationReissued", { date: item.meta?.expires_at ? longTime(item.meta.expires_at) : "?" });
-      case "system.device_changed": {
-        const removed = item.meta?.change === "removed";
-        if (item.aboutMe) return t(removed ? "sysMyDeviceRemoved" : "sysMyDeviceAdded");
-        return t(removed ? "sysPeerDeviceRemoved" : "sysPeerDeviceAdded", { name: peerName || t("counsellor") });
-      }
-      default:
-        return t("unknownType", { type: item.msgType });
-    }
-  }
+export function messageText(item, peerName = "", names = null) {
+  if (item.system) return systemText(item, peerName, names);
   if (item.error) {
     if (item.error === "device_mismatch") return t("unverifiableMessage");
     if (item.error === "bad_signature" || item.error === "unknown_device") return t("unverifiedMessage");
@@ -90,6 +66,52 @@ export function messageText(item, peerName = "") {
   if (!item.content) return t("waitingKeys");
   if (item.msgType === "text" && typeof item.content.text === "string") return item.content.text;
   return t("unknownType", { type: item.msgType });
+}
+
+/** "Claire Martin (conseiller·ère)", or a generic word when the name is not known. */
+function personText(id, names, fallbackRole = "") {
+  const name = (id && names?.nameOf(id)) || "";
+  const role = (id && names?.roleOf(id)) || fallbackRole;
+  const roleText = role ? t(`role_${role}`) : "";
+  if (!name) return roleText ? t("somebodyRole", { role: roleText }) : t("somebody");
+  return roleText ? `${name} (${roleText})` : name;
+}
+
+/**
+ * A system event, naming who did what (issue #10, point 7). `names` is
+ * `{ nameOf(id), roleOf(id) }` (chat.people); unknown people get a generic word.
+ */
+function systemText(item, peerName, names) {
+  const meta = item.meta || {};
+  switch (item.msgType) {
+    case "system.counsellor_changed":
+      if (meta.mode === "take_back") return t("sysTakeBack", { to: personText(meta.to, names, "counsellor"), from: personText(meta.from, names, "counsellor") });
+      return t("sysCounsellorChangedNamed", { from: personText(meta.from, names, "counsellor"), to: personText(meta.to, names, "counsellor") });
+    case "system.temporary_counsellor":
+      return t("sysTemporaryCounsellorNamed", {
+        from: personText(meta.from, names, "counsellor"),
+        to: personText(meta.to, names, "counsellor"),
+        date: meta.until ? longTime(meta.until) : "?",
+      });
+    case "system.epoch_rotated":
+      return t("sysEpochRotated");
+    case "system.archived":
+      return t("sysArchived", { reason: archiveReasonText(item.meta?.reason) });
+    case "system.restored":
+      return t("sysRestored");
+    case "system.inactivity_notice":
+      return t("sysInactivityNotice", { date: item.meta?.deletion_at ? longTime(item.meta.deletion_at) : "?" });
+    case "system.activation_issued":
+      return t(meta.kind === "password_reset" ? "sysPasswordReset" : "sysActivationReissued", { date: meta.expires_at ? longTime(meta.expires_at) : "?" });
+    case "system.device_changed": {
+      const removed = meta.change === "removed";
+      if (item.aboutMe) return t(removed ? "sysMyDeviceRemoved" : "sysMyDeviceAdded");
+      const who = names ? personText(meta.user, names) : peerName || t("counsellor");
+      return t(removed ? "sysDeviceRemovedFor" : "sysDeviceAddedFor", { name: who });
+    }
+    default:
+      return t("unknownType", { type: item.msgType });
+  }
 }
 
 /**
@@ -127,14 +149,18 @@ export function reconcile(list, items, key, signature, render) {
 }
 
 /** One message bubble. `status` is shown under the user's own messages. */
-export function renderMessage(item, { peerName, status, onRetry, onDiscard } = {}) {
-  const cls = ["msg", item.system ? "msg-system" : item.mine ? "msg-mine" : "msg-peer"];
+export function renderMessage(item, { peerName, status, onRetry, onDiscard, names = null } = {}) {
+  const right = item.right ?? item.mine;
+  const cls = ["msg", item.system ? "msg-system" : right ? "msg-mine" : "msg-peer"];
   if (item.error) cls.push("msg-error");
+  if (item.quiet) cls.push("msg-quiet");
   const who = item.system ? "" : item.mine ? t("you") : peerName;
   const time = item.createdAt ? clock(item.createdAt) : "";
   const children = [];
-  if (!item.system) children.push(h("span", { class: "visually-hidden" }, `${who} : `));
-  children.push(h("p", { class: "msg-text" }, messageText(item, peerName)));
+  // A colleague's message on this side (a previous counsellor): named, visibly.
+  if (!item.system && right && !item.mine) children.push(h("p", { class: "msg-author" }, peerName || t("counsellor")));
+  else if (!item.system) children.push(h("span", { class: "visually-hidden" }, `${who} : `));
+  children.push(h("p", { class: "msg-text" }, messageText(item, peerName, names)));
   if (!item.system && item.content && item.version === 1) {
     children.push(h("p", { class: "msg-legacy" }, t("legacyFormat")));
   }

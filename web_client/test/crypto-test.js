@@ -12,6 +12,7 @@
  */
 
 import * as c from "../shared/crypto.js";
+import * as act from "../shared/activation.js";
 
 class Checker {
   constructor() {
@@ -280,6 +281,36 @@ async function runCommitmentVector(doc) {
   return t.result();
 }
 
+/**
+ * The fixed activation vector (tests/crypto/activation-v1.json, made by Python):
+ * proof, box key, box opened and sealed again byte for byte. Then a box sealed
+ * here under a fresh code, for the Python side to open (`produced`).
+ */
+async function runActivationVector(doc) {
+  const t = new Checker();
+  let produced = null;
+  await t.guard("activation vector", async () => {
+    t.ok(doc.iterations === act.ITERATIONS, "iterations");
+    for (const cs of doc.cases) {
+      const made = await act.derive(cs.code);
+      t.ok(made.proofText === cs.proof, `proof ${cs.conversation}`);
+      t.ok(c.b64encode(made.boxKey) === cs.box_key, `box key ${cs.conversation}`);
+      const opened = await act.openBox(made.boxKey, cs.conversation, cs.box);
+      t.ok(cs.keys.every((k) => opened.has(k.epoch) && c.b64encode(opened.get(k.epoch)) === k.key) && opened.size === cs.keys.length, `box opens ${cs.conversation}`);
+      const keys = new Map(cs.keys.map((k) => [k.epoch, c.b64decode(k.key)]));
+      const again = await act.sealBox(made.boxKey, cs.conversation, keys, { nonce: c.b64decode(cs.nonce) });
+      t.ok(again.box === cs.box.box && again.nonce === cs.box.nonce, `box sealed again ${cs.conversation}`);
+    }
+    await t.throws(async () => act.openBox(c.randomBytes(32), doc.cases[0].conversation, doc.cases[0].box), "another key does not open a box");
+    const code = act.newCode();
+    t.ok(act.isClientCode(code) && /^[A-Z2-9]{4}(-[A-Z2-9]{4}){3}$/.test(code), "a new code");
+    const made = await act.derive(code);
+    const key = c.generateEpochKey();
+    produced = { code, conversation: "conv-browser", keys: [{ epoch: 1, key: c.b64encode(key) }], box: await act.sealBox(made.boxKey, "conv-browser", new Map([[1, key]])) };
+  });
+  return { ...t.result(), produced };
+}
+
 async function fetchJson(url) {
   const response = await fetch(url, { cache: "no-store" });
   if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
@@ -299,6 +330,11 @@ export async function runAll(params) {
     results.commitment = commitUrl
       ? await runCommitmentVector(await fetchJson(commitUrl))
       : { pass: false, messages: ["FAIL: no commit= parameter"] };
+
+    const activationUrl = params.get("activation");
+    results.activation = activationUrl
+      ? await runActivationVector(await fetchJson(activationUrl))
+      : { pass: false, messages: ["FAIL: no activation= parameter"] };
 
     const peerUrl = params.get("peer");
     if (peerUrl) {
@@ -320,7 +356,7 @@ export async function runAll(params) {
       reproducible: JSON.stringify(again) === JSON.stringify(results.browserVectors),
     };
     results.pass =
-      results.rfc9180.pass && results.commitment.pass && results.self.pass && results.browserVectorsCheck.pass && (results.peer.skipped || results.peer.pass);
+      results.rfc9180.pass && results.commitment.pass && results.activation.pass && results.self.pass && results.browserVectorsCheck.pass && (results.peer.skipped || results.peer.pass);
   } catch (err) {
     results.error = String(err && err.stack ? err.stack : err);
   }
