@@ -51,7 +51,15 @@ DEFAULT_TARGETS = {
         "ws",
         "starlette",
     ],
-    "latency": ["chat-mem", "chat-mem-e2ee", "chat-emb-redis", "sio", "ws", "starlette"],
+    "latency": [
+        "chat-mem",
+        "chat-mem-e2ee",
+        "chat-mem-e2ee-inline",
+        "chat-emb-redis",
+        "sio",
+        "ws",
+        "starlette",
+    ],
     "memory": ["chat-mem", "sio", "ws", "starlette"],
     "storm": ["chat-mem", "chat-emb"],
 }

@@ -6,6 +6,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -19,6 +20,7 @@ from starlette.websockets import WebSocket
 from chat_server import transport
 from chat_server.api import (
     activation,
+    attachments,
     auth,
     conversations,
     keys,
@@ -36,7 +38,7 @@ WEB_ROOT = Path(__file__).resolve().parent.parent / "web_client"
 WEB_FOLDERS = ("console", "app", "shared")
 
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'; manifest-src 'self'; worker-src 'self'"
 )
@@ -51,10 +53,18 @@ SECURITY_HEADERS = [
 
 
 class SecurityHeaders:
-    """Adds the security headers to every HTTP response; API answers are never cached."""
+    """Adds the security headers to every HTTP response; API answers are never cached.
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``connect_also``: origins the pages may call besides their own (the structure's
+    attachment scanning service, ``ATTACHMENT_SCAN_URL``).
+    """
+
+    def __init__(self, app: ASGIApp, connect_also: tuple[str, ...] = ()) -> None:
         self.app = app
+        self.headers = SECURITY_HEADERS
+        if connect_also:
+            csp = CSP.replace("connect-src 'self'", "connect-src 'self' " + " ".join(connect_also))
+            self.headers = [(b"content-security-policy", csp.encode()), *SECURITY_HEADERS[1:]]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,13 +75,20 @@ class SecurityHeaders:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.extend(SECURITY_HEADERS)
+                headers.extend(self.headers)
                 if api:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _scan_origin(settings: Settings) -> tuple[str, ...]:
+    if not settings.attachment_scan_url:
+        return ()
+    parts = urlsplit(settings.attachment_scan_url)
+    return (f"{parts.scheme}://{parts.netloc}",)
 
 
 def create_app(
@@ -140,6 +157,7 @@ def create_app(
         *conversations.routes,
         *keys.routes,
         *lifecycle.routes,
+        *attachments.routes,
         *people.routes,
         *activation.routes,
         *onboarding.routes,
@@ -157,6 +175,6 @@ def create_app(
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders, connect_also=_scan_origin(settings))],
         exception_handlers={404: not_found, 405: method_not_allowed},
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from chat_server.accounts import AccountService
+from chat_server.attachments import AttachmentService, sweep_periodically
 from chat_server.broker.base import Broker
 from chat_server.broker.local import LocalBroker
 from chat_server.crypto.passwords import Passwords
@@ -33,6 +34,7 @@ from chat_server.storage.base import (
     PresenceStore,
     StoreError,
 )
+from chat_server.storage.blobs import BlobStore
 from chat_server.storage.embedded import EmbeddedMongo
 from chat_server.storage.presence import SingleProcessPresence
 from chat_server.tools.onboarding import OnboardingService
@@ -60,6 +62,9 @@ class Database(Protocol):
 
     def lifecycle(self) -> LifecycleStore:
         """The lifecycle store (retention, erasure, archives)."""
+
+    def blobs(self) -> BlobStore:
+        """The attachment blob store."""
 
     async def ping(self) -> bool:
         """True if the backend answers."""
@@ -89,6 +94,8 @@ class Services:
     process_id: str
     onboarding: OnboardingService
     portfolio: PortfolioService
+    blobs: BlobStore
+    attachments: AttachmentService
     metrics: Metrics = field(default_factory=lambda: Metrics(False))
     # The scrape port when METRICS_PORT is set (docs/deployment.md).
     metrics_server: MetricsServer | None = None
@@ -203,7 +210,10 @@ async def build_services(
         settings.store_timeout_seconds,
     )
     keys = KeyService(key_store, messages, accounts_store, conversations, hub, clock)
-    # Push subscriptions and attachments, once they exist, register an ErasureHook here
+    blobs = db.blobs()
+    attachments = AttachmentService(blobs, messages, conversations, settings, clock)
+    conversations.attachments = attachments
+    # Push subscriptions, once they exist, register an ErasureHook here
     # (eraser.hooks) and push a WarningHook (retention.warning_hooks).
     eraser = AccountEraser(
         lifecycle_store,
@@ -213,6 +223,7 @@ async def build_services(
         clock,
         disconnect=lambda user_id: hub.revoke(user_id, REVOKE_ERASED),
     )
+    eraser.hooks.append(attachments)
     policy = RetentionPolicy.from_settings(settings)
     retention = RetentionJob(
         policy, lifecycle_store, accounts_store, messages, conversations, eraser, clock
@@ -246,6 +257,8 @@ async def build_services(
         process_id=secrets.token_hex(8),
         onboarding=OnboardingService(accounts, accounts_store, conversations, key_store, clock),
         portfolio=PortfolioService(messages, accounts_store, presence, clock),
+        blobs=blobs,
+        attachments=attachments,
         metrics=metrics,
         metrics_server=metrics_server,
         _closers=closers,
@@ -257,6 +270,12 @@ async def build_services(
                 hub, accounts_store, settings.session_recheck_seconds, svc._stopping, clock
             ),
             name="session-watch",
+        )
+    )
+    svc._tasks.append(
+        asyncio.create_task(
+            sweep_periodically(attachments, settings.attachment_sweep_seconds, svc._stopping),
+            name="attachment-sweep",
         )
     )
     if settings.retention_job == "in-process":

@@ -18,6 +18,8 @@ T = TypeVar("T")
 
 # Room a ``message.send`` frame needs besides its base64 body (ids, nonce, sig, meta).
 FRAME_OVERHEAD = 512
+#: Media types of attachments the apps accept by default (checked on the device, by content).
+ATTACHMENT_TYPES = ("application/pdf", "image/png", "image/jpeg", "image/webp")
 
 
 class SettingsError(ValueError):
@@ -75,6 +77,16 @@ class Settings:
     retention_job: str = "in-process"
     retention_interval_seconds: float = 3600.0
     retention_batch_size: int = 200
+    # Attachments (docs/protocol.md, "Attachments").
+    attachment_max_bytes: int = 5 * 1024 * 1024
+    attachment_types: tuple[str, ...] = ATTACHMENT_TYPES
+    attachment_ttl_days: int = 120
+    attachment_quota_bytes: int = 100 * 1024 * 1024
+    attachment_uploads_per_hour: int = 60
+    attachment_orphan_seconds: float = 3600.0
+    attachment_sweep_seconds: float = 300.0
+    attachment_image_quality: float = 0.8
+    attachment_scan_url: str | None = None
 
     def origins(self) -> tuple[str, ...]:
         """Allowed WebSocket/HTTP origins; defaults to this server's own address."""
@@ -156,6 +168,15 @@ def _level(name: str, raw: str) -> str:
     return up
 
 
+def _media_types(name: str, raw: str) -> tuple[str, ...]:
+    items = tuple(t.strip().lower() for t in raw.split(",") if t.strip())
+    if not items or any(t not in ATTACHMENT_TYPES for t in items):
+        raise SettingsError(
+            name, "a comma-separated list among " + ", ".join(ATTACHMENT_TYPES), raw
+        )
+    return items
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build ``Settings`` from ``env`` (default ``os.environ``); raise ``SettingsError``."""
     e = os.environ if env is None else env
@@ -222,6 +243,37 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         lambda n, r: _float(n, r, 10, 7 * 86400),
     )
     take("RETENTION_BATCH_SIZE", "retention_batch_size", lambda n, r: _int(n, r, 1, 10_000))
+    take(
+        "ATTACHMENT_MAX_BYTES", "attachment_max_bytes", lambda n, r: _int(n, r, 1, 64 * 2**20)
+    )
+    take("ATTACHMENT_TYPES", "attachment_types", _media_types)
+    take("ATTACHMENT_TTL_DAYS", "attachment_ttl_days", lambda n, r: _int(n, r, 1, 36500))
+    take(
+        "ATTACHMENT_QUOTA_BYTES",
+        "attachment_quota_bytes",
+        lambda n, r: _int(n, r, 1, 2**50),
+    )
+    take(
+        "ATTACHMENT_UPLOADS_PER_HOUR",
+        "attachment_uploads_per_hour",
+        lambda n, r: _int(n, r, 1, 10**6),
+    )
+    take(
+        "ATTACHMENT_ORPHAN_SECONDS",
+        "attachment_orphan_seconds",
+        lambda n, r: _float(n, r, 1, 7 * 86400),
+    )
+    take(
+        "ATTACHMENT_SWEEP_SECONDS",
+        "attachment_sweep_seconds",
+        lambda n, r: _float(n, r, 0.1, 86400),
+    )
+    take(
+        "ATTACHMENT_IMAGE_QUALITY",
+        "attachment_image_quality",
+        lambda n, r: _float(n, r, 0.1, 1.0),
+    )
+    take("ATTACHMENT_SCAN_URL", "attachment_scan_url", lambda n, r: _url(n, r, ("https", "http")))
     settings = Settings(**kw)  # type: ignore[arg-type]
     if settings.inactivity_notice_days >= settings.inactive_account_days:
         raise SettingsError(

@@ -63,6 +63,20 @@ GOOD: list[tuple[str, str, str, Any]] = [
     ("RETENTION_JOB", "off", "retention_job", "off"),
     ("RETENTION_INTERVAL_SECONDS", "600", "retention_interval_seconds", 600.0),
     ("RETENTION_BATCH_SIZE", "50", "retention_batch_size", 50),
+    ("ATTACHMENT_MAX_BYTES", "1000", "attachment_max_bytes", 1000),
+    (
+        "ATTACHMENT_TYPES",
+        "application/pdf, IMAGE/PNG",
+        "attachment_types",
+        ("application/pdf", "image/png"),
+    ),
+    ("ATTACHMENT_TTL_DAYS", "30", "attachment_ttl_days", 30),
+    ("ATTACHMENT_QUOTA_BYTES", "1000000", "attachment_quota_bytes", 1_000_000),
+    ("ATTACHMENT_UPLOADS_PER_HOUR", "5", "attachment_uploads_per_hour", 5),
+    ("ATTACHMENT_ORPHAN_SECONDS", "60", "attachment_orphan_seconds", 60.0),
+    ("ATTACHMENT_SWEEP_SECONDS", "10", "attachment_sweep_seconds", 10.0),
+    ("ATTACHMENT_IMAGE_QUALITY", "0.5", "attachment_image_quality", 0.5),
+    ("ATTACHMENT_SCAN_URL", "https://scan.example.org/scan", "attachment_scan_url", None),
 ]
 
 BAD: list[tuple[str, str]] = [
@@ -109,6 +123,16 @@ BAD: list[tuple[str, str]] = [
     ("RETENTION_JOB", "worker"),
     ("RETENTION_INTERVAL_SECONDS", "1"),
     ("RETENTION_BATCH_SIZE", "0"),
+    ("ATTACHMENT_MAX_BYTES", "0"),
+    ("ATTACHMENT_TYPES", "application/zip"),
+    ("ATTACHMENT_TYPES", ","),
+    ("ATTACHMENT_TTL_DAYS", "0"),
+    ("ATTACHMENT_QUOTA_BYTES", "-1"),
+    ("ATTACHMENT_UPLOADS_PER_HOUR", "0"),
+    ("ATTACHMENT_ORPHAN_SECONDS", "0"),
+    ("ATTACHMENT_SWEEP_SECONDS", "0"),
+    ("ATTACHMENT_IMAGE_QUALITY", "2"),
+    ("ATTACHMENT_SCAN_URL", "ftp://scan.example.org"),
 ]
 
 

@@ -412,6 +412,8 @@ async def test_unknown_and_system_message_types_are_refused(server: ServerInfo) 
         ("appointment", {"event": "created", "starts_at": "tomorrow"}),
         ("action", {"event": "created", "status": "lost"}),
         ("edit", {"target_seq": True}),
+        ("attachment", {"size": 1234}),
+        ("attachment", {"blob": "short", "size": 3}),
     ]
     for msg_type, meta in bad_meta:
         err = await b.send_text(conv, "x", msg_type=msg_type, meta=meta)
@@ -425,7 +427,6 @@ async def test_unknown_and_system_message_types_are_refused(server: ServerInfo) 
             {"item": "act-0001", "event": "created", "status": "todo", "due": int(time.time()) + 9},
         ),
         ("action", {"item": "act-0001", "event": "status_changed", "status": "done"}),
-        ("attachment", {"size": 1234}),
         ("edit", {"target_seq": 1}),
         ("delete", {"target_seq": 1}),
     ]

@@ -168,3 +168,64 @@ class NotEditable(DomainError):
 
     code = "not_editable"
     status = 422
+
+
+class AttachmentTooLarge(DomainError):
+    """An upload is larger than ``ATTACHMENT_MAX_BYTES`` allows (refused while streaming)."""
+
+    code = "attachment_too_large"
+    status = 413
+
+
+class AttachmentQuotaExceeded(DomainError):
+    """The uploader's stored attachments would pass ``ATTACHMENT_QUOTA_BYTES``."""
+
+    code = "attachment_quota_exceeded"
+    status = 413
+
+
+class AttachmentRateLimited(DomainError):
+    """More than ``ATTACHMENT_UPLOADS_PER_HOUR`` uploads in the last hour."""
+
+    code = "attachment_rate_limited"
+    status = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AttachmentNotFound(DomainError):
+    """No such blob (never uploaded, removed as an orphan, or its message was deleted)."""
+
+    code = "attachment_not_found"
+    status = 404
+
+
+class AttachmentExpired(DomainError):
+    """The blob's lifetime (``ATTACHMENT_TTL_DAYS``) is over: its content is deleted."""
+
+    code = "attachment_expired"
+    status = 410
+
+
+class AttachmentMismatch(DomainError):
+    """An ``attachment`` message names a blob of another conversation or sender, or with
+    another size."""
+
+    code = "attachment_mismatch"
+    status = 422
+
+
+class AttachmentInUse(DomainError):
+    """Another message already refers to that blob (one message per upload)."""
+
+    code = "attachment_in_use"
+    status = 409
+
+
+class InvalidGrant(DomainError):
+    """A download grant that does not match the blob, or has ended."""
+
+    code = "invalid_grant"
+    status = 403

@@ -54,6 +54,19 @@ class MessageVerifier(Protocol):
         """Raise ``E2EEError`` with a specific code if the message must be refused."""
 
 
+class AttachmentHook(Protocol):
+    """The attachment checks around a send (``chat_server/attachments.py``)."""
+
+    async def check_send(
+        self, conv: Conversation, sender_id: str, client_id: str, meta: dict[str, Any]
+    ) -> None:
+        """Raise a ``DomainError`` if the ``attachment`` message must be refused."""
+
+    async def after_send(self, conv: Conversation, stored: StoredMessage) -> None:
+        """After a new message is stored: bind its blob, or delete a deleted one's. Never
+        raises for a store failure (the message is stored already)."""
+
+
 class NoVerification:
     """Verifier used when end-to-end encryption is not required (tests of the core)."""
 
@@ -125,6 +138,8 @@ class ConversationService:
         self._verifier = verifier
         self._max_body = max_body_bytes
         self._store_timeout = store_timeout
+        #: Set by ``services.py`` once the attachment service exists.
+        self.attachments: AttachmentHook | None = None
 
     async def member_conversation(self, user_id: str, conversation_id: str) -> Conversation:
         """The conversation if ``user_id`` is a member; else ``NotMember``."""
@@ -190,6 +205,8 @@ class ConversationService:
             log.warning("append failed", extra={"conversation_id": conv.id, "error": str(exc)})
             raise Unavailable("the store is unavailable; nothing was stored; retry") from None
         if created:
+            if self.attachments is not None and frame.msg_type in ("attachment", "delete"):
+                await self.attachments.after_send(conv, stored)
             await self._publish_message(conv, stored, origin)
             # Sending implies having read everything before it. Stored already: a store
             # failure here must not turn the ack into an error.
@@ -225,6 +242,8 @@ class ConversationService:
                 counsellor_id=conv.counsellor_id,
                 now=now,
             )
+        elif frame.msg_type == "attachment" and self.attachments is not None:
+            await self.attachments.check_send(conv, sender_id, frame.client_id, meta)
         elif frame.msg_type == "notice":
             items.check_notice(meta, sender_id=sender_id, counsellor_id=conv.counsellor_id, now=now)
         elif frame.msg_type in ("edit", "delete"):

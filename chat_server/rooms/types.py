@@ -181,7 +181,17 @@ register(
 register(MessageType("action", _action))
 register(MessageType("appointment", _appointment))
 register(MessageType("notice", _notice))
-register(MessageType("attachment", _fields({"size": int}), notify=True))
+def _attachment(meta: Mapping[str, Any]) -> None:
+    _fields({"blob": str, "size": int}, ("blob", "size"))(meta)
+    if not BLOB_ID.fullmatch(meta["blob"]):
+        raise InvalidInput("meta.blob must be an uploaded attachment's id")
+    if meta["size"] < 1:
+        raise InvalidInput("meta.size must be the blob's size in bytes")
+
+
+#: A blob id, as ``POST /api/conversations/{id}/attachments`` gives it.
+BLOB_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+register(MessageType("attachment", _attachment, notify=True))
 # System events are written by the server. A change of counsellor is news for
 # both members; key housekeeping (epochs, devices) is shown but never unread.
 for _name, _news in (

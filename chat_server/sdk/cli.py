@@ -4,6 +4,8 @@
     chat-client conversations
     chat-client chat <conversation-id>        # type lines to send, Ctrl-D to quit
     chat-client send <conversation-id> "Bonjour"
+    chat-client send-file <conversation-id> attestation.pdf   # PDF, PNG, JPEG, WEBP
+    chat-client save-file <conversation-id> <seq> [--to FOLDER]
     chat-client history <conversation-id>     # the whole thread, a line per message and item
     chat-client items <conversation-id>       # the conversation's actions and appointments
     chat-client offer <conversation-id> --kind alternance --title "..." [--company --url ...]
@@ -65,6 +67,33 @@ def _load() -> Client:
     return Client.from_state(json.loads(path.read_text()))
 
 
+async def _save_file(client: Client, conv: str, seq: int, folder: Path) -> None:
+    """Decrypt the attachment of message ``seq`` into ``folder`` (never overwrites)."""
+    await client.fetch_envelopes(conv)
+    page, _ = await client.history(conv, after=seq - 1, limit=1)
+    found = [m for m in page if m.seq == seq]
+    if not found or found[0].msg_type != "attachment":
+        raise ClientError("not_an_attachment", f"message {seq} carries no attachment")
+    body, data = await client.fetch_file(found[0])
+    target = await asyncio.to_thread(_write_new, folder, Path(body.name).name, data)
+    print(f"enregistré : {target} ({body.media_type}, {len(data)} octets)")
+
+
+def _write_new(folder: Path, name: str, data: bytes) -> Path:
+    """Write ``data`` to a new file of ``folder`` (``name``, else ``name (1)``...), 0600."""
+    name = name or "piece-jointe"
+    for n in range(10_000):
+        target = folder / (name if n == 0 else f"{Path(name).stem} ({n}){Path(name).suffix}")
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return target
+    raise ClientError("file_exists", f"too many files named {name} in {folder}")
+
+
 def _line(m: Received, names: dict[str, str], folded: it.Fold | None = None) -> str:
     """One terminal line per message: its text, or the item it creates or changes."""
     who = names.get(m.sender, m.sender[:8])
@@ -80,6 +109,10 @@ def _line(m: Received, names: dict[str, str], folded: it.Fold | None = None) -> 
         return f"[{m.seq}] {who}: {edited.get('text', '')} (modifié)"
     if m.msg_type == "text":
         return f"[{m.seq}] {who}: {m.text}"
+    if m.msg_type == "attachment":
+        c = m.content or {}
+        what = f"{c.get('name', '?')} ({c.get('type', '?')}, {c.get('size', 0)} octets)"
+        return f"[{m.seq}] {who}: Pièce jointe : {what}"
     line = it.describe(m, folded)
     if line is None:
         line = f"Message de type « {m.msg_type} » (non pris en charge par cette version)"
@@ -293,6 +326,15 @@ async def _run(args: argparse.Namespace) -> int:
             await client.connect()
             ack = await client.send_text(args.conversation, args.text)
             print(f"envoyé (seq {ack['seq']})")
+        elif args.cmd == "send-file":
+            await client.connect()
+            path = Path(args.path)
+            data = await asyncio.to_thread(path.read_bytes)
+            ack = await client.send_file(args.conversation, data, path.name)
+            print(f"fichier envoyé (seq {ack['seq']})")
+        elif args.cmd == "save-file":
+            await client.connect()
+            await _save_file(client, args.conversation, args.seq, Path(args.to))
         elif args.cmd == "chat":
             await _chat(client, args.conversation)
         elif args.cmd == "history":
@@ -404,6 +446,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     send = sub.add_parser("send")
     send.add_argument("conversation")
     send.add_argument("text")
+    send_file = sub.add_parser("send-file")
+    send_file.add_argument("conversation")
+    send_file.add_argument("path")
+    save_file = sub.add_parser("save-file")
+    save_file.add_argument("conversation")
+    save_file.add_argument("seq", type=int)
+    save_file.add_argument("--to", default=".")
     sub.add_parser("backup")
     sub.add_parser("safety").add_argument("conversation")
     _item_parsers(sub)

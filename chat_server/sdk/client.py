@@ -668,6 +668,26 @@ class Client:
         payload = json.dumps({"text": text}, ensure_ascii=False).encode()
         return await self.send(conversation, payload, "text", **kw)
 
+    async def send_file(
+        self, conversation: str, data: bytes, name: str, **kw: Any
+    ) -> dict[str, Any]:
+        """Encrypt, upload and send a file (``sdk/attachments.py``); return the ack."""
+        from chat_server.sdk.attachments import send_file
+
+        return await send_file(self, conversation, data, name, **kw)
+
+    async def fetch_file(self, message: Received) -> tuple[Any, bytes]:
+        """The body (name, type...) and the checked plaintext of an attachment message."""
+        from chat_server.sdk.attachments import fetch_file
+
+        return await fetch_file(self, message)
+
+    async def scan_file(self, message: Received) -> dict[str, Any]:
+        """The structure's scanning service's verdict on an attachment (``sdk/attachments.py``)."""
+        from chat_server.sdk.attachments import scan_file
+
+        return await scan_file(self, message)
+
     async def send_draft(self, conversation: str, draft: Draft) -> dict[str, Any]:
         """Send an item, a notice, an edit or a delete built by ``sdk.items``; return the ack."""
         return await self.send(

@@ -39,6 +39,7 @@ from chat_server.rooms.models import (
     User,
 )
 from chat_server.storage.base import Conflict, NonceReused
+from chat_server.storage.blobs_memory import MemoryBlobStore
 
 
 @dataclass
@@ -114,6 +115,11 @@ class MemoryDatabase:
 
     def __init__(self) -> None:
         self._state = _State()
+        self._blobs = MemoryBlobStore()
+
+    def blobs(self) -> MemoryBlobStore:
+        """The attachment blob store on this database."""
+        return self._blobs
 
     def accounts(self) -> MemoryAccountStore:
         """The account store on this database."""

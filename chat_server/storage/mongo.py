@@ -48,6 +48,7 @@ from chat_server.storage.base import (
 )
 
 if TYPE_CHECKING:
+    from chat_server.storage.mongo_blobs import GridFSBlobStore
     from chat_server.storage.mongo_keys import MongoKeyStore
     from chat_server.storage.mongo_lifecycle import MongoLifecycleStore
 
@@ -167,6 +168,7 @@ class MongoDatabase:
         await db.login_failures.create_index([("start", ASCENDING)])
         await self.keys().create_indexes()
         await self.lifecycle().create_indexes()
+        await self.blobs().create_indexes()
 
     def accounts(self) -> MongoAccountStore:
         """The account store on this database."""
@@ -191,6 +193,12 @@ class MongoDatabase:
         from chat_server.storage.mongo_lifecycle import MongoLifecycleStore
 
         return MongoLifecycleStore(self.db)
+
+    def blobs(self) -> GridFSBlobStore:
+        """The attachment blob store on this database (GridFS)."""
+        from chat_server.storage.mongo_blobs import GridFSBlobStore
+
+        return GridFSBlobStore(self.db)
 
     def collection(self, name: str) -> AsyncCollection[Doc]:
         """A raw collection, for the other adapters of this package."""

@@ -89,8 +89,12 @@ def _ready(url: str) -> bool:
 
 
 @contextmanager
-def run_server(data_dir: Path, timeout: float = 60.0) -> Iterator[ServerProcess]:
-    """Start the server with the demo accounts; stop it (SIGTERM, then wait) afterwards."""
+def run_server(
+    data_dir: Path, timeout: float = 60.0, env_extra: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """Start the server with the demo accounts; stop it (SIGTERM, then wait) afterwards.
+
+    ``env_extra``: more settings (for example ``ATTACHMENT_SCAN_URL``)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"MONGODB_URL", "REDIS_URL", "STORE"}}
     env.update(
@@ -101,6 +105,7 @@ def run_server(data_dir: Path, timeout: float = 60.0) -> Iterator[ServerProcess]
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )
+    env.update(env_extra or {})
     log_path = data_dir / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

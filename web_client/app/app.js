@@ -27,6 +27,7 @@ import {
   sendComposed,
 } from "../shared/thread.js";
 import { loadOlderKeepingPlace, renderItemsPanel, renderThreadList } from "../shared/cards.js";
+import { bindAttachButtons } from "../shared/attach-ui.js";
 import { openActionDialog, openOfferDialog } from "../shared/forms.js";
 import { dateLong } from "../shared/i18n.js";
 
@@ -224,6 +225,7 @@ function startThread() {
   // The beneficiary's app never re-wraps keys for anyone (docs/security.md).
   chat = new ChatClient({ api, keys, user: session.user, deviceId: keys.deviceId, persistOutbox: true, rewrap: false });
   typing = createTypingNotifier(chat);
+  bindAttachButtons(chat, () => conversationId());
   chat.on("keysavailable", () => checkDeviceWaiting());
   checkDeviceWaiting();
   chat.on("summaries", () => {

@@ -15,6 +15,8 @@ const SHELL = [
   "/app/manifest.webmanifest",
   "/shared/base.css",
   "/shared/api.js",
+  "/shared/attachment.js",
+  "/shared/attach-ui.js",
   "/shared/b64.js",
   "/shared/cards.js",
   "/shared/chat.js",

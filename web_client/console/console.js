@@ -22,6 +22,7 @@ import {
   sendComposed,
 } from "../shared/thread.js";
 import { loadOlderKeepingPlace, renderItemsPanel, renderThreadList } from "../shared/cards.js";
+import { bindAttachButtons } from "../shared/attach-ui.js";
 import { openActionDialog, openAppointmentDialog, openNoticeDialog, openOfferDialog } from "../shared/forms.js";
 import { previewText } from "../shared/items.js";
 import { derive, leaveActivationBox, newCode } from "../shared/activation.js";
@@ -133,6 +134,7 @@ function startApp(login) {
 
   chat = new ChatClient({ api, keys, user: me, deviceId: login.device_id });
   typing = createTypingNotifier(chat);
+  bindAttachButtons(chat, () => current);
   chat.on("summaries", () => {
     if (current && !chat.summary(current)) closeThread();
     renderList();

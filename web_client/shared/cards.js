@@ -11,6 +11,7 @@
 
 import { t, clock, dayKey, dayLabel, dateLong, whenText } from "./i18n.js";
 import { h, reconcile, renderMessage } from "./ui.js";
+import { attachmentBlock, pendingAttachment } from "./attach-ui.js";
 import {
   ACTION_TRANSITIONS,
   appointmentKindText,
@@ -165,6 +166,19 @@ function deletedBubble(m, ctx) {
   );
 }
 
+function attachmentBubble(m, ctx) {
+  if (ctx.fold.deleted.has(m.seq)) return deletedBubble(m, ctx);
+  const li = renderMessage(m, { peerName: ctx.peerName, status: statusOf(m, ctx.summary) });
+  li.classList.add("msg-attachment");
+  li.querySelector(".msg-text").replaceChildren(attachmentBlock(m, ctx.chat));
+  if (m.mine) {
+    li.querySelector(".msg-meta").append(
+      h("button", { type: "button", class: "link-button", onclick: () => deleteMessage(ctx.chat, ctx.conversation, m) }, t("delete"), h("span", { class: "visually-hidden" }, ` : ${m.content?.name || ""}`)),
+    );
+  }
+  return li;
+}
+
 function textBubble(m, ctx, status) {
   if (ctx.fold.deleted.has(m.seq)) return deletedBubble(m, ctx);
   const edit = ctx.fold.edits.get(m.seq);
@@ -233,6 +247,8 @@ function renderStored(m, base) {
       return eventLine(m, ctx);
     case "notice":
       return noticeLine(m);
+    case "attachment":
+      return attachmentBubble(m, ctx);
     default:
       return renderMessage(m, { peerName: ctx.peerName, status: statusOf(m, ctx.summary) });
   }
@@ -263,6 +279,7 @@ function renderPending(entry, ctx) {
     onDiscard: () => ctx.chat.discard(entry.clientId),
   });
   li.classList.add("msg-pending");
+  if (entry.msgType === "attachment") li.querySelector(".msg-text").replaceChildren(pendingAttachment(entry));
   if (entry.state === "failed" && entry.errorCode) {
     const why = t(`err_${entry.errorCode}`);
     if (why !== `err_${entry.errorCode}`) li.querySelector(".msg-meta").before(h("p", { class: "msg-why" }, why));

@@ -37,6 +37,8 @@ import { ApiError } from "./api.js";
 import { KeyError } from "./e2ee.js";
 import { idbDelete, idbEntries, idbPut } from "./idb.js";
 import { newId, delay } from "./wire.js";
+import { encryptChunks, uploadBlob } from "./attachment.js";
+import { b64decode } from "./b64.js";
 import { People, mentioned } from "./people.js";
 
 const PAGE = 50;
@@ -673,8 +675,9 @@ export class ChatClient {
    * part (signed). `clientId` may be chosen by the caller (an item's creation
    * uses its item id). Returns the outbox entry.
    */
-  async send(conversation, msgType, content, meta = {}, clientId = newId()) {
+  async send(conversation, msgType, content, meta = {}, clientId = newId(), extra = {}) {
     const entry = {
+      ...extra,
       clientId,
       conversation,
       msgType,
@@ -730,12 +733,43 @@ export class ChatClient {
     }
   }
 
+  /**
+   * Queue an attachment: `content` is its body (docs/crypto-format.md), `file` the
+   * bytes to encrypt and upload before the message is sent (kept in the outbox
+   * until the ack, so a failed upload can be retried).
+   */
+  sendAttachment(conversation, content, file) {
+    return this.send(conversation, "attachment", content, {}, newId(), { file });
+  }
+
+  /** Encrypt and upload an attachment entry's file; sets its `meta` {blob, size}. */
+  async uploadEntry(entry) {
+    const parts = await encryptChunks(b64decode(entry.content.key), entry.file);
+    let answer;
+    try {
+      answer = await uploadBlob(this.api.token, entry.conversation, parts, (loaded, total) =>
+        this.emit("upload", { clientId: entry.clientId, loaded, total }),
+      );
+    } catch (e) {
+      throw new ApiError(e.status, e.code, e.message);
+    }
+    entry.meta = { blob: answer.blob, size: answer.size };
+    await this.saveEntry(entry);
+  }
+
   async sendEntry(entry) {
     const conv = entry.conversation;
     const s = this.summaries.get(conv) || {};
     entry.state = "sending";
     entry.attempts = (entry.attempts || 0) + 1;
     this.emit("thread", { conversation: conv });
+    if (entry.msgType === "attachment" && !entry.meta?.blob) {
+      try {
+        await this.uploadEntry(entry);
+      } catch (err) {
+        return this.sendFailed(entry, err);
+      }
+    }
     let ack;
     let epoch;
     try {
@@ -829,6 +863,8 @@ export class ChatClient {
       entry.state = "failed";
       entry.error = err?.message || code;
       entry.errorCode = code;
+      // The upload is gone or did not match: a retry uploads the file again.
+      if (["attachment_not_found", "attachment_mismatch", "attachment_expired"].includes(code)) entry.meta = {};
       outcome = "again";
     }
     await this.saveEntry(entry);

@@ -294,6 +294,8 @@ export function previewText(item, { peerName = "", fold = null, titleOf = null }
       return t("deletedMessage");
     case "offer":
       return t("previewOffer", { title: c.title || "" });
+    case "attachment":
+      return t("previewAttachment", { name: c.name || "" });
     case "notice":
       return t("previewNotice", { text: c.text || "" });
     case "action":
