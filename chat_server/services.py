@@ -37,6 +37,8 @@ from chat_server.storage.base import (
 from chat_server.storage.blobs import BlobStore
 from chat_server.storage.embedded import EmbeddedMongo
 from chat_server.storage.presence import SingleProcessPresence
+from chat_server.tools.onboarding import OnboardingService
+from chat_server.tools.portfolio import PortfolioService
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,8 @@ class Services:
     lifecycle: LifecycleService
     retention: RetentionJob
     process_id: str
+    onboarding: OnboardingService
+    portfolio: PortfolioService
     blobs: BlobStore
     attachments: AttachmentService
     metrics: Metrics = field(default_factory=lambda: Metrics(False))
@@ -251,6 +255,8 @@ async def build_services(
         lifecycle=lifecycle,
         retention=retention,
         process_id=secrets.token_hex(8),
+        onboarding=OnboardingService(accounts, accounts_store, conversations, key_store, clock),
+        portfolio=PortfolioService(messages, accounts_store, presence, clock),
         blobs=blobs,
         attachments=attachments,
         metrics=metrics,

@@ -384,8 +384,14 @@ class KeyService:
         raise NotMember("you are not a member of this conversation")
 
     async def conversation_devices(self, user: User, conversation_id: str) -> dict[str, Any]:
-        """What a client needs to wrap an epoch: every authorised device, grouped."""
-        conv = await self.readable_conversation(user, conversation_id)
+        """What a client needs to wrap an epoch: every authorised device, grouped.
+
+        The previous counsellor, who still holds the earlier epochs' keys, may
+        read it too: to re-wrap them for the new counsellor after a transfer.
+        """
+        conv = await self._messages.get_conversation(conversation_id)
+        if conv is None or user.id != conv.previous_counsellor_id:
+            conv = await self.readable_conversation(user, conversation_id)
         sets = await self.device_sets(conv)
         users = await self._accounts.get_users([*sets.members, *sets.escrow])
 

@@ -388,3 +388,27 @@ async def test_an_epoch_without_a_valid_commitment_is_refused(e2ee_server: Serve
     finally:
         await b.close()
         await c1.close()
+
+
+async def test_previous_counsellor_may_list_devices_to_rewrap(e2ee_server: ServerInfo) -> None:
+    """After a transfer the previous counsellor still holds the earlier keys: their
+    client reads the device list to re-wrap them for the new counsellor (the web
+    console does so through /devices); nobody else outside the conversation may."""
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    c1 = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    b2 = await Client.login(e2ee_server.http, "b2", PASSWORD)
+    try:
+        await sup.request(
+            "POST", f"/api/conversations/{conv}/transfer", {"to": w.c2.user.id, "mode": "permanent"}
+        )
+        listing = await c1.devices(conv)
+        members = {g["user_id"] for g in listing["members"]}
+        assert members == {w.b1.user.id, w.c2.user.id}
+        with pytest.raises(ClientError) as refused:
+            await b2.devices(conv)
+        assert refused.value.code == "not_member"
+    finally:
+        for c in (sup, c1, b2):
+            await c.close()

@@ -8,6 +8,8 @@ const STRINGS = {
   sysRestored: "La conversation a été rouverte par un superviseur.",
   sysInactivityNotice: "Sans connexion de votre part, ce compte et ses messages seront supprimés le {date}. Connectez-vous pour le conserver.",
   sysInactivityNoticePeer: "{name} ne s'est pas connecté·e depuis longtemps : sans connexion de sa part, son compte et cette conversation seront supprimés le {date}.",
+  sysActivationReissued: "Le conseiller a émis un nouveau code d'activation, valable jusqu'au {date}. L'ancien code ne fonctionne plus.",
+  sysPasswordReset: "Le conseiller a émis un code pour choisir un nouveau mot de passe, valable jusqu'au {date}. Si vous ne l'avez pas demandé, parlez-en à votre conseiller.",
   appName: "CEJ Messagerie",
   consoleTitle: "Console conseiller",
   appTitle: "Ma messagerie",

@@ -104,6 +104,8 @@ function systemText(item, peerName, names) {
       if (item.aboutMe) return t("sysInactivityNotice", { date });
       return t("sysInactivityNoticePeer", { name: peerName, date });
     }
+    case "system.activation_issued":
+      return t(meta.kind === "password_reset" ? "sysPasswordReset" : "sysActivationReissued", { date: meta.expires_at ? longTime(meta.expires_at) : "?" });
     case "system.device_changed": {
       const removed = meta.change === "removed";
       if (item.aboutMe) return t(removed ? "sysMyDeviceRemoved" : "sysMyDeviceAdded");
