@@ -16,7 +16,9 @@ from chat_server.crypto.tokens import (
 )
 from chat_server.rooms.errors import (
     Forbidden,
+    InvalidDisplayName,
     InvalidInput,
+    InvalidLogin,
     LoginTaken,
     NotFound,
     Unauthenticated,
@@ -62,14 +64,14 @@ class NewBeneficiary:
 def _check_login(login: str) -> str:
     login = login.strip()
     if not 2 <= len(login) <= 64 or not all(ch.isalnum() or ch in "._-@" for ch in login):
-        raise InvalidInput("login must be 2 to 64 letters, digits or . _ - @")
+        raise InvalidLogin("login must be 2 to 64 letters, digits or . _ - @")
     return login
 
 
 def _check_name(name: str) -> str:
     name = " ".join(name.split())
     if not 1 <= len(name) <= 100:
-        raise InvalidInput("display name must be 1 to 100 characters")
+        raise InvalidDisplayName("display name must be 1 to 100 characters")
     return name
 
 

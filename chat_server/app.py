@@ -25,7 +25,9 @@ from chat_server.api import (
     conversations,
     keys,
     lifecycle,
+    onboarding,
     people,
+    portfolio,
     push,
 )
 from chat_server.api.common import error
@@ -160,6 +162,8 @@ def create_app(
         *attachments.routes,
         *people.routes,
         *activation.routes,
+        *onboarding.routes,
+        *portfolio.routes,
     ]
     # Only the client folders are served (not web_client/test), each under its
     # own prefix, so an unknown /api path or method still gets the JSON errors.

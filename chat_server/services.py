@@ -37,6 +37,8 @@ from chat_server.storage.base import (
 from chat_server.storage.blobs import BlobStore
 from chat_server.storage.embedded import EmbeddedMongo
 from chat_server.storage.presence import SingleProcessPresence
+from chat_server.tools.onboarding import OnboardingService
+from chat_server.tools.portfolio import PortfolioService
 from notifications.service import PushService
 from notifications.setup import build_push
 from notifications.store import PushStore
@@ -96,6 +98,8 @@ class Services:
     retention: RetentionJob
     process_id: str
     push: PushService
+    onboarding: OnboardingService
+    portfolio: PortfolioService
     blobs: BlobStore
     attachments: AttachmentService
     metrics: Metrics = field(default_factory=lambda: Metrics(False))
@@ -268,6 +272,8 @@ async def build_services(
         retention=retention,
         process_id=secrets.token_hex(8),
         push=push,
+        onboarding=OnboardingService(accounts, accounts_store, conversations, key_store, clock),
+        portfolio=PortfolioService(messages, accounts_store, presence, clock),
         blobs=blobs,
         attachments=attachments,
         metrics=metrics,

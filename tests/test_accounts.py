@@ -310,7 +310,7 @@ async def test_login_taken_and_role_checks(server: ServerInfo) -> None:
     assert r.json()["error"]["code"] == "login_taken"
     r = await api(server, "POST", "/api/beneficiaries", token, {**body, "login": "bad login!"})
     assert r.status_code == 422
-    assert r.json()["error"]["code"] == "invalid_input"
+    assert r.json()["error"]["code"] == "invalid_login"
 
 
 # ---------------------------------------------------------------- admin command line

@@ -130,6 +130,24 @@ async def test_an_action_is_folded_from_its_events_and_refuses_what_does_not_fol
             msg_type="action",
             meta={"item": "act-cv-0001", "event": "deleted"},
         )
+        # Oversized: an item id longer than 64 characters, a body over MAX_BODY_BYTES.
+        await _refused(
+            c,
+            server,
+            conv,
+            "invalid_input",
+            msg_type="action",
+            meta=created | {"item": "a" * 65},
+        )
+        before = await server.services.messages.last_seq(conv)
+        big = await c.send_text(
+            conv,
+            "x" * (server.services.settings.max_body_bytes + 1),
+            msg_type="action",
+            meta=created | {"item": "act-big-0001"},
+        )
+        assert (big["type"], big["code"]) == ("error", "body_too_large")
+        assert await server.services.messages.last_seq(conv) == before
 
         answer = await api(server, "GET", f"/api/conversations/{conv}/items", w.b1.token)
         assert answer.status_code == 200

@@ -46,6 +46,18 @@ class InvalidInput(DomainError):
     status = 422
 
 
+class InvalidLogin(InvalidInput):
+    """A login outside 2 to 64 letters, digits or ``. _ - @``."""
+
+    code = "invalid_login"
+
+
+class InvalidDisplayName(InvalidInput):
+    """A display name that is empty or longer than 100 characters."""
+
+    code = "invalid_display_name"
+
+
 class UnknownMessageType(DomainError):
     code = "unknown_message_type"
     status = 422

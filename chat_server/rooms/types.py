@@ -203,6 +203,8 @@ for _name, _news in (
     ("system.archived", True),
     ("system.restored", True),
     ("system.inactivity_notice", True),
+    # Onboarding (chat_server/tools/onboarding.py): a new activation code was issued.
+    ("system.activation_issued", True),
 ):
     register(MessageType(_name, lambda meta: None, system=True, notify=_news))
 

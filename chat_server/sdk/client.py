@@ -118,6 +118,10 @@ class Received:
         return doc if isinstance(doc, dict) else None
 
 
+#: Waits (seconds) before resending a message the store did not confirm in time.
+_STORE_RETRY_WAITS = (0.2, 0.5, 1.0, 2.0)
+
+
 @dataclass
 class _State:
     epoch_keys: dict[tuple[str, int], bytes] = field(default_factory=dict)
@@ -624,10 +628,16 @@ class Client:
         meta: dict[str, Any] | None = None,
         client_id: str | None = None,
     ) -> dict[str, Any]:
-        """Encrypt, sign and send; return the ack. Creates a new epoch when required."""
+        """Encrypt, sign and send; return the ack. Creates a new epoch when required.
+
+        A store that did not answer in time (``store_unavailable``,
+        ``store_outcome_unknown``) is retried a few times with the same ``client_id``
+        after a short, growing wait: the server stores the message once.
+        """
         client_id = client_id or secrets.token_hex(8)
         last: dict[str, Any] = {}
-        for _ in range(3):
+        waits = 0
+        for _ in range(3 + len(_STORE_RETRY_WAITS)):
             epoch, key = await self.ensure_epoch(conversation)
             enc = encrypt_message(
                 key,
@@ -659,7 +669,14 @@ class Client:
                     self.state.seqs.get(conversation, 0), last["seq"]
                 )
                 return last
-            if last.get("code") not in ("stale_epoch", "epoch_rotation_required"):
+            code = last.get("code")
+            if code in ("store_unavailable", "store_outcome_unknown") and waits < len(
+                _STORE_RETRY_WAITS
+            ):
+                await asyncio.sleep(_STORE_RETRY_WAITS[waits])
+                waits += 1
+                continue
+            if code not in ("stale_epoch", "epoch_rotation_required"):
                 break
         raise ClientError(last.get("code", "error"), last.get("message", ""))
 

@@ -211,6 +211,21 @@ def serious(violations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [v for v in violations if v.get("impact") in {"serious", "critical"}]
 
 
+def axe_serious(page: Page) -> list[dict[str, Any]]:
+    """Serious and critical axe-core findings on the page as it is (CSP stays on: DevTools)."""
+    page.evaluate(AXE.read_text("utf-8"))
+    found: list[dict[str, Any]] = page.evaluate(
+        """async () => {
+            const result = await axe.run(document, { resultTypes: ["violations"] });
+            return result.violations.map((v) => ({
+                id: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.map((n) => n.target.join(" ")),
+            }));
+        }"""
+    )
+    return serious(found)
+
+
 def save_screenshot(page: Page, name: str, docs_name: str | None = None) -> Path:
     """Save to tests/artifacts/; copy to docs/screenshots/ if missing or UPDATE_SCREENSHOTS=1."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

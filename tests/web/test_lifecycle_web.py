@@ -27,6 +27,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, exp
 from tests.web.harness import (
     DEMO_PASSWORD,
     ServerProcess,
+    axe_serious,
     chromium,
     run_server,
     save_screenshot,
@@ -184,6 +185,7 @@ def test_beneficiary_exports_the_whole_thread_decrypted(world: World) -> None:
     assert shown == world.texts
     assert any(ACTION_TITLE in t for t in lines)
     save_screenshot(app, "app-export.png")
+    assert axe_serious(app) == []
 
     data = _download_json(app)
     assert data["format"] == "cej-chat-export"
@@ -223,6 +225,7 @@ def test_counsellor_exports_the_conversation_for_the_file(world: World) -> None:
     texts = [m["text"] for m in data["messages"] if m["type"] == "text"]
     assert texts == world.texts
     save_screenshot(console, "console-export.png")
+    assert axe_serious(console) == []
     view.get_by_role("button", name="Fermer").click()
     expect(console.locator("#thread-view")).to_be_visible()
 
@@ -232,6 +235,7 @@ def test_archive_is_read_only_for_both_and_a_supervisor_restores_it(world: World
     console.get_by_role("button", name="Archiver").click()
     dialog = console.get_by_role("dialog", name="Archiver la conversation")
     expect(dialog).to_contain_text("lecture seule")
+    assert axe_serious(console) == []
     dialog.get_by_label("Motif").select_option(label="Sortie en emploi")
     dialog.get_by_role("button", name="Archiver").click()
     expect(console.locator("#archived-banner")).to_contain_text("sortie en emploi")
@@ -248,6 +252,8 @@ def test_archive_is_read_only_for_both_and_a_supervisor_restores_it(world: World
     ).to_have_count(1)
     save_screenshot(app, "app-archived.png")
     save_screenshot(console, "console-archived.png")
+    assert axe_serious(app) == []
+    assert axe_serious(console) == []
 
     ctx = world.browser.new_context(viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris")
     try:
@@ -259,6 +265,7 @@ def test_archive_is_read_only_for_both_and_a_supervisor_restores_it(world: World
         row.get_by_role("button", name=f"Restaurer {BENEFICIARY}").click()
         expect(sup.locator("#supervision-status")).to_have_text("Conversation restaurée.")
         expect(row.get_by_role("button", name=f"Transférer {BENEFICIARY}")).to_be_visible()
+        assert axe_serious(sup) == []
     finally:
         ctx.close()
     expect(app.locator("#archived-banner")).to_be_hidden()
@@ -277,6 +284,8 @@ def test_loading_earlier_messages_keeps_the_readers_place(world: World) -> None:
     older = app.get_by_role("button", name="Charger les messages précédents")
     expect(older).to_be_visible()
     expect(app.locator("#messages .msg")).not_to_have_count(0)
+    waiting = app.locator(".msg-text", has_text="en attente de la clé")
+    expect(waiting).to_have_count(0)  # the page is decrypted before the reader scrolls up
     app.locator("#log").evaluate("(el) => { el.scrollTop = 0; }")
     where = """(text) => {
         const log = document.querySelector("#log");
@@ -292,7 +301,7 @@ def test_loading_earlier_messages_keeps_the_readers_place(world: World) -> None:
     assert before["text"] in world.texts
     older.click()
     expect(app.locator("#messages .msg")).not_to_have_count(before["count"])
-    expect(app.locator(".msg-text", has_text="en attente de la clé")).to_have_count(0)
+    expect(waiting).to_have_count(0)
     after: dict[str, Any] = app.evaluate(where, before["text"])
     assert after["count"] > before["count"]
     # The message the reader was looking at has not moved (the earlier ones are above it).
@@ -333,6 +342,15 @@ def test_an_inactive_beneficiary_is_warned_in_the_app(world: World) -> None:
     expect(warning).to_contain_text("seront supprimés le")
     expect(warning).to_contain_text("Connectez-vous pour le conserver.")
     save_screenshot(app, "app-inactivity-warning.png")
+    assert axe_serious(app) == []
+    # The counsellor reads it about the young person, not about their own account.
+    console = world.console
+    console.reload()
+    console.locator(".conv", has_text=BENEFICIARY).click()
+    about = console.locator(".msg-system", has_text="ne s'est pas connecté·e depuis longtemps")
+    expect(about).to_have_count(1)
+    expect(about).to_contain_text(f"{BENEFICIARY} ne s'est pas connecté·e")
+    expect(console.locator(".msg-system", has_text="Sans connexion de votre part")).to_have_count(0)
 
 
 def test_beneficiary_deletes_their_account_from_the_app(world: World) -> None:
@@ -357,10 +375,12 @@ def test_beneficiary_deletes_their_account_from_the_app(world: World) -> None:
         expect(dialog.locator("#delete-error")).to_have_text("Mot de passe incorrect.")
         assert db.users.find_one({"_id": user_id}) is not None
         save_screenshot(app, "app-delete-account.png")
+        assert axe_serious(app) == []
         dialog.get_by_label("Mot de passe (pour confirmer)").fill(DEMO_PASSWORD)
         dialog.get_by_role("button", name="Supprimer définitivement").click()
         expect(app.get_by_role("heading", name="Compte supprimé")).to_be_visible()
         save_screenshot(app, "app-deleted.png")
+        assert axe_serious(app) == []
         left = app.evaluate(
             """() => new Promise((resolve) => {
                 const req = indexedDB.open("cejchat");
@@ -386,6 +406,7 @@ def test_beneficiary_deletes_their_account_from_the_app(world: World) -> None:
         expect(console.locator("#messages .msg")).to_have_count(0)  # nothing of it is shown
         expect(conv).not_to_contain_text("En ligne")
         save_screenshot(console, "console-deleted.png")
+        assert axe_serious(console) == []
 
         # Every collection: the person's id is nowhere; the audit record is pseudonymised.
         found = []

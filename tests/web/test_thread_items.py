@@ -30,13 +30,12 @@ from playwright.sync_api import (
 )
 
 from tests.web.harness import (
-    AXE,
     DEMO_PASSWORD,
     ServerProcess,
+    axe_serious,
     chromium,
     run_server,
     save_screenshot,
-    serious,
 )
 
 pytestmark = pytest.mark.browser
@@ -81,17 +80,7 @@ def _login(page: Page, url: str, login: str) -> None:
 
 def _axe(page: Page) -> list[dict[str, Any]]:
     """Serious and critical axe-core findings (run through DevTools: the CSP stays on)."""
-    page.evaluate(AXE.read_text("utf-8"))
-    found: list[dict[str, Any]] = page.evaluate(
-        """async () => {
-            const result = await axe.run(document, { resultTypes: ["violations"] });
-            return result.violations.map((v) => ({
-                id: v.id, impact: v.impact, help: v.help,
-                nodes: v.nodes.map((n) => n.target.join(" ")),
-            }));
-        }"""
-    )
-    return serious(found)
+    return axe_serious(page)
 
 
 def _card(page: Page, kind: str, title: str) -> Locator:

@@ -27,6 +27,8 @@ import { openActionDialog, openAppointmentDialog, openNoticeDialog, openOfferDia
 import { previewText } from "../shared/items.js";
 import { Notifications } from "../shared/notify.js";
 import { derive, leaveActivationBox, newCode } from "../shared/activation.js";
+import { bindOnboarding, loginProblem, renderReissueButton, showActivation } from "./onboarding.js";
+import { Portfolio } from "./portfolio.js";
 
 const SESSION_KEY = "cejchat.console.session";
 const BASE_TITLE = "Console conseiller — CEJ Messagerie";
@@ -127,6 +129,9 @@ function startApp(login) {
   $("#btn-export").addEventListener("click", onExport);
   $("#btn-archive").addEventListener("click", openArchive);
   $("#archive-form").addEventListener("submit", submitArchive);
+  bindOnboarding({ api, currentConversation: () => current, peerName: () => chat.peerName(current) });
+  portfolio = new Portfolio({ api, me, open: (id) => select(id), onClose: closePortfolio });
+  $("#btn-portfolio").addEventListener("click", showPortfolio);
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden && current) chat.markRead(current);
     notifications.viewing(current);
@@ -318,8 +323,27 @@ function listKeys(event) {
   }
 }
 
+// ---------------------------------------------------------------- portfolio (console/portfolio.js)
+
+let portfolio = null;
+
+function showPortfolio() {
+  $("#thread-empty").hidden = true;
+  $("#supervision").hidden = true;
+  $("#thread-view").hidden = true;
+  portfolio.show();
+}
+
+function closePortfolio() {
+  portfolio.hide();
+  if (current) $("#thread-view").hidden = false;
+  else if (me.role === "supervisor") $("#supervision").hidden = false;
+  else $("#thread-empty").hidden = false;
+}
+
 function select(id) {
   if (current && current !== id) typing.stop(current);
+  portfolio?.hide();
   current = id;
   $("#thread-empty").hidden = true;
   $("#supervision").hidden = true;
@@ -375,6 +399,7 @@ function renderThreadHead() {
   $("#btn-safety").hidden = Boolean(s.deleted_at);
   $("#key-requests").hidden = Boolean(s.deleted_at);
   if (s.deleted_at) $("#thread-presence").textContent = "";
+  renderReissueButton(s, me);
   const flag = $("#btn-flag");
   flag.hidden = s.counsellor_id !== me.id || Boolean(s.deleted_at);
   flag.setAttribute("aria-pressed", s.flagged ? "true" : "false");
@@ -507,6 +532,10 @@ async function createBeneficiary(event) {
     error.textContent = "Le nom et l'identifiant sont obligatoires.";
     return;
   }
+  if (loginProblem(login)) {
+    error.textContent = loginProblem(login);
+    return;
+  }
   try {
     // The code is made here: the server gets only its proof, and the keys of
     // what is written before activation wait in the activation box.
@@ -519,14 +548,11 @@ async function createBeneficiary(event) {
       console.warn("activation box not left", err.message);
     }
     $("#dlg-beneficiary").close();
-    $("#dlg-code-title").textContent = t("beneficiaryCreated", { name: created.user.display_name });
-    $("#activation-code").textContent = created.activation_code || code;
-    $("#activation-expires").textContent = t("activationExpires", { when: longTime(created.activation_expires) });
     await chat.refreshSummaries();
     select(created.conversation_id);
-    $("#dlg-code").showModal();
+    showActivation({ ...created, activation_code: created.activation_code || code });
   } catch (err) {
-    error.textContent = err instanceof ApiError && err.code === "login_taken" ? t("loginTaken") : t("genericError", { message: err.message });
+    error.textContent = err.message;
   }
 }
 

@@ -3,12 +3,16 @@
  *
  * Every method resolves with the decoded JSON answer or rejects with an
  * ApiError carrying the HTTP status and the API's error code (status 0 and
- * code "network" when the server could not be reached).
+ * code "network" when the server could not be reached). Its `message` is
+ * French, for people (shared/errors.js); `detail` keeps the server's own text.
  */
+
+import { errorText } from "./errors.js";
 
 export class ApiError extends Error {
   constructor(status, code, message, body = null) {
-    super(message || code);
+    super(errorText({ status, code }));
+    this.detail = message || code;
     this.status = status;
     this.code = code;
     this.body = body;

@@ -472,7 +472,8 @@ export class ChatClient {
       right: m.sender === this.user.id || (this.user.role !== "beneficiary" && m.sender !== "system" && m.sender !== this.summaries.get(m.conversation)?.beneficiary_id),
       system: m.sender === "system" || m.msg_type.startsWith("system."),
       quiet: QUIET_TYPES.has(m.msg_type),
-      aboutMe: (m.meta || {}).user === this.user.id,
+      // An inactivity notice is always about the conversation's beneficiary.
+      aboutMe: m.msg_type === "system.inactivity_notice" ? this.user.role === "beneficiary" : (m.meta || {}).user === this.user.id,
       content: null,
       error: null,
       raw: m,

@@ -99,8 +99,13 @@ function systemText(item, peerName, names) {
       return t("sysArchived", { reason: archiveReasonText(item.meta?.reason) });
     case "system.restored":
       return t("sysRestored");
-    case "system.inactivity_notice":
-      return t("sysInactivityNotice", { date: item.meta?.deletion_at ? longTime(item.meta.deletion_at) : "?" });
+    case "system.inactivity_notice": {
+      const date = meta.deletion_at ? longTime(meta.deletion_at) : "?";
+      if (item.aboutMe) return t("sysInactivityNotice", { date });
+      return t("sysInactivityNoticePeer", { name: peerName, date });
+    }
+    case "system.activation_issued":
+      return t(meta.kind === "password_reset" ? "sysPasswordReset" : "sysActivationReissued", { date: meta.expires_at ? longTime(meta.expires_at) : "?" });
     case "system.device_changed": {
       const removed = meta.change === "removed";
       if (item.aboutMe) return t(removed ? "sysMyDeviceRemoved" : "sysMyDeviceAdded");

@@ -1,0 +1,1 @@
+"""Counsellor tools: onboarding and account help (later: portfolio, broadcast lists)."""
