@@ -242,6 +242,25 @@ def test_a_pdf_from_the_phone_is_downloaded_in_the_console(world: World) -> None
     assert Path(path).read_bytes() == PDF
 
 
+def test_a_pdf_from_the_console_is_opened_and_downloaded_on_the_phone(world: World) -> None:
+    console, app = world.console, world.app
+    console.locator("#attach-file").set_input_files(
+        files=[_file("offre-alternance.pdf", "application/pdf", PDF)]
+    )
+    expect(console.locator(".msg-attachment", has_text="offre-alternance.pdf")).to_be_visible()
+    bubble = app.locator(".msg-attachment", has_text="offre-alternance.pdf")
+    expect(bubble).to_contain_text("PDF · 10 ko")
+    with app.expect_download() as got:
+        bubble.get_by_role("button", name="Télécharger").click()
+    path = got.value.path()
+    assert path is not None
+    assert Path(path).read_bytes() == PDF
+    with app.context.expect_page() as opened:
+        bubble.get_by_role("button", name="Ouvrir").click()
+    assert opened.value.url.startswith("blob:")
+    opened.value.close()
+
+
 def test_a_photo_from_the_console_is_previewed_and_shown_in_the_app(world: World) -> None:
     console, app = world.console, world.app
     photo = png(320, 200, (200, 60, 40))

@@ -208,8 +208,11 @@ export function attachmentBlock(m, chat) {
       box.append(h("img", { class: "attachment-full", src: url, alt: c.name || t("attachLabel") }));
     } else {
       const url = URL.createObjectURL(blob);
-      const win = window.open(url, "_blank", "noopener");
-      if (!win) save(blob);
+      // "noopener" would make window.open return null even when the tab opens:
+      // cut the opener by hand and download only when the tab was blocked.
+      const win = window.open(url, "_blank");
+      if (win) win.opener = null;
+      else save(blob);
       setTimeout(() => URL.revokeObjectURL(url), 60_000);
     }
   };
