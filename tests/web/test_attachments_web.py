@@ -433,3 +433,21 @@ def test_the_browser_writes_and_reads_the_python_vectors(world: World) -> None:
         "truncated",
         "tampered",
     )
+
+
+def test_the_young_persons_export_names_every_attachment(world: World) -> None:
+    app = world.app
+    app.get_by_role("button", name="Menu").click()
+    app.get_by_role("button", name="Exporter ma conversation").click()
+    view = app.locator("#export-view")
+    expect(view).to_be_visible(timeout=60_000)
+    expect(view.locator(".export-attachment", has_text="attestation-stage.pdf")).to_be_visible()
+    with app.expect_download() as info:
+        view.get_by_role("button", name="Télécharger (JSON)").click()
+    path = info.value.path()
+    assert path is not None
+    data = json.loads(Path(path).read_text("utf-8"))
+    named = {m["attachment"] for m in data["messages"] if m["type"] == "attachment"}
+    assert {"attestation-stage.pdf", "courrier-caf.png", "offre-alternance.pdf"} <= named
+    view.get_by_role("button", name="Fermer").click()
+    expect(view).to_be_hidden()
