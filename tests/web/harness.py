@@ -27,7 +27,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 REPO = Path(__file__).resolve().parents[2]
 WEB_ROOT = REPO / "web_client"
@@ -237,3 +237,25 @@ def save_screenshot(page: Page, name: str, docs_name: str | None = None) -> Path
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
     return path
+
+
+def watch_page(page: Page, name: str, problems: list[str]) -> None:
+    """Collect CSP refusals and uncaught page errors of ``page`` into ``problems``."""
+
+    def on_console(msg: ConsoleMessage) -> None:
+        if "Content Security Policy" in msg.text or "Refused to" in msg.text:
+            problems.append(f"{name} CSP: {msg.text}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda err: problems.append(f"{name} page error: {err}"))
+
+
+def login_demo(page: Page, url: str, login: str) -> None:
+    """Log a demo account in at ``url`` and acknowledge its recovery key."""
+    page.goto(url)
+    page.locator("#login-name").fill(login)
+    page.locator("#login-password").fill(DEMO_PASSWORD)
+    page.get_by_role("button", name="Se connecter").click()
+    expect(page.locator("#recovery-key")).to_be_visible()
+    page.get_by_label("J'ai noté ma clé de récupération").check()
+    page.get_by_role("button", name="Continuer").click()

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import (
     BrowserContext,
-    ConsoleMessage,
     FilePayload,
     Locator,
     Page,
@@ -31,12 +30,13 @@ from playwright.sync_api import (
 from chat_server.crypto.attachment import AttachmentBody, decrypt_blob
 from tests.web.harness import (
     AXE,
-    DEMO_PASSWORD,
     ServerProcess,
     chromium,
+    login_demo,
     run_server,
     save_screenshot,
     serious,
+    watch_page,
 )
 
 pytestmark = pytest.mark.browser
@@ -80,25 +80,6 @@ class World:
     console: Page
     app: Page
     problems: list[str] = field(default_factory=list)
-
-
-def _watch(page: Page, name: str, problems: list[str]) -> None:
-    def on_console(msg: ConsoleMessage) -> None:
-        if "Content Security Policy" in msg.text or "Refused to" in msg.text:
-            problems.append(f"{name} CSP: {msg.text}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda err: problems.append(f"{name} page error: {err}"))
-
-
-def _login(page: Page, url: str, login: str) -> None:
-    page.goto(url)
-    page.locator("#login-name").fill(login)
-    page.locator("#login-password").fill(DEMO_PASSWORD)
-    page.get_by_role("button", name="Se connecter").click()
-    expect(page.locator("#recovery-key")).to_be_visible()
-    page.get_by_label("J'ai noté ma clé de récupération").check()
-    page.get_by_role("button", name="Continuer").click()
 
 
 def _axe(page: Page) -> list[dict[str, object]]:
@@ -208,11 +189,11 @@ def world(tmp_path_factory: pytest.TempPathFactory, scanner: str) -> Iterator[Wo
         )
         try:
             w = World(server, console_ctx, app_ctx, console_ctx.new_page(), app_ctx.new_page())
-            _watch(w.console, "console", w.problems)
-            _watch(w.app, "app", w.problems)
-            _login(w.app, server.url + "/app/", "jeune1.demo")
+            watch_page(w.console, "console", w.problems)
+            watch_page(w.app, "app", w.problems)
+            login_demo(w.app, server.url + "/app/", "jeune1.demo")
             expect(w.app.locator("#peer-name")).to_have_text("Karim Benali")
-            _login(w.console, server.url + "/console/", "conseiller.demo")
+            login_demo(w.console, server.url + "/console/", "conseiller.demo")
             w.console.locator(".conv", has_text=YOUNG).click()
             expect(w.console.locator("#thread-title")).to_contain_text(YOUNG)
             yield w

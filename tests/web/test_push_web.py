@@ -23,7 +23,6 @@ import pytest
 from playwright.sync_api import (
     BrowserContext,
     CDPSession,
-    ConsoleMessage,
     Page,
     ViewportSize,
     Worker,
@@ -31,7 +30,14 @@ from playwright.sync_api import (
 )
 
 from notifications.payload import message_payloads
-from tests.web.harness import DEMO_PASSWORD, ServerProcess, chromium, run_server, save_screenshot
+from tests.web.harness import (
+    ServerProcess,
+    chromium,
+    login_demo,
+    run_server,
+    save_screenshot,
+    watch_page,
+)
 from tests.web.test_thread_items import _axe
 
 pytestmark = pytest.mark.browser
@@ -53,25 +59,6 @@ class World:
     app: Page
     problems: list[str] = field(default_factory=list)
     conversation: str = ""
-
-
-def _watch(page: Page, name: str, problems: list[str]) -> None:
-    def on_console(msg: ConsoleMessage) -> None:
-        if "Content Security Policy" in msg.text or "Refused to" in msg.text:
-            problems.append(f"{name} CSP: {msg.text}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda err: problems.append(f"{name} page error: {err}"))
-
-
-def _login(page: Page, url: str, login: str) -> None:
-    page.goto(url)
-    page.locator("#login-name").fill(login)
-    page.locator("#login-password").fill(DEMO_PASSWORD)
-    page.get_by_role("button", name="Se connecter").click()
-    expect(page.locator("#recovery-key")).to_be_visible()
-    page.get_by_label("J'ai noté ma clé de récupération").check()
-    page.get_by_role("button", name="Continuer").click()
 
 
 def _service_worker(ctx: BrowserContext, scope: str) -> Worker:
@@ -189,11 +176,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         try:
             w = World(server, console_ctx, app_ctx, console_ctx.new_page(), app_ctx.new_page())
-            _watch(w.console, "console", w.problems)
-            _watch(w.app, "app", w.problems)
-            _login(w.app, server.url + "/app/", "jeune1.demo")
+            watch_page(w.console, "console", w.problems)
+            watch_page(w.app, "app", w.problems)
+            login_demo(w.app, server.url + "/app/", "jeune1.demo")
             expect(w.app.locator("#peer-name")).to_have_text(COUNSELLOR)
-            _login(w.console, server.url + "/console/", "conseiller.demo")
+            login_demo(w.console, server.url + "/console/", "conseiller.demo")
             expect(w.console.locator(".conv", has_text=YOUNG)).to_be_visible()
             yield w
         finally:

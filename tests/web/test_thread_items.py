@@ -21,7 +21,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import (
     BrowserContext,
-    ConsoleMessage,
     Locator,
     Page,
     Route,
@@ -30,12 +29,13 @@ from playwright.sync_api import (
 )
 
 from tests.web.harness import (
-    DEMO_PASSWORD,
     ServerProcess,
     axe_serious,
     chromium,
+    login_demo,
     run_server,
     save_screenshot,
+    watch_page,
 )
 
 pytestmark = pytest.mark.browser
@@ -57,25 +57,6 @@ class World:
     console: Page
     app: Page
     problems: list[str] = field(default_factory=list)
-
-
-def _watch(page: Page, name: str, problems: list[str]) -> None:
-    def on_console(msg: ConsoleMessage) -> None:
-        if "Content Security Policy" in msg.text or "Refused to" in msg.text:
-            problems.append(f"{name} CSP: {msg.text}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda err: problems.append(f"{name} page error: {err}"))
-
-
-def _login(page: Page, url: str, login: str) -> None:
-    page.goto(url)
-    page.locator("#login-name").fill(login)
-    page.locator("#login-password").fill(DEMO_PASSWORD)
-    page.get_by_role("button", name="Se connecter").click()
-    expect(page.locator("#recovery-key")).to_be_visible()
-    page.get_by_label("J'ai noté ma clé de récupération").check()
-    page.get_by_role("button", name="Continuer").click()
 
 
 def _axe(page: Page) -> list[dict[str, Any]]:
@@ -107,12 +88,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         try:
             w = World(server, console_ctx, app_ctx, console_ctx.new_page(), app_ctx.new_page())
-            _watch(w.console, "console", w.problems)
-            _watch(w.app, "app", w.problems)
+            watch_page(w.console, "console", w.problems)
+            watch_page(w.app, "app", w.problems)
             # The young person's phone has its keys before the counsellor writes.
-            _login(w.app, server.url + "/app/", "jeune1.demo")
+            login_demo(w.app, server.url + "/app/", "jeune1.demo")
             expect(w.app.locator("#peer-name")).to_have_text("Karim Benali")
-            _login(w.console, server.url + "/console/", "conseiller.demo")
+            login_demo(w.console, server.url + "/console/", "conseiller.demo")
             w.console.locator(".conv", has_text=YOUNG).click()
             expect(w.console.locator("#thread-title")).to_contain_text(YOUNG)
             yield w
@@ -474,7 +455,7 @@ def test_notice_shown_between_its_dates_and_lifted_at_the_end(world: World) -> N
     # A new page of the app on Playwright's clock (time runs, and can jump ahead).
     world.app_ctx.clock.install()
     app = world.app_ctx.new_page()
-    _watch(app, "app (clock)", world.problems)
+    watch_page(app, "app (clock)", world.problems)
     app.goto(world.server.url + "/app/")
     expect(app.locator("#conn")).to_have_text("En ligne")
 
@@ -526,7 +507,7 @@ FR_MONTHS = (
 def _app_at(world: World, seconds: float) -> Page:
     """A new page of the app whose clock reads `seconds` (the server's stays real)."""
     page = world.app_ctx.new_page()
-    _watch(page, "app (later)", world.problems)
+    watch_page(page, "app (later)", world.problems)
     page.clock.set_fixed_time(seconds)
     page.goto(world.server.url + "/app/")
     expect(page.locator("#conn")).to_have_text("En ligne")
