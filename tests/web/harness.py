@@ -22,12 +22,20 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 WEB_ROOT = REPO / "web_client"
@@ -259,3 +267,45 @@ def login_demo(page: Page, url: str, login: str) -> None:
     expect(page.locator("#recovery-key")).to_be_visible()
     page.get_by_label("J'ai noté ma clé de récupération").check()
     page.get_by_role("button", name="Continuer").click()
+
+
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+
+
+@dataclass
+class DemoPair:
+    """The demo counsellor's console and the demo young person's phone, both logged in."""
+
+    server: ServerProcess
+    console_ctx: BrowserContext
+    app_ctx: BrowserContext
+    console: Page
+    app: Page
+    problems: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def demo_pair(server: ServerProcess, browser: Browser, young: str) -> Iterator[DemoPair]:
+    """Log ``jeune1.demo`` in on a phone-sized page (keys first), then ``conseiller.demo``
+    in the console with ``young``'s thread open; CSP refusals and page errors go to
+    ``problems``."""
+    console_ctx = browser.new_context(
+        viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris", accept_downloads=True
+    )
+    app_ctx = browser.new_context(
+        viewport=PHONE, locale="fr-FR", timezone_id="Europe/Paris", has_touch=True
+    )
+    try:
+        w = DemoPair(server, console_ctx, app_ctx, console_ctx.new_page(), app_ctx.new_page())
+        watch_page(w.console, "console", w.problems)
+        watch_page(w.app, "app", w.problems)
+        login_demo(w.app, server.url + "/app/", "jeune1.demo")
+        expect(w.app.locator("#peer-name")).to_have_text("Karim Benali")
+        login_demo(w.console, server.url + "/console/", "conseiller.demo")
+        w.console.locator(".conv", has_text=young).click()
+        expect(w.console.locator("#thread-title")).to_contain_text(young)
+        yield w
+    finally:
+        console_ctx.close()
+        app_ctx.close()

@@ -12,37 +12,31 @@ import threading
 import urllib.request
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import (
-    BrowserContext,
     FilePayload,
     Locator,
     Page,
     Route,
-    ViewportSize,
     expect,
 )
 
 from chat_server.crypto.attachment import AttachmentBody, decrypt_blob
 from tests.web.harness import (
     AXE,
-    ServerProcess,
+    DemoPair,
     chromium,
-    login_demo,
+    demo_pair,
     run_server,
     save_screenshot,
     serious,
-    watch_page,
 )
 
 pytestmark = pytest.mark.browser
 
-DESKTOP: ViewportSize = {"width": 1280, "height": 800}
-PHONE: ViewportSize = {"width": 390, "height": 844}
 YOUNG = "Inès Moreau"
 REPO = Path(__file__).resolve().parents[2]
 PDF = (
@@ -70,16 +64,6 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
-
-
-@dataclass
-class World:
-    server: ServerProcess
-    console_ctx: BrowserContext
-    app_ctx: BrowserContext
-    console: Page
-    app: Page
-    problems: list[str] = field(default_factory=list)
 
 
 def _axe(page: Page) -> list[dict[str, object]]:
@@ -177,32 +161,18 @@ def scanner() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, scanner: str) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory, scanner: str) -> Iterator[DemoPair]:
     data_dir: Path = tmp_path_factory.mktemp("attachments-server")
     extra = {"ATTACHMENT_SCAN_URL": scanner}
-    with run_server(data_dir, env_extra=extra) as server, chromium() as browser:
-        console_ctx = browser.new_context(
-            viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris", accept_downloads=True
-        )
-        app_ctx = browser.new_context(
-            viewport=PHONE, locale="fr-FR", timezone_id="Europe/Paris", has_touch=True
-        )
-        try:
-            w = World(server, console_ctx, app_ctx, console_ctx.new_page(), app_ctx.new_page())
-            watch_page(w.console, "console", w.problems)
-            watch_page(w.app, "app", w.problems)
-            login_demo(w.app, server.url + "/app/", "jeune1.demo")
-            expect(w.app.locator("#peer-name")).to_have_text("Karim Benali")
-            login_demo(w.console, server.url + "/console/", "conseiller.demo")
-            w.console.locator(".conv", has_text=YOUNG).click()
-            expect(w.console.locator("#thread-title")).to_contain_text(YOUNG)
-            yield w
-        finally:
-            console_ctx.close()
-            app_ctx.close()
+    with (
+        run_server(data_dir, env_extra=extra) as server,
+        chromium() as browser,
+        demo_pair(server, browser, YOUNG) as w,
+    ):
+        yield w
 
 
-def test_a_pdf_from_the_phone_is_downloaded_in_the_console(world: World) -> None:
+def test_a_pdf_from_the_phone_is_downloaded_in_the_console(world: DemoPair) -> None:
     console, app = world.console, world.app
     _record_uploads(app)
     app.locator("#attach-file").set_input_files(
@@ -223,7 +193,7 @@ def test_a_pdf_from_the_phone_is_downloaded_in_the_console(world: World) -> None
     assert Path(path).read_bytes() == PDF
 
 
-def test_a_pdf_from_the_console_is_opened_and_downloaded_on_the_phone(world: World) -> None:
+def test_a_pdf_from_the_console_is_opened_and_downloaded_on_the_phone(world: DemoPair) -> None:
     console, app = world.console, world.app
     console.locator("#attach-file").set_input_files(
         files=[_file("offre-alternance.pdf", "application/pdf", PDF)]
@@ -242,7 +212,7 @@ def test_a_pdf_from_the_console_is_opened_and_downloaded_on_the_phone(world: Wor
     opened.value.close()
 
 
-def test_a_photo_from_the_console_is_previewed_and_shown_in_the_app(world: World) -> None:
+def test_a_photo_from_the_console_is_previewed_and_shown_in_the_app(world: DemoPair) -> None:
     console, app = world.console, world.app
     photo = png(320, 200, (200, 60, 40))
     console.locator("#attach-file").set_input_files(
@@ -263,7 +233,7 @@ def test_a_photo_from_the_console_is_previewed_and_shown_in_the_app(world: World
     save_screenshot(console, "attachments-console.png", "attachments-console.png")
 
 
-def test_a_photo_loses_its_exif_location_before_it_leaves_the_phone(world: World) -> None:
+def test_a_photo_loses_its_exif_location_before_it_leaves_the_phone(world: DemoPair) -> None:
     console, app = world.console, world.app
     plain: list[int] = app.evaluate(
         """async () => {
@@ -292,7 +262,7 @@ def test_a_photo_loses_its_exif_location_before_it_leaves_the_phone(world: World
     assert b"Exif" not in received
 
 
-def test_a_photo_from_the_phone_camera(world: World) -> None:
+def test_a_photo_from_the_phone_camera(world: DemoPair) -> None:
     console, app = world.console, world.app
     expect(app.locator("#attach-camera")).to_have_attribute("capture", "environment")
     app.locator("#attach-camera").set_input_files(
@@ -302,7 +272,7 @@ def test_a_photo_from_the_phone_camera(world: World) -> None:
     expect(bubble.locator("img.attachment-thumb")).to_be_visible()
 
 
-def test_the_young_person_has_a_file_scanned(world: World) -> None:
+def test_the_young_person_has_a_file_scanned(world: DemoPair) -> None:
     console, app = world.console, world.app
     console.locator("#attach-file").set_input_files(
         files=[_file("facture.pdf", "application/pdf", b"%PDF-1.4\n" + EICAR + b"\n%%EOF")]
@@ -327,7 +297,7 @@ def test_the_young_person_has_a_file_scanned(world: World) -> None:
     assert _axe(app) == []
 
 
-def test_a_refused_upload_is_retried_from_the_outbox(world: World) -> None:
+def test_a_refused_upload_is_retried_from_the_outbox(world: DemoPair) -> None:
     console, app = world.console, world.app
 
     def refuse(route: Route) -> None:
@@ -347,7 +317,7 @@ def test_a_refused_upload_is_retried_from_the_outbox(world: World) -> None:
     expect(app.locator(".msg-pending", has_text="releve-notes.pdf")).to_have_count(0)
 
 
-def test_wrong_type_and_too_large_are_refused_on_the_device(world: World) -> None:
+def test_wrong_type_and_too_large_are_refused_on_the_device(world: DemoPair) -> None:
     app = world.app
     before = app.locator(".msg-attachment").count()
     app.locator("#attach-file").set_input_files(
@@ -363,7 +333,7 @@ def test_wrong_type_and_too_large_are_refused_on_the_device(world: World) -> Non
     assert world.problems == []
 
 
-def test_the_browser_writes_and_reads_the_python_vectors(world: World) -> None:
+def test_the_browser_writes_and_reads_the_python_vectors(world: DemoPair) -> None:
     """web_client/shared/attachment.js against tests/crypto/attachment-v1.json (which the
     Python implementation checks in tests/crypto/test_attachment.py)."""
     vectors = json.loads((REPO / "tests" / "crypto" / "attachment-v1.json").read_text())
@@ -416,7 +386,7 @@ def test_the_browser_writes_and_reads_the_python_vectors(world: World) -> None:
     )
 
 
-def test_the_young_persons_export_names_every_attachment(world: World) -> None:
+def test_the_young_persons_export_names_every_attachment(world: DemoPair) -> None:
     app = world.app
     app.get_by_role("button", name="Menu").click()
     app.get_by_role("button", name="Exporter ma conversation").click()

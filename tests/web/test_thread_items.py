@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,19 +19,17 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import (
-    BrowserContext,
     Locator,
     Page,
     Route,
-    ViewportSize,
     expect,
 )
 
 from tests.web.harness import (
-    ServerProcess,
+    DemoPair,
     axe_serious,
     chromium,
-    login_demo,
+    demo_pair,
     run_server,
     save_screenshot,
     watch_page,
@@ -40,23 +37,11 @@ from tests.web.harness import (
 
 pytestmark = pytest.mark.browser
 
-DESKTOP: ViewportSize = {"width": 1280, "height": 800}
-PHONE: ViewportSize = {"width": 390, "height": 844}
 YOUNG = "Inès Moreau"
 OFFER_URL = "https://emploi.example.org/offres/12345?ref=cej"
 DAY = 86400
 
 expect.set_options(timeout=20_000)
-
-
-@dataclass
-class World:
-    server: ServerProcess
-    console_ctx: BrowserContext
-    app_ctx: BrowserContext
-    console: Page
-    app: Page
-    problems: list[str] = field(default_factory=list)
 
 
 def _axe(page: Page) -> list[dict[str, Any]]:
@@ -77,32 +62,17 @@ def _dialog(page: Page, name: str) -> Locator:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoPair]:
     data_dir: Path = tmp_path_factory.mktemp("thread-server")
-    with run_server(data_dir) as server, chromium() as browser:
-        console_ctx = browser.new_context(
-            viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris"
-        )
-        app_ctx = browser.new_context(
-            viewport=PHONE, locale="fr-FR", timezone_id="Europe/Paris", has_touch=True
-        )
-        try:
-            w = World(server, console_ctx, app_ctx, console_ctx.new_page(), app_ctx.new_page())
-            watch_page(w.console, "console", w.problems)
-            watch_page(w.app, "app", w.problems)
-            # The young person's phone has its keys before the counsellor writes.
-            login_demo(w.app, server.url + "/app/", "jeune1.demo")
-            expect(w.app.locator("#peer-name")).to_have_text("Karim Benali")
-            login_demo(w.console, server.url + "/console/", "conseiller.demo")
-            w.console.locator(".conv", has_text=YOUNG).click()
-            expect(w.console.locator("#thread-title")).to_contain_text(YOUNG)
-            yield w
-        finally:
-            console_ctx.close()
-            app_ctx.close()
+    with (
+        run_server(data_dir) as server,
+        chromium() as browser,
+        demo_pair(server, browser, YOUNG) as w,
+    ):
+        yield w
 
 
-def test_offer_shared_by_the_counsellor_and_opened_in_the_app(world: World) -> None:
+def test_offer_shared_by_the_counsellor_and_opened_in_the_app(world: DemoPair) -> None:
     console, app = world.console, world.app
     console.get_by_role("button", name="Partager une offre").click()
     dialog = _dialog(console, "Partager une offre")
@@ -154,7 +124,7 @@ def test_offer_shared_by_the_counsellor_and_opened_in_the_app(world: World) -> N
     )
 
 
-def test_action_created_by_the_counsellor_done_by_the_young_person(world: World) -> None:
+def test_action_created_by_the_counsellor_done_by_the_young_person(world: DemoPair) -> None:
     console, app = world.console, world.app
     console.get_by_role("button", name="Créer une démarche").click()
     dialog = _dialog(console, "Créer une démarche")
@@ -208,7 +178,7 @@ def test_action_created_by_the_counsellor_done_by_the_young_person(world: World)
     assert _axe_console_with_dialog(world) == []
 
 
-def _axe_console_with_dialog(world: World) -> list[dict[str, Any]]:
+def _axe_console_with_dialog(world: DemoPair) -> list[dict[str, Any]]:
     console = world.console
     found = _axe(console)
     console.get_by_role("button", name="Fixer un rendez-vous").click()
@@ -218,7 +188,7 @@ def _axe_console_with_dialog(world: World) -> list[dict[str, Any]]:
     return found
 
 
-def test_appointment_created_changed_answered_cancelled(world: World) -> None:
+def test_appointment_created_changed_answered_cancelled(world: DemoPair) -> None:
     console, app = world.console, world.app
     day = console.evaluate("() => new Date(Date.now() + 3 * 86400000).toISOString().slice(0, 10)")
     console.get_by_role("button", name="Fixer un rendez-vous").click()
@@ -268,7 +238,7 @@ def test_appointment_created_changed_answered_cancelled(world: World) -> None:
     expect(app.locator("#items-panel")).to_contain_text("Aucun rendez-vous prévu.")
 
 
-def test_edit_and_delete_seen_by_the_other_side_and_the_list_follows(world: World) -> None:
+def test_edit_and_delete_seen_by_the_other_side_and_the_list_follows(world: DemoPair) -> None:
     console, app = world.console, world.app
     app.get_by_label("Votre message").fill("Je suis dispo mardi à 10h")
     app.get_by_role("button", name="Envoyer").click()
@@ -309,7 +279,9 @@ def test_edit_and_delete_seen_by_the_other_side_and_the_list_follows(world: Worl
     expect(app.locator(".day-label", has_text="Aujourd'hui")).to_have_count(1)
 
 
-def test_the_device_refuses_oversized_fields_and_impossible_dates_in_french(world: World) -> None:
+def test_the_device_refuses_oversized_fields_and_impossible_dates_in_french(
+    world: DemoPair,
+) -> None:
     console, app = world.console, world.app
     cards_before = app.locator(".card").count()
     console.get_by_role("button", name="Créer une démarche").click()
@@ -378,7 +350,7 @@ def _tab_to(page: Page, name: str, *, card: str = "", back: bool = False) -> Non
     raise AssertionError(f"{name!r} not reached by {key}: {seen}")
 
 
-def test_items_are_made_and_answered_with_the_keyboard_alone(world: World) -> None:
+def test_items_are_made_and_answered_with_the_keyboard_alone(world: DemoPair) -> None:
     console, app = world.console, world.app
     title = "Appeler France Travail pour l'inscription"
     console.get_by_label("Votre message").focus()
@@ -425,7 +397,7 @@ def _axe_dialog(page: Page, button: Locator, name: str) -> list[dict[str, Any]]:
     return found
 
 
-def test_every_dialog_of_both_apps_passes_axe(world: World) -> None:
+def test_every_dialog_of_both_apps_passes_axe(world: DemoPair) -> None:
     console, app = world.console, world.app
     found: list[dict[str, Any]] = []
     for page in (console, app):
@@ -450,7 +422,7 @@ def test_every_dialog_of_both_apps_passes_axe(world: World) -> None:
     assert found == []
 
 
-def test_notice_shown_between_its_dates_and_lifted_at_the_end(world: World) -> None:
+def test_notice_shown_between_its_dates_and_lifted_at_the_end(world: DemoPair) -> None:
     console = world.console
     # A new page of the app on Playwright's clock (time runs, and can jump ahead).
     world.app_ctx.clock.install()
@@ -504,7 +476,7 @@ FR_MONTHS = (
 )
 
 
-def _app_at(world: World, seconds: float) -> Page:
+def _app_at(world: DemoPair, seconds: float) -> Page:
     """A new page of the app whose clock reads `seconds` (the server's stays real)."""
     page = world.app_ctx.new_page()
     watch_page(page, "app (later)", world.problems)
@@ -514,7 +486,7 @@ def _app_at(world: World, seconds: float) -> Page:
     return page
 
 
-def test_day_separators_and_overdue_actions_follow_the_clock(world: World) -> None:
+def test_day_separators_and_overdue_actions_follow_the_clock(world: DemoPair) -> None:
     now = time.time()
     today = datetime.fromtimestamp(now, ZoneInfo("Europe/Paris"))
     # The next day, today's messages are "Hier".
@@ -536,5 +508,5 @@ def test_day_separators_and_overdue_actions_follow_the_clock(world: World) -> No
     app.close()
 
 
-def test_pages_ran_without_csp_violation_or_error(world: World) -> None:
+def test_pages_ran_without_csp_violation_or_error(world: DemoPair) -> None:
     assert world.problems == []
