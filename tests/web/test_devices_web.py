@@ -9,7 +9,7 @@
   reaches the counsellor; then, console closed, a fresh phone refuses the old key and the new
   key restores the whole history.
 - The counsellor's "Sécurité" dialog lists their devices with names and dates too.
-Every new view: axe-core clean, every control at least 44 × 44 px on the phone, a screenshot.
+Every new view: axe-core clean, every control at least 44 by 44 px on the phone, a screenshot.
 """
 
 from __future__ import annotations
@@ -119,7 +119,8 @@ def test_a_device_removed_from_the_apps_settings(server: ServerProcess, browser:
             _clean(phone, "device list")
             save_screenshot(phone, "app-devices.png", "app-devices.png")
 
-            devices.nth(1).get_by_role("button", name="Retirer l'appareil « Chrome sur Linux »").click()
+            remove = "Retirer l'appareil « Chrome sur Linux »"
+            devices.nth(1).get_by_role("button", name=remove).click()
             expect(dlg.get_by_role("alert")).to_contain_text("Il sera déconnecté tout de suite")
             _clean(phone, "removal confirmation")
             save_screenshot(phone, "app-device-remove.png", "app-device-remove.png")
