@@ -131,7 +131,7 @@ function startApp(login) {
   $("#btn-export").addEventListener("click", onExport);
   $("#btn-archive").addEventListener("click", openArchive);
   $("#archive-form").addEventListener("submit", submitArchive);
-  bindOnboarding({ api, currentConversation: () => current, peerName: () => chat.peerName(current) });
+  bindOnboarding({ api, keys: () => keys, currentConversation: () => current, peerName: () => chat.peerName(current) });
   portfolio = new Portfolio({ api, me, open: (id) => select(id), onClose: closePortfolio });
   $("#btn-portfolio").addEventListener("click", showPortfolio);
   document.addEventListener("visibilitychange", () => {
