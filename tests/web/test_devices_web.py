@@ -245,3 +245,66 @@ def test_console_security_lists_devices(server: ServerProcess, browser: Browser)
         assert not problems, problems
     finally:
         ctx.close()
+
+
+def test_console_recovery_key_renewal(server: ServerProcess, browser: Browser) -> None:
+    problems: list[str] = []
+    ctx = browser.new_context(viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris")
+    fresh_ctx = browser.new_context(viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris")
+    try:
+        page = ctx.new_page()
+        watch_page(page, "console", problems)
+        page.goto(server.url + "/console/")
+        page.locator("#login-name").fill("conseiller.demo")
+        page.locator("#login-password").fill(DEMO_PASSWORD)
+        page.get_by_role("button", name="Se connecter").click()
+        old_key = _ack_key(page)
+        page.get_by_label("J'ai noté ma clé de récupération").check()
+        page.get_by_role("button", name="Continuer").click()
+        page.locator(".conv", has_text=YOUNG).click()
+        page.locator("#message").fill("Écrit avant le renouvellement")
+        page.locator("#composer [type=submit]").click()
+        expect(page.locator("#messages .msg", has_text="Écrit avant")).to_contain_text("Envoyé")
+
+        page.get_by_role("button", name="Sécurité", exact=True).click()
+        page.get_by_role("button", name="Renouveler ma clé de récupération").click()
+        dlg = page.locator("#dlg-renew")
+        dlg.get_by_label("Mot de passe (pour confirmer)").fill(DEMO_PASSWORD)
+        dlg.get_by_label("Je comprends que mon ancienne clé ne fonctionnera plus").check()
+        dlg.get_by_role("button", name="Renouveler la clé").click()
+        new_key = _ack_key(page, "#renewed-key")
+        assert new_key != old_key
+        found = axe_serious(page)
+        assert not found, found
+        dlg.get_by_label("J'ai noté ma nouvelle clé de récupération").check()
+        dlg.get_by_role("button", name="Terminer").click()
+        page.locator(".conv", has_text=YOUNG).click()
+        expect(page.locator("#messages")).to_contain_text("Écrit avant le renouvellement")
+        page.locator("#message").fill("Écrit après le renouvellement")
+        page.locator("#composer [type=submit]").click()
+        # Acknowledged by the server: the new device rotated the keys and sent it.
+        expect(page.locator("#messages .msg", has_text="Écrit après")).to_contain_text("Envoyé")
+        ctx.close()
+
+        fresh = fresh_ctx.new_page()
+        watch_page(fresh, "fresh console", problems)
+        fresh.goto(server.url + "/console/")
+        fresh.locator("#login-name").fill("conseiller.demo")
+        fresh.locator("#login-password").fill(DEMO_PASSWORD)
+        fresh.get_by_role("button", name="Se connecter").click()
+        fresh.locator("#restore-key").fill(old_key)
+        fresh.get_by_role("button", name="Restaurer").click()
+        expect(fresh.get_by_role("alert")).to_have_text(
+            "Cette clé de récupération ne correspond pas."
+        )
+        fresh.locator("#restore-key").fill(new_key)
+        fresh.get_by_role("button", name="Restaurer").click()
+        fresh.locator(".conv", has_text=YOUNG).click()
+        messages = fresh.locator("#messages")
+        expect(messages).to_contain_text("Écrit avant le renouvellement")
+        expect(messages).to_contain_text("Écrit après le renouvellement")
+        expect(messages).not_to_contain_text("Message illisible")
+        assert not problems, problems
+    finally:
+        ctx.close()
+        fresh_ctx.close()
