@@ -129,6 +129,8 @@ class _State:
     # (conversation, epoch, sender device) of envelopes whose key failed the commitment.
     rejected_envelopes: list[tuple[str, int, str]] = field(default_factory=list)
     device_keys: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # id -> (user, sig)
+    # structure id -> key id of the structure key first seen (pinned on first use).
+    structure_pins: dict[str, str] = field(default_factory=dict)
     seqs: dict[str, int] = field(default_factory=dict)
 
 
@@ -254,6 +256,7 @@ class Client:
                 for (c, e), k in sorted(self.state.epoch_keys.items())
             ],
             "seqs": self.state.seqs,
+            "structure_pins": self.state.structure_pins,
         }
 
     @classmethod
@@ -264,6 +267,7 @@ class Client:
         for e in doc.get("epoch_keys", []):
             client.state.epoch_keys[(e["conversation"], int(e["epoch"]))] = b64decode(e["key"])
         client.state.seqs.update(doc.get("seqs", {}))
+        client.state.structure_pins.update(doc.get("structure_pins", {}))
         return client
 
     # ------------------------------------------------------------------ keys

@@ -269,3 +269,42 @@ async def test_a_replaced_structure_key_is_never_wrapped_for(e2ee_server: Server
     finally:
         await sup.close()
         await b.close()
+
+
+async def test_a_structure_key_changed_after_first_use_is_never_wrapped_for(
+    e2ee_server: ServerInfo,
+) -> None:
+    """The ghost reader, better dressed: the server swaps the key for one that a supervisor
+    device it registered really signed. The client pinned the first key it sealed to and
+    refuses the new one (``structure_key_changed``)."""
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    b = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    ghost = await Client.login(e2ee_server.http, "sup", PASSWORD)  # a device the server adds
+    try:
+        first = await sup.structure.create()
+        epoch, _ = await b.ensure_epoch(conv)
+        assert b.state.structure_pins == {str(sup.user["structure_id"]): first}
+        store = e2ee_server.services.database.structure_keys()
+        await store.delete_structure(str(sup.user["structure_id"]))
+        second = await ghost.structure.create()
+        assert second != first
+        await e2ee_server.services.key_store.require_rotation(conv)
+        with pytest.raises(ClientError) as err:
+            await b.ensure_epoch(conv)
+        assert err.value.code == "structure_key_changed"
+        found = await e2ee_server.services.messages.get_conversation(conv)
+        assert found is not None
+        assert found.epoch == epoch
+        # The pin survives a restart of the client (to_state / from_state).
+        again = Client.from_state(b.to_state())
+        try:
+            with pytest.raises(ClientError) as err:
+                await again.ensure_epoch(conv)
+            assert err.value.code == "structure_key_changed"
+        finally:
+            await again.close()
+    finally:
+        for c in (sup, b, ghost):
+            await c.close()

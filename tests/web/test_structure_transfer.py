@@ -21,15 +21,19 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from chat_server.crypto.structure_key import structure_key_id
 from chat_server.sdk import Client
 from tests.web.harness import (
     DEMO_PASSWORD,
     DESKTOP,
+    PHONE,
     ServerProcess,
     axe_violations,
     chromium,
+    login_demo,
     run_server,
     save_screenshot,
     serious,
@@ -263,3 +267,49 @@ def test_temporary_transfer_and_take_back_with_everyone_else_offline(
     finally:
         karim_ctx.close()
     assert problems == []
+
+
+def test_a_replaced_structure_key_is_refused_by_the_app_and_shown(world: World) -> None:
+    """The ghost reader in the browser: the store's structure key is swapped for one the
+    server holds. The young person's app refuses to seal the next epoch to it, says so
+    in the thread, and sends nothing."""
+    from pymongo import MongoClient  # noqa: TID251 - the test plays the dishonest store
+
+    server, browser, sup, problems = world.server, world.browser, world.sup, world.problems
+    ctx = browser.new_context(viewport=PHONE, locale="fr-FR", timezone_id="Europe/Paris")
+    try:
+        app = ctx.new_page()
+        watch_page(app, "app", problems)
+        login_demo(app, server.url + "/app/", "jeune1.demo")
+        first = "Bonjour, c'est Inès."
+        app.get_by_label("Votre message").fill(first)
+        app.get_by_role("button", name="Envoyer").click()
+        expect(app.locator(".msg-mine", has_text=first).locator(".status-sent")).to_be_visible()
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            server.engine_url(), serverSelectionTimeoutMS=10_000
+        )
+        try:
+            ghost = X25519PrivateKey.generate().public_key().public_bytes_raw()
+            swapped = 0
+            for name in client.list_database_names():
+                if "structure_keys" in client[name].list_collection_names():
+                    swapped += client[name].structure_keys.update_many(
+                        {}, {"$set": {"public_key": ghost, "key_id": structure_key_id(ghost)}}
+                    ).modified_count
+            assert swapped == 1
+        finally:
+            client.close()
+        # A new epoch is due (a temporary transfer): the app must seal one, and refuses.
+        _transfer(sup, "Inès Moreau", "Temporaire", to="Léa Dubois")
+        expect(app.locator("#peer-name")).to_have_text("Léa Dubois")
+        after = "Message après le changement de clé"
+        app.get_by_label("Votre message").fill(after)
+        app.get_by_role("button", name="Envoyer").click()
+        alert = app.locator(".msg-security", has_text="clé de la structure")
+        expect(alert.first).to_be_visible(timeout=20_000)
+        expect(app.locator(".msg-mine", has_text=after).locator(".status-sent")).to_have_count(0)
+        save_screenshot(app, "structure-key-refused.png", "app-structure-key-refused.png")
+    finally:
+        ctx.close()
+    # What the browser logged while refusing is expected here; nothing else is.
+    assert [p for p in problems if "structure" not in p and "epoch" not in p] == []

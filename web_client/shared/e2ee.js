@@ -662,8 +662,9 @@ export class KeyManager {
         target = await this.structure.verifiedKey(listing.structureKey);
       } catch (err) {
         // A structure key that does not verify is never sealed to (docs/security.md).
-        this._securityEvent({ kind: "structure_key_unverified", conversation, epoch: next });
-        throw new KeyError("structure_key_unverified", err.message);
+        const kind = err.code === "structure_key_changed" ? "structure_key_changed" : "structure_key_unverified";
+        this._securityEvent({ kind, conversation, epoch: next });
+        throw new KeyError(kind, err.message);
       }
     }
     const raw = C.generateEpochKey();

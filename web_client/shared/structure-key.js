@@ -15,12 +15,15 @@
  * of the caller's own structure when the caller is staff. A key that does not
  * verify is never sealed to: creating an epoch fails
  * (`structure_key_unverified`) and the thread shows a security event.
+ * The first key that verifies is pinned per structure (IndexedDB `kv`); a
+ * different one later is refused the same way (`structure_key_changed`).
  * The private half is kept in memory only (the grant is opened again on the
  * next start); it is an extractable CryptoKey, to be handed on.
  */
 
 import * as C from "./crypto.js";
 import * as S from "./structure-crypto.js";
+import { idbGet, idbPut } from "./idb.js";
 
 export class StructureKeyring {
   /** `keys`: the KeyManager (device keys, resolveDevice, the API). */
@@ -61,6 +64,13 @@ export class StructureKeyring {
       throw fail();
     }
     if (!(await S.verifyStructureKey(creator.sigPub, key.structure, publicRaw, key.creator_device, sig))) throw fail();
+    // Pinned on first use: the structure's key seen first is the only one sealed to.
+    const pinId = `structure-pin|${this.keys.userId}|${key.structure}`;
+    const pinned = await idbGet("kv", pinId);
+    if (!pinned) await idbPut("kv", pinId, { keyId: key.key_id, publicKey: key.public_key, at: Date.now() / 1000 });
+    else if (pinned.keyId !== key.key_id) {
+      throw Object.assign(new Error(`the structure key changed from ${pinned.keyId} to ${key.key_id}`), { code: "structure_key_changed" });
+    }
     return { recipient: S.structureRecipient(key.key_id), keyId: key.key_id, publicRaw };
   }
 
