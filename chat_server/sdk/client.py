@@ -489,14 +489,17 @@ class Client:
         await self.fulfil_requests()
 
     async def safety_number(self, conversation: str) -> str:
-        """The conversation's safety number from both members' device signing keys."""
+        """The conversation's safety number from both members' device signing keys
+        and the structure key's public half (as listed: a split view shows)."""
         info = await self.devices(conversation)
         a, b = info["members"]
+        structure = info.get("structure_key")
         return safety_number(
             a["user_id"],
             [b64decode(d["sig_pub"]) for d in a["devices"]],
             b["user_id"],
             [b64decode(d["sig_pub"]) for d in b["devices"]],
+            b64decode(structure["public_key"]) if structure else None,
         )
 
     async def backup(self, recovery_key: bytes | None = None) -> str:

@@ -308,3 +308,21 @@ async def test_a_structure_key_changed_after_first_use_is_never_wrapped_for(
     finally:
         for c in (sup, b, ghost):
             await c.close()
+
+
+async def test_the_safety_number_covers_the_structure_key(e2ee_server: ServerInfo) -> None:
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    c1 = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    b = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    try:
+        before = await b.safety_number(conv)
+        assert before == await c1.safety_number(conv)
+        await sup.structure.create()
+        after = await b.safety_number(conv)
+        assert after == await c1.safety_number(conv)
+        assert after != before
+    finally:
+        for c in (sup, c1, b):
+            await c.close()

@@ -182,7 +182,7 @@ def test_structure_key_vector_both_ways(results: dict[str, Any]) -> None:
 
     structure = results["structure"]
     assert structure["pass"], _failures(structure)
-    assert sum(m.startswith("ok: ") for m in structure["messages"]) == 10
+    assert sum(m.startswith("ok: ") for m in structure["messages"]) == 12
     made = structure["produced"]
     pub = b64decode(made["public_key"])
     creator_sig = b64decode(made["creator_sig_pub"])

@@ -343,6 +343,9 @@ async function runStructureVector(doc) {
     t.ok(JSON.stringify(env) === JSON.stringify(doc.envelope), "structure envelope made again");
     const key = await c.openEnvelope(doc.envelope, { dhPrivate: opened.privateKey, dhPublic: pub }, writer.sigPublic);
     t.ok(c.b64encode(key) === doc.epoch_key, "structure envelope opens");
+    const member = (m) => ({ userId: m.user_id, sigPubs: m.sig_pubs.map((k) => c.b64decode(k)) });
+    t.ok((await c.safetyNumber(member(doc.safety.a), member(doc.safety.b), pub)) === doc.safety.number, "safety number with the structure key");
+    t.ok((await c.safetyNumber(member(doc.safety.b), member(doc.safety.a))) === doc.safety.number_without_structure, "safety number without it");
     // Made here, opened by Python.
     const fresh = await c.generateDeviceKeys({ extractable: true });
     const { dhPriv, sigPriv } = await c.exportDevicePrivate(fresh);
