@@ -24,6 +24,7 @@ from chat_server.crypto.structure_key import (
     structure_recipient,
     wrap_grant,
 )
+from chat_server.rooms.models import Role
 from chat_server.sdk import Client, ClientError
 from tests.helpers import PASSWORD, ServerInfo, seed_world
 
@@ -326,3 +327,52 @@ async def test_the_safety_number_covers_the_structure_key(e2ee_server: ServerInf
     finally:
         for c in (sup, c1, b):
             await c.close()
+
+
+async def test_an_extra_supervisor_device_gets_nothing_once_the_structure_has_a_key(
+    e2ee_server: ServerInfo,
+) -> None:
+    """The ghost reader of issue #10 point 6: the store is given one more supervisor (an
+    account and a device the server made). With a structure key, supervisors' devices are
+    no escrow: no epoch is sealed to it, an envelope for it is refused, and it gets the
+    structure key only if a supervisor approves it."""
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    c1 = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    try:
+        await sup.structure.create()
+        await e2ee_server.services.accounts.create_user(
+            Role.SUPERVISOR, "ghost", "Fantôme", w.structure_id, PASSWORD
+        )
+        ghost = await Client.login(e2ee_server.http, "ghost", PASSWORD)
+        try:
+            listing = await c1.devices(conv)
+            assert listing["escrow"] == []
+            listed = {d["device_id"] for g in listing["members"] for d in g["devices"]}
+            assert ghost.device_id not in listed
+            epoch, key = await c1.ensure_epoch(conv)
+            assert (await ghost.request("GET", "/api/keys/envelopes"))["envelopes"] == []
+            stray = wrap_epoch_key(
+                key,
+                sender=c1.keys,
+                sender_device=c1.device_id,
+                recipient_device=ghost.device_id,
+                recipient_dh_pub=ghost.keys.public.dh_pub,
+                conversation=conv,
+                epoch=epoch,
+            ).to_json()
+            with pytest.raises(ClientError) as err:
+                await c1.request(
+                    "POST", f"/api/conversations/{conv}/envelopes", {"envelopes": [stray]}
+                )
+            assert err.value.code == "envelope_recipient_not_authorised"
+            # It waits for the key; only the real supervisor's decision would hand it over.
+            assert (await ghost.request("GET", "/api/structure-key"))["grant"] is None
+            waiting = (await sup.request("GET", "/api/structure-key"))["waiting"]
+            assert ghost.device_id in {d["device_id"] for d in waiting}
+        finally:
+            await ghost.close()
+    finally:
+        await sup.close()
+        await c1.close()
