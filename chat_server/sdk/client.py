@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import websockets
 
-from chat_server.crypto.activation import derive, is_client_code, new_code, open_box, seal_box
+from chat_server.crypto.activation import (
+    derive,
+    is_client_code,
+    new_code,
+    open_box_contents,
+    seal_box,
+)
 from chat_server.crypto.backup import (
     Backup,
     BackupContents,
@@ -314,7 +320,9 @@ class Client:
         )
         conversation = str(created["conversation_id"])
         epoch, key = await self.ensure_epoch(conversation)
-        box = seal_box(made.box_key, conversation, {epoch: key})
+        # The structure key this device sealed to (pinned): the phone pins it from the box.
+        pinned = self.state.structure_pins.get(str(self.user.get("structure_id")))
+        box = seal_box(made.box_key, conversation, {epoch: key}, structure_key=pinned)
         await self.request("PUT", f"/api/conversations/{conversation}/activation-box", box)
         return code, conversation
 
@@ -324,7 +332,11 @@ class Client:
         if self.activation_key is None:
             raise ClientError("no_activation_code", "this device did not prove a client-made code")
         box = await self.request("GET", f"/api/conversations/{conversation}/activation-box")
-        keys = open_box(self.activation_key, conversation, box)
+        keys, structure_key = open_box_contents(self.activation_key, conversation, box)
+        structure = self.user.get("structure_id")
+        if structure_key is not None and structure:
+            # The structure key the counsellor sealed to: the first one is not blind trust.
+            self.state.structure_pins.setdefault(str(structure), structure_key)
         data = await self.request("GET", f"/api/keys/envelopes?conversation={conversation}")
         commitments = await self._commitments(data)
         taken = 0

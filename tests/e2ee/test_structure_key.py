@@ -376,3 +376,32 @@ async def test_an_extra_supervisor_device_gets_nothing_once_the_structure_has_a_
     finally:
         await sup.close()
         await c1.close()
+
+
+async def test_the_activation_box_pins_the_structure_key(e2ee_server: ServerInfo) -> None:
+    """The young person's first pin is not blind: the counsellor's device puts the id of
+    the structure key it sealed to in the activation box (which only the code opens), so
+    a key the server swapped in before the phone ever saw one is refused."""
+    w = await seed_world(e2ee_server)
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    c = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    ghost = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    try:
+        first = await sup.structure.create()
+        code, conv = await c.create_beneficiary("lina.pin", "Lina Pin")
+        store = e2ee_server.services.database.structure_keys()
+        await store.delete_structure(w.structure_id)
+        assert await ghost.structure.create() != first
+        phone = await Client.activate(e2ee_server.http, code, PASSWORD)
+        try:
+            assert await phone.open_activation_box(conv) == 1
+            assert phone.state.structure_pins == {w.structure_id: first}
+            await e2ee_server.services.key_store.require_rotation(conv)
+            with pytest.raises(ClientError) as err:
+                await phone.ensure_epoch(conv)
+            assert err.value.code == "structure_key_changed"
+        finally:
+            await phone.close()
+    finally:
+        for client in (sup, c, ghost):
+            await client.close()

@@ -269,12 +269,29 @@ def test_temporary_transfer_and_take_back_with_everyone_else_offline(
     assert problems == []
 
 
+def _swap_structure_key(server: ServerProcess, fields: dict[str, Any]) -> dict[str, Any]:
+    """Set fields of the structure's key in the store itself; return what they were."""
+    from pymongo import MongoClient  # noqa: TID251 - the test plays the dishonest store
+
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        server.engine_url(), serverSelectionTimeoutMS=10_000
+    )
+    try:
+        for name in client.list_database_names():
+            if "structure_keys" in client[name].list_collection_names():
+                docs = list(client[name].structure_keys.find())
+                assert len(docs) == 1
+                client[name].structure_keys.update_one({"_id": docs[0]["_id"]}, {"$set": fields})
+                return {k: docs[0][k] for k in fields}
+    finally:
+        client.close()
+    raise AssertionError("no structure key in the store")
+
+
 def test_a_replaced_structure_key_is_refused_by_the_app_and_shown(world: World) -> None:
     """The ghost reader in the browser: the store's structure key is swapped for one the
     server holds. The young person's app refuses to seal the next epoch to it, says so
     in the thread, and sends nothing."""
-    from pymongo import MongoClient  # noqa: TID251 - the test plays the dishonest store
-
     server, browser, sup, problems = world.server, world.browser, world.sup, world.problems
     ctx = browser.new_context(viewport=PHONE, locale="fr-FR", timezone_id="Europe/Paris")
     try:
@@ -285,20 +302,8 @@ def test_a_replaced_structure_key_is_refused_by_the_app_and_shown(world: World) 
         app.get_by_label("Votre message").fill(first)
         app.get_by_role("button", name="Envoyer").click()
         expect(app.locator(".msg-mine", has_text=first).locator(".status-sent")).to_be_visible()
-        client: MongoClient[dict[str, Any]] = MongoClient(
-            server.engine_url(), serverSelectionTimeoutMS=10_000
-        )
-        try:
-            ghost = X25519PrivateKey.generate().public_key().public_bytes_raw()
-            swapped = 0
-            for name in client.list_database_names():
-                if "structure_keys" in client[name].list_collection_names():
-                    swapped += client[name].structure_keys.update_many(
-                        {}, {"$set": {"public_key": ghost, "key_id": structure_key_id(ghost)}}
-                    ).modified_count
-            assert swapped == 1
-        finally:
-            client.close()
+        ghost = X25519PrivateKey.generate().public_key().public_bytes_raw()
+        real = _swap_structure_key(server, {"public_key": ghost, "key_id": structure_key_id(ghost)})
         # A new epoch is due (a temporary transfer): the app must seal one, and refuses.
         _transfer(sup, "Inès Moreau", "Temporaire", to="Léa Dubois")
         expect(app.locator("#peer-name")).to_have_text("Léa Dubois")
@@ -309,7 +314,72 @@ def test_a_replaced_structure_key_is_refused_by_the_app_and_shown(world: World) 
         expect(alert.first).to_be_visible(timeout=20_000)
         expect(app.locator(".msg-mine", has_text=after).locator(".status-sent")).to_have_count(0)
         save_screenshot(app, "structure-key-refused.png", "app-structure-key-refused.png")
+        _swap_structure_key(server, real)  # the honest store again, for the other tests
     finally:
         ctx.close()
     # What the browser logged while refusing is expected here; nothing else is.
     assert [p for p in problems if "structure" not in p and "epoch" not in p] == []
+
+
+def test_the_activation_box_carries_the_structure_key_to_the_first_phone(world: World) -> None:
+    """Karim's console creates a young person: the activation box names the structure key
+    his console sealed the first epoch to, and the phone pins it at activation."""
+    import re
+
+    server, browser, problems = world.server, world.browser, world.problems
+    console_ctx, console = _console(browser, server, "conseiller.demo", problems)
+    try:
+        console.get_by_role("button", name="Nouveau bénéficiaire").click()
+        dialog = console.get_by_role("dialog", name="Nouveau bénéficiaire")
+        dialog.get_by_label("Nom et prénom").fill("Nora Benali")
+        dialog.get_by_label("Identifiant").fill("nora.pin")
+        dialog.get_by_role("button", name="Créer").click()
+        code_el = console.locator("#activation-code")
+        expect(code_el).to_have_text(re.compile(r"^[A-Z2-9]{4}(-[A-Z2-9]{4}){3}$"))
+        code = (code_el.text_content() or "").strip()
+    finally:
+        console_ctx.close()
+    app_ctx = browser.new_context(viewport=PHONE, locale="fr-FR", timezone_id="Europe/Paris")
+    try:
+        app = app_ctx.new_page()
+        watch_page(app, "app-activation", problems)
+        app.goto(server.url + "/app/")
+        app.get_by_role("button", name="J'ai un code d'activation").click()
+        app.get_by_label("Code d'activation").fill(code)
+        app.locator("#act-password").fill("mon-mot-de-passe-2026")
+        app.get_by_label("Confirmer le mot de passe").fill("mon-mot-de-passe-2026")
+        app.get_by_role("button", name="Activer").click()
+        expect(app.locator("#recovery-key")).to_be_visible()
+        app.get_by_label("J'ai noté ma clé de récupération").check()
+        app.get_by_role("button", name="Continuer").click()
+        expect(app.locator("#peer-name")).to_have_text("Karim Benali")
+        pinned = _run(lambda: _structure_key_id(server.url))
+        found = app.evaluate(
+            """async () => {
+              const db = await new Promise((ok, ko) => {
+                const r = indexedDB.open("cejchat");
+                r.onsuccess = () => ok(r.result);
+                r.onerror = () => ko(r.error);
+              });
+              const all = await new Promise((ok) => {
+                const r = db.transaction("kv").objectStore("kv").getAll(
+                  IDBKeyRange.bound("structure-pin", "structure-pin\uffff"));
+                r.onsuccess = () => ok(r.result);
+              });
+              return all.map((v) => v.keyId);
+            }"""
+        )
+        assert found
+        assert set(found) == {pinned}
+    finally:
+        app_ctx.close()
+    assert problems == []
+
+
+async def _structure_key_id(url: str) -> str:
+    sup = await Client.login(url, "superviseur.demo", DEMO_PASSWORD)
+    try:
+        view = await sup.request("GET", "/api/structure-key")
+        return str(view["key"]["key_id"])
+    finally:
+        await sup.close()

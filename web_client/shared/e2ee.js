@@ -703,7 +703,7 @@ export class KeyManager {
         throw err;
       }
       await this.storeEpochKey(conversation, next, raw.slice());
-      await this.rawEpochHooks.get(conversation)?.(next, raw);
+      await this.rawEpochHooks.get(conversation)?.(next, raw, { structureKey: target?.keyId ?? null });
       return next;
     } finally {
       raw.fill(0);

@@ -66,12 +66,21 @@ export class StructureKeyring {
     if (!(await S.verifyStructureKey(creator.sigPub, key.structure, publicRaw, key.creator_device, sig))) throw fail();
     // Pinned on first use: the structure's key seen first is the only one sealed to.
     const pinId = `structure-pin|${this.keys.userId}|${key.structure}`;
-    const pinned = await idbGet("kv", pinId);
+    const pinned = (await idbGet("kv", pinId)) || (await idbGet("kv", `structure-pin-box|${this.keys.userId}`));
     if (!pinned) await idbPut("kv", pinId, { keyId: key.key_id, publicKey: key.public_key, at: Date.now() / 1000 });
     else if (pinned.keyId !== key.key_id) {
       throw Object.assign(new Error(`the structure key changed from ${pinned.keyId} to ${key.key_id}`), { code: "structure_key_changed" });
     }
     return { recipient: S.structureRecipient(key.key_id), keyId: key.key_id, publicRaw };
+  }
+
+  /**
+   * A young person's first phone: pin the structure key id the counsellor's
+   * console put in the activation box (the key is then checked against it at
+   * first use, instead of trusted blindly).
+   */
+  async pinFromBox(keyId) {
+    if (typeof keyId === "string" && keyId) await idbPut("kv", `structure-pin-box|${this.keys.userId}`, { keyId, at: Date.now() / 1000 });
   }
 
   /** Open this device's grant of `view` (GET /api/structure-key) if not done yet; true if new. */
