@@ -2,14 +2,17 @@
 
     python -m bench.ed25519 --write tests/vectors/ed25519-edge.json   # regenerate the vectors
     python -m bench.ed25519 --speed                                   # µs per verification
+    taskset -c 0,1 python -m bench.ed25519 --starved   # a verify thread beside a busy loop
 
 The vector file lists edge cases (non-canonical S, small-order and
 non-canonical public keys and R points, and the twelve cases of
 "Taming the many EdDSAs", Chalkias, Garillot and Nikolaenko, SSR 2020,
 github.com/novifinancial/ed25519-speccheck) with the decision of each
-verifier: ``server`` (`chat_server.crypto.keys.verify_signature`: OpenSSL
-through ``cryptography`` plus the refusal of small-order keys),
-``libsodium`` (PyNaCl, with the same key rule) and ``webcrypto``
+verifier: ``server`` (`chat_server.crypto.keys.verify_signature`: the
+refusal of small-order keys, then libsodium, and OpenSSL through
+``cryptography`` for what libsodium refuses), ``openssl`` (OpenSSL alone
+with the same key rule: the server before issue #16), ``libsodium``
+(PyNaCl alone, same key rule) and ``webcrypto``
 (Chromium's ``crypto.subtle.verify``, filled by tests/web/test_ed25519_browser.py
 which checks it). docs/crypto-format.md states the rules that follow.
 """
@@ -20,10 +23,12 @@ import argparse
 import hashlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from chat_server.crypto.ed25519 import libsodium_verifies, openssl_verifies
 from chat_server.crypto.keys import DeviceKeys, is_small_order_sig_pub, verify_signature
 
 L = 2**252 + 27742317777372353535851937790883648493
@@ -186,22 +191,27 @@ def _identity() -> bytes:
     return bytes.fromhex(SMALL_ORDER["identity (y = 1)"])
 
 
-def libsodium_verify(sig_pub: bytes, data: bytes, sig: bytes) -> bool:
-    """PyNaCl (libsodium) with the server's rules around it (lengths, small-order key)."""
-    import nacl.bindings
-    import nacl.exceptions
+def _with_key_rule(
+    verify: Callable[[bytes, bytes, bytes], bool],
+) -> Callable[[bytes, bytes, bytes], bool]:
+    """``verify`` behind the server's rules (lengths, small-order key refused)."""
 
-    if len(sig_pub) != 32 or len(sig) != 64 or is_small_order_sig_pub(sig_pub):
-        return False
-    try:
-        nacl.bindings.crypto_sign_open(sig + data, sig_pub)
-    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
-        return False
-    return True
+    def checked(sig_pub: bytes, data: bytes, sig: bytes) -> bool:
+        if len(sig_pub) != 32 or len(sig) != 64 or is_small_order_sig_pub(sig_pub):
+            return False
+        return verify(sig_pub, data, sig)
 
+    return checked
+
+
+#: PyNaCl (libsodium) alone, with the server's key rule.
+libsodium_verify = _with_key_rule(libsodium_verifies)
+#: OpenSSL (``cryptography``) alone, with the server's key rule: the server before issue #16.
+openssl_verify = _with_key_rule(openssl_verifies)
 
 VERIFIERS: dict[str, Callable[[bytes, bytes, bytes], bool]] = {
     "server": verify_signature,
+    "openssl": openssl_verify,
     "libsodium": libsodium_verify,
 }
 
@@ -238,21 +248,71 @@ def write(path: Path) -> None:
     path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
 
-def speed(rounds: int = 3, count: int = 3000) -> dict[str, float]:
-    """Median µs per verification of a valid 400-byte message, per verifier."""
+def speed(rounds: int = 3, count: int = 3000) -> dict[str, tuple[float, float]]:
+    """Median µs per verification of a 400-byte message, per verifier: (valid, invalid).
+
+    The invalid signature is the valid one with one bit of S flipped (still
+    canonical), so every verifier runs the whole equation before refusing.
+    """
+    keys = DeviceKeys.generate()
+    data = bytes(range(200)) * 2
+    sig = keys.sign(data)
+    bad = sig[:40] + bytes([sig[40] ^ 1]) + sig[41:]
+    pub = keys.public.sig_pub
+    out: dict[str, tuple[float, float]] = {}
+    for name, verify in VERIFIERS.items():
+        medians = []
+        for s in (sig, bad):
+            runs = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                for _ in range(count):
+                    verify(pub, data, s)
+                runs.append((time.perf_counter() - start) / count * 1e6)
+            medians.append(sorted(runs)[len(runs) // 2])
+        out[name] = (medians[0], medians[1])
+    return out
+
+
+def starved(seconds: float = 1.0) -> dict[float, tuple[float, float]]:
+    """Verifications per second by one pool-like thread while the main thread runs Python.
+
+    Per switch interval: (thread's verifications/s, the same thread alone).
+    Each verification releases the GIL and must take it back; while the main
+    thread (the event loop at saturation) holds it, the thread waits up to
+    the switch interval each time (docs/benchmarks.md, issue #16).
+    """
     keys = DeviceKeys.generate()
     data = bytes(range(200)) * 2
     sig = keys.sign(data)
     pub = keys.public.sig_pub
-    out: dict[str, float] = {}
-    for name, verify in VERIFIERS.items():
-        runs = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            for _ in range(count):
-                verify(pub, data, sig)
-            runs.append((time.perf_counter() - start) / count * 1e6)
-        out[name] = sorted(runs)[len(runs) // 2]
+    before = sys.getswitchinterval()
+    out: dict[float, tuple[float, float]] = {}
+    try:
+        for interval in (before, 0.001, 0.0002):
+            sys.setswitchinterval(interval)
+            rates = []
+            for busy in (True, False):
+                stop = threading.Event()
+                done = [0]
+
+                def work(done: list[int] = done, stop: threading.Event = stop) -> None:
+                    while not stop.is_set():
+                        verify_signature(pub, data, sig)
+                        done[0] += 1
+
+                thread = threading.Thread(target=work)
+                start = time.perf_counter()
+                thread.start()
+                while time.perf_counter() - start < seconds:
+                    if not busy:
+                        time.sleep(0.01)
+                stop.set()
+                thread.join()
+                rates.append(done[0] / (time.perf_counter() - start))
+            out[interval] = (rates[0], rates[1])
+    finally:
+        sys.setswitchinterval(before)
     return out
 
 
@@ -260,15 +320,28 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.ed25519", description=__doc__)
     ap.add_argument("--write", type=Path, help="write the vector file here")
     ap.add_argument("--speed", action="store_true", help="µs per verification, per verifier")
+    ap.add_argument(
+        "--starved", action="store_true", help="a verify thread's rate while the loop is busy"
+    )
     args = ap.parse_args(argv)
     if args.write:
         write(args.write)
         rows = cases()
         differ = [r["what"] for r in rows if r["server"] != r["libsodium"]]
         print(f"{len(rows)} cases; server and libsodium differ on {len(differ)}: {differ}")
+        wrong = [r["what"] for r in rows if r["server"] != r["openssl"]]
+        if wrong:
+            print(f"the server does not decide as OpenSSL alone on: {wrong}")
+            return 1
     if args.speed:
-        for name, us in speed().items():
-            print(f"{name:10} {us:7.1f} µs per verification")
+        print("| verifier | µs, valid signature | µs, invalid signature |\n|---|---|---|")
+        for name, (ok, bad) in speed().items():
+            print(f"| {name} | {ok:.1f} | {bad:.1f} |")
+    if args.starved:
+        print("| switch interval | thread's verifications/s, main thread busy | alone |")
+        print("|---|---|---|")
+        for interval, (busy, alone) in starved().items():
+            print(f"| {interval * 1000:g} ms | {busy:,.0f} | {alone:,.0f} |")
     return 0
 
 
