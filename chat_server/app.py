@@ -22,6 +22,7 @@ from chat_server.api import (
     activation,
     attachments,
     auth,
+    broadcast,
     conversations,
     keys,
     lifecycle,
@@ -164,6 +165,7 @@ def create_app(
         *activation.routes,
         *onboarding.routes,
         *portfolio.routes,
+        *broadcast.routes,
     ]
     # Only the client folders are served (not web_client/test), each under its
     # own prefix, so an unknown /api path or method still gets the JSON errors.
