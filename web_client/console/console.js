@@ -29,6 +29,7 @@ import { Notifications } from "../shared/notify.js";
 import { derive, leaveActivationBox, newCode } from "../shared/activation.js";
 import { bindOnboarding, loginProblem, renderReissueButton, showActivation } from "./onboarding.js";
 import { Portfolio } from "./portfolio.js";
+import { Broadcaster } from "./broadcast.js";
 
 const SESSION_KEY = "cejchat.console.session";
 const BASE_TITLE = "Console conseiller — CEJ Messagerie";
@@ -156,6 +157,9 @@ function startApp(login) {
 
   chat = new ChatClient({ api, keys, user: me, deviceId: login.device_id });
   typing = createTypingNotifier(chat);
+  broadcaster = new Broadcaster({ api, chat, me, open: (id) => select(id), onClose: closePortfolio });
+  $("#btn-broadcast").hidden = me.role !== "counsellor";
+  $("#btn-broadcast").addEventListener("click", showBroadcast);
   bindAttachButtons(chat, () => current);
   chat.on("summaries", () => {
     if (current && !chat.summary(current)) closeThread();
@@ -327,7 +331,19 @@ function listKeys(event) {
 
 let portfolio = null;
 
+// Broadcast (console/broadcast.js) shares the portfolio's place and its way back.
+let broadcaster = null;
+
+function showBroadcast() {
+  portfolio.hide();
+  $("#thread-empty").hidden = true;
+  $("#supervision").hidden = true;
+  $("#thread-view").hidden = true;
+  broadcaster.show();
+}
+
 function showPortfolio() {
+  broadcaster?.hide();
   $("#thread-empty").hidden = true;
   $("#supervision").hidden = true;
   $("#thread-view").hidden = true;
@@ -336,6 +352,7 @@ function showPortfolio() {
 
 function closePortfolio() {
   portfolio.hide();
+  broadcaster?.hide();
   if (current) $("#thread-view").hidden = false;
   else if (me.role === "supervisor") $("#supervision").hidden = false;
   else $("#thread-empty").hidden = false;
@@ -344,6 +361,7 @@ function closePortfolio() {
 function select(id) {
   if (current && current !== id) typing.stop(current);
   portfolio?.hide();
+  broadcaster?.hide();
   current = id;
   $("#thread-empty").hidden = true;
   $("#supervision").hidden = true;
