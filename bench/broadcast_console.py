@@ -124,8 +124,10 @@ def one_broadcast(page: Page, recipients: int, n: int) -> float:
     if checked != recipients:
         raise RuntimeError(f"{checked} beneficiaries ticked, {recipients} expected")
     page.get_by_label("Message", exact=True).fill(f"{TEXT} ({n})")
+    before = page.locator(".broadcast-send").count()
     page.get_by_role("button", name="Envoyer à tous").click()
-    send = page.locator(".broadcast-send").first
+    expect(page.locator(".broadcast-send")).to_have_count(before + 1, timeout=60_000)
+    send = page.locator(".broadcast-send").first  # the newest comes first
     expect(send.get_by_text(f"Envoyé à {recipients} / {recipients}")).to_be_visible(timeout=300_000)
     expect(send).not_to_have_attribute("data-elapsed-ms", "", timeout=10_000)
     return float(send.get_attribute("data-elapsed-ms") or "nan")

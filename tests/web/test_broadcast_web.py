@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Page, Route, expect
 
 from tests.web.harness import (
     DEMO_PASSWORD,
@@ -178,4 +178,75 @@ def test_broadcast_to_a_list_read_by_two_then_transfers(
         assert not problems, problems
     finally:
         for ctx in contexts:
+            ctx.close()
+
+
+def test_a_failed_copy_is_shown_and_retried(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Inès and Yasmine hand-picked; Yasmine's conversation is archived between the record
+    and the sending (the record's answer is held back by the test, not changed): her copy
+    fails with the reason in French, Inès's is delivered; once a supervisor restores the
+    conversation, "Réessayer" sends it under the same client id."""
+    problems: list[str] = []
+    with run_server(tmp_path_factory.mktemp("broadcast-fail")) as server, chromium() as browser:
+        ctx, console = _page(browser, server, "/console/", "conseiller.demo", problems)
+        try:
+            token = _http(
+                server,
+                "POST",
+                "/api/login",
+                None,
+                {"login": "conseiller.demo", "password": DEMO_PASSWORD},
+            )["token"]
+            sup = _http(
+                server,
+                "POST",
+                "/api/login",
+                None,
+                {"login": "superviseur.demo", "password": DEMO_PASSWORD},
+            )["token"]
+            convs = _http(server, "GET", "/api/conversations", token, None)["conversations"]
+            yasmine = next(c["id"] for c in convs if c["peer"]["login"] == "jeune3.demo")
+
+            def hold_then_archive(route: Route) -> None:
+                if route.request.method != "POST":
+                    route.continue_()
+                    return
+                answer = route.fetch()
+                _http(
+                    server,
+                    "POST",
+                    f"/api/conversations/{yasmine}/archive",
+                    token,
+                    {"reason": "emploi"},
+                )
+                route.fulfill(response=answer)
+
+            console.route("**/api/broadcasts", hold_then_archive)
+            console.get_by_role("button", name="Diffusion").click()
+            expect(console.get_by_label("Destinataires")).to_have_value("")
+            pick = console.locator("#bc-pick")
+            pick.get_by_label("Inès Moreau").check()
+            pick.get_by_label("Yasmine Haddad").check()
+            console.get_by_label("Message", exact=True).fill("Pensez à votre attestation.")
+            console.get_by_role("button", name="Envoyer à tous").click()
+            send = console.locator(".broadcast-send").first
+            expect(send.get_by_text("Envoyé à 1 / 2")).to_be_visible()
+            failed = send.locator("li[data-state='failed']")
+            expect(failed).to_contain_text("Yasmine Haddad — échec de l'envoi")
+            expect(failed).to_contain_text("lecture seule")
+            expect(send.locator("li[data-state='delivered']")).to_contain_text("Inès Moreau")
+            expect(send).to_contain_text("1 envoi en échec.")
+            failed.scroll_into_view_if_needed()
+            save_screenshot(console, "broadcast-failed.png")
+            console.unroute("**/api/broadcasts")
+            _http(server, "POST", f"/api/conversations/{yasmine}/restore", sup, {})
+            failed.get_by_role("button", name="Réessayer").click()
+            expect(send.get_by_text("Envoyé à 2 / 2")).to_be_visible()
+            expect(send.locator("li[data-state='failed']")).to_have_count(0)
+            # The server's record links both copies, each stored once.
+            (record, *_) = _http(server, "GET", "/api/broadcasts", token, None)["broadcasts"]
+            assert (record["total"], record["delivered"]) == (2, 2)
+            assert len({c["seq"] for c in record["copies"]}) == 2
+            assert not problems, problems
+        finally:
             ctx.close()
