@@ -22,26 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from bench.procs import free_port
 from chat_server.admin import DEMO_PASSWORD as PASSWORD
+from tests.web.harness import DESKTOP, chromium, login_demo, run_server
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
 TEXT = "Information collective vendredi 10 h : présentez-vous avec une pièce d'identité."
 
 
@@ -53,43 +44,6 @@ def _http(url: str, method: str, path: str, token: str | None, body: Any = None)
     request = urllib.request.Request(url + path, data, headers, method=method)  # noqa: S310
     with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310 - loopback
         return json.loads(r.read())
-
-
-@contextmanager
-def demo_server(data_dir: Path) -> Iterator[str]:
-    """The demo server on a free loopback port; its URL. Stopped with SIGTERM."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in {"MONGODB_URL", "REDIS_URL", "STORE"}}
-    env.update(PORT=str(port), HOST="127.0.0.1", DATA_DIR=str(data_dir), REQUIRE_E2EE="true")
-    log = (data_dir / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chat_server", "--demo"],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _http(url, "GET", "/readyz", None).get("ready"):
-                    break
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start; see {data_dir / 'server.log'}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
 
 
 def seed(url: str, recipients: int) -> None:
@@ -104,16 +58,6 @@ def seed(url: str, recipients: int) -> None:
             "programme": "CEJ",
         }
         _http(url, "POST", "/api/beneficiaries", token, body)
-
-
-def login(page: Page, url: str) -> None:
-    page.goto(url + "/console/")
-    page.locator("#login-name").fill("conseiller.demo")
-    page.locator("#login-password").fill(PASSWORD)
-    page.get_by_role("button", name="Se connecter").click()
-    expect(page.locator("#recovery-key")).to_be_visible(timeout=60_000)
-    page.get_by_label("J'ai noté ma clé de récupération").check()
-    page.get_by_role("button", name="Continuer").click()
 
 
 def one_broadcast(page: Page, recipients: int, n: int) -> float:
@@ -140,32 +84,23 @@ def run(recipients: int, runs: int, throttles: list[float]) -> list[dict[str, An
         # A fresh server per rate, so that each rate's first broadcast makes the epochs.
         with (
             tempfile.TemporaryDirectory(prefix="bench-broadcast-") as tmp,
-            demo_server(Path(tmp)) as url,
-            sync_playwright() as pw,
+            run_server(Path(tmp)) as server,
+            chromium() as browser,
         ):
-            seed(url, recipients)
-            browser = pw.chromium.launch(
-                executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
-            )
-            try:
-                ctx = browser.new_context(
-                    viewport={"width": 1280, "height": 800},
-                    locale="fr-FR",
-                    timezone_id="Europe/Paris",
-                )
-                page = ctx.new_page()
-                login(page, url)
-                expect(page.locator(".conv")).to_have_count(recipients, timeout=60_000)
-                if rate != 1:
-                    cdp = ctx.new_cdp_session(page)
-                    cdp.send("Emulation.setCPUThrottlingRate", {"rate": rate})
-                page.get_by_role("button", name="Diffusion").click()
-                first = one_broadcast(page, recipients, 0)
-                later = [one_broadcast(page, recipients, i + 1) for i in range(runs)]
-                rows.append({"throttle": rate, "kind": "first (makes the epochs)", "ms": [first]})
-                rows.append({"throttle": rate, "kind": "next (epochs exist)", "ms": later})
-            finally:
-                browser.close()
+            seed(server.url, recipients)
+            ctx = browser.new_context(viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris")
+            page = ctx.new_page()
+            login_demo(page, server.url + "/console/", "conseiller.demo")
+            expect(page.locator(".conv")).to_have_count(recipients, timeout=60_000)
+            if rate != 1:
+                cdp = ctx.new_cdp_session(page)
+                cdp.send("Emulation.setCPUThrottlingRate", {"rate": rate})
+            page.get_by_role("button", name="Diffusion").click()
+            first = one_broadcast(page, recipients, 0)
+            later = [one_broadcast(page, recipients, i + 1) for i in range(runs)]
+            rows.append({"throttle": rate, "kind": "first (makes the epochs)", "ms": [first]})
+            rows.append({"throttle": rate, "kind": "next (epochs exist)", "ms": later})
+            ctx.close()
     return rows
 
 
@@ -198,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     throttles = [float(x) for x in args.throttle.split(",") if x.strip()]
     rows = run(args.recipients, args.runs, throttles)
     print(table(rows, args.recipients))
+    print("load average (1, 5, 15 min):", " ".join(f"{x:.2f}" for x in os.getloadavg()))
     print(json.dumps(rows))
 
 
