@@ -8,6 +8,7 @@ them out of the next send."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -181,13 +182,16 @@ def test_broadcast_to_a_list_read_by_two_then_transfers(
             ctx.close()
 
 
-def test_a_failed_copy_is_shown_and_retried(tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_a_failed_copy_is_shown_and_retried(
+    env: tuple[ServerProcess, Browser], tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """Inès and Yasmine hand-picked; Yasmine's conversation is archived between the record
     and the sending (the record's answer is held back by the test, not changed): her copy
     fails with the reason in French, Inès's is delivered; once a supervisor restores the
     conversation, "Réessayer" sends it under the same client id."""
     problems: list[str] = []
-    with run_server(tmp_path_factory.mktemp("broadcast-fail")) as server, chromium() as browser:
+    browser = env[1]  # the module's Chromium, a fresh server (the first test moved people)
+    with run_server(tmp_path_factory.mktemp("broadcast-fail")) as server:
         ctx, console = _page(browser, server, "/console/", "conseiller.demo", problems)
         try:
             token = _http(
@@ -247,6 +251,22 @@ def test_a_failed_copy_is_shown_and_retried(tmp_path_factory: pytest.TempPathFac
             (record, *_) = _http(server, "GET", "/api/broadcasts", token, None)["broadcasts"]
             assert (record["total"], record["delivered"]) == (2, 2)
             assert len({c["seq"] for c in record["copies"]}) == 2
+            # A list created, renamed (and changed), then deleted after a confirmation.
+            console.get_by_label("Nom de la liste").fill("Groupe du mardi")
+            console.locator("#bl-members").get_by_label("Inès Moreau").check()
+            console.get_by_role("button", name="Enregistrer la liste").click()
+            item = console.locator("#bl-list li")
+            expect(item).to_have_text(re.compile(r"^Groupe du mardi — 1 bénéficiaire"))
+            console.get_by_role("button", name="Modifier la liste Groupe du mardi").click()
+            expect(console.locator("#bl-form-title")).to_have_text("Modifier « Groupe du mardi »")
+            console.get_by_label("Nom de la liste").fill("Groupe du jeudi")
+            console.locator("#bl-members").get_by_label("Yasmine Haddad").check()
+            console.get_by_role("button", name="Enregistrer les changements").click()
+            expect(item).to_have_text(re.compile(r"^Groupe du jeudi — 2 bénéficiaires"))
+            console.once("dialog", lambda dialog: dialog.accept())
+            console.get_by_role("button", name="Supprimer la liste Groupe du jeudi").click()
+            expect(item).to_have_text("Aucune liste pour l'instant.")
+            assert _http(server, "GET", "/api/broadcast-lists", token, None)["lists"] == []
             assert not problems, problems
         finally:
             ctx.close()
