@@ -20,6 +20,8 @@ import { errorText } from "../shared/errors.js";
 import { newId } from "../shared/wire.js";
 
 const MAX_TEXT = 4000;
+/** Conversations whose first epoch key is made at once (see prepareKeys). */
+const KEY_WORKERS = 4;
 const STATE_TEXT = {
   pending: "en cours d'envoi",
   delivered: "distribué",
@@ -370,7 +372,35 @@ export class Broadcaster {
     $("#bc-text").value = "";
     button.disabled = false;
     this.renderSends();
+    this.prepareKeys(copies);
     for (const copy of copies) await this.chat.send(copy.conversation, "text", { text }, {}, copy.clientId);
+  }
+
+  /**
+   * Make the missing epoch keys of the recipients' conversations a few at a time, while
+   * the outbox sends one copy after the other: the first message of a conversation
+   * (a key, its HPKE envelopes, its commitment) then costs no wait in the queue. The
+   * outbox asks for the same key and shares the job (KeyManager.rotate); a failure here is
+   * left to the outbox, which reports it on the copy.
+   */
+  async prepareKeys(copies) {
+    const queue = copies.filter((c) => {
+      const s = this.chat.summary(c.conversation);
+      return s && (!s.epoch || s.rotation_required);
+    });
+    const worker = async () => {
+      for (let c = queue.shift(); c; c = queue.shift()) {
+        const s = this.chat.summary(c.conversation);
+        try {
+          const epoch = await this.chat.keys.writableEpoch(c.conversation, { epoch: s.epoch || 0, rotationRequired: !!s.rotation_required });
+          if (epoch > (s.epoch || 0)) s.epoch = epoch;
+          s.rotation_required = false;
+        } catch {
+          /* the outbox meets it again and shows it on the copy */
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: KEY_WORKERS }, worker));
   }
 
   onSent({ clientId, seq }) {
