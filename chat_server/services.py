@@ -24,6 +24,7 @@ from chat_server.lifecycle.service import LifecycleService
 from chat_server.metrics import Metrics, MetricsServer, serve_metrics
 from chat_server.rooms.keys import E2EEVerifier, KeyService
 from chat_server.rooms.service import ConversationService, MessageVerifier, NoVerification
+from chat_server.rooms.structure_keys import StructureKeyService
 from chat_server.session_watch import watch_sessions
 from chat_server.settings import Settings
 from chat_server.storage.base import (
@@ -37,6 +38,7 @@ from chat_server.storage.base import (
 from chat_server.storage.blobs import BlobStore
 from chat_server.storage.embedded import EmbeddedMongo
 from chat_server.storage.presence import SingleProcessPresence
+from chat_server.storage.structure_keys import StructureKeyStore
 from chat_server.tools.broadcast import BroadcastService, BroadcastStore
 from chat_server.tools.onboarding import OnboardingService
 from chat_server.tools.portfolio import PortfolioService
@@ -63,6 +65,9 @@ class Database(Protocol):
 
     def keys(self) -> KeyStore:
         """The key store."""
+
+    def structure_keys(self) -> StructureKeyStore:
+        """The structure-key store."""
 
     def lifecycle(self) -> LifecycleStore:
         """The lifecycle store (retention, erasure, archives)."""
@@ -199,8 +204,11 @@ async def build_services(
     key_store = db.keys()
     if verifier is None:
         if settings.require_e2ee:
+            # Half the send deadline behind: refuse with `overloaded` rather than time out.
             checks = SignatureChecks(
-                settings.verify_threads, metrics.verified if metrics.enabled else None
+                settings.verify_threads,
+                metrics.verified if metrics.enabled else None,
+                max_wait=settings.store_timeout_seconds / 2,
             )
             closers.append(checks)
             verifier = E2EEVerifier(key_store, checks)
@@ -221,6 +229,7 @@ async def build_services(
         settings.store_timeout_seconds,
     )
     keys = KeyService(key_store, messages, accounts_store, conversations, hub, clock)
+    keys.structure = StructureKeyService(db.structure_keys(), key_store, accounts_store, hub, clock)
     push = await build_push(settings, db.push(), messages, accounts_store, clock)
     # The push outbox gets a job after each new message's durable write.
     conversations.on_stored = push.outbox.message_stored
