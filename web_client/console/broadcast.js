@@ -62,9 +62,9 @@ export class Broadcaster {
   followChanges() {
     const key = this.mine().map((s) => s.id).join(",");
     if (key === this.followed) return;
-    const first = this.followed === "";
     this.followed = key;
-    if (!first && this.visible) this.load();
+    // Also the first time: the view may be open before the conversations arrive.
+    if (this.visible) this.load();
   }
 
   /** The conversations this counsellor follows and may write to, by name. */
@@ -229,7 +229,7 @@ export class Broadcaster {
         );
       }),
     );
-    this.renderMembersForm();
+    this.keepMemberTicks();
     const to = $("#bc-to");
     // The list just saved, else the one chosen before, else the first list.
     const chosen = this.chosen ?? (to.options.length ? to.value : (this.lists[0]?.id ?? ""));
@@ -272,6 +272,13 @@ export class Broadcaster {
     this.checkboxes($("#bl-members"), "blm", new Set(l ? l.members.map((m) => m.beneficiary.id) : []));
   }
 
+  /** The list form's ticks as they are (a re-render after a transfer keeps them). */
+  keepMemberTicks() {
+    const ticked = new Set([...$("#bl-members").querySelectorAll("input:checked")].map((i) => i.value));
+    if (!ticked.size) return this.renderMembersForm();
+    this.checkboxes($("#bl-members"), "blm", ticked);
+  }
+
   editList(l) {
     this.editing = l;
     $("#bl-name").value = l ? l.name : "";
@@ -300,6 +307,7 @@ export class Broadcaster {
         : await this.api.post("/api/broadcast-lists", { name, members });
       this.chosen = saved.list.id; // the send form offers the list just saved
       this.editing = null;
+      for (const input of $("#bl-members").querySelectorAll("input")) input.checked = false;
       $("#bl-name").value = "";
       await this.load();
       $("#bc-status").textContent = `Liste « ${name} » enregistrée.`;
@@ -312,7 +320,10 @@ export class Broadcaster {
     if (!window.confirm(`Supprimer la liste « ${l.name} » ? Les messages déjà envoyés restent dans les conversations.`)) return;
     try {
       await this.api.request("DELETE", `/api/broadcast-lists/${encodeURIComponent(l.id)}`);
-      if (this.editing?.id === l.id) this.editing = null;
+      if (this.editing?.id === l.id) {
+        this.editing = null;
+        for (const input of $("#bl-members").querySelectorAll("input")) input.checked = false;
+      }
       await this.load();
       $("#bc-status").textContent = `Liste « ${l.name} » supprimée.`;
     } catch (err) {
