@@ -4,8 +4,10 @@ Reads the same settings as ``chat-server``. It needs ``MONGODB_URL`` (the embedd
 engine serves one process: there, ``chat-server`` runs the worker itself, as
 ``PUSH_WORKER=in-process`` says). Run the web processes with ``PUSH_WORKER=off``
 and one or more of these; they share the outbox through leases. SIGTERM or
-SIGINT stops it after the round in progress. Every ``STATS_INTERVAL`` seconds
-it logs one line with its counters.
+SIGINT stops it after the round in progress. Every ``PUSH_STATS_SECONDS`` it
+reports its figures (``PushWorker.report``: the ``push stats`` log line, its
+record for ``chat-admin push-stats``); with ``METRICS_PORT`` set it serves
+them to Prometheus (``notifications/stats.py``).
 """
 
 from __future__ import annotations
@@ -19,41 +21,27 @@ import sys
 from collections.abc import Sequence
 
 from chat_server import logs
+from chat_server.metrics import serve_metrics
 from chat_server.services import open_database
 from chat_server.settings import Settings, SettingsError, load_settings
 from notifications.setup import build_worker, vapid_keys
-from notifications.worker import PushWorker
 
 log = logging.getLogger("notifications")
-
-STATS_INTERVAL = 60.0
-
-
-async def log_stats(worker: PushWorker, stopping: asyncio.Event, every: float) -> None:
-    """One ``push stats`` log line every ``every`` seconds until ``stopping``."""
-    while not stopping.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), every)
-        try:
-            log.info("push stats", extra=await worker.stats())
-        except Exception as exc:  # the store may be down: the worker logs that already
-            log.debug("push stats unavailable", extra={"error": repr(exc)})
 
 
 async def serve(settings: Settings, stopping: asyncio.Event) -> None:
     """Run one worker until ``stopping`` is set."""
     closers: list[object] = []
+    if settings.metrics_port is not None:
+        closers.append(serve_metrics(settings.metrics_host, settings.metrics_port))
     db = await open_database(settings, closers)
     try:
         store = db.push()
         vapid = await vapid_keys(settings, store)
         worker = build_worker(settings, store, db.messages(), db.accounts(), vapid)
-        stats = asyncio.create_task(log_stats(worker, stopping, STATS_INTERVAL))
         try:
             await worker.run(stopping)
         finally:
-            stopping.set()
-            await stats
             await worker.close()
     finally:
         for c in reversed(closers):

@@ -12,8 +12,12 @@ message), and sends to each device whose quiet hours are over:
   seconds or the ``Retry-After`` the service gave if longer, at most
   ``max_attempts`` times in all; other answers: failed.
 
-Every outcome is counted (``counters``); ``stats()`` adds the queue's size and
-the age of its oldest job. A job is deleted when no target is left.
+Every outcome is counted (``counters``, and ``notifications.stats`` for
+Prometheus); ``stats()`` adds the queue's size and the age of its oldest job.
+Every ``stats_interval`` seconds ``run`` makes a ``report``: this worker's
+figures written to the store (``push_workers``, read by ``chat-admin
+push-stats``), logged (``push stats``) and set on the gauges. A job is deleted
+when no target is left.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,7 +34,7 @@ from typing import Any
 
 from chat_server.rooms.service import message_json
 from chat_server.storage.base import AccountStore, MessageStore, StoreError
-from notifications import payload, rules
+from notifications import payload, rules, stats
 from notifications.models import JobKind, PushJob, Subscription, Target
 from notifications.sender import MAX_PAYLOAD, PushRequest, PushResult, PushSender
 from notifications.store import PushStore
@@ -51,6 +56,8 @@ class WorkerConfig:
     message_ttl: int = 7 * 86400
     concurrency: int = 32
     poll: float = 1.0
+    #: Seconds between two reports (store record, ``push stats`` log line, gauges).
+    stats_interval: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +81,15 @@ class Counters:
     short: int = 0
     skipped: int = 0
     failed: Counter[str] = field(default_factory=Counter)
+
+    def note(self, outcome: str, cause: str = "") -> None:
+        """Count one outcome here and for Prometheus (``notifications.stats``)."""
+        if outcome == "failed":
+            self.failed[cause] += 1
+        else:
+            name = "short" if outcome == "short_payload" else outcome
+            setattr(self, name, getattr(self, name) + 1)
+        stats.outcome(outcome, cause)
 
     def as_dict(self) -> dict[str, Any]:
         """The counters as JSON builtins."""
@@ -109,6 +125,8 @@ class PushWorker:
         self._wakeup = asyncio.Event()
         self._limit = asyncio.Semaphore(self.config.concurrency)
         self._down = False
+        #: This worker's name in the ``push_workers`` records (random per start).
+        self.worker_id = secrets.token_hex(6)
 
     def wake(self) -> None:
         """Look at the outbox now (a job was just written in this process)."""
@@ -124,10 +142,27 @@ class PushWorker:
             "oldest_job_age": 0.0 if oldest is None else max(0.0, now - oldest),
         }
 
+    async def report(self) -> dict[str, Any]:
+        """This worker's figures (``stats()`` and ``worker``): written to the store, logged
+        (``push stats``) and set on the gauges; returned."""
+        figures = await self.stats()
+        stats.queue(figures["queued"], figures["oldest_job_age"])
+        await self._store.put_worker_stats(self.worker_id, figures, self._clock())
+        figures["worker"] = self.worker_id
+        log.info("push stats", extra=figures)
+        return figures
+
     async def run(self, stopping: asyncio.Event) -> None:
-        """Rounds until ``stopping`` is set; a store outage is logged once, then waited out."""
-        log.info("push worker started")
+        """Rounds until ``stopping`` is set; a store outage is logged once, then waited out.
+        A ``report`` at the start, then every ``stats_interval`` seconds."""
+        log.info("push worker started", extra={"worker": self.worker_id})
+        loop = asyncio.get_running_loop()
+        next_report = loop.time()
         while not stopping.is_set():
+            if loop.time() >= next_report:
+                next_report = loop.time() + self.config.stats_interval
+                with contextlib.suppress(StoreError):  # the round below says it once
+                    await self.report()
             handled = 0
             try:
                 handled = await self.run_once()
@@ -200,7 +235,7 @@ class PushWorker:
         targets: dict[str, Target] = {}
         for sub in subs:
             if not rules.wanted(sub, preference, job.conversation_id):
-                self.counters.skipped += 1
+                self.counters.note("skipped")
                 continue
             targets[sub.id] = Target(0, self._not_before(sub, job, now))
         return targets
@@ -222,7 +257,7 @@ class PushWorker:
         for sub_id, t in targets.items():
             sub = await self._store.get_subscription(sub_id)
             if sub is not None and sub.user_id in readers:
-                self.counters.skipped += 1
+                self.counters.note("skipped")
                 continue
             kept[sub_id] = t
         return kept
@@ -268,7 +303,7 @@ class PushWorker:
         async with self._limit:
             result = await self._send(sub, content.full, content)
             if result.status == 413 and content.full != content.short:
-                self.counters.short += 1
+                self.counters.note("short_payload")
                 result = await self._send(sub, content.short, content)
         return await self._outcome(sub, target, result)
 
@@ -283,26 +318,26 @@ class PushWorker:
     ) -> Target | None:
         status = result.status
         if 200 <= status < 300:
-            self.counters.sent += 1
+            self.counters.note("sent")
             return None
         if status in (404, 410):
             await self._store.delete_subscription(sub.id)
-            self.counters.pruned += 1
+            self.counters.note("pruned", str(status))
             log.info("push subscription pruned", extra={"status": status})
             return None
         if status == 429 or status >= 500 or status == 0:
             attempts = target.attempts + 1
             cause = "network" if status == 0 else str(status)
             if attempts >= self.config.max_attempts:
-                self.counters.failed[cause] += 1
+                self.counters.note("failed", cause)
                 log.warning("push given up", extra={"status": status, "attempts": attempts})
                 return None
             delay = min(self.config.max_backoff, self.config.backoff * 2 ** (attempts - 1))
             if result.retry_after is not None:
                 delay = max(delay, min(result.retry_after, self.config.max_backoff))
-            self.counters.retried += 1
+            self.counters.note("retried", cause)
             return Target(attempts, self._clock() + delay)
-        self.counters.failed[str(status)] += 1
+        self.counters.note("failed", str(status))
         log.warning("push refused", extra={"status": status, "reason": result.error})
         return None
 

@@ -210,15 +210,18 @@ class ConversationService:
             if self.attachments is not None and frame.msg_type in ("attachment", "delete"):
                 await self.attachments.after_send(conv, stored)
             await self._publish_message(conv, stored, origin)
-            if self.on_stored is not None:
-                await self.on_stored(conv, stored)
-            # Sending implies having read everything before it. Stored already: a store
-            # failure here must not turn the ack into an error.
+            # Stored already: the push job and the sender's read marker (sending implies
+            # having read everything before it) get one more STORE_TIMEOUT_SECONDS between
+            # them. A store failing or freezing now never turns the ack into an error nor
+            # holds it longer: one log line says what was not recorded.
             try:
-                await self._messages.advance_read(conv.id, user.id, stored.seq)
-            except StoreError as exc:
+                async with asyncio.timeout(self._store_timeout):
+                    if self.on_stored is not None:
+                        await self.on_stored(conv, stored)
+                    await self._messages.advance_read(conv.id, user.id, stored.seq)
+            except (StoreError, TimeoutError) as exc:
                 log.warning(
-                    "read marker not moved", extra={"conversation_id": conv.id, "error": str(exc)}
+                    "read marker not moved", extra={"conversation_id": conv.id, "error": repr(exc)}
                 )
         return stored, created
 
