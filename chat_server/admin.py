@@ -175,7 +175,12 @@ async def _run(args: argparse.Namespace) -> list[str]:
         if args.cmd == "push-stats":
             return [json.dumps(await push_stats(svc.push.store), indent=2)]
         if args.cmd == "retention":
-            report = await svc.retention.run_once()
+            report = await svc.retention.run_exclusive("chat-admin-" + svc.process_id)
+            if report is None:
+                raise DomainError(
+                    "another process is running the retention job now (it holds the lease); "
+                    "try again in a minute"
+                )
             return [f"{name} {count}" for name, count in report.as_dict().items()]
         if args.cmd == "list-structures":
             return [

@@ -74,7 +74,7 @@ class Settings:
     inactivity_notice_days: int = 30
     archive_retention_days: int = 730
     audit_retention_days: int = 1825
-    retention_job: str = "in-process"
+    retention_job: str = "auto"
     retention_interval_seconds: float = 3600.0
     retention_batch_size: int = 200
     # Web Push (notifications/, docs/deployment.md).
@@ -267,7 +267,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     take("INACTIVITY_NOTICE_DAYS", "inactivity_notice_days", lambda n, r: _int(n, r, 1, 365))
     take("ARCHIVE_RETENTION_DAYS", "archive_retention_days", lambda n, r: _int(n, r, 1, 36500))
     take("AUDIT_RETENTION_DAYS", "audit_retention_days", lambda n, r: _int(n, r, 1, 36500))
-    take("RETENTION_JOB", "retention_job", lambda n, r: _choice(n, r, ("in-process", "off")))
+    take(
+        "RETENTION_JOB",
+        "retention_job",
+        lambda n, r: _choice(n, r, ("auto", "in-process", "worker", "off")),
+    )
     take(
         "RETENTION_INTERVAL_SECONDS",
         "retention_interval_seconds",

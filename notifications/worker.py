@@ -149,7 +149,7 @@ class PushWorker:
         stats.queue(figures["queued"], figures["oldest_job_age"])
         await self._store.put_worker_stats(self.worker_id, figures, self._clock())
         figures["worker"] = self.worker_id
-        log.info("push stats", extra=figures)
+        log.info("push stats", extra={"worker": self.worker_id, "figures": figures})
         return figures
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -188,7 +188,10 @@ class PushWorker:
                         w.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await w
-        log.info("push worker stopped", extra=self.counters.as_dict())
+        log.info(
+            "push worker stopped",
+            extra={"worker": self.worker_id, "figures": self.counters.as_dict()},
+        )
 
     async def run_once(self) -> int:
         """Claim and handle one batch of due jobs; return how many."""

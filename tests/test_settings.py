@@ -148,7 +148,7 @@ BAD: list[tuple[str, str]] = [
     ("INACTIVITY_NOTICE_DAYS", "730"),
     ("ARCHIVE_RETENTION_DAYS", "0"),
     ("AUDIT_RETENTION_DAYS", "many"),
-    ("RETENTION_JOB", "worker"),
+    ("RETENTION_JOB", "cron"),
     ("RETENTION_INTERVAL_SECONDS", "1"),
     ("RETENTION_BATCH_SIZE", "0"),
     ("ATTACHMENT_MAX_BYTES", "0"),
