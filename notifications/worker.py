@@ -204,10 +204,13 @@ class PushWorker:
     async def _handle(self, job: PushJob) -> None:
         now = self._clock()
         targets = job.targets
+        # The subscriptions read for this job in this round (a first attempt reads them
+        # all at once); a retry reads each again, as it may be gone meanwhile.
+        known: dict[str, Subscription] = {}
         if targets is None:
-            targets = await self._expand(job, now)
+            targets = await self._expand(job, now, known)
         if job.kind is JobKind.MESSAGE and targets:
-            targets = await self._unread_only(job, targets)
+            targets = await self._unread_only(job, targets, known)
         if not targets:
             # Nobody to reach (no subscription, preferences, read already): the message
             # itself is never read.
@@ -220,7 +223,10 @@ class PushWorker:
         ready = {k: t for k, t in targets.items() if t.not_before <= now}
         later = {k: t for k, t in targets.items() if t.not_before > now}
         results = await asyncio.gather(
-            *(self._deliver(sub_id, target, content) for sub_id, target in ready.items())
+            *(
+                self._deliver(sub_id, target, content, known.get(sub_id))
+                for sub_id, target in ready.items()
+            )
         )
         remaining = dict(later)
         for sub_id, left in zip(ready, results, strict=True):
@@ -232,11 +238,14 @@ class PushWorker:
         else:
             await self._store.delete_job(job.id)
 
-    async def _expand(self, job: PushJob, now: float) -> dict[str, Target]:
+    async def _expand(
+        self, job: PushJob, now: float, known: dict[str, Subscription]
+    ) -> dict[str, Target]:
         subs = await self._store.subscriptions_of(job.recipients)
         preference = str(job.data.get("preference", "messages"))
         targets: dict[str, Target] = {}
         for sub in subs:
+            known[sub.id] = sub
             if not rules.wanted(sub, preference, job.conversation_id):
                 self.counters.note("skipped")
                 continue
@@ -246,7 +255,9 @@ class PushWorker:
     def _not_before(self, sub: Subscription, job: PushJob, now: float) -> float:
         return rules.not_before(sub, now)
 
-    async def _unread_only(self, job: PushJob, targets: dict[str, Target]) -> dict[str, Target]:
+    async def _unread_only(
+        self, job: PushJob, targets: dict[str, Target], known: dict[str, Subscription]
+    ) -> dict[str, Target]:
         """Drop the devices of people who have read the message meanwhile (it was on screen)."""
         if job.conversation_id is None or job.seq is None:
             return targets
@@ -258,7 +269,11 @@ class PushWorker:
             return targets
         kept: dict[str, Target] = {}
         for sub_id, t in targets.items():
-            sub = await self._store.get_subscription(sub_id)
+            sub = known.get(sub_id)
+            if sub is None:
+                sub = await self._store.get_subscription(sub_id)
+                if sub is not None:
+                    known[sub_id] = sub
             if sub is not None and sub.user_id in readers:
                 self.counters.note("skipped")
                 continue
@@ -298,9 +313,13 @@ class PushWorker:
             payload.topic(job.conversation_id),
         )
 
-    async def _deliver(self, sub_id: str, target: Target, content: Content) -> Target | None:
-        """Send to one device; the target left to try again later, or None (done)."""
-        sub = await self._store.get_subscription(sub_id)
+    async def _deliver(
+        self, sub_id: str, target: Target, content: Content, sub: Subscription | None
+    ) -> Target | None:
+        """Send to one device (``sub``, or read now); the target left to try again later,
+        or None (done)."""
+        if sub is None:
+            sub = await self._store.get_subscription(sub_id)
         if sub is None:
             return None
         async with self._limit:
