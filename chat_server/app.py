@@ -29,6 +29,7 @@ from chat_server.api import (
     people,
     portfolio,
     push,
+    structure_keys,
 )
 from chat_server.api.common import error
 from chat_server.rooms.service import MessageVerifier
@@ -157,6 +158,7 @@ def create_app(
         *auth.routes,
         *conversations.routes,
         *keys.routes,
+        *structure_keys.routes,
         *lifecycle.routes,
         *push.routes,
         *attachments.routes,

@@ -286,6 +286,13 @@ class KeysAvailable(Struct, tag="keys.available", tag_field="type"):
     device: str
 
 
+class StructureKeyUpdated(Struct, tag="structure_key.updated", tag_field="type"):
+    """The structure key changed (created, handed to a device, a staff device waits for it):
+    fetch ``GET /api/structure-key``."""
+
+    structure: str
+
+
 class Pong(Struct, tag="pong", tag_field="type"):
     """Answer to ``ping``."""
 
@@ -305,6 +312,7 @@ ServerFrame = (
     | ConversationUpdated
     | KeysRequested
     | KeysAvailable
+    | StructureKeyUpdated
     | Pong
 )
 

@@ -29,6 +29,7 @@ from chat_server.lifecycle.service import LifecycleService
 from chat_server.metrics import Metrics, MetricsServer, serve_metrics
 from chat_server.rooms.keys import E2EEVerifier, KeyService
 from chat_server.rooms.service import ConversationService, MessageVerifier, NoVerification
+from chat_server.rooms.structure_keys import StructureKeyService
 from chat_server.session_watch import watch_sessions
 from chat_server.settings import Settings
 from chat_server.storage.base import (
@@ -42,6 +43,7 @@ from chat_server.storage.base import (
 from chat_server.storage.blobs import BlobStore
 from chat_server.storage.embedded import EmbeddedMongo
 from chat_server.storage.presence import SingleProcessPresence
+from chat_server.storage.structure_keys import StructureKeyStore
 from chat_server.tools.onboarding import OnboardingService
 from chat_server.tools.portfolio import PortfolioService
 from notifications.service import PushService
@@ -67,6 +69,9 @@ class Database(Protocol):
 
     def keys(self) -> KeyStore:
         """The key store."""
+
+    def structure_keys(self) -> StructureKeyStore:
+        """The structure-key store."""
 
     def lifecycle(self) -> LifecycleStore:
         """The lifecycle store (retention, erasure, archives)."""
@@ -225,6 +230,7 @@ async def build_services(
         settings.store_timeout_seconds,
     )
     keys = KeyService(key_store, messages, accounts_store, conversations, hub, clock)
+    keys.structure = StructureKeyService(db.structure_keys(), key_store, accounts_store, hub, clock)
     push = await build_push(settings, db.push(), messages, accounts_store, clock)
     # The push outbox gets a job after each new message's durable write.
     conversations.on_stored = push.outbox.message_stored

@@ -167,7 +167,10 @@ async def my_envelopes(request: Request) -> Response:
         if found is not None and user.id in found.members:
             convs.add(conv)
     epochs = await svc.keys.commitments_for(sorted(convs))
-    return ok({"envelopes": envs, "epochs": epochs})
+    answer: dict[str, Any] = {"envelopes": envs, "epochs": epochs}
+    if conv is not None:
+        answer["structure"] = await svc.keys.structure_envelopes(user, session.device_id, conv)
+    return ok(answer)
 
 
 @endpoint

@@ -29,6 +29,7 @@ from chat_server.crypto.errors import MalformedInput
 from chat_server.crypto.keys import DevicePublicKeys, verify_registration
 from chat_server.crypto.message import FORMAT_VERSION, aad_head_v2, signed_bytes_v2
 from chat_server.crypto.meta import canonical_meta
+from chat_server.crypto.structure_key import structure_recipient
 from chat_server.crypto.verify_pool import SignatureChecks
 from chat_server.hub import Hub
 from chat_server.rooms.errors import (
@@ -51,7 +52,9 @@ from chat_server.rooms.models import (
     User,
 )
 from chat_server.rooms.service import ConversationService
+from chat_server.rooms.structure_keys import StructureKeyService, structure_key_json
 from chat_server.storage.base import AccountStore, Conflict, KeyStore, MessageStore
+from chat_server.storage.structure_keys import StructureKey
 
 log = logging.getLogger(__name__)
 
@@ -205,15 +208,28 @@ class DeviceSets:
     members: dict[str, list[Device]]
     escrow: dict[str, list[Device]]
     pending: set[str]
+    #: The structure's key: every epoch has one more envelope, sealed to it.
+    structure: StructureKey | None = None
 
     def authorised(self) -> dict[str, Device]:
-        """Every device that must get an envelope, by id."""
+        """Every recipient that must get an envelope, by id (the structure key's
+        recipient id included, as a pseudo-device holding its public half)."""
         out: dict[str, Device] = {}
         for group in (self.members, self.escrow):
             for devices in group.values():
                 for d in devices:
                     if d.id not in self.pending:
                         out[d.id] = d
+        if self.structure is not None:
+            rid = structure_recipient(self.structure.key_id)
+            out[rid] = Device(
+                rid,
+                "structure:" + self.structure.structure_id,
+                self.structure.public_key,
+                b"",
+                self.structure.sig,
+                self.structure.created_at,
+            )
         return out
 
 
@@ -237,6 +253,8 @@ class KeyService:
         self._clock = clock
         #: Called when a device waits for the counsellor's approval (the push outbox).
         self.on_key_request: Callable[[Conversation, str], Awaitable[None]] | None = None
+        #: The structure keys (set by the wiring); None: no structure envelopes.
+        self.structure: StructureKeyService | None = None
 
     # ------------------------------------------------------------------ devices
 
@@ -295,6 +313,9 @@ class KeyService:
             and await self._accounts.activation_box(user.id) is not None
         )
         await self._device_changed(user, device, "added", convs, approved, ask=not carried)
+        if self.structure is not None and user.role is not Role.BENEFICIARY and user.structure_id:
+            # A new staff device waits for the structure key: the supervisors' consoles hand it.
+            await self.structure.announce(user.structure_id)
         return device, True
 
     async def _conversations_of(self, user: User) -> list[Conversation]:
@@ -368,6 +389,7 @@ class KeyService:
             {u: by_user.get(u, []) for u in members},
             {u: by_user.get(u, []) for u in escrow_users},
             pending,
+            None if self.structure is None else await self.structure.current(conv.structure_id),
         )
 
     async def readable_conversation(self, user: User, conversation_id: str) -> Conversation:
@@ -414,6 +436,7 @@ class KeyService:
             "members": group(sets.members),
             "escrow": group(sets.escrow),
             "pending": sorted(sets.pending),
+            "structure_key": None if sets.structure is None else structure_key_json(sets.structure),
         }
 
     # ------------------------------------------------------------------ epochs
@@ -597,6 +620,35 @@ class KeyService:
                 item["sender_user"] = sender.user_id
                 item["sender_sig_pub"] = b64encode(sender.sig_pub)
             out.append(item)
+        return out
+
+    async def structure_envelopes(
+        self, user: User, device_id: str, conversation_id: str
+    ) -> dict[str, Any] | None:
+        """A member's view of its conversation's structure envelopes, or None (no key).
+
+        ``missing_epochs``: epochs without a structure envelope yet (created
+        before the key existed), which a member holding them should seal to it.
+        ``envelopes``: the structure envelopes themselves, only for a member's
+        device that holds the structure key (a grant): ciphertext to members only.
+        """
+        if self.structure is None:
+            return None
+        conv = await self._messages.get_conversation(conversation_id)
+        if conv is None or user.id not in conv.members:
+            return None
+        key = await self.structure.current(conv.structure_id)
+        if key is None:
+            return None
+        rid = structure_recipient(key.key_id)
+        held = (await self._keys.epochs_held(conv.id, [rid]))[rid]
+        out: dict[str, Any] = {
+            "key": structure_key_json(key),
+            "missing_epochs": sorted(set(range(1, conv.epoch + 1)) - held),
+            "envelopes": [],
+        }
+        if await self.structure.holds(key, device_id):
+            out["envelopes"] = await self.envelopes_for(rid, conv.id)
         return out
 
     # ------------------------------------------------------------------ key requests

@@ -59,6 +59,7 @@ from chat_server.crypto.keys import (
 )
 from chat_server.crypto.message import FORMAT_VERSION, decrypt_message, encrypt_message
 from chat_server.crypto.safety import safety_number
+from chat_server.sdk.structure import StructureKeyring
 
 if TYPE_CHECKING:
     from chat_server.sdk.items import Draft
@@ -156,6 +157,8 @@ class Client:
         self.transcript: list[str] | None = None  # set to a list to keep every raw frame
         #: The box key of the activation code this device proved (None otherwise).
         self.activation_key: bytes | None = None
+        #: The structure key (docs/security.md): sealed to at each epoch, read after a transfer.
+        self.structure = StructureKeyring(self)
 
     @property
     def user_id(self) -> str:
@@ -360,6 +363,9 @@ class Client:
                 continue
             self.state.epoch_keys[key] = raw
             new += 1
+        if conversation is not None:
+            new += await self.structure.open_envelopes(conversation, data, commitments)
+            await self.structure.backfill(conversation, data)
         return new
 
     async def devices(self, conversation: str) -> dict[str, Any]:
@@ -399,6 +405,20 @@ class Client:
                 for group in (*info["members"], *info["escrow"])
                 for d in group["devices"]
             ]
+            if info.get("structure_key"):
+                # One more envelope, for the structure key, once it verifies (else refused).
+                rid, pub = await self.structure.verified_public(info["structure_key"])
+                envelopes.append(
+                    wrap_epoch_key(
+                        key,
+                        sender=self.keys,
+                        sender_device=self.device_id,
+                        recipient_device=rid,
+                        recipient_dh_pub=pub,
+                        conversation=conversation,
+                        epoch=new_epoch,
+                    ).to_json()
+                )
             commitment = epoch_commitment(key, conversation, new_epoch)
             commitment_sig = sign_commitment(
                 self.keys, conversation, new_epoch, self.device_id, commitment

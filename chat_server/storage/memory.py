@@ -40,6 +40,7 @@ from chat_server.rooms.models import (
 )
 from chat_server.storage.base import Conflict, NonceReused
 from chat_server.storage.blobs_memory import MemoryBlobStore
+from chat_server.storage.structure_keys import MemoryStructureKeyStore
 from notifications.store import MemoryPushStore
 
 
@@ -119,6 +120,11 @@ class MemoryDatabase:
         self._state = _State()
         self._push: MemoryPushStore | None = None
         self._blobs = MemoryBlobStore()
+        self._structure_keys = MemoryStructureKeyStore()
+
+    def structure_keys(self) -> MemoryStructureKeyStore:
+        """The structure-key store on this database."""
+        return self._structure_keys
 
     def blobs(self) -> MemoryBlobStore:
         """The attachment blob store on this database."""

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from chat_server.storage.mongo_keys import MongoKeyStore
     from chat_server.storage.mongo_lifecycle import MongoLifecycleStore
     from chat_server.storage.mongo_push import MongoPushStore
+    from chat_server.storage.mongo_structure_keys import MongoStructureKeyStore
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ class MongoDatabase:
         await self.keys().create_indexes()
         await self.lifecycle().create_indexes()
         await self.push().create_indexes()
+        await self.structure_keys().create_indexes()
         await self.blobs().create_indexes()
 
     def accounts(self) -> MongoAccountStore:
@@ -189,6 +191,12 @@ class MongoDatabase:
         from chat_server.storage.mongo_keys import MongoKeyStore
 
         return MongoKeyStore(self.db)
+
+    def structure_keys(self) -> MongoStructureKeyStore:
+        """The structure-key store on this database."""
+        from chat_server.storage.mongo_structure_keys import MongoStructureKeyStore
+
+        return MongoStructureKeyStore(self.db)
 
     def lifecycle(self) -> MongoLifecycleStore:
         """The lifecycle store on this database."""

@@ -31,6 +31,7 @@ BROWSER_VECTORS = VECTORS_DIR / "browser.json"
 RFC_VECTOR_NAME = "hpke-rfc9180-a1-base.json"
 COMMIT_VECTOR_NAME = "epoch-commitment-v1.json"
 ACTIVATION_VECTOR_NAME = "activation-v1.json"
+STRUCTURE_VECTOR_NAME = "structure-key-v1.json"
 # The repository's copy first, then the project's shared/ folder beside the checkout.
 RFC_VECTOR_CANDIDATES = (
     REPO / "tests" / "crypto" / RFC_VECTOR_NAME,
@@ -78,6 +79,7 @@ def base_url(python_vectors_missing: str | None) -> Iterator[str]:
         RFC_VECTOR_NAME: _rfc_vector_path(),
         COMMIT_VECTOR_NAME: _vector_path(COMMIT_VECTOR_NAME),
         ACTIVATION_VECTOR_NAME: _vector_path(ACTIVATION_VECTOR_NAME),
+        STRUCTURE_VECTOR_NAME: _vector_path(STRUCTURE_VECTOR_NAME),
     }
     if python_vectors_missing is None:
         files["python.json"] = PYTHON_VECTORS
@@ -99,6 +101,7 @@ def results(browser: Browser, base_url: str, python_vectors_missing: str | None)
         "rfc": f"/vectors/{RFC_VECTOR_NAME}",
         "commit": f"/vectors/{COMMIT_VECTOR_NAME}",
         "activation": f"/vectors/{ACTIVATION_VECTOR_NAME}",
+        "structure": f"/vectors/{STRUCTURE_VECTOR_NAME}",
         "seed": VECTOR_SEED,
     }
     if python_vectors_missing is None:
@@ -161,6 +164,38 @@ def test_activation_vector_both_ways(results: dict[str, Any]) -> None:
     produced = activation["produced"]
     keys = open_box(derive(produced["code"]).box_key, produced["conversation"], produced["box"])
     assert keys == {k["epoch"]: b64decode(k["key"]) for k in produced["keys"]}
+
+
+def test_structure_key_vector_both_ways(results: dict[str, Any]) -> None:
+    """The browser makes Python's structure-key vector again and opens it; Python checks
+    and opens a key, grant and structure envelope made in the browser."""
+    from chat_server.crypto.encoding import b64decode
+    from chat_server.crypto.envelope import Envelope
+    from chat_server.crypto.keys import DeviceKeys
+    from chat_server.crypto.structure_key import (
+        StructureGrant,
+        open_grant,
+        open_structure_envelope,
+        structure_key_id,
+        verify_structure_key,
+    )
+
+    structure = results["structure"]
+    assert structure["pass"], _failures(structure)
+    assert sum(m.startswith("ok: ") for m in structure["messages"]) == 10
+    made = structure["produced"]
+    pub = b64decode(made["public_key"])
+    creator_sig = b64decode(made["creator_sig_pub"])
+    assert structure_key_id(pub) == made["key_id"]
+    assert verify_structure_key(
+        creator_sig, made["structure"], pub, "dev-b-sup", b64decode(made["key_sig"])
+    )
+    recipient = DeviceKeys.from_private_bytes(
+        b64decode(made["recipient"]["dh_priv"]), b64decode(made["recipient"]["sig_priv"])
+    )
+    private = open_grant(StructureGrant.from_json(made["grant"]), recipient, creator_sig, pub)
+    env = Envelope.from_json(made["envelope"])
+    assert open_structure_envelope(env, private, creator_sig) == b64decode(made["epoch_key"])
 
 
 def test_self_checks(results: dict[str, Any]) -> None:

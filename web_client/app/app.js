@@ -319,7 +319,8 @@ function renderThread() {
       key: notice.id,
       at: notice.afterSeq + 0.5,
       render: () => {
-        const text = t(notice.recovered ? "securityBadEnvelopeRecovered" : "securityBadEnvelope", { name: notice.userId === s.peer?.id ? peer : t("unknownPerson") });
+        const bad = t(notice.recovered ? "securityBadEnvelopeRecovered" : "securityBadEnvelope", { name: notice.userId === s.peer?.id ? peer : t("unknownPerson") });
+        const text = notice.reason === "structure_key_unverified" ? t("securityStructureKey") : bad;
         return h("li", { class: "msg msg-system msg-notice msg-security", role: "alert" }, h("p", { class: "msg-text" }, text));
       },
     }));

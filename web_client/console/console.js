@@ -476,6 +476,7 @@ function userName(conv, userId) {
 
 function noticeText(conv, notice) {
   const name = userName(conv, notice.userId);
+  if (notice.kind === "security" && notice.reason === "structure_key_unverified") return t("securityStructureKey");
   if (notice.kind === "security") return t(notice.recovered ? "securityBadEnvelopeRecovered" : "securityBadEnvelope", { name });
   return t(notice.reason === "transfer" ? "keysSharedTransfer" : "keysSharedNewDevice", { name });
 }

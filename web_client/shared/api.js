@@ -206,4 +206,17 @@ export class Api {
   device(deviceId) {
     return this.get(`/api/keys/devices/${encodeURIComponent(deviceId)}`);
   }
+
+  /** The structure key as this device sees it (docs/protocol.md, "Structure key"). */
+  structureKey() {
+    return this.get("/api/structure-key");
+  }
+
+  createStructureKey(publicKey, sig, grant) {
+    return this.post("/api/structure-key", { public_key: publicKey, sig, grant });
+  }
+
+  addStructureGrants(grants) {
+    return this.post("/api/structure-key/grants", { grants });
+  }
 }

@@ -108,6 +108,10 @@ export class ChatClient {
     // A poisoned envelope (its key fails the epoch's commitment) is a security event of the thread.
     keys.onSecurityEvent = (ev) =>
       this.addNotice(ev.conversation, { kind: "security", reason: ev.kind, userId: ev.senderUser, epoch: ev.epoch, recovered: ev.recovered });
+    // A grant of the structure key opened: threads read after a transfer can be decrypted now.
+    keys.structure.onChange = () => {
+      for (const conversation of this.threads.keys()) this.retryUndecrypted(conversation, { fresh: true });
+    };
     this.events = new EventTarget();
     this.summaries = new Map();
     this.threads = new Map();
@@ -209,6 +213,13 @@ export class ChatClient {
     for (const thread of this.threads.values()) if (!thread.loaded && !thread.loading) this.loadThread(thread.conversation);
     this.flush();
     this.checkKeyRequests();
+    this.syncStructureKey();
+  }
+
+  /** The structure key: open this device's grant; a supervisor's console makes it and hands it on. */
+  syncStructureKey() {
+    if (this.user.role === "beneficiary") return;
+    this.keys.structure.sync(this.user).catch((err) => console.warn("structure key", err.message));
   }
 
   onFrame(f) {
@@ -239,6 +250,9 @@ export class ChatClient {
         break;
       case "keys.requested":
         this.onKeyRequest(f);
+        break;
+      case "structure_key.updated":
+        this.syncStructureKey();
         break;
       case "keys.available":
         if (f.device === this.deviceId) {

@@ -232,6 +232,15 @@ async function importPrivateRaw(kind, raw, extractable) {
   return { privateKey, publicKey, publicRaw };
 }
 
+/**
+ * An X25519 key pair from its raw 32-byte private scalar: { privateKey,
+ * publicRaw } (the structure key, docs/crypto-format.md).
+ */
+export async function importX25519Private(raw, { extractable = false } = {}) {
+  const { privateKey, publicRaw } = await importPrivateRaw("X25519", raw, extractable);
+  return { privateKey, publicRaw };
+}
+
 /** The raw 32 bytes of an extractable X25519 / Ed25519 private CryptoKey. */
 export async function exportPrivateRaw(privateKey) {
   if (!privateKey.extractable) throw new TypeError("private key is not extractable");

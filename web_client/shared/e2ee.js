@@ -35,6 +35,7 @@ import * as C from "./crypto.js";
 import { idbGet, idbPut } from "./idb.js";
 import { ApiError } from "./api.js";
 import { urlToStd, stdToUrl } from "./wire.js";
+import { StructureKeyring } from "./structure-key.js";
 
 const { b64encode, b64decode } = C;
 
@@ -121,6 +122,8 @@ export class KeyManager {
     // conversation -> async (epoch, raw) => void: sees a new epoch's raw key once,
     // before it is wiped (the console's activation box, shared/activation.js).
     this.rawEpochHooks = new Map();
+    // The structure key (structure-key.js): sealed to at each epoch, read after a transfer.
+    this.structure = new StructureKeyring(this);
   }
 
   // ------------------------------------------------------------------ device
@@ -270,6 +273,7 @@ export class KeyManager {
     return {
       epoch: Number.isSafeInteger(listing.epoch) && listing.epoch > 0 ? listing.epoch : 0,
       rotationRequired: !!listing.rotation_required,
+      structureKey: listing.structure_key || null,
       pending: listing.pending || [],
       devices,
       memberUsers,
@@ -444,7 +448,65 @@ export class KeyManager {
       await this.storeEpochKey(conversation, epoch, raw);
       opened++;
     }
+    if (answer.structure) {
+      opened += await this._openStructureEnvelopes(conversation, answer, listing, memo);
+      await this._sealMissingToStructure(conversation, answer, listing, memo).catch((err) => console.warn("structure envelopes not added", err.message));
+    }
     return opened;
+  }
+
+  /**
+   * The epochs this device lacks, from the conversation's structure envelopes
+   * (this device holds the structure key): same checks as its own envelopes.
+   */
+  async _openStructureEnvelopes(conversation, answer, listing, memo) {
+    const found = answer.structure;
+    let recipient = this.structure.recipientKeys(found.key?.key_id);
+    if (!recipient && (found.envelopes || []).length && this.structure.pair?.keyId !== found.key?.key_id) {
+      await this.structure.openGrant(await this.api.structureKey()).catch(() => false);
+      recipient = this.structure.recipientKeys(found.key?.key_id);
+    }
+    if (!recipient) return 0;
+    const byEpoch = new Map();
+    const rid = `structure:${found.key.key_id}`;
+    for (const env of found.envelopes || []) {
+      if (env.conversation !== conversation || env.recipient_device !== rid || !Number.isSafeInteger(env.epoch) || env.epoch < 1 || env.epoch > listing.epoch) continue;
+      if (!byEpoch.has(env.epoch)) byEpoch.set(env.epoch, []);
+      byEpoch.get(env.epoch).push(env);
+    }
+    let opened = 0;
+    for (const [epoch, envs] of byEpoch) {
+      if (await this.epochKey(conversation, epoch, { fetch: false })) continue;
+      // Only with a signed commitment: the structure envelope is never the first word on a key.
+      if (!memo.commitments?.get(epoch)) continue;
+      const raw = await this._openTrusted(conversation, epoch, envs, listing, memo, recipient);
+      if (!raw) continue;
+      await this.storeEpochKey(conversation, epoch, raw);
+      opened++;
+    }
+    return opened;
+  }
+
+  /** Seal to the structure key the epochs it lacks that this device was given (one request). */
+  async _sealMissingToStructure(conversation, answer, listing, memo) {
+    const missing = new Set(answer.structure.missing_epochs || []);
+    if (!missing.size || !answer.structure.key) return 0;
+    const target = await this.structure.verifiedKey(answer.structure.key);
+    const envelopes = [];
+    for (const [epoch, envs] of this._envelopesByEpoch(conversation, answer, listing.epoch)) {
+      if (!missing.has(epoch)) continue;
+      const raw = await this._openTrusted(conversation, epoch, envs, listing, memo);
+      if (!raw) continue;
+      try {
+        envelopes.push(
+          await C.wrapEpochKey({ epochKey: raw, conversation, epoch, recipientDevice: target.recipient, recipientDhPub: target.publicRaw, senderDevice: this.deviceId, senderKeys: this.device }),
+        );
+      } finally {
+        raw.fill(0);
+      }
+    }
+    if (!envelopes.length) return 0;
+    return (await this.api.addEnvelopes(conversation, envelopes)).added || 0;
   }
 
   /** This device's envelopes of `conversation` by epoch, none beyond the current epoch. */
@@ -471,7 +533,7 @@ export class KeyManager {
    * or (none held) decrypts the verified messages of that epoch at hand.
    * Returns the raw key (the caller zeroes it) or null.
    */
-  async _openTrusted(conversation, epoch, envs, listing, memo) {
+  async _openTrusted(conversation, epoch, envs, listing, memo, recipient = this.device) {
     const committed = memo.commitments?.get(epoch);
     const ranked = [];
     for (const env of envs) {
@@ -490,7 +552,7 @@ export class KeyManager {
     for (const { env, sender } of ranked) {
       let raw;
       try {
-        raw = await C.openEnvelope(env, this.device, sender.sigPub);
+        raw = await C.openEnvelope(env, recipient, sender.sigPub);
       } catch (err) {
         console.warn("envelope refused", epoch, err.message);
         continue;
@@ -515,13 +577,16 @@ export class KeyManager {
     const id = `${conversation}|${epoch}|${env.sender_device}`;
     if (this.reported.has(id)) return;
     this.reported.add(id);
-    const event = { kind: "bad_envelope", conversation, epoch, senderDevice: env.sender_device, senderUser: sender.userId, recovered };
+    this._securityEvent({ kind: "bad_envelope", conversation, epoch, senderDevice: env.sender_device, senderUser: sender.userId, recovered });
+    this.api.reportEnvelope(conversation, epoch, env.sender_device).catch((err) => console.warn("report failed", err.message));
+  }
+
+  _securityEvent(event) {
     try {
       this.onSecurityEvent?.(event);
     } catch (err) {
       console.warn("security event handler failed", err);
     }
-    this.api.reportEnvelope(conversation, epoch, env.sender_device).catch((err) => console.warn("report failed", err.message));
   }
 
   /** Remember a verified message (wire form) to check a key of its epoch opened later. */
@@ -591,9 +656,24 @@ export class KeyManager {
       if (key) return listing.epoch;
     }
     const next = listing.epoch + 1;
+    let target = null;
+    if (listing.structureKey) {
+      try {
+        target = await this.structure.verifiedKey(listing.structureKey);
+      } catch (err) {
+        // A structure key that does not verify is never sealed to (docs/security.md).
+        this._securityEvent({ kind: "structure_key_unverified", conversation, epoch: next });
+        throw new KeyError("structure_key_unverified", err.message);
+      }
+    }
     const raw = C.generateEpochKey();
     try {
       const envelopes = [];
+      if (target) {
+        envelopes.push(
+          await C.wrapEpochKey({ epochKey: raw, conversation, epoch: next, recipientDevice: target.recipient, recipientDhPub: target.publicRaw, senderDevice: this.deviceId, senderKeys: this.device }),
+        );
+      }
       for (const d of listing.devices) {
         envelopes.push(
           await C.wrapEpochKey({

@@ -13,6 +13,7 @@
 
 import * as c from "../shared/crypto.js";
 import * as act from "../shared/activation.js";
+import * as sk from "../shared/structure-crypto.js";
 
 class Checker {
   constructor() {
@@ -311,6 +312,63 @@ async function runActivationVector(doc) {
   return { ...t.result(), produced };
 }
 
+/**
+ * The fixed structure-key vector (tests/crypto/structure-key-v1.json, made by
+ * Python): key id, key signature, grant and structure envelope made again byte
+ * for byte and opened. Then a fresh key, grant and envelope made here for the
+ * Python side to open (`produced`).
+ */
+async function runStructureVector(doc) {
+  const t = new Checker();
+  let produced = null;
+  await t.guard("structure key vector", async () => {
+    const dev = async (k, extractable = false) => c.importDeviceKeys({ dhPriv: c.b64decode(k.dh_priv), sigPriv: c.b64decode(k.sig_priv) }, { extractable });
+    const creator = await dev(doc.creator);
+    const recipient = await dev(doc.recipient);
+    const writer = await dev(doc.writer);
+    const pub = c.b64decode(doc.public_key);
+    const pair = await c.importX25519Private(c.b64decode(doc.private_key), { extractable: true });
+    t.ok(c.bytesEqual(pair.publicRaw, pub), "structure public key from its private scalar");
+    t.ok((await sk.structureKeyId(pub)) === doc.key_id, "structure key id");
+    const sig = await sk.signStructureKey(creator, doc.structure, pub, doc.creator_device);
+    t.ok(c.b64encode(sig) === doc.key_sig, "structure key signature made again");
+    t.ok(await sk.verifyStructureKey(creator.sigPublic, doc.structure, pub, doc.creator_device, c.b64decode(doc.key_sig)), "structure key signature verifies");
+    t.ok(!(await sk.verifyStructureKey(creator.sigPublic, "st-2", pub, doc.creator_device, c.b64decode(doc.key_sig))), "another structure does not verify");
+    const grant = await sk.wrapGrant({ privateRaw: c.b64decode(doc.private_key), publicRaw: pub, structure: doc.structure, senderKeys: creator, senderDevice: doc.creator_device, recipientDevice: doc.grant.recipient_device, recipientDhPub: recipient.dhPublic, ikmE: c.b64decode(doc.grant_ikm_e) });
+    t.ok(JSON.stringify(grant) === JSON.stringify(doc.grant), "grant made again");
+    const opened = await sk.openGrant(doc.grant, recipient, creator.sigPublic, pub);
+    t.ok(c.b64encode(opened.privateRaw) === doc.private_key, "grant opens");
+    await t.throws(() => sk.openGrant({ ...doc.grant, recipient_device: "dev-c3" }, recipient, creator.sigPublic, pub), "a moved grant is refused");
+    const env = await c.wrapEpochKey({ epochKey: c.b64decode(doc.epoch_key), conversation: doc.envelope.conversation, epoch: doc.envelope.epoch, recipientDevice: sk.structureRecipient(doc.key_id), recipientDhPub: pub, senderDevice: doc.envelope.sender_device, senderKeys: writer, ikmE: c.b64decode(doc.envelope_ikm_e) });
+    t.ok(JSON.stringify(env) === JSON.stringify(doc.envelope), "structure envelope made again");
+    const key = await c.openEnvelope(doc.envelope, { dhPrivate: opened.privateKey, dhPublic: pub }, writer.sigPublic);
+    t.ok(c.b64encode(key) === doc.epoch_key, "structure envelope opens");
+    // Made here, opened by Python.
+    const fresh = await c.generateDeviceKeys({ extractable: true });
+    const { dhPriv, sigPriv } = await c.exportDevicePrivate(fresh);
+    const rec = await c.generateDeviceKeys({ extractable: true });
+    const r = await c.exportDevicePrivate(rec);
+    const sp = await c.importX25519Private(c.randomBytes(32), { extractable: true });
+    const spRaw = await c.exportPrivateRaw(sp.privateKey);
+    const kid = await sk.structureKeyId(sp.publicRaw);
+    const epochKey = c.generateEpochKey();
+    produced = {
+      structure: "st-browser",
+      public_key: c.b64encode(sp.publicRaw),
+      key_id: kid,
+      key_sig: c.b64encode(await sk.signStructureKey(fresh, "st-browser", sp.publicRaw, "dev-b-sup")),
+      creator_sig_pub: c.b64encode(fresh.sigPublic),
+      recipient: { dh_priv: c.b64encode(r.dhPriv), sig_priv: c.b64encode(r.sigPriv) },
+      grant: await sk.wrapGrant({ privateRaw: spRaw, publicRaw: sp.publicRaw, structure: "st-browser", senderKeys: fresh, senderDevice: "dev-b-sup", recipientDevice: "dev-b-c2", recipientDhPub: rec.dhPublic }),
+      epoch_key: c.b64encode(epochKey),
+      envelope: await c.wrapEpochKey({ epochKey, conversation: "conv-b", epoch: 2, recipientDevice: sk.structureRecipient(kid), recipientDhPub: sp.publicRaw, senderDevice: "dev-b-sup", senderKeys: fresh }),
+    };
+    dhPriv.fill(0);
+    sigPriv.fill(0);
+  });
+  return { ...t.result(), produced };
+}
+
 async function fetchJson(url) {
   const response = await fetch(url, { cache: "no-store" });
   if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
@@ -336,6 +394,11 @@ export async function runAll(params) {
       ? await runActivationVector(await fetchJson(activationUrl))
       : { pass: false, messages: ["FAIL: no activation= parameter"] };
 
+    const structureUrl = params.get("structure");
+    results.structure = structureUrl
+      ? await runStructureVector(await fetchJson(structureUrl))
+      : { pass: false, messages: ["FAIL: no structure= parameter"] };
+
     const peerUrl = params.get("peer");
     if (peerUrl) {
       const report = await c.checkVectors(await fetchJson(peerUrl));
@@ -356,7 +419,7 @@ export async function runAll(params) {
       reproducible: JSON.stringify(again) === JSON.stringify(results.browserVectors),
     };
     results.pass =
-      results.rfc9180.pass && results.commitment.pass && results.activation.pass && results.self.pass && results.browserVectorsCheck.pass && (results.peer.skipped || results.peer.pass);
+      results.rfc9180.pass && results.commitment.pass && results.activation.pass && results.structure.pass && results.self.pass && results.browserVectorsCheck.pass && (results.peer.skipped || results.peer.pass);
   } catch (err) {
     results.error = String(err && err.stack ? err.stack : err);
   }

@@ -1,0 +1,256 @@
+"""The structure key on the server side: who may create it, hand it on, and read it.
+
+One X25519 key pair per structure (docs/security.md, "The structure key").
+The server stores its public half, signed by the supervisor's device that
+made it, and one grant per staff device (the private half sealed to that
+device); it can open neither. Every epoch of a conversation of the structure
+then carries one more envelope, sealed to the structure key, which the
+epoch checks of `chat_server.rooms.keys` require.
+
+Rules:
+- only a supervisor's device creates the key (once per structure: the
+  first creation wins, a second one is ``structure_key_exists``);
+- a grant is handed by a supervisor's device that holds the key (its
+  supervisor's client handing it *is* the approval), only to a registered
+  device of a counsellor or supervisor of the same structure;
+- a device sees its own grant; a supervisor's holder device also sees the
+  staff devices still waiting for one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from chat_server import protocol as p
+from chat_server.crypto.encoding import b64decode, b64encode
+from chat_server.crypto.errors import MalformedInput
+from chat_server.crypto.keys import KEY_LEN
+from chat_server.crypto.structure_key import (
+    StructureGrant,
+    structure_key_id,
+    verify_structure_key,
+)
+from chat_server.hub import Hub
+from chat_server.rooms.errors import E2EEError, Forbidden, InvalidInput
+from chat_server.rooms.models import Device, Role, User
+from chat_server.storage.base import AccountStore, Conflict, KeyStore
+from chat_server.storage.structure_keys import GrantRecord, StructureKey, StructureKeyStore
+
+log = logging.getLogger(__name__)
+
+STAFF = (Role.COUNSELLOR, Role.SUPERVISOR)
+#: Grants accepted in one request (a structure's staff devices: 10 per person).
+MAX_GRANTS = 500
+
+
+def structure_key_json(key: StructureKey) -> dict[str, Any]:
+    """The structure key's public JSON (docs/protocol.md)."""
+    return {
+        "structure": key.structure_id,
+        "key_id": key.key_id,
+        "public_key": b64encode(key.public_key),
+        "creator_device": key.creator_device,
+        "creator_user": key.creator_user,
+        "sig": b64encode(key.sig),
+        "created_at": key.created_at,
+    }
+
+
+def grant_json(g: GrantRecord) -> dict[str, Any]:
+    """A grant's JSON (docs/crypto-format.md)."""
+    return StructureGrant(
+        g.structure_id, g.key_id, g.recipient_device, g.sender_device, g.enc, g.ct, g.sig
+    ).to_json()
+
+
+class StructureKeyService:
+    """Create the structure key, hand it to staff devices, and show each device its grant."""
+
+    def __init__(
+        self,
+        store: StructureKeyStore,
+        keys: KeyStore,
+        accounts: AccountStore,
+        hub: Hub,
+        clock: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._accounts = accounts
+        self._hub = hub
+        self._clock = clock
+
+    async def current(self, structure_id: str | None) -> StructureKey | None:
+        """The structure's key, or None (no structure, or no key yet)."""
+        return None if structure_id is None else await self._store.current_key(structure_id)
+
+    async def _staff_device(self, user: User, device_id: str) -> tuple[str, Device]:
+        if user.role not in STAFF or user.structure_id is None:
+            raise Forbidden("only a structure's counsellors and supervisors hold its key")
+        device = await self._keys.get_device(device_id)
+        if device is None or device.removed_at is not None or device.user_id != user.id:
+            raise E2EEError("unknown_device", "register this device's keys first")
+        return user.structure_id, device
+
+    async def holds(self, key: StructureKey, device_id: str) -> bool:
+        """Whether this device was handed the key."""
+        return bool(await self._store.grants_for(key.key_id, [device_id]))
+
+    async def view(self, user: User, device_id: str) -> dict[str, Any]:
+        """The structure key, this device's grant (with its sender's keys), and, for a
+        supervisor's holder device, the staff devices waiting for a grant."""
+        structure_id, device = await self._staff_device(user, device_id)
+        key = await self._store.current_key(structure_id)
+        out: dict[str, Any] = {
+            "structure": structure_id,
+            "key": None,
+            "grant": None,
+            "waiting": [],
+        }
+        if key is None:
+            return out
+        out["key"] = structure_key_json(key)
+        creator = await self._keys.get_device(key.creator_device)
+        if creator is not None:
+            out["key"]["creator_sig_pub"] = b64encode(creator.sig_pub)
+        mine = await self._store.grants_for(key.key_id, [device.id])
+        if mine:
+            item = grant_json(mine[0])
+            sender = await self._keys.get_device(mine[0].sender_device)
+            if sender is not None:
+                item["sender_user"] = sender.user_id
+                item["sender_sig_pub"] = b64encode(sender.sig_pub)
+            out["grant"] = item
+        if user.role is Role.SUPERVISOR and mine:
+            out["waiting"] = await self._waiting(structure_id, key)
+        return out
+
+    async def _staff_devices(self, structure_id: str) -> list[tuple[User, Device]]:
+        people: dict[str, User] = {}
+        for role in STAFF:
+            for u in await self._accounts.users_in_structure(structure_id, role):
+                people[u.id] = u
+        return [
+            (people[d.user_id], d)
+            for d in await self._keys.devices_of(sorted(people))
+            if d.removed_at is None
+        ]
+
+    async def _waiting(self, structure_id: str, key: StructureKey) -> list[dict[str, Any]]:
+        devices = await self._staff_devices(structure_id)
+        held = {
+            g.recipient_device
+            for g in await self._store.grants_for(key.key_id, [d.id for _, d in devices])
+        }
+        return [
+            {
+                "device_id": d.id,
+                "user_id": u.id,
+                "role": u.role.value,
+                "dh_pub": b64encode(d.dh_pub),
+                "sig_pub": b64encode(d.sig_pub),
+                "registration_sig": b64encode(d.registration_sig),
+            }
+            for u, d in devices
+            if d.id not in held
+        ]
+
+    def _grant(self, doc: Any) -> StructureGrant:
+        try:
+            return StructureGrant.from_json(doc)
+        except MalformedInput as exc:
+            raise InvalidInput(f"bad grant: {exc}") from None
+
+    async def create(
+        self, user: User, device_id: str, public_key: str, sig: str, grant: Any
+    ) -> StructureKey:
+        """A supervisor's device makes the structure key, with its own grant.
+
+        ``structure_key_exists`` (409) if the structure has one already.
+        """
+        structure_id, device = await self._staff_device(user, device_id)
+        if user.role is not Role.SUPERVISOR:
+            raise Forbidden("only a supervisor creates the structure key")
+        try:
+            pub = b64decode(public_key, length=KEY_LEN, what="public_key")
+            signature = b64decode(sig, length=64, what="sig")
+        except MalformedInput as exc:
+            raise InvalidInput(str(exc)) from None
+        if not verify_structure_key(device.sig_pub, structure_id, pub, device.id, signature):
+            raise E2EEError(
+                "bad_structure_key_signature",
+                "the structure key must be signed by the creating device",
+            )
+        key_id = structure_key_id(pub)
+        own = self._grant(grant)
+        if (
+            own.structure != structure_id
+            or own.key_id != key_id
+            or own.recipient_device != device.id
+            or own.sender_device != device.id
+            or not own.verify(device.sig_pub)
+        ):
+            raise E2EEError(
+                "bad_grant", "the creating device's own grant must be for itself, signed by it"
+            )
+        now = self._clock()
+        key = StructureKey(structure_id, key_id, pub, device.id, user.id, signature, now)
+        try:
+            await self._store.create_key(key)
+        except Conflict:
+            raise StructureKeyExists() from None
+        await self._store.add_grants([_record(own, now)])
+        log.info("structure key created", extra={"user_id": user.id, "device_id": device.id})
+        await self.announce(structure_id)
+        return key
+
+    async def add_grants(self, user: User, device_id: str, docs: Sequence[Any]) -> int:
+        """A supervisor's holder device hands the key to staff devices; how many were new."""
+        structure_id, device = await self._staff_device(user, device_id)
+        if user.role is not Role.SUPERVISOR:
+            raise Forbidden("the structure key is handed on by a supervisor's device")
+        key = await self._store.current_key(structure_id)
+        if key is None or not await self.holds(key, device.id):
+            raise E2EEError("structure_key_not_held", "this device does not hold the structure key")
+        staff = {d.id: d for _, d in await self._staff_devices(structure_id)}
+        grants = [self._grant(doc) for doc in docs]
+        for g in grants:
+            if g.structure != structure_id or g.key_id != key.key_id:
+                raise E2EEError("bad_grant", "a grant names another structure or key")
+            if g.recipient_device not in staff:
+                raise E2EEError(
+                    "grant_recipient_not_staff",
+                    f"device {g.recipient_device} is not a staff device of the structure",
+                )
+            if g.sender_device != device.id or not g.verify(device.sig_pub):
+                raise E2EEError("bad_grant", "grants must be signed by this device")
+        now = self._clock()
+        added = await self._store.add_grants([_record(g, now) for g in grants])
+        if added:
+            await self.announce(structure_id)
+        return added
+
+    async def announce(self, structure_id: str) -> None:
+        """Tell the structure's staff to fetch ``GET /api/structure-key`` again."""
+        people: set[str] = set()
+        for role in STAFF:
+            people.update(u.id for u in await self._accounts.users_in_structure(structure_id, role))
+        frame = p.encode_text(p.StructureKeyUpdated(structure=structure_id))
+        await self._hub.publish(sorted(people), frame)
+
+
+class StructureKeyExists(E2EEError):
+    """The structure has a key already."""
+
+    status = 409
+
+    def __init__(self) -> None:
+        super().__init__("structure_key_exists", "this structure has a key: fetch it")
+
+
+def _record(g: StructureGrant, now: float) -> GrantRecord:
+    return GrantRecord(
+        g.structure, g.key_id, g.recipient_device, g.sender_device, g.enc, g.ct, g.sig, now
+    )

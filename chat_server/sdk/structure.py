@@ -1,0 +1,177 @@
+"""The structure key in the Python client (docs/security.md, "The structure key").
+
+A supervisor's device creates it and hands it to the structure's staff
+devices; every client seals each new epoch to it too (after checking that the
+key is signed by the registered device that made it); a staff device that
+holds it reads a conversation it was given by a transfer from the structure
+envelopes, with nobody else online.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from chat_server.crypto.commitment import key_matches_commitment
+from chat_server.crypto.encoding import b64decode, b64encode
+from chat_server.crypto.envelope import Envelope, wrap_epoch_key
+from chat_server.crypto.errors import CryptoError
+from chat_server.crypto.structure_key import (
+    StructureGrant,
+    open_grant,
+    open_structure_envelope,
+    sign_structure_key,
+    structure_key_id,
+    structure_recipient,
+    verify_structure_key,
+    wrap_grant,
+)
+
+if TYPE_CHECKING:
+    from chat_server.sdk.client import Client
+
+
+class StructureKeyring:
+    """One device's view of its structure key: the verified public half, and the
+    private half once a grant to this device was opened."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.private: X25519PrivateKey | None = None
+        self.key_id: str | None = None
+
+    async def verified_public(self, key: Mapping[str, Any]) -> tuple[str, bytes]:
+        """``(recipient id, public key)`` of a structure key JSON whose signature verifies
+        under its creator's registered device; ``ClientError`` otherwise (never wrapped for)."""
+        from chat_server.sdk.client import ClientError
+
+        pub = b64decode(key["public_key"])
+        _, creator_sig = await self._client._device_sig_pub(key["creator_device"])
+        if structure_key_id(pub) != key["key_id"] or not verify_structure_key(
+            creator_sig, key["structure"], pub, key["creator_device"], b64decode(key["sig"])
+        ):
+            raise ClientError(
+                "structure_key_unverified", "the structure key is not signed by its creator"
+            )
+        return structure_recipient(key["key_id"]), pub
+
+    async def create(self) -> str:
+        """As a supervisor's device: make the structure key (with its own grant); its id."""
+        c = self._client
+        private = X25519PrivateKey.generate()
+        pub = private.public_key().public_bytes_raw()
+        structure = str(c.user["structure_id"])
+        grant = wrap_grant(
+            private,
+            structure=structure,
+            sender=c.keys,
+            sender_device=c.device_id,
+            recipient_device=c.device_id,
+            recipient_dh_pub=c.keys.public.dh_pub,
+        )
+        body = {
+            "public_key": b64encode(pub),
+            "sig": b64encode(sign_structure_key(c.keys, structure, pub, c.device_id)),
+            "grant": grant.to_json(),
+        }
+        await c.request("POST", "/api/structure-key", body)
+        self.private, self.key_id = private, structure_key_id(pub)
+        return self.key_id
+
+    async def load(self) -> dict[str, Any]:
+        """Fetch ``GET /api/structure-key`` and open this device's grant if there is one."""
+        c = self._client
+        view: dict[str, Any] = await c.request("GET", "/api/structure-key")
+        key, grant = view.get("key"), view.get("grant")
+        if key is None or grant is None:
+            return view
+        _, pub = await self.verified_public(key)
+        _, sender_sig = await c._device_sig_pub(grant["sender_device"])
+        try:
+            self.private = open_grant(StructureGrant.from_json(grant), c.keys, sender_sig, pub)
+        except CryptoError:
+            return view
+        self.key_id = key["key_id"]
+        return view
+
+    async def hand_out(self) -> int:
+        """As a supervisor's holder device: hand the key to every staff device waiting."""
+        c = self._client
+        view = await self.load()
+        if self.private is None:
+            return 0
+        grants = []
+        for d in view.get("waiting", []):
+            if not c._remember(d):
+                continue  # a registration that does not verify gets nothing
+            grants.append(
+                wrap_grant(
+                    self.private,
+                    structure=view["structure"],
+                    sender=c.keys,
+                    sender_device=c.device_id,
+                    recipient_device=d["device_id"],
+                    recipient_dh_pub=b64decode(d["dh_pub"]),
+                ).to_json()
+            )
+        if not grants:
+            return 0
+        answer = await c.request("POST", "/api/structure-key/grants", {"grants": grants})
+        return int(answer["added"])
+
+    async def open_envelopes(
+        self, conversation: str, data: Mapping[str, Any], commitments: dict[tuple[str, int], bytes]
+    ) -> int:
+        """Take the epoch keys this device lacks from the structure envelopes of a
+        ``GET /api/keys/envelopes`` answer, each only if it matches its commitment."""
+        c = self._client
+        found = data.get("structure") or {}
+        envs = found.get("envelopes") or []
+        if envs and self.private is None:
+            await self.load()
+        if self.private is None:
+            return 0
+        new = 0
+        for doc in envs:
+            key = (conversation, int(doc["epoch"]))
+            committed = commitments.get(key)
+            if key in c.state.epoch_keys or committed is None:
+                continue
+            env = Envelope.from_json(doc)
+            _, sig_pub = await c._device_sig_pub(env.sender_device)
+            try:
+                raw = open_structure_envelope(env, self.private, sig_pub)
+            except (CryptoError, ValueError):
+                continue
+            if key_matches_commitment(raw, *key, committed):
+                c.state.epoch_keys[key] = raw
+                new += 1
+        return new
+
+    async def backfill(self, conversation: str, data: Mapping[str, Any]) -> int:
+        """Seal to the structure key the epochs it lacks that this device holds."""
+        c = self._client
+        found = data.get("structure") or {}
+        held = c.state.epoch_keys
+        missing = [e for e in found.get("missing_epochs", []) if (conversation, e) in held]
+        if not missing:
+            return 0
+        rid, pub = await self.verified_public(found["key"])
+        envelopes = [
+            wrap_epoch_key(
+                c.state.epoch_keys[(conversation, e)],
+                sender=c.keys,
+                sender_device=c.device_id,
+                recipient_device=rid,
+                recipient_dh_pub=pub,
+                conversation=conversation,
+                epoch=e,
+            ).to_json()
+            for e in missing
+        ]
+        answer = await c.request(
+            "POST", f"/api/conversations/{conversation}/envelopes", {"envelopes": envelopes}
+        )
+        return int(answer["added"])
