@@ -7,9 +7,11 @@ The vector file lists edge cases (non-canonical S, small-order and
 non-canonical public keys and R points, and the twelve cases of
 "Taming the many EdDSAs", Chalkias, Garillot and Nikolaenko, SSR 2020,
 github.com/novifinancial/ed25519-speccheck) with the decision of each
-verifier: ``server`` (`chat_server.crypto.keys.verify_signature`: OpenSSL
-through ``cryptography`` plus the refusal of small-order keys),
-``libsodium`` (PyNaCl, with the same key rule) and ``webcrypto``
+verifier: ``server`` (`chat_server.crypto.keys.verify_signature`: the
+refusal of small-order keys, then libsodium, and OpenSSL through
+``cryptography`` for what libsodium refuses), ``openssl`` (OpenSSL alone
+with the same key rule: the server before issue #16), ``libsodium``
+(PyNaCl alone, same key rule) and ``webcrypto``
 (Chromium's ``crypto.subtle.verify``, filled by tests/web/test_ed25519_browser.py
 which checks it). docs/crypto-format.md states the rules that follow.
 """
@@ -24,6 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from chat_server.crypto.ed25519 import libsodium_verifies, openssl_verifies
 from chat_server.crypto.keys import DeviceKeys, is_small_order_sig_pub, verify_signature
 
 L = 2**252 + 27742317777372353535851937790883648493
@@ -186,22 +189,27 @@ def _identity() -> bytes:
     return bytes.fromhex(SMALL_ORDER["identity (y = 1)"])
 
 
-def libsodium_verify(sig_pub: bytes, data: bytes, sig: bytes) -> bool:
-    """PyNaCl (libsodium) with the server's rules around it (lengths, small-order key)."""
-    import nacl.bindings
-    import nacl.exceptions
+def _with_key_rule(
+    verify: Callable[[bytes, bytes, bytes], bool],
+) -> Callable[[bytes, bytes, bytes], bool]:
+    """``verify`` behind the server's rules (lengths, small-order key refused)."""
 
-    if len(sig_pub) != 32 or len(sig) != 64 or is_small_order_sig_pub(sig_pub):
-        return False
-    try:
-        nacl.bindings.crypto_sign_open(sig + data, sig_pub)
-    except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
-        return False
-    return True
+    def checked(sig_pub: bytes, data: bytes, sig: bytes) -> bool:
+        if len(sig_pub) != 32 or len(sig) != 64 or is_small_order_sig_pub(sig_pub):
+            return False
+        return verify(sig_pub, data, sig)
 
+    return checked
+
+
+#: PyNaCl (libsodium) alone, with the server's key rule.
+libsodium_verify = _with_key_rule(libsodium_verifies)
+#: OpenSSL (``cryptography``) alone, with the server's key rule: the server before issue #16.
+openssl_verify = _with_key_rule(openssl_verifies)
 
 VERIFIERS: dict[str, Callable[[bytes, bytes, bytes], bool]] = {
     "server": verify_signature,
+    "openssl": openssl_verify,
     "libsodium": libsodium_verify,
 }
 
@@ -238,21 +246,29 @@ def write(path: Path) -> None:
     path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
 
 
-def speed(rounds: int = 3, count: int = 3000) -> dict[str, float]:
-    """Median µs per verification of a valid 400-byte message, per verifier."""
+def speed(rounds: int = 3, count: int = 3000) -> dict[str, tuple[float, float]]:
+    """Median µs per verification of a 400-byte message, per verifier: (valid, invalid).
+
+    The invalid signature is the valid one with one bit of S flipped (still
+    canonical), so every verifier runs the whole equation before refusing.
+    """
     keys = DeviceKeys.generate()
     data = bytes(range(200)) * 2
     sig = keys.sign(data)
+    bad = sig[:40] + bytes([sig[40] ^ 1]) + sig[41:]
     pub = keys.public.sig_pub
-    out: dict[str, float] = {}
+    out: dict[str, tuple[float, float]] = {}
     for name, verify in VERIFIERS.items():
-        runs = []
-        for _ in range(rounds):
-            start = time.perf_counter()
-            for _ in range(count):
-                verify(pub, data, sig)
-            runs.append((time.perf_counter() - start) / count * 1e6)
-        out[name] = sorted(runs)[len(runs) // 2]
+        medians = []
+        for s in (sig, bad):
+            runs = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                for _ in range(count):
+                    verify(pub, data, s)
+                runs.append((time.perf_counter() - start) / count * 1e6)
+            medians.append(sorted(runs)[len(runs) // 2])
+        out[name] = (medians[0], medians[1])
     return out
 
 
@@ -266,9 +282,14 @@ def main(argv: list[str] | None = None) -> int:
         rows = cases()
         differ = [r["what"] for r in rows if r["server"] != r["libsodium"]]
         print(f"{len(rows)} cases; server and libsodium differ on {len(differ)}: {differ}")
+        wrong = [r["what"] for r in rows if r["server"] != r["openssl"]]
+        if wrong:
+            print(f"the server does not decide as OpenSSL alone on: {wrong}")
+            return 1
     if args.speed:
-        for name, us in speed().items():
-            print(f"{name:10} {us:7.1f} µs per verification")
+        print("| verifier | µs, valid signature | µs, invalid signature |\n|---|---|---|")
+        for name, (ok, bad) in speed().items():
+            print(f"| {name} | {ok:.1f} | {bad:.1f} |")
     return 0
 
 

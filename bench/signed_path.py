@@ -6,8 +6,9 @@ parsing the frame, building the signed bytes the way the server did before
 issue #16 (``canonical_meta`` for the check, then ``message_signed_bytes``,
 which encodes the meta and the whole associated data again) and the way it
 does now (``aad_head_v2`` cached per conversation, epoch and device; the
-canonical meta reused), and one verification with ``cryptography`` and with
-PyNaCl. Medians of ``--rounds`` rounds; compare rows of one run only.
+canonical meta reused), and one verification by the server's verifier
+(libsodium first, OpenSSL for what it refuses), by ``cryptography`` alone
+and by PyNaCl alone. Medians of ``--rounds`` rounds; compare rows of one run only.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from bench.ed25519 import libsodium_verify
+from bench.ed25519 import libsodium_verify, openssl_verify
 from chat_server import protocol as p
 from chat_server.crypto import DeviceKeys, encrypt_message, text_plaintext
 from chat_server.crypto.keys import verify_signature
@@ -92,10 +93,13 @@ def measure(rounds: int = 5, count: int = 5000) -> dict[str, float]:
         "parse the frame (msgspec, base64 included)": lambda: p.parse_client_frame(text),
         "signed bytes, before (meta twice, whole aad)": old,
         "signed bytes, now (cached head, meta once)": new,
-        "verify, cryptography (OpenSSL), with the small-order key check": lambda: verify_signature(
+        "verify, server (libsodium first, OpenSSL for its refusals)": lambda: verify_signature(
             pub, signed, frame.sig
         ),
-        "verify, PyNaCl (libsodium), same key check": lambda: libsodium_verify(
+        "verify, OpenSSL alone (the server before #16), same key check": lambda: openssl_verify(
+            pub, signed, frame.sig
+        ),
+        "verify, PyNaCl (libsodium) alone, same key check": lambda: libsodium_verify(
             pub, signed, frame.sig
         ),
     }

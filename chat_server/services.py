@@ -208,8 +208,11 @@ async def build_services(
     key_store = db.keys()
     if verifier is None:
         if settings.require_e2ee:
+            # Half the send deadline behind: refuse with `overloaded` rather than time out.
             checks = SignatureChecks(
-                settings.verify_threads, metrics.verified if metrics.enabled else None
+                settings.verify_threads,
+                metrics.verified if metrics.enabled else None,
+                max_wait=settings.store_timeout_seconds / 2,
             )
             closers.append(checks)
             verifier = E2EEVerifier(key_store, checks)

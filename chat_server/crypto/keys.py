@@ -12,10 +12,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from chat_server.crypto import ed25519
 from chat_server.crypto.encoding import lp
 from chat_server.crypto.errors import MalformedInput
 
@@ -149,6 +149,9 @@ def is_small_order_sig_pub(sig_pub: bytes) -> bool:
 def verify_signature(sig_pub: bytes, data: bytes, sig: bytes) -> bool:
     """Return whether `sig` is a valid Ed25519 signature of `data` under raw `sig_pub`.
 
+    Valid means: OpenSSL (``cryptography``) accepts it, asked only when
+    libsodium refuses it (`chat_server.crypto.ed25519`, same accept set).
+
     Never raises: a malformed key or signature of any type gives False, and so
     does a small-order key (see `is_small_order_sig_pub`).
     """
@@ -160,11 +163,8 @@ def verify_signature(sig_pub: bytes, data: bytes, sig: bytes) -> bool:
         and isinstance(data, bytes)
     ) or is_small_order_sig_pub(sig_pub):
         return False
-    try:
-        Ed25519PublicKey.from_public_bytes(sig_pub).verify(sig, data)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    # libsodium first, OpenSSL decides its refusals: OpenSSL's accept set (crypto/ed25519.py).
+    return ed25519.verify(sig_pub, data, sig)
 
 
 def registration_bytes(user_id: str, device_id: str, public: DevicePublicKeys) -> bytes:

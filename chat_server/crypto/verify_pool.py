@@ -22,7 +22,12 @@ step of ``message.send``. The contract of `SignatureChecks.verify`:
   verification saves on a busy core (docs/benchmarks.md); any batch of two
   or more goes to the threads;
 - with ``threads=0`` it verifies inline, on the loop, one at a time (the
-  behaviour before the pool; for one-core deployments and tests).
+  behaviour before the pool; for one-core deployments and tests);
+- with ``max_wait`` set, it refuses at once (`Backlogged`, nothing verified)
+  while the oldest batch with the threads has been waiting for more than
+  ``max_wait`` seconds: the threads are behind the arrivals, and a sender
+  queued behind them would pass its send deadline anyway. Refusing early
+  costs nothing and lets the backlog drain (the protocol's ``overloaded``).
 
 `close` stops the threads; a verification asked for afterwards runs inline.
 """
@@ -37,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from chat_server.crypto.keys import verify_signature
 
-__all__ = ["BatchObserver", "Check", "SignatureChecks", "verify_many"]
+__all__ = ["Backlogged", "BatchObserver", "Check", "SignatureChecks", "verify_many"]
 
 #: Called once per verified chunk with (signatures in it, seconds the thread spent).
 BatchObserver = Callable[[int, float], None]
@@ -48,6 +53,10 @@ _Job = tuple[bytes, bytes, bytes]
 
 #: Fewest signatures handed to a thread at once (but a smaller batch still goes whole).
 MIN_CHUNK = 8
+
+
+class Backlogged(Exception):
+    """The threads are more than ``max_wait`` seconds behind: nothing was verified."""
 
 
 def verify_many(jobs: Sequence[_Job], check: Check = verify_signature) -> list[bool]:
@@ -62,13 +71,16 @@ def _timed(jobs: Sequence[_Job], check: Check) -> tuple[list[bool], float]:
 
 
 class _Batch:
-    __slots__ = ("futures", "jobs", "left", "results")
+    __slots__ = ("futures", "jobs", "left", "results", "sent_at")
 
-    def __init__(self, jobs: list[_Job], futures: list[asyncio.Future[bool]], parts: int) -> None:
+    def __init__(
+        self, jobs: list[_Job], futures: list[asyncio.Future[bool]], sent_at: float
+    ) -> None:
         self.jobs = jobs
         self.futures = futures
         self.results: list[bool | None] = [None] * len(jobs)
-        self.left = parts
+        self.left = 0
+        self.sent_at = sent_at
 
 
 class SignatureChecks:
@@ -80,11 +92,13 @@ class SignatureChecks:
         observe: BatchObserver | None = None,
         *,
         check: Check = verify_signature,
+        max_wait: float | None = None,
     ) -> None:
         if threads < 0:
             raise ValueError("threads must be >= 0")
         self.threads = threads
         self._check = check
+        self._max_wait = max_wait
         self._observe = observe
         self._pool = (
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="verify")
@@ -97,7 +111,11 @@ class SignatureChecks:
         self._inflight: collections.deque[_Batch] = collections.deque()
 
     async def verify(self, sig_pub: bytes, data: bytes, sig: bytes) -> bool:
-        """Whether ``sig`` is ``sig_pub``'s Ed25519 signature of ``data`` (see the module)."""
+        """Whether ``sig`` is ``sig_pub``'s Ed25519 signature of ``data`` (see the module).
+
+        Raises `Backlogged` (and verifies nothing) while the threads are more
+        than ``max_wait`` seconds behind.
+        """
         if self._pool is None:
             start = time.perf_counter()
             ok = self._check(sig_pub, data, sig)
@@ -105,6 +123,12 @@ class SignatureChecks:
                 self._observe(1, time.perf_counter() - start)
             return ok
         loop = asyncio.get_running_loop()
+        if (
+            self._max_wait is not None
+            and self._inflight
+            and loop.time() - self._inflight[0].sent_at > self._max_wait
+        ):
+            raise Backlogged(f"signature checks are more than {self._max_wait:g} s behind")
         fut: asyncio.Future[bool] = loop.create_future()
         self._jobs.append((sig_pub, data, sig))
         self._futures.append(fut)
@@ -133,9 +157,9 @@ class SignatureChecks:
         # Each handoff to a thread costs CPU: a chunk holds at least MIN_CHUNK signatures.
         parts = max(1, min(self.threads, len(jobs) // MIN_CHUNK))
         size = -(-len(jobs) // parts)
-        batch = _Batch(jobs, futures, 0)
-        self._inflight.append(batch)
         loop = asyncio.get_running_loop()
+        batch = _Batch(jobs, futures, loop.time())
+        self._inflight.append(batch)
         for start in range(0, len(jobs), size):
             batch.left += 1
             chunk = jobs[start : start + size]

@@ -73,6 +73,13 @@ class LoginTaken(DomainError):
     status = 409
 
 
+class Overloaded(DomainError):
+    """The server is too far behind checking signatures: nothing was stored; retry later."""
+
+    code = "overloaded"
+    status = 503
+
+
 class Unavailable(DomainError):
     """The store cannot be reached: nothing was done; retry later."""
 

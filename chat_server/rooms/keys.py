@@ -30,7 +30,7 @@ from chat_server.crypto.keys import DevicePublicKeys, verify_registration
 from chat_server.crypto.message import FORMAT_VERSION, aad_head_v2, signed_bytes_v2
 from chat_server.crypto.meta import canonical_meta
 from chat_server.crypto.structure_key import structure_recipient
-from chat_server.crypto.verify_pool import SignatureChecks
+from chat_server.crypto.verify_pool import Backlogged, SignatureChecks
 from chat_server.hub import Hub
 from chat_server.rooms.errors import (
     ConversationDeleted,
@@ -39,6 +39,7 @@ from chat_server.rooms.errors import (
     InvalidInput,
     NotFound,
     NotMember,
+    Overloaded,
 )
 from chat_server.rooms.models import (
     AuditRecord,
@@ -75,7 +76,8 @@ class E2EEVerifier:
 
     The signature itself is verified by ``checks`` (a thread pool, see
     `chat_server.crypto.verify_pool`; inline when None): the coroutine waits
-    for it, so nothing is stored or acknowledged before it says yes.
+    for it, so nothing is stored or acknowledged before it says yes. When the
+    pool is too far behind it refuses with ``overloaded`` (`Overloaded`).
     """
 
     def __init__(self, keys: KeyStore, checks: SignatureChecks | None = None) -> None:
@@ -167,7 +169,15 @@ class E2EEVerifier:
         except MalformedInput as exc:
             raise E2EEError("meta_not_canonical", str(exc)) from None
         signed = self._signed_bytes(conversation.id, device.id, message, meta)
-        if signed is None or not await self._checks.verify(device.sig_pub, signed, message.sig):
+        try:
+            valid = signed is not None and await self._checks.verify(
+                device.sig_pub, signed, message.sig
+            )
+        except Backlogged:
+            raise Overloaded(
+                "the server is busy checking signatures; nothing was stored; retry in a moment"
+            ) from None
+        if not valid:
             raise E2EEError(
                 "bad_signature",
                 "the signature does not verify with this device's key over these fields "

@@ -651,7 +651,8 @@ class Client:
         """Encrypt, sign and send; return the ack. Creates a new epoch when required.
 
         A store that did not answer in time (``store_unavailable``,
-        ``store_outcome_unknown``) is retried a few times with the same ``client_id``
+        ``store_outcome_unknown``) or a server too busy checking signatures
+        (``overloaded``) is retried a few times with the same ``client_id``
         after a short, growing wait: the server stores the message once.
         """
         client_id = client_id or secrets.token_hex(8)
@@ -690,7 +691,7 @@ class Client:
                 )
                 return last
             code = last.get("code")
-            if code in ("store_unavailable", "store_outcome_unknown") and waits < len(
+            if code in ("store_unavailable", "store_outcome_unknown", "overloaded") and waits < len(
                 _STORE_RETRY_WAITS
             ):
                 await asyncio.sleep(_STORE_RETRY_WAITS[waits])

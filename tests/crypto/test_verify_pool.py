@@ -9,7 +9,7 @@ import time
 import pytest
 
 from chat_server.crypto.keys import DeviceKeys, verify_signature
-from chat_server.crypto.verify_pool import SignatureChecks
+from chat_server.crypto.verify_pool import Backlogged, SignatureChecks
 
 
 def _jobs(count: int, bad: set[int]) -> list[tuple[bytes, bytes, bytes]]:
@@ -135,4 +135,39 @@ async def test_a_lone_verification_runs_on_the_loop_thread() -> None:
         assert all(name.startswith("verify") for name in where)
         assert len(where) == 4
     finally:
+        await checks.close()
+
+
+async def test_refuses_at_once_while_the_threads_are_behind_then_recovers() -> None:
+    release = threading.Event()
+    checked: list[bytes] = []
+
+    def check(pub: bytes, data: bytes, sig: bytes) -> bool:
+        release.wait(5)
+        checked.append(data)
+        return True
+
+    checks = SignatureChecks(1, check=check, max_wait=0.05)
+    try:
+        # A batch of two goes to the thread, which holds it.
+        pending = asyncio.ensure_future(
+            asyncio.gather(checks.verify(b"k", b"a", b"s"), checks.verify(b"k", b"b", b"s"))
+        )
+        await asyncio.sleep(0)
+        # Not yet max_wait behind: a new one is accepted (queued, not refused).
+        later = asyncio.ensure_future(
+            asyncio.gather(checks.verify(b"k", b"c", b"s"), checks.verify(b"k", b"d", b"s"))
+        )
+        await asyncio.sleep(0.1)
+        with pytest.raises(Backlogged):
+            await checks.verify(b"k", b"refused", b"s")
+        release.set()
+        assert list(await asyncio.wait_for(pending, 5)) == [True, True]
+        assert list(await asyncio.wait_for(later, 5)) == [True, True]
+        # Drained: accepted again; the refused one was never verified.
+        assert await checks.verify(b"k", b"e", b"s")
+        assert b"refused" not in checked
+        assert sorted(checked) == [b"a", b"b", b"c", b"d", b"e"]
+    finally:
+        release.set()
         await checks.close()

@@ -3,13 +3,15 @@
 Many signed messages are sent into one conversation at once (as a busy
 process would receive them within one loop turn): the ``seq`` order follows
 the order they arrived in, one bad signature in the middle is refused alone,
-and what is refused is not stored.
+and what is refused is not stored. When the checks fall behind, a send is
+refused with ``overloaded`` before its check, and nothing of it is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -17,8 +19,12 @@ import pytest
 
 from chat_server import protocol as p
 from chat_server.crypto import DeviceKeys, encrypt_message, sign_registration
-from chat_server.rooms.errors import E2EEError
+from chat_server.crypto.keys import verify_signature
+from chat_server.crypto.verify_pool import SignatureChecks
+from chat_server.rooms.errors import E2EEError, Overloaded
+from chat_server.rooms.keys import E2EEVerifier
 from chat_server.rooms.models import Device, User
+from chat_server.rooms.service import ConversationService
 from chat_server.services import Services, build_services
 from chat_server.settings import Settings
 from tests.helpers import b64, fast_world
@@ -114,3 +120,49 @@ async def test_a_resend_after_the_refusal_is_checked_again(svc: Services) -> Non
     assert created
     assert stored.seq == 1
     assert [m.client_id for m in await svc.messages.messages_after(conv, 0, 10)] == ["m001"]
+
+
+async def test_overloaded_when_the_checks_are_behind_and_nothing_is_stored(svc: Services) -> None:
+    # The real verification, behind a gate that holds the pool's thread.
+    gate = threading.Event()
+
+    def held(pub: bytes, data: bytes, sig: bytes) -> bool:
+        gate.wait(5)
+        return verify_signature(pub, data, sig)
+
+    checks = SignatureChecks(1, check=held, max_wait=0.05)
+    convs = ConversationService(
+        svc.messages,
+        svc.accounts_store,
+        svc.presence,
+        svc.hub,
+        time.time,
+        E2EEVerifier(svc.key_store, checks),
+        svc.settings.max_body_bytes,
+    )
+    frames, conv, device, user = await _signed_frames(svc, 3, set())
+    try:
+        first = asyncio.ensure_future(
+            asyncio.gather(*(convs.send(user, device, f, origin="t") for f in frames[:2]))
+        )
+        refused: Overloaded | None = None
+        deadline = time.monotonic() + 5
+        while refused is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.06)  # the two are with the held thread by now
+            try:
+                await convs.send(user, device, frames[2], origin="t")
+            except Overloaded as exc:
+                refused = exc
+        assert refused is not None
+        assert (refused.code, refused.status) == ("overloaded", 503)
+        assert await svc.messages.messages_after(conv, 0, 10) == []
+        gate.set()
+        acked = await asyncio.wait_for(first, 5)
+        assert [s.seq for s, _created in acked] == [1, 2]
+        # The refused message, resent once the backlog is gone, is checked and stored.
+        stored, created = await convs.send(user, device, frames[2], origin="t")
+        assert created
+        assert stored.seq == 3
+    finally:
+        gate.set()
+        await checks.close()

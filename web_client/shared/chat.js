@@ -853,7 +853,7 @@ export class ChatClient {
   async sendFailed(entry, err) {
     const conv = entry.conversation;
     const code = err?.code || "error";
-    const transient = ["disconnected", "timeout", "network", "store_unavailable", "store_outcome_unknown", "rate_limited", "pending_approval"];
+    const transient = ["disconnected", "timeout", "network", "store_unavailable", "store_outcome_unknown", "overloaded", "rate_limited", "pending_approval"];
     const keysStale = ["stale_epoch", "epoch_rotation_required", "nonce_reused", "epoch_conflict", "no_key"];
     let outcome;
     if (transient.includes(code) || (err instanceof ApiError && (err.status === 0 || err.status >= 500))) {

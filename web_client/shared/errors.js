@@ -37,6 +37,7 @@ const TEXTS = {
   login_taken: "Cet identifiant est déjà utilisé.",
   store_unavailable: "Le service est momentanément indisponible. Rien n'a été enregistré : réessayez.",
   store_outcome_unknown: "L'envoi n'a pas pu être confirmé. Il sera renvoyé sans doublon.",
+  overloaded: "Le service est très chargé. Votre message sera renvoyé dans un instant.",
   unknown_device: "Cet appareil n'est pas (ou plus) enregistré. Reconnectez-vous.",
   device_not_in_conversation: "Cet appareil n'a pas accès à cette conversation.",
   device_pending_approval: "Cet appareil attend l'accord de votre conseiller.",
