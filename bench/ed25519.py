@@ -2,6 +2,7 @@
 
     python -m bench.ed25519 --write tests/vectors/ed25519-edge.json   # regenerate the vectors
     python -m bench.ed25519 --speed                                   # µs per verification
+    taskset -c 0,1 python -m bench.ed25519 --starved   # a verify thread beside a busy loop
 
 The vector file lists edge cases (non-canonical S, small-order and
 non-canonical public keys and R points, and the twelve cases of
@@ -22,6 +23,7 @@ import argparse
 import hashlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -272,10 +274,55 @@ def speed(rounds: int = 3, count: int = 3000) -> dict[str, tuple[float, float]]:
     return out
 
 
+def starved(seconds: float = 1.0) -> dict[float, tuple[float, float]]:
+    """Verifications per second by one pool-like thread while the main thread runs Python.
+
+    Per switch interval: (thread's verifications/s, the same thread alone).
+    Each verification releases the GIL and must take it back; while the main
+    thread (the event loop at saturation) holds it, the thread waits up to
+    the switch interval each time (docs/benchmarks.md, issue #16).
+    """
+    keys = DeviceKeys.generate()
+    data = bytes(range(200)) * 2
+    sig = keys.sign(data)
+    pub = keys.public.sig_pub
+    before = sys.getswitchinterval()
+    out: dict[float, tuple[float, float]] = {}
+    try:
+        for interval in (before, 0.001, 0.0002):
+            sys.setswitchinterval(interval)
+            rates = []
+            for busy in (True, False):
+                stop = threading.Event()
+                done = [0]
+
+                def work(done: list[int] = done, stop: threading.Event = stop) -> None:
+                    while not stop.is_set():
+                        verify_signature(pub, data, sig)
+                        done[0] += 1
+
+                thread = threading.Thread(target=work)
+                start = time.perf_counter()
+                thread.start()
+                while time.perf_counter() - start < seconds:
+                    if not busy:
+                        time.sleep(0.01)
+                stop.set()
+                thread.join()
+                rates.append(done[0] / (time.perf_counter() - start))
+            out[interval] = (rates[0], rates[1])
+    finally:
+        sys.setswitchinterval(before)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.ed25519", description=__doc__)
     ap.add_argument("--write", type=Path, help="write the vector file here")
     ap.add_argument("--speed", action="store_true", help="µs per verification, per verifier")
+    ap.add_argument(
+        "--starved", action="store_true", help="a verify thread's rate while the loop is busy"
+    )
     args = ap.parse_args(argv)
     if args.write:
         write(args.write)
@@ -290,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         print("| verifier | µs, valid signature | µs, invalid signature |\n|---|---|---|")
         for name, (ok, bad) in speed().items():
             print(f"| {name} | {ok:.1f} | {bad:.1f} |")
+    if args.starved:
+        print("| switch interval | thread's verifications/s, main thread busy | alone |")
+        print("|---|---|---|")
+        for interval, (busy, alone) in starved().items():
+            print(f"| {interval * 1000:g} ms | {busy:,.0f} | {alone:,.0f} |")
     return 0
 
 
