@@ -5,10 +5,10 @@ message is durably stored and before its ack: the job is keyed by
 (conversation, seq), so a second call for the same message writes nothing.
 A store failure here is logged and never turns the stored message into an
 error for its sender (the message is already durable; only its push is lost,
-which the log line says). Each entry point (``message_stored``,
-``key_request``) is bounded by ``timeout`` (``STORE_TIMEOUT_SECONDS``): a
-store that freezes right after the message's append delays its ack by that
-much at most, then the sender gets the ack all the same. Nobody to notify (no
+which the log line says). Both entry points are bounded by
+``STORE_TIMEOUT_SECONDS`` (``message_stored`` by ``ConversationService``,
+``key_request`` here): a store that freezes right after the message's append
+delays its ack by that much at most, then the sender gets the ack all the same. Nobody to notify (no
 recipient has a subscription): no job at all, so a deployment without push
 pays one indexed read per message.
 """
@@ -105,17 +105,8 @@ class Outbox:
 
     async def message_stored(self, conv: Conversation, message: StoredMessage) -> None:
         """Record the push of a stored message to the other member(s) of ``conv``; an item's
-        event also reschedules the item's reminders. Within ``timeout``, else logged."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                await self._message_stored(conv, message)
-        except TimeoutError:
-            log.warning(
-                "push job not written: the store did not answer in time",
-                extra={"conversation_id": conv.id, "seq": message.seq},
-            )
-
-    async def _message_stored(self, conv: Conversation, message: StoredMessage) -> None:
+        event also reschedules the item's reminders. The caller bounds it in time
+        (``ConversationService``: one timer per send, not one more here)."""
         if self.reminders is not None and message.msg_type in ("action", "appointment"):
             await self.reminders.item_changed(conv, message)
         if message.msg_type not in PREFERENCE_OF_TYPE:
