@@ -236,3 +236,25 @@ async def test_the_worker_process_runs_the_policy_and_two_never_overlap(
     assert _overlaps([(w, s, f) for w, s, f, _ in runs]) == []
     text = "".join(p.read_text() for p in logs)
     assert "Traceback" not in text
+
+
+def test_chat_admin_retention_waits_its_turn(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``chat-admin retention`` while a worker holds the lease: refused, nothing run."""
+    from chat_server import admin
+
+    async def hold() -> None:
+        svc = await build_services(settings, background=False)
+        try:
+            assert await svc.lifecycle_store.take_lease(LEASE, "a-worker", time.time(), 60.0)
+        finally:
+            await svc.close()
+
+    asyncio.run(hold())
+    monkeypatch.setenv("MONGODB_URL", settings.mongodb_url or "")
+    monkeypatch.setenv("MONGODB_DB", settings.mongodb_db)
+    assert admin.main(["retention"]) == 2
+    assert "another process is running the retention job now" in capsys.readouterr().err
