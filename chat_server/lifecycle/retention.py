@@ -175,13 +175,14 @@ class RetentionJob:
         run lasts, so a process that dies mid-run blocks the others for ``lease`` at most.
         A renewal that finds the lease taken (this process was frozen longer than
         ``lease``) stops the run at once. The lease is released at the end. The run's
-        log line gives its wall-clock ``started`` and ``finished`` times.
+        log line gives its wall-clock ``started`` (lease taken) and ``finished`` (run
+        done, lease not yet released) times.
         """
         lc = self._lifecycle
-        started = time.time()
-        if not await lc.take_lease(LEASE, holder, started, lease):
+        if not await lc.take_lease(LEASE, holder, time.time(), lease):
             log.info("retention run skipped: another process holds the lease")
             return None
+        started = time.time()  # held from here (the store may have answered late)
         run = asyncio.create_task(self.run_once())
         try:
             while True:
