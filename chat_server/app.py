@@ -23,6 +23,7 @@ from chat_server.api import (
     attachments,
     auth,
     conversations,
+    devices,
     keys,
     lifecycle,
     onboarding,
@@ -166,6 +167,7 @@ def create_app(
         *activation.routes,
         *onboarding.routes,
         *portfolio.routes,
+        *devices.routes,
     ]
     # Only the client folders are served (not web_client/test), each under its
     # own prefix, so an unknown /api path or method still gets the JSON errors.

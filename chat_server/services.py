@@ -44,6 +44,7 @@ from chat_server.storage.blobs import BlobStore
 from chat_server.storage.embedded import EmbeddedMongo
 from chat_server.storage.presence import SingleProcessPresence
 from chat_server.storage.structure_keys import StructureKeyStore
+from chat_server.tools.devices import DeviceTools
 from chat_server.tools.onboarding import OnboardingService
 from chat_server.tools.portfolio import PortfolioService
 from notifications.service import PushService
@@ -110,6 +111,7 @@ class Services:
     push: PushService
     onboarding: OnboardingService
     portfolio: PortfolioService
+    devices: DeviceTools
     blobs: BlobStore
     attachments: AttachmentService
     metrics: Metrics = field(default_factory=lambda: Metrics(False))
@@ -292,6 +294,7 @@ async def build_services(
         push=push,
         onboarding=OnboardingService(accounts, accounts_store, conversations, key_store, clock),
         portfolio=PortfolioService(messages, accounts_store, presence, clock),
+        devices=DeviceTools(keys, key_store, accounts, lifecycle_store, messages),
         blobs=blobs,
         attachments=attachments,
         metrics=metrics,
