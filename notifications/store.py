@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from notifications.models import PushJob, Subscription, Target
 
@@ -62,6 +62,13 @@ class PushStore(Protocol):
     async def queue_stats(self, now: float) -> tuple[int, float | None]:
         """(jobs in the outbox, creation time of the oldest one or None)."""
 
+    async def put_worker_stats(self, worker_id: str, stats: dict[str, Any], at: float) -> None:
+        """Record (replace) one worker's latest figures, written at ``at``."""
+
+    async def worker_stats(self, since: float) -> list[dict[str, Any]]:
+        """Each worker's latest record written at ``since`` or later, by worker id:
+        ``{"worker", "at", "stats"}``. Older records are deleted (workers gone)."""
+
     async def vapid_key(self, candidate: str) -> str:
         """The stored VAPID private key; stores ``candidate`` first if there is none.
 
@@ -75,6 +82,7 @@ class MemoryPushStore:
         self._subs: dict[str, Subscription] = {}
         self._jobs: dict[str, PushJob] = {}
         self._vapid: str | None = None
+        self._workers: dict[str, dict[str, Any]] = {}
 
     async def put_subscription(self, sub: Subscription) -> None:
         self._subs[sub.id] = sub
@@ -159,3 +167,11 @@ class MemoryPushStore:
         if self._vapid is None:
             self._vapid = candidate
         return self._vapid
+
+    async def put_worker_stats(self, worker_id: str, stats: dict[str, Any], at: float) -> None:
+        self._workers[worker_id] = {"worker": worker_id, "at": at, "stats": copy.deepcopy(stats)}
+
+    async def worker_stats(self, since: float) -> list[dict[str, Any]]:
+        for k in [k for k, v in self._workers.items() if v["at"] < since]:
+            del self._workers[k]
+        return [copy.deepcopy(self._workers[k]) for k in sorted(self._workers)]

@@ -109,3 +109,17 @@ async def test_deletions_by_prefix_and_by_user(store: PushStore) -> None:
 async def test_vapid_key_first_stored_wins(store: PushStore) -> None:
     assert await store.vapid_key("first") == "first"
     assert await store.vapid_key("second") == "first"
+
+
+async def test_worker_stats_kept_per_worker_and_forgotten_when_old(store: PushStore) -> None:
+    figures = {"sent": 3, "failed": {"500": 1}, "queued": 2, "oldest_job_age": 4.5}
+    await store.put_worker_stats("w-b", figures, 100.0)
+    await store.put_worker_stats("w-a", {**figures, "sent": 1}, 50.0)
+    await store.put_worker_stats("w-a", {**figures, "sent": 2}, 110.0)  # replaces
+    assert await store.worker_stats(0.0) == [
+        {"worker": "w-a", "at": 110.0, "stats": {**figures, "sent": 2}},
+        {"worker": "w-b", "at": 100.0, "stats": figures},
+    ]
+    # A worker silent since before ``since`` is gone, for good.
+    assert [w["worker"] for w in await store.worker_stats(105.0)] == ["w-a"]
+    assert [w["worker"] for w in await store.worker_stats(0.0)] == ["w-a"]
