@@ -110,7 +110,8 @@ _SUMMED = ("sent", "pruned", "retried", "short_payloads", "skipped")
 
 
 async def push_stats(store: PushStore, now: float | None = None) -> dict[str, Any]:
-    """The outbox now (``queued``, ``oldest_job_age``), each live worker's latest report
+    """The outbox now (``queued``; ``oldest_job_age``: how long its earliest due job has
+    been due), each live worker's latest report
     (``workers``: counters since that worker started) and their sum (``total``)."""
     now = time.time() if now is None else now
     queued, oldest = await store.queue_stats(now)

@@ -10,7 +10,9 @@ Registered through ``chat_server.metrics``; the worker updates them as it goes
   ``network`` when it did not answer, empty where there is none (``sent``,
   ``skipped``, ``short_payload``). Summed over the worker processes;
 - ``chat_push_queue_depth``: jobs in the outbox (due or waiting);
-- ``chat_push_oldest_job_seconds``: age of the oldest of them.
+- ``chat_push_oldest_job_seconds``: how long the earliest due job has been due
+  (0 when none is; jobs waiting for a reminder's moment, quiet hours or a
+  retry are not due).
 
 The two gauges read one shared outbox, so several workers show the largest
 of their readings (``livemax``), not a sum.
@@ -29,7 +31,9 @@ QUEUE_DEPTH = gauge(
     "chat_push_queue_depth", "Push jobs in the outbox (due or waiting)", mode="livemax"
 )
 OLDEST_JOB = gauge(
-    "chat_push_oldest_job_seconds", "Age of the oldest push job in the outbox", mode="livemax"
+    "chat_push_oldest_job_seconds",
+    "How long the earliest due push job has been due (0: none is due)",
+    mode="livemax",
 )
 
 

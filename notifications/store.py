@@ -60,7 +60,10 @@ class PushStore(Protocol):
         """Remove the jobs addressed to ``user_id`` or about ``conversation_ids``."""
 
     async def queue_stats(self, now: float) -> tuple[int, float | None]:
-        """(jobs in the outbox, creation time of the oldest one or None)."""
+        """(jobs in the outbox, the earliest ``due_at`` of the jobs due at ``now`` or None).
+
+        Jobs not due yet (a reminder's moment, quiet hours, a retry's backoff) count in
+        the first figure only: the second says how late the outbox is."""
 
     async def put_worker_stats(self, worker_id: str, stats: dict[str, Any], at: float) -> None:
         """Record (replace) one worker's latest figures, written at ``at``."""
@@ -159,9 +162,8 @@ class MemoryPushStore:
         return len(gone)
 
     async def queue_stats(self, now: float) -> tuple[int, float | None]:
-        if not self._jobs:
-            return 0, None
-        return len(self._jobs), min(j.created_at for j in self._jobs.values())
+        due = [j.due_at for j in self._jobs.values() if j.due_at <= now]
+        return len(self._jobs), (min(due) if due else None)
 
     async def vapid_key(self, candidate: str) -> str:
         if self._vapid is None:

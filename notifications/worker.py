@@ -133,7 +133,8 @@ class PushWorker:
         self._wakeup.set()
 
     async def stats(self) -> dict[str, Any]:
-        """Counters, jobs queued and the oldest job's age in seconds."""
+        """Counters, jobs queued and ``oldest_job_age``: how long the earliest due job
+        has been due, in seconds (0 when none is due)."""
         now = self._clock()
         queued, oldest = await self._store.queue_stats(now)
         return {

@@ -258,3 +258,18 @@ def test_chat_admin_retention_waits_its_turn(
     monkeypatch.setenv("MONGODB_DB", settings.mongodb_db)
     assert admin.main(["retention"]) == 2
     assert "another process is running the retention job now" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("push_worker", "scheduled"), [("in-process", True), ("off", False)])
+async def test_chat_server_schedules_it_only_without_a_worker_process(
+    settings: Settings, push_worker: str, scheduled: bool
+) -> None:
+    """``RETENTION_JOB=auto``: ``chat-server`` runs it on the embedded defaults (the push
+    worker in-process), not when ``chat-push-worker`` processes do the background work."""
+    s = replace(settings, store="memory", push_worker=push_worker)
+    assert s.retention_job == "auto"
+    svc = await build_services(s)
+    try:
+        assert ("retention" in {t.get_name() for t in svc._tasks}) is scheduled
+    finally:
+        await svc.close()

@@ -194,8 +194,8 @@ class MongoPushStore:
 
     async def queue_stats(self, now: float) -> tuple[int, float | None]:
         count = await self._jobs.count_documents({})
-        oldest = await self._jobs.find_one({}, sort=[("created_at", ASCENDING)])
-        return count, (oldest["created_at"] if oldest is not None else None)
+        oldest = await self._jobs.find_one({"due_at": {"$lte": now}}, sort=[("due_at", ASCENDING)])
+        return count, (oldest["due_at"] if oldest is not None else None)
 
     async def put_worker_stats(self, worker_id: str, stats: dict[str, Any], at: float) -> None:
         doc = {"_id": worker_id, "at": at, "stats": dict(stats)}
