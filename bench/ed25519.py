@@ -2,6 +2,8 @@
 
     python -m bench.ed25519 --write tests/vectors/ed25519-edge.json   # regenerate the vectors
     python -m bench.ed25519 --speed                                   # µs per verification
+    taskset -c 0,1 python -m bench.ed25519 --starved   # a verify thread beside a busy loop
+    taskset -c 0 python -m bench.ed25519 --pool        # CPU per verification through the pool
 
 The vector file lists edge cases (non-canonical S, small-order and
 non-canonical public keys and R points, and the twelve cases of
@@ -22,6 +24,7 @@ import argparse
 import hashlib
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -272,10 +275,93 @@ def speed(rounds: int = 3, count: int = 3000) -> dict[str, tuple[float, float]]:
     return out
 
 
+def starved(seconds: float = 1.0) -> dict[float, tuple[float, float]]:
+    """Verifications per second by one pool-like thread while the main thread runs Python.
+
+    Per switch interval: (thread's verifications/s, the same thread alone).
+    Each verification releases the GIL and must take it back; while the main
+    thread (the event loop at saturation) holds it, the thread waits up to
+    the switch interval each time (docs/benchmarks.md, issue #16).
+    """
+    keys = DeviceKeys.generate()
+    data = bytes(range(200)) * 2
+    sig = keys.sign(data)
+    pub = keys.public.sig_pub
+    before = sys.getswitchinterval()
+    out: dict[float, tuple[float, float]] = {}
+    try:
+        for interval in (before, 0.001, 0.0002):
+            sys.setswitchinterval(interval)
+            rates = []
+            for busy in (True, False):
+                stop = threading.Event()
+                done = [0]
+
+                def work(done: list[int] = done, stop: threading.Event = stop) -> None:
+                    while not stop.is_set():
+                        verify_signature(pub, data, sig)
+                        done[0] += 1
+
+                thread = threading.Thread(target=work)
+                start = time.perf_counter()
+                thread.start()
+                while time.perf_counter() - start < seconds:
+                    if not busy:
+                        time.sleep(0.01)
+                stop.set()
+                thread.join()
+                rates.append(done[0] / (time.perf_counter() - start))
+            out[interval] = (rates[0], rates[1])
+    finally:
+        sys.setswitchinterval(before)
+    return out
+
+
+def pool_cost(count: int = 4000) -> dict[tuple[int, int], tuple[float, float]]:
+    """CPU and wall µs per verification through `SignatureChecks`, per (batch, threads).
+
+    ``batch`` verifications are asked for in one loop turn, ``count`` in all;
+    the best of three runs. Shows what handing a batch to a thread costs.
+    """
+    import asyncio
+
+    from chat_server.crypto.verify_pool import SignatureChecks
+
+    keys = DeviceKeys.generate()
+    data = bytes(range(200)) * 2
+    sig = keys.sign(data)
+    pub = keys.public.sig_pub
+
+    async def one(threads: int, batch: int) -> tuple[float, float]:
+        checks = SignatureChecks(threads)
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(count // batch):
+            await asyncio.gather(*(checks.verify(pub, data, sig) for _ in range(batch)))
+        out = (
+            (time.process_time() - cpu) / count * 1e6,
+            (time.perf_counter() - wall) / count * 1e6,
+        )
+        await checks.close()
+        return out
+
+    async def every() -> dict[tuple[int, int], tuple[float, float]]:
+        res: dict[tuple[int, int], tuple[float, float]] = {}
+        for batch in (1, 2, 8, 32):
+            for threads in (0, 1, 2):
+                res[(batch, threads)] = min([await one(threads, batch) for _ in range(3)])
+        return res
+
+    return asyncio.run(every())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.ed25519", description=__doc__)
     ap.add_argument("--write", type=Path, help="write the vector file here")
     ap.add_argument("--speed", action="store_true", help="µs per verification, per verifier")
+    ap.add_argument(
+        "--starved", action="store_true", help="a verify thread's rate while the loop is busy"
+    )
+    ap.add_argument("--pool", action="store_true", help="CPU per verification through the pool")
     args = ap.parse_args(argv)
     if args.write:
         write(args.write)
@@ -290,6 +376,16 @@ def main(argv: list[str] | None = None) -> int:
         print("| verifier | µs, valid signature | µs, invalid signature |\n|---|---|---|")
         for name, (ok, bad) in speed().items():
             print(f"| {name} | {ok:.1f} | {bad:.1f} |")
+    if args.starved:
+        print("| switch interval | thread's verifications/s, main thread busy | alone |")
+        print("|---|---|---|")
+        for interval, (busy, alone) in starved().items():
+            print(f"| {interval * 1000:g} ms | {busy:,.0f} | {alone:,.0f} |")
+    if args.pool:
+        print("| batch per loop turn | threads | CPU µs per verification | wall µs |")
+        print("|---|---|---|---|")
+        for (batch, threads), (cpu, wall) in pool_cost().items():
+            print(f"| {batch} | {threads} | {cpu:.1f} | {wall:.1f} |")
     return 0
 
 

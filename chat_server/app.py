@@ -24,6 +24,7 @@ from chat_server.api import (
     auth,
     broadcast,
     conversations,
+    devices,
     keys,
     lifecycle,
     onboarding,
@@ -168,6 +169,7 @@ def create_app(
         *onboarding.routes,
         *portfolio.routes,
         *broadcast.routes,
+        *devices.routes,
     ]
     # Only the client folders are served (not web_client/test), each under its
     # own prefix, so an unknown /api path or method still gets the JSON errors.

@@ -428,3 +428,12 @@ class LifecycleStore(Protocol):
     async def purge_dead_processes(self, before: float, limit: int) -> int:
         """Delete up to ``limit`` server processes whose liveness ended before ``before``,
         with their connection counters (``PresenceStore``); returns the records deleted."""
+
+    async def take_lease(self, name: str, holder: str, now: float, seconds: float) -> bool:
+        """Hold the lease ``name`` until ``now + seconds`` if it is free, expired (its end
+        is ``now`` or earlier) or already ``holder``'s (a renewal); False, and nothing
+        changed, while another holder has it. Atomic across processes: two holders never
+        both get True for overlapping periods."""
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Free the lease ``name`` if ``holder`` has it (else nothing changes)."""

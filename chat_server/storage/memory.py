@@ -96,6 +96,7 @@ class _State:
     reads: dict[str, dict[str, int]] = field(default_factory=dict)
     presence: dict[str, _Presence] = field(default_factory=dict)
     processes: dict[str, float] = field(default_factory=dict)
+    leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> holder, until
     devices: dict[str, Device] = field(default_factory=dict)
     epochs: dict[tuple[str, int], _Epoch] = field(default_factory=dict)
     # (conversation, epoch, recipient, sender device) -> envelope
@@ -864,6 +865,18 @@ class MemoryLifecycleStore:
                     if not pres.procs and pres.last_seen is None:
                         del self._s.presence[user_id]
         return removed
+
+    async def take_lease(self, name: str, holder: str, now: float, seconds: float) -> bool:
+        held = self._s.leases.get(name)
+        if held is not None and held[0] != holder and held[1] > now:
+            return False
+        self._s.leases[name] = (holder, now + seconds)
+        return True
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        held = self._s.leases.get(name)
+        if held is not None and held[0] == holder:
+            del self._s.leases[name]
 
     async def purge_tombstones(self, before: float, limit: int) -> int:
         old = [

@@ -30,6 +30,8 @@ import { derive, leaveActivationBox, newCode } from "../shared/activation.js";
 import { bindOnboarding, loginProblem, renderReissueButton, showActivation } from "./onboarding.js";
 import { Portfolio } from "./portfolio.js";
 import { Broadcaster } from "./broadcast.js";
+import { openDevicesDialog } from "../shared/devices.js";
+import { openRenewDialog } from "../shared/recovery.js";
 
 const SESSION_KEY = "cejchat.console.session";
 const BASE_TITLE = "Console conseiller — CEJ Messagerie";
@@ -130,7 +132,7 @@ function startApp(login) {
   $("#btn-export").addEventListener("click", onExport);
   $("#btn-archive").addEventListener("click", openArchive);
   $("#archive-form").addEventListener("submit", submitArchive);
-  bindOnboarding({ api, currentConversation: () => current, peerName: () => chat.peerName(current) });
+  bindOnboarding({ api, keys: () => keys, currentConversation: () => current, peerName: () => chat.peerName(current) });
   portfolio = new Portfolio({ api, me, open: (id) => select(id), onClose: closePortfolio });
   $("#btn-portfolio").addEventListener("click", showPortfolio);
   document.addEventListener("visibilitychange", () => {
@@ -579,33 +581,23 @@ function openSafety() {
   return openSafetyDialog(chat, keys, current);
 }
 
-async function openSecurity() {
-  const dlg = $("#dlg-security");
-  $("#this-device").textContent = keys.deviceId;
-  $("#security-status").textContent = "";
-  const list = $("#device-list");
-  setChildren(list, h("li", {}, t("loading")));
-  dlg.showModal();
-  try {
-    const answer = await api.myDevices();
-    setChildren(
-      list,
-      ...(answer.devices || []).map((d) => {
-        const id = d.device_id || d.id;
-        const mine = id === keys.deviceId;
-        const remove = mine
-          ? null
-          : h("button", { type: "button", class: "danger", onclick: async () => {
-              await api.removeDevice(id);
-              $("#security-status").textContent = t("deviceRemoved");
-              openSecurity();
-            } }, t("removeDevice"));
-        return h("li", {}, h("span", { class: "mono" }, id), mine ? ` (${t("thisDevice")})` : "", d.created_at ? ` — ${longTime(d.created_at)} ` : " ", remove);
+/** "Sécurité": this person's devices, safety number, recovery-key renewal (shared/devices.js). */
+function openSecurity() {
+  return openDevicesDialog($("#dlg-security"), {
+    api,
+    keys,
+    showId: true,
+    onSafety: current ? openSafety : null,
+    onRenew: () =>
+      openRenewDialog($("#dlg-renew"), {
+        api,
+        keys,
+        user: me,
+        stop: () => chat?.stop(),
+        saveSession: (login) => sessionStorage.setItem(SESSION_KEY, login.token),
+        onDone: () => location.reload(),
       }),
-    );
-  } catch (err) {
-    setChildren(list, h("li", {}, t("genericError", { message: err.message })));
-  }
+  });
 }
 
 // ---------------------------------------------------------------- supervision

@@ -49,6 +49,9 @@ const TEXTS = {
   bad_signature: "La signature du message est invalide.",
   epoch_conflict: "Les clés ont été renouvelées par un autre appareil. Réessayez.",
   too_many_envelopes: "Trop de clés déjà partagées pour cet appareil.",
+  device_not_approved: "Cet appareil attend encore l'accord de votre conseiller : réessayez ensuite.",
+  device_exists: "Cet appareil est déjà enregistré. Reconnectez-vous.",
+  too_many_devices: "Trop d'appareils sont liés à votre compte : retirez-en un d'abord (Mes appareils).",
 };
 
 /** French text for an API error code; `null` if the code is not known here. */
