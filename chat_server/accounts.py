@@ -174,8 +174,7 @@ class AccountService:
         )
         await self._messages.add_conversation(conv)
         if activation_proof is not None:
-            expires = self._clock() + self._settings.activation_ttl_hours * 3600
-            await self._accounts.set_activation(user.id, token_hash(activation_proof), expires)
+            expires = await self.set_activation_proof(user.id, activation_proof)
             return NewBeneficiary(user, None, expires, conv)
         code, expires = await self.reset_activation(user.id)
         return NewBeneficiary(user, code, expires, conv)
@@ -187,6 +186,13 @@ class AccountService:
         except PasswordPolicyError as exc:
             raise InvalidInput(str(exc)) from None
         await self._accounts.set_password_hash(user_id, self._passwords.hash(password))
+
+    async def set_activation_proof(self, user_id: str, proof: str) -> float:
+        """Replace the activation code by one the counsellor's client made, known here only
+        by its proof (the old code stops working); returns when it expires."""
+        expires = self._clock() + self._settings.activation_ttl_hours * 3600
+        await self._accounts.set_activation(user_id, token_hash(proof), expires)
+        return expires
 
     async def reset_activation(self, user_id: str) -> tuple[str, float]:
         """Issue a new one-time activation code (the old one stops working)."""

@@ -22,7 +22,9 @@ from chat_server.api import (
     activation,
     attachments,
     auth,
+    broadcast,
     conversations,
+    devices,
     keys,
     lifecycle,
     onboarding,
@@ -166,6 +168,8 @@ def create_app(
         *activation.routes,
         *onboarding.routes,
         *portfolio.routes,
+        *broadcast.routes,
+        *devices.routes,
     ]
     # Only the client folders are served (not web_client/test), each under its
     # own prefix, so an unknown /api path or method still gets the JSON errors.

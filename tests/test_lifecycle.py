@@ -28,7 +28,7 @@ from chat_server.rooms.errors import (
     Unauthenticated,
     WrongPassword,
 )
-from chat_server.rooms.models import Role, User
+from chat_server.rooms.models import Device, Role, User
 from chat_server.services import Services, build_services
 from chat_server.settings import Settings
 from chat_server.throttle import login_key
@@ -559,6 +559,8 @@ def test_chat_admin_exports_what_the_server_holds_about_an_account(
             nb = await acc.create_beneficiary(c, "b1", "Inès Moreau", "CEJ")
             await acc.set_password(nb.user.id, PASSWORD)
             await acc.login("b1", PASSWORD, "phone-1")
+            phone = Device("phone-1", nb.user.id, b"1" * 32, b"2" * 32, b"3", 1.0, name="Mon tél")
+            await svc.key_store.add_device(phone)
             for user, text in ((nb.user, "texte secret"), (c, "réponse")):
                 frame = p.MessageSend(
                     id="f1",
@@ -583,6 +585,7 @@ def test_chat_admin_exports_what_the_server_holds_about_an_account(
     assert data["account"]["display_name"] == "Inès Moreau"
     assert data["structure"]["name"] == "ML"
     assert [s["device_id"] for s in data["sessions"]] == ["phone-1"]
+    assert [(d["id"], d["name"]) for d in data["devices"]] == [("phone-1", "Mon tél")]
     (conv,) = data["conversations"]
     assert conv["id"] == conv_id
     assert conv["archived"]["reason"] == "emploi"

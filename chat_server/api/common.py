@@ -52,7 +52,11 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 async def json_body(request: Request, schema: type[T], limit: int = MAX_JSON_BYTES) -> T:
     """Decode and validate the request body against ``schema`` (a msgspec Struct)."""
-    raw = await read_limited(request, limit)
+    return decode_json(await read_limited(request, limit), schema)
+
+
+def decode_json(raw: bytes, schema: type[T]) -> T:
+    """Decode and validate a body already read; ``BadRequest`` with the API's codes."""
     try:
         return msgspec.json.decode(raw, type=schema)
     except msgspec.ValidationError as exc:

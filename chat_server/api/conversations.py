@@ -23,14 +23,16 @@ class ReadBody(Struct, forbid_unknown_fields=True):
     seq: Annotated[int, Meta(ge=0, le=2**53)]
 
 
+#: base64url of the 32-byte proof of a code the counsellor's client made.
+ActivationProof = Annotated[str, Meta(min_length=43, max_length=43, pattern="^[A-Za-z0-9_-]+$")]
+
+
 class BeneficiaryBody(Struct, forbid_unknown_fields=True):
     login: Annotated[str, Meta(min_length=2, max_length=64)]
     display_name: Annotated[str, Meta(min_length=1, max_length=100)]
     programme: Annotated[str, Meta(max_length=20)] | None = None
     #: base64url of the proof of a code the counsellor's client made (no code returned).
-    activation_proof: (
-        Annotated[str, Meta(min_length=43, max_length=43, pattern="^[A-Za-z0-9_-]+$")] | None
-    ) = None
+    activation_proof: ActivationProof | None = None
 
 
 def _int_param(request: Request, name: str, lo: int, hi: int) -> int | None:

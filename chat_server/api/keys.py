@@ -26,10 +26,15 @@ IdStr = Annotated[str, Meta(min_length=1, max_length=64)]
 Envelopes = Annotated[list[dict[str, Any]], Meta(max_length=500)]
 
 
+#: A device's name as its owner sees it in their device list (no control characters).
+DeviceName = Annotated[str, Meta(max_length=60, pattern=r"^[^\x00-\x1f\x7f]*\Z")]
+
+
 class DeviceBody(Struct, forbid_unknown_fields=True):
     dh_pub: B64
     sig_pub: B64
     registration_sig: B64
+    name: DeviceName = ""
 
 
 class EpochBody(Struct, forbid_unknown_fields=True):
@@ -85,16 +90,9 @@ async def register_device(request: Request) -> Response:
         _b64(body.dh_pub, "dh_pub", 32),
         _b64(body.sig_pub, "sig_pub", 32),
         _b64(body.registration_sig, "registration_sig", 64),
+        name=body.name.strip(),
     )
     return ok({"device": device_json(device)}, 201 if created else 200)
-
-
-@endpoint
-async def list_devices(request: Request) -> Response:
-    """GET /api/devices: the caller's devices."""
-    user, _ = await current(request)
-    devices = await services(request).keys.list_devices(user)
-    return ok({"devices": [device_json(d) for d in devices]})
 
 
 @endpoint
@@ -213,13 +211,18 @@ async def report(request: Request) -> Response:
 @endpoint
 async def backup(request: Request) -> Response:
     """PUT/GET /api/keys/backup: the caller's encrypted key backup."""
-    user, _ = await current(request)
+    user, session = await current(request)
     keys = services(request).keys
     if request.method == "GET":
         stored = await keys.get_backup(user)
         return ok({"v": int(stored["v"]), "nonce": stored["nonce"], "blob": stored["blob"]})
     body = await json_body(request, BackupBody, limit=MAX_BACKUP_BYTES)
-    await keys.put_backup(user, {"v": str(body.v), "nonce": body.nonce, "blob": body.blob})
+    # The backup holds the keys of the device that wrote it (e2ee.js setup()): a renewal
+    # of the recovery key removes that device (chat_server/tools/devices.py).
+    await keys.put_backup(
+        user,
+        {"v": str(body.v), "nonce": body.nonce, "blob": body.blob, "device_id": session.device_id},
+    )
     return ok({"ok": True})
 
 
@@ -282,7 +285,6 @@ async def structure_counsellors(request: Request) -> Response:
 
 routes = [
     Route("/api/devices", register_device, methods=["POST"]),
-    Route("/api/devices", list_devices, methods=["GET"]),
     Route("/api/devices/{device_id}", remove_device, methods=["DELETE"]),
     Route("/api/conversations/{id}/devices", conversation_devices, methods=["GET"]),
     Route("/api/conversations/{id}/epochs", create_epoch, methods=["POST"]),

@@ -80,6 +80,7 @@ async def account_export(
         "devices": [
             {
                 "id": d.id,
+                "name": d.name,
                 "created_at": d.created_at,
                 "removed_at": d.removed_at,
                 "dh_public_key": _b64(d.dh_pub),

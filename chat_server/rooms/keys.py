@@ -270,13 +270,24 @@ class KeyService:
     # ------------------------------------------------------------------ devices
 
     async def register_device(
-        self, user: User, device_id: str, dh_pub: bytes, sig_pub: bytes, registration_sig: bytes
+        self,
+        user: User,
+        device_id: str,
+        dh_pub: bytes,
+        sig_pub: bytes,
+        registration_sig: bytes,
+        *,
+        name: str = "",
+        vouched: bool = False,
     ) -> tuple[Device, bool]:
         """Register the session's device; returns ``(device, created)``.
 
         The registration must be signed by the device's own Ed25519 key. A
         second registration with the same keys is a no-op; other keys for a
-        known device id are refused (``device_exists``).
+        known device id are refused (``device_exists``). ``vouched``: a device
+        the caller's own approved device made for itself (a recovery-key
+        renewal, ``chat_server.tools.devices``): approved at once, and nobody
+        is asked for keys, because the vouching device re-wraps them.
         """
         public = DevicePublicKeys(dh_pub, sig_pub) if _sizes_ok(dh_pub, sig_pub) else None
         if public is None or not verify_registration(public, user.id, device_id, registration_sig):
@@ -301,8 +312,12 @@ class KeyService:
         # exactly one is trusted. Any other (even after removing the old ones)
         # waits for the counsellor. Its pending requests are written before the
         # device exists, so it is never seen un-pending.
-        approved = user.role is not Role.BENEFICIARY or await self._accounts.claim_first_device(
-            user.id, device_id, claim=await self._keys.ever_registered(user.id) == 0
+        approved = (
+            vouched
+            or user.role is not Role.BENEFICIARY
+            or await self._accounts.claim_first_device(
+                user.id, device_id, claim=await self._keys.ever_registered(user.id) == 0
+            )
         )
         convs = await self._conversations_of(user)
         now = self._clock()
@@ -311,14 +326,14 @@ class KeyService:
                 await self._keys.put_key_request(
                     KeyRequest(conv.id, device_id, user.id, "new_device", False, now)
                 )
-        device = Device(device_id, user.id, dh_pub, sig_pub, registration_sig, now)
+        device = Device(device_id, user.id, dh_pub, sig_pub, registration_sig, now, name=name)
         try:
             await self._keys.add_device(device)
         except Conflict:
             raise E2EEError("device_exists", "this device id is already registered") from None
         # The first phone of an account whose counsellor left the activation box
         # takes its keys from the box: nobody is asked to re-wrap for it.
-        carried = (
+        carried = vouched or (
             approved
             and user.role is Role.BENEFICIARY
             and await self._accounts.activation_box(user.id) is not None

@@ -157,6 +157,8 @@ class Device:
     registration_sig: bytes
     created_at: float
     removed_at: float | None = None
+    #: Chosen by the device at registration ("Firefox sur Android"); shown only to its owner.
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ def _device(d: Mapping[str, Any]) -> Device:
         registration_sig=bytes(d["registration_sig"]),
         created_at=d["created_at"],
         removed_at=d.get("removed_at"),
+        name=d.get("name", ""),
     )
 
 
@@ -122,6 +123,7 @@ class MongoKeyStore:
                     "registration_sig": device.registration_sig,
                     "created_at": device.created_at,
                     "removed_at": None,
+                    "name": device.name,
                 }
             )
         except DuplicateKeyError as exc:

@@ -32,7 +32,8 @@ class IssuedCode:
     """A new one-time code for ``beneficiary``; shown to the counsellor once, never stored."""
 
     beneficiary: User
-    code: str
+    #: None when the counsellor's client made the code (the server saw its proof only).
+    code: str | None
     expires_at: float
     kind: IssueKind
 
@@ -54,8 +55,14 @@ class OnboardingService:
         self._audit = audit
         self._clock = clock
 
-    async def issue_code(self, counsellor: User, conversation_id: str) -> IssuedCode:
+    async def issue_code(
+        self, counsellor: User, conversation_id: str, proof: str | None = None
+    ) -> IssuedCode:
         """Give the beneficiary of ``conversation_id`` a new activation code.
+
+        With ``proof`` the counsellor's client made the code, as at creation
+        (``chat_server.crypto.activation``): the server keeps the proof's hash and
+        never sees the code, and the client can leave a new activation box.
 
         Only the conversation's current counsellor may (others: ``not_member`` or
         ``forbidden``); not for an archived conversation or a deleted account. The
@@ -71,7 +78,11 @@ class OnboardingService:
         if beneficiary is None or beneficiary.erasing is not None:
             raise NotFound("this beneficiary's account no longer exists")
         kind: IssueKind = "password_reset" if beneficiary.password_hash else "reissue"
-        code, expires = await self._accounts.reset_activation(beneficiary.id)
+        code: str | None
+        if proof is not None:
+            code, expires = None, await self._accounts.set_activation_proof(beneficiary.id, proof)
+        else:
+            code, expires = await self._accounts.reset_activation(beneficiary.id)
         now = self._clock()
         action = "activation.password_reset" if kind == "password_reset" else "activation.reissued"
         await self._audit.add_audit(

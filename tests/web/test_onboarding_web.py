@@ -1,7 +1,9 @@
 """Onboarding in Chromium, two people (issue #15, point 3): the counsellor creates a beneficiary
 (a bad login refused in French), the activation dialog shows the login, the code, its expiry,
 a link and a QR code that decodes to that link, and prints as a sheet; the counsellor issues a
-new code, the old one is refused on the phone, the new one activates the account; then a
+new code (made on the console, like the first), the old one is refused on the phone, the new
+one activates the account and, console closed, the first phone reads what was written before
+(the new code's activation box carries the keys); then a
 password reset: the phone sets a new password with the third code, the used codes stay dead."""
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ NAME = "Lina Haddad"
 LOGIN = "lina.haddad"
 FIRST_PASSWORD = "premier mot de passe"
 NEW_PASSWORD = "mot de passe retrouvé"
+WELCOME = "Bienvenue Lina, voici la liste des documents à apporter"
+CLIENT_CODE = re.compile(r"^[A-Z2-9]{4}(-[A-Z2-9]{4}){3}$")
 
 expect.set_options(timeout=30_000)
 
@@ -149,17 +153,24 @@ def test_activation_dialog_reissue_and_reset(env: tuple[ServerProcess, Browser])
     page.evaluate("document.body.classList.remove('printing-sheet')")
     dialog.get_by_role("button", name="Fermer").click()
 
-    # A new code: the first one dies.
+    # Written before activation: the first phone must read it at once.
     expect(page.locator("#thread-title")).to_contain_text(NAME)
+    page.locator("#message").fill(WELCOME)
+    page.locator("#composer [type=submit]").click()
+    expect(page.locator("#messages .msg", has_text=WELCOME)).to_be_visible()
+
+    # A new code, made on the console like the first one: the first one dies.
     page.get_by_role("button", name="Code d'activation").click()
     expect(page.locator("#dlg-reissue")).to_be_visible()
     page.get_by_role("button", name="Émettre un nouveau code").click()
     expect(page.locator("#dlg-code-title")).to_have_text(f"Nouveau code d'activation pour {NAME}")
     second = _dialog_code(page)
     assert second != first
+    assert CLIENT_CODE.match(second), second  # made on the console, the server saw its proof
     second_link = page.locator("#activation-link").get_attribute("href") or ""
     page.locator("#dlg-code").get_by_role("button", name="Fermer").click()
     expect(page.locator("#messages")).to_contain_text("a émis un nouveau code d'activation")
+    page.close()  # nobody online: the new code's activation box carries the keys
 
     phone = _phone(browser)
     _activate(phone, f"{server.url}/app/?code={first}", FIRST_PASSWORD)
@@ -169,7 +180,19 @@ def test_activation_dialog_reissue_and_reset(env: tuple[ServerProcess, Browser])
     _activate(phone, second_link, FIRST_PASSWORD)
     _ack_recovery_key(phone)
     expect(phone.locator("#messages")).to_contain_text("a émis un nouveau code d'activation")
+    expect(phone.locator("#messages .msg", has_text=WELCOME)).to_be_visible()
+    expect(phone.locator("#messages")).not_to_contain_text("Message illisible")
+    expect(phone.locator("#reshare-banner")).to_be_hidden()
     assert _login_status(server, FIRST_PASSWORD) == 200
+
+    page = console.new_page()
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    page.goto(server.url + "/console/")
+    page.locator("#login-name").fill("conseiller.demo")
+    page.locator("#login-password").fill(DEMO_PASSWORD)
+    page.get_by_role("button", name="Se connecter").click()
+    page.locator(".conv", has_text=NAME).click()
+    expect(page.locator("#thread-title")).to_contain_text(NAME)
 
     # A forgotten password: a third code resets it (on a new phone).
     page.get_by_role("button", name="Code d'activation").click()

@@ -31,6 +31,8 @@ import { loadOlderKeepingPlace, renderItemsPanel, renderThreadList } from "../sh
 import { bindAttachButtons } from "../shared/attach-ui.js";
 import { openActionDialog, openOfferDialog } from "../shared/forms.js";
 import { dateLong } from "../shared/i18n.js";
+import { openDevicesDialog } from "../shared/devices.js";
+import { openRenewDialog } from "../shared/recovery.js";
 
 const BASE_TITLE = "Ma messagerie — CEJ";
 const api = new Api({ onUnauthenticated: () => expired() });
@@ -210,6 +212,7 @@ function startThread() {
   $("#btn-menu").addEventListener("click", toggleMenu);
   $("#btn-logout").addEventListener("click", logout);
   $("#btn-safety").addEventListener("click", openSafety);
+  $("#btn-devices").addEventListener("click", openDevices);
   $("#btn-install").addEventListener("click", install);
   $("#btn-export").addEventListener("click", onExport);
   $("#btn-delete-account").addEventListener("click", openDeleteAccount);
@@ -395,6 +398,27 @@ async function onExport() {
   } catch (err) {
     $("#export-status").textContent = t("genericError", { message: err.message });
   }
+}
+
+/** "Mes appareils et ma clé": devices, safety number, recovery-key renewal (shared/devices.js). */
+function openDevices() {
+  toggleMenu();
+  return openDevicesDialog($("#dlg-devices"), { api, keys, onSafety: openSafety, onRenew: openRenew });
+}
+
+function openRenew() {
+  openRenewDialog($("#dlg-renew"), {
+    api,
+    keys,
+    user: session.user,
+    stop: () => chat?.stop(),
+    saveSession: async (login) => {
+      session.token = login.token;
+      session.deviceId = login.device_id;
+      await idbPut("kv", "session", session);
+    },
+    onDone: () => location.reload(),
+  });
 }
 
 function openDeleteAccount() {

@@ -29,6 +29,9 @@ import { Notifications } from "../shared/notify.js";
 import { derive, leaveActivationBox, newCode } from "../shared/activation.js";
 import { bindOnboarding, loginProblem, renderReissueButton, showActivation } from "./onboarding.js";
 import { Portfolio } from "./portfolio.js";
+import { Broadcaster } from "./broadcast.js";
+import { openDevicesDialog } from "../shared/devices.js";
+import { openRenewDialog } from "../shared/recovery.js";
 
 const SESSION_KEY = "cejchat.console.session";
 const BASE_TITLE = "Console conseiller — CEJ Messagerie";
@@ -129,7 +132,7 @@ function startApp(login) {
   $("#btn-export").addEventListener("click", onExport);
   $("#btn-archive").addEventListener("click", openArchive);
   $("#archive-form").addEventListener("submit", submitArchive);
-  bindOnboarding({ api, currentConversation: () => current, peerName: () => chat.peerName(current) });
+  bindOnboarding({ api, keys: () => keys, currentConversation: () => current, peerName: () => chat.peerName(current) });
   portfolio = new Portfolio({ api, me, open: (id) => select(id), onClose: closePortfolio });
   $("#btn-portfolio").addEventListener("click", showPortfolio);
   document.addEventListener("visibilitychange", () => {
@@ -156,6 +159,9 @@ function startApp(login) {
 
   chat = new ChatClient({ api, keys, user: me, deviceId: login.device_id });
   typing = createTypingNotifier(chat);
+  broadcaster = new Broadcaster({ api, chat, me, open: (id) => select(id), onClose: closePortfolio });
+  $("#btn-broadcast").hidden = me.role !== "counsellor";
+  $("#btn-broadcast").addEventListener("click", showBroadcast);
   bindAttachButtons(chat, () => current);
   chat.on("summaries", () => {
     if (current && !chat.summary(current)) closeThread();
@@ -328,7 +334,19 @@ function listKeys(event) {
 
 let portfolio = null;
 
+// Broadcast (console/broadcast.js) shares the portfolio's place and its way back.
+let broadcaster = null;
+
+function showBroadcast() {
+  portfolio.hide();
+  $("#thread-empty").hidden = true;
+  $("#supervision").hidden = true;
+  $("#thread-view").hidden = true;
+  broadcaster.show();
+}
+
 function showPortfolio() {
+  broadcaster?.hide();
   $("#thread-empty").hidden = true;
   $("#supervision").hidden = true;
   $("#thread-view").hidden = true;
@@ -337,6 +355,7 @@ function showPortfolio() {
 
 function closePortfolio() {
   portfolio.hide();
+  broadcaster?.hide();
   if (current) $("#thread-view").hidden = false;
   else if (me.role === "supervisor") $("#supervision").hidden = false;
   else $("#thread-empty").hidden = false;
@@ -345,6 +364,7 @@ function closePortfolio() {
 function select(id) {
   if (current && current !== id) typing.stop(current);
   portfolio?.hide();
+  broadcaster?.hide();
   current = id;
   $("#thread-empty").hidden = true;
   $("#supervision").hidden = true;
@@ -562,33 +582,23 @@ function openSafety() {
   return openSafetyDialog(chat, keys, current);
 }
 
-async function openSecurity() {
-  const dlg = $("#dlg-security");
-  $("#this-device").textContent = keys.deviceId;
-  $("#security-status").textContent = "";
-  const list = $("#device-list");
-  setChildren(list, h("li", {}, t("loading")));
-  dlg.showModal();
-  try {
-    const answer = await api.myDevices();
-    setChildren(
-      list,
-      ...(answer.devices || []).map((d) => {
-        const id = d.device_id || d.id;
-        const mine = id === keys.deviceId;
-        const remove = mine
-          ? null
-          : h("button", { type: "button", class: "danger", onclick: async () => {
-              await api.removeDevice(id);
-              $("#security-status").textContent = t("deviceRemoved");
-              openSecurity();
-            } }, t("removeDevice"));
-        return h("li", {}, h("span", { class: "mono" }, id), mine ? ` (${t("thisDevice")})` : "", d.created_at ? ` — ${longTime(d.created_at)} ` : " ", remove);
+/** "Sécurité": this person's devices, safety number, recovery-key renewal (shared/devices.js). */
+function openSecurity() {
+  return openDevicesDialog($("#dlg-security"), {
+    api,
+    keys,
+    showId: true,
+    onSafety: current ? openSafety : null,
+    onRenew: () =>
+      openRenewDialog($("#dlg-renew"), {
+        api,
+        keys,
+        user: me,
+        stop: () => chat?.stop(),
+        saveSession: (login) => sessionStorage.setItem(SESSION_KEY, login.token),
+        onDone: () => location.reload(),
       }),
-    );
-  } catch (err) {
-    setChildren(list, h("li", {}, t("genericError", { message: err.message })));
-  }
+  });
 }
 
 // ---------------------------------------------------------------- supervision

@@ -2,13 +2,17 @@
  * Onboarding in the console (issue #15, point 3): the activation dialog (login,
  * code, expiry, a link and a QR code made on this device, a printable sheet)
  * and issuing a new code for the open conversation's beneficiary, which also
- * resets a forgotten password (POST /api/conversations/{id}/activation).
+ * resets a forgotten password (POST /api/conversations/{id}/activation). The
+ * code is made here (shared/activation.js): the server gets its proof only,
+ * and before activation a new activation box carries the keys of what was
+ * already written, so the first phone reads it at once.
  */
 
 import { longTime } from "../shared/i18n.js";
 import { $, setChildren } from "../shared/ui.js";
 import { qrSvg } from "../shared/qr.js";
 import { errorText } from "../shared/errors.js";
+import { derive, newCode, resealActivationBox } from "../shared/activation.js";
 
 /** The app's address with the code filled in (the app reads `?code=`). */
 export function activationLink(code) {
@@ -47,7 +51,7 @@ export function showActivation(issued) {
 }
 
 /** Wire the dialog's buttons and the thread's "Code d'activation" button once. */
-export function bindOnboarding({ api, currentConversation, peerName }) {
+export function bindOnboarding({ api, keys, currentConversation, peerName }) {
   $("#btn-copy-link").addEventListener("click", async () => {
     const status = $("#activation-status");
     try {
@@ -72,9 +76,21 @@ export function bindOnboarding({ api, currentConversation, peerName }) {
     const submit = event.target.querySelector("[type=submit]");
     submit.disabled = true;
     try {
-      const issued = await api.post(`/api/conversations/${encodeURIComponent(currentConversation())}/activation`);
+      // Made here, as at creation: the server gets only the proof; before
+      // activation a new box carries the keys of what was already written.
+      const conversation = currentConversation();
+      const code = newCode();
+      const made = await derive(code);
+      const issued = await api.post(`/api/conversations/${encodeURIComponent(conversation)}/activation`, { activation_proof: made.proofText });
+      if (issued.kind === "reissue") {
+        try {
+          await resealActivationBox(keys(), api, conversation, made.boxKey);
+        } catch (err) {
+          console.warn("activation box not left", err.message);
+        }
+      }
       $("#dlg-reissue").close();
-      showActivation(issued);
+      showActivation({ ...issued, activation_code: issued.activation_code || code });
     } catch (err) {
       $("#reissue-error").textContent = errorText(err);
     } finally {

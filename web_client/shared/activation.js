@@ -100,6 +100,33 @@ export async function leaveActivationBox(keys, api, conversation, boxKey) {
 }
 
 /**
+ * The console, when it issues a code again before activation: seal every
+ * epoch key of `conversation` this device can open (each checked against its
+ * epoch's signed commitment, as for a re-wrap) into a new activation box
+ * under the new code's `boxKey`, replacing the box of the old code. With no
+ * epoch yet, open the first one (leaveActivationBox). True if a box was left.
+ */
+export async function resealActivationBox(keys, api, conversation, boxKey) {
+  const listing = await keys.conversationDevices(conversation);
+  if (!listing.epoch) return leaveActivationBox(keys, api, conversation, boxKey);
+  const answer = await api.envelopes(conversation);
+  const memo = {};
+  memo.commitments = await keys._commitments(conversation, answer, listing, memo);
+  const raws = new Map();
+  try {
+    for (const [epoch, envs] of keys._envelopesByEpoch(conversation, answer, listing.epoch)) {
+      const raw = await keys._openTrusted(conversation, epoch, envs, listing, memo);
+      if (raw) raws.set(epoch, raw);
+    }
+    if (raws.size === 0) return false;
+    await api.putActivationBox(conversation, await sealBox(boxKey, conversation, raws));
+    return true;
+  } finally {
+    for (const raw of raws.values()) raw.fill(0);
+  }
+}
+
+/**
  * The first phone: take the keys of the activation box that match their
  * epoch's signed commitment, keep them on the device, drop the box.
  * Returns how many keys were taken (0 if there is no box).

@@ -8,6 +8,7 @@
  */
 
 import { errorText } from "./errors.js";
+import { deviceName } from "./device-name.js";
 
 export class ApiError extends Error {
   constructor(status, code, message, body = null) {
@@ -155,7 +156,12 @@ export class Api {
 
   // ---- end-to-end keys
   registerDevice(dhPub, sigPub, registrationSig) {
-    return this.post("/api/devices", { dh_pub: dhPub, sig_pub: sigPub, registration_sig: registrationSig });
+    return this.post("/api/devices", { dh_pub: dhPub, sig_pub: sigPub, registration_sig: registrationSig, name: deviceName() });
+  }
+
+  /** POST /api/keys/backup/renew (shared/recovery.js). */
+  renewRecovery(password, device, backup) {
+    return this.post("/api/keys/backup/renew", { password, device, backup });
   }
 
   myDevices() {

@@ -20,6 +20,9 @@ const TEXTS = {
   invalid_input: "Une valeur saisie n'est pas acceptée.",
   invalid_login: "L'identifiant doit compter de 2 à 64 caractères : lettres, chiffres, point, tiret, tiret bas ou @ (sans espace).",
   invalid_display_name: "Le nom doit compter de 1 à 100 caractères.",
+  unknown_beneficiary: "Un des bénéficiaires choisis n'est pas (ou plus) suivi par vous.",
+  empty_list: "Cochez au moins un bénéficiaire.",
+  no_recipients: "Choisissez au moins un destinataire.",
   body_too_large: "Le contenu est trop volumineux.",
   invalid_date: "La date choisie n'est pas acceptée (passée ou à plus de deux ans).",
   invalid_transition: "Ce changement n'est plus possible dans l'état actuel.",
@@ -46,6 +49,9 @@ const TEXTS = {
   bad_signature: "La signature du message est invalide.",
   epoch_conflict: "Les clés ont été renouvelées par un autre appareil. Réessayez.",
   too_many_envelopes: "Trop de clés déjà partagées pour cet appareil.",
+  device_not_approved: "Cet appareil attend encore l'accord de votre conseiller : réessayez ensuite.",
+  device_exists: "Cet appareil est déjà enregistré. Reconnectez-vous.",
+  too_many_devices: "Trop d'appareils sont liés à votre compte : retirez-en un d'abord (Mes appareils).",
 };
 
 /** French text for an API error code; `null` if the code is not known here. */
