@@ -3,6 +3,7 @@
     python -m bench --quick                 # smoke run, about 3 minutes
     python -m bench                         # full run, about 20 minutes
     python -m bench --only saturation --targets chat-mem,starlette --runs 5
+    python -m bench --only push             # one push worker: pushes/s, delay (bench/push.py)
 
 Servers (and the embedded engine, and Redis) run pinned to ``--server-cpus``;
 the load generator workers to ``--loadgen-cpus``. Targets of each scenario
@@ -177,8 +178,16 @@ async def run(a: argparse.Namespace) -> int:
     if a.profile:
         env.profile_dir = Path(a.profile)
         env.profile_dir.mkdir(parents=True, exist_ok=True)
-    lg = LoadGen(cpus=lg_cpus, workers=a.workers)
     scenarios = [s for s in a.only.split(",") if s]
+    if "push" in scenarios:  # not a target comparison: bench/push.py, its own processes
+        from bench import push
+
+        scenarios.remove("push")
+        figures = await push.measure(*((500, 20, 0.5, 5.0) if a.quick else (2000, 50, 0.5, 10.0)))
+        print(f"push (one worker)\n{push.HEADER}\n{figures.row()}", flush=True)
+        if not scenarios:
+            return 0
+    lg = LoadGen(cpus=lg_cpus, workers=a.workers)
     wanted = [t for t in a.targets.split(",") if t]
     chosen = {s: _targets(s, wanted) for s in scenarios}
     every = [t for ts in chosen.values() for t in ts]

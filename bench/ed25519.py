@@ -3,6 +3,7 @@
     python -m bench.ed25519 --write tests/vectors/ed25519-edge.json   # regenerate the vectors
     python -m bench.ed25519 --speed                                   # µs per verification
     taskset -c 0,1 python -m bench.ed25519 --starved   # a verify thread beside a busy loop
+    taskset -c 0 python -m bench.ed25519 --pool        # CPU per verification through the pool
 
 The vector file lists edge cases (non-canonical S, small-order and
 non-canonical public keys and R points, and the twelve cases of
@@ -316,6 +317,43 @@ def starved(seconds: float = 1.0) -> dict[float, tuple[float, float]]:
     return out
 
 
+def pool_cost(count: int = 4000) -> dict[tuple[int, int], tuple[float, float]]:
+    """CPU and wall µs per verification through `SignatureChecks`, per (batch, threads).
+
+    ``batch`` verifications are asked for in one loop turn, ``count`` in all;
+    the best of three runs. Shows what handing a batch to a thread costs.
+    """
+    import asyncio
+
+    from chat_server.crypto.verify_pool import SignatureChecks
+
+    keys = DeviceKeys.generate()
+    data = bytes(range(200)) * 2
+    sig = keys.sign(data)
+    pub = keys.public.sig_pub
+
+    async def one(threads: int, batch: int) -> tuple[float, float]:
+        checks = SignatureChecks(threads)
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(count // batch):
+            await asyncio.gather(*(checks.verify(pub, data, sig) for _ in range(batch)))
+        out = (
+            (time.process_time() - cpu) / count * 1e6,
+            (time.perf_counter() - wall) / count * 1e6,
+        )
+        await checks.close()
+        return out
+
+    async def every() -> dict[tuple[int, int], tuple[float, float]]:
+        res: dict[tuple[int, int], tuple[float, float]] = {}
+        for batch in (1, 2, 8, 32):
+            for threads in (0, 1, 2):
+                res[(batch, threads)] = min([await one(threads, batch) for _ in range(3)])
+        return res
+
+    return asyncio.run(every())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.ed25519", description=__doc__)
     ap.add_argument("--write", type=Path, help="write the vector file here")
@@ -323,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--starved", action="store_true", help="a verify thread's rate while the loop is busy"
     )
+    ap.add_argument("--pool", action="store_true", help="CPU per verification through the pool")
     args = ap.parse_args(argv)
     if args.write:
         write(args.write)
@@ -342,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---|---|")
         for interval, (busy, alone) in starved().items():
             print(f"| {interval * 1000:g} ms | {busy:,.0f} | {alone:,.0f} |")
+    if args.pool:
+        print("| batch per loop turn | threads | CPU µs per verification | wall µs |")
+        print("|---|---|---|---|")
+        for (batch, threads), (cpu, wall) in pool_cost().items():
+            print(f"| {batch} | {threads} | {cpu:.1f} | {wall:.1f} |")
     return 0
 
 

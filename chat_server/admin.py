@@ -7,6 +7,7 @@
     chat-admin retention          # one run of the retention job (docs/privacy.md)
     chat-admin export-account <login>   # an access request: the server-visible data, JSON
     chat-admin delete-account <login> --yes   # an erasure request (docs/privacy.md)
+    chat-admin push-stats         # the push outbox and each push worker's figures, JSON
 
 It talks to the configured store (``MONGODB_URL``, or the embedded engine in
 ``DATA_DIR``). Errors print a message and exit with status 2.
@@ -19,7 +20,10 @@ import asyncio
 import getpass
 import json
 import sys
+import time
+from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from chat_server.lifecycle.export import account_export
 from chat_server.rooms.errors import DomainError, NotFound
@@ -28,6 +32,7 @@ from chat_server.services import Services, build_services
 from chat_server.settings import SettingsError, load_settings
 from chat_server.storage.base import Conflict
 from chat_server.storage.embedded import EngineError
+from notifications.store import PushStore
 
 DEMO_PASSWORD = "demo-password-2026"  # noqa: S105 - printed demo credential
 DEMO_STRUCTURE = "Mission Locale de démonstration"
@@ -94,7 +99,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("login")
     d.add_argument("--yes", action="store_true", required=True, help="confirm: it cannot be undone")
+    sub.add_parser("push-stats", help="the push outbox and each push worker's figures, as JSON")
     return ap
+
+
+#: A worker that has not reported for this long is gone (it reports every PUSH_STATS_SECONDS).
+WORKER_GONE_SECONDS = 600.0
+#: The counters of ``PushWorker.stats`` that add up over workers.
+_SUMMED = ("sent", "pruned", "retried", "short_payloads", "skipped")
+
+
+async def push_stats(store: PushStore, now: float | None = None) -> dict[str, Any]:
+    """The outbox now (``queued``; ``oldest_job_age``: how long its earliest due job has
+    been due), each live worker's latest report
+    (``workers``: counters since that worker started) and their sum (``total``)."""
+    now = time.time() if now is None else now
+    queued, oldest = await store.queue_stats(now)
+    workers = await store.worker_stats(now - WORKER_GONE_SECONDS)
+    total: dict[str, Any] = dict.fromkeys(_SUMMED, 0)
+    failed: Counter[str] = Counter()
+    for w in workers:
+        for k in _SUMMED:
+            total[k] += int(w["stats"].get(k, 0))
+        failed.update({str(c): int(n) for c, n in (w["stats"].get("failed") or {}).items()})
+    total["failed"] = dict(failed)
+    return {
+        "queued": queued,
+        "oldest_job_age": 0.0 if oldest is None else round(max(0.0, now - oldest), 1),
+        "total": total,
+        "workers": workers,
+    }
 
 
 async def _run(args: argparse.Namespace) -> list[str]:
@@ -139,8 +173,15 @@ async def _run(args: argparse.Namespace) -> list[str]:
             if erasure is None:
                 raise NotFound(f"no account with the login {args.login!r}")
             return [f"erased {args.login} (audit records now name {erasure.pseudonym})"]
+        if args.cmd == "push-stats":
+            return [json.dumps(await push_stats(svc.push.store), indent=2)]
         if args.cmd == "retention":
-            report = await svc.retention.run_once()
+            report = await svc.retention.run_exclusive("chat-admin-" + svc.process_id)
+            if report is None:
+                raise DomainError(
+                    "another process is running the retention job now (it holds the lease); "
+                    "try again in a minute"
+                )
             return [f"{name} {count}" for name, count in report.as_dict().items()]
         if args.cmd == "list-structures":
             return [

@@ -29,8 +29,9 @@ The series (docs/deployment.md lists them with the alerts that matter):
 - ``chat_resumes_total{recovered}``: conversation resumes (``sync``), with
   ``recovered`` ``true`` or ``false``.
 
-Registration point for other parts (the push worker's queue depth): call
-`gauge` with a ``chat_`` name; it returns the same gauge for the same name.
+Registration points for other parts (the push worker's series, listed in
+``notifications/stats.py``): call `gauge` or `counter` with a ``chat_`` name;
+each returns the same metric for the same name.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import logging
 import os
 import typing
 from dataclasses import dataclass
+from typing import Literal
 from wsgiref.simple_server import WSGIServer
 
 import prometheus_client
@@ -49,7 +51,7 @@ from prometheus_client import multiprocess as _mp
 
 from chat_server import protocol as p
 
-__all__ = ["Metrics", "MetricsServer", "gauge", "serve_metrics"]
+__all__ = ["Metrics", "MetricsServer", "counter", "gauge", "serve_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +92,33 @@ CLIENT_TYPES = frozenset(t.__struct_config__.tag for t in typing.get_args(p.Clie
 SERVER_TYPES = frozenset(t.__struct_config__.tag for t in typing.get_args(p.ServerFrame))
 
 _extra: dict[str, Gauge] = {}
+_extra_counters: dict[str, Counter] = {}
 
 
-def gauge(name: str, documentation: str) -> Gauge:
+def gauge(
+    name: str, documentation: str, mode: Literal["livesum", "livemax"] = "livesum"
+) -> Gauge:
     """A gauge of another part (e.g. ``chat_push_queue_depth``); the same one per name.
 
-    Multi-process: the value shown is the sum over live processes.
+    Multi-process: ``mode`` says how live processes combine (``livesum``: their sum;
+    ``livemax``: the largest, for a figure each process reads from one shared place).
     """
     if not name.startswith("chat_"):
         raise ValueError("metric names start with 'chat_'")
     found = _extra.get(name)
     if found is None:
-        found = _extra[name] = Gauge(name, documentation, multiprocess_mode="livesum")
+        found = _extra[name] = Gauge(name, documentation, multiprocess_mode=mode)
+    return found
+
+
+def counter(name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
+    """A counter of another part (``<name>_total``); the same one per name. Summed over
+    processes (dead ones included) when several share ``PROMETHEUS_MULTIPROC_DIR``."""
+    if not name.startswith("chat_"):
+        raise ValueError("metric names start with 'chat_'")
+    found = _extra_counters.get(name)
+    if found is None:
+        found = _extra_counters[name] = Counter(name, documentation, labels)
     return found
 
 

@@ -19,7 +19,12 @@ from chat_server.crypto.passwords import Passwords
 from chat_server.crypto.verify_pool import SignatureChecks
 from chat_server.hub import REVOKE_ERASED, Hub
 from chat_server.lifecycle.eraser import AccountEraser
-from chat_server.lifecycle.retention import RetentionJob, RetentionPolicy, run_periodically
+from chat_server.lifecycle.retention import (
+    RetentionJob,
+    RetentionPolicy,
+    run_periodically,
+    runs_in,
+)
 from chat_server.lifecycle.service import LifecycleService
 from chat_server.metrics import Metrics, MetricsServer, serve_metrics
 from chat_server.rooms.keys import E2EEVerifier, KeyService
@@ -39,6 +44,7 @@ from chat_server.storage.blobs import BlobStore
 from chat_server.storage.embedded import EmbeddedMongo
 from chat_server.storage.presence import SingleProcessPresence
 from chat_server.storage.structure_keys import StructureKeyStore
+from chat_server.tools.broadcast import BroadcastService, BroadcastStore
 from chat_server.tools.devices import DeviceTools
 from chat_server.tools.onboarding import OnboardingService
 from chat_server.tools.portfolio import PortfolioService
@@ -77,6 +83,9 @@ class Database(Protocol):
     def blobs(self) -> BlobStore:
         """The attachment blob store."""
 
+    def broadcasts(self) -> BroadcastStore:
+        """The broadcast store (lists, records)."""
+
     async def ping(self) -> bool:
         """True if the backend answers."""
 
@@ -109,6 +118,7 @@ class Services:
     devices: DeviceTools
     blobs: BlobStore
     attachments: AttachmentService
+    broadcasts: BroadcastService
     metrics: Metrics = field(default_factory=lambda: Metrics(False))
     # The scrape port when METRICS_PORT is set (docs/deployment.md).
     metrics_server: MetricsServer | None = None
@@ -175,9 +185,13 @@ async def build_services(
     settings: Settings,
     verifier: MessageVerifier | None = None,
     clock: Callable[[], float] = time.time,
+    background: bool = True,
 ) -> Services:
     """Start the store and the broker, wire the rest. ``clock`` is the domain's time
-    (tests of the retention policy move it by years)."""
+    (tests of the retention policy move it by years). ``background=False``: none of a
+    web process's background tasks (push worker, presence heartbeat, session watch,
+    attachment sweep, scheduled retention) is started: ``chat-push-worker`` builds the
+    same parts and runs its own."""
     closers: list[object] = []
     db = await open_database(settings, closers)
     broker: Broker
@@ -244,6 +258,8 @@ async def build_services(
         hooks=[push],
     )
     eraser.hooks.append(attachments)
+    broadcasts = BroadcastService(db.broadcasts(), messages, accounts_store, clock)
+    eraser.hooks.append(broadcasts)
     policy = RetentionPolicy.from_settings(settings)
     retention = RetentionJob(
         policy,
@@ -288,13 +304,17 @@ async def build_services(
         devices=DeviceTools(keys, key_store, accounts, lifecycle_store, messages),
         blobs=blobs,
         attachments=attachments,
+        broadcasts=broadcasts,
         metrics=metrics,
         metrics_server=metrics_server,
         _closers=closers,
     )
     if push.worker is not None:
-        # Stops with the others (``_stopping``); its sender closes after the loop ends.
+        # Its sender closes after the loop ends (the loop stops with ``_stopping``).
         closers.append(push.worker)
+    if not background:
+        return svc
+    if push.worker is not None:
         svc._tasks.append(asyncio.create_task(push.worker.run(svc._stopping), name="push-worker"))
     svc._tasks.append(asyncio.create_task(_heartbeat(svc), name="presence-heartbeat"))
     svc._tasks.append(
@@ -311,10 +331,15 @@ async def build_services(
             name="attachment-sweep",
         )
     )
-    if settings.retention_job == "in-process":
+    if runs_in(settings, "chat-server"):
         svc._tasks.append(
             asyncio.create_task(
-                run_periodically(retention, settings.retention_interval_seconds, svc._stopping),
+                run_periodically(
+                    retention,
+                    settings.retention_interval_seconds,
+                    svc._stopping,
+                    holder=svc.process_id,
+                ),
                 name="retention",
             )
         )

@@ -74,7 +74,7 @@ class Settings:
     inactivity_notice_days: int = 30
     archive_retention_days: int = 730
     audit_retention_days: int = 1825
-    retention_job: str = "in-process"
+    retention_job: str = "auto"
     retention_interval_seconds: float = 3600.0
     retention_batch_size: int = 200
     # Web Push (notifications/, docs/deployment.md).
@@ -89,6 +89,7 @@ class Settings:
     push_ttl_seconds: int = 7 * 86400
     push_concurrency: int = 32
     push_poll_seconds: float = 1.0
+    push_stats_seconds: float = 60.0
     # Attachments (docs/protocol.md, "Attachments").
     attachment_max_bytes: int = 5 * 1024 * 1024
     attachment_types: tuple[str, ...] = ATTACHMENT_TYPES
@@ -266,7 +267,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     take("INACTIVITY_NOTICE_DAYS", "inactivity_notice_days", lambda n, r: _int(n, r, 1, 365))
     take("ARCHIVE_RETENTION_DAYS", "archive_retention_days", lambda n, r: _int(n, r, 1, 36500))
     take("AUDIT_RETENTION_DAYS", "audit_retention_days", lambda n, r: _int(n, r, 1, 36500))
-    take("RETENTION_JOB", "retention_job", lambda n, r: _choice(n, r, ("in-process", "off")))
+    take(
+        "RETENTION_JOB",
+        "retention_job",
+        lambda n, r: _choice(n, r, ("auto", "in-process", "worker", "off")),
+    )
     take(
         "RETENTION_INTERVAL_SECONDS",
         "retention_interval_seconds",
@@ -284,6 +289,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     take("PUSH_TTL_SECONDS", "push_ttl_seconds", lambda n, r: _int(n, r, 60, 28 * 86400))
     take("PUSH_CONCURRENCY", "push_concurrency", lambda n, r: _int(n, r, 1, 1024))
     take("PUSH_POLL_SECONDS", "push_poll_seconds", lambda n, r: _float(n, r, 0.05, 60))
+    take("PUSH_STATS_SECONDS", "push_stats_seconds", lambda n, r: _float(n, r, 0.1, 3600))
     take(
         "ATTACHMENT_MAX_BYTES", "attachment_max_bytes", lambda n, r: _int(n, r, 1, 64 * 2**20)
     )

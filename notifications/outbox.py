@@ -5,12 +5,17 @@ message is durably stored and before its ack: the job is keyed by
 (conversation, seq), so a second call for the same message writes nothing.
 A store failure here is logged and never turns the stored message into an
 error for its sender (the message is already durable; only its push is lost,
-which the log line says). Nobody to notify (no recipient has a subscription):
-no job at all, so a deployment without push pays one indexed read per message.
+which the log line says). Both entry points are bounded by
+``STORE_TIMEOUT_SECONDS`` (``message_stored`` by ``ConversationService``,
+``key_request`` here): a store that freezes right after the message's append
+delays its ack by that much at most, then the sender gets the ack all the same. Nobody to notify (no
+recipient has a subscription): no job at all, so a deployment without push
+pays one indexed read per message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -45,11 +50,13 @@ class Outbox:
         clock: Clock,
         wake: Callable[[], None] | None = None,
         reminders: Reminders | None = None,
+        timeout: float = 2.0,
     ) -> None:
         self._store = store
         self._clock = clock
         self.wake = wake
         self.reminders = reminders
+        self._timeout = timeout
         # user id -> (has a subscription, until when this answer is trusted)
         self._known: dict[str, tuple[bool, float]] = {}
 
@@ -98,7 +105,8 @@ class Outbox:
 
     async def message_stored(self, conv: Conversation, message: StoredMessage) -> None:
         """Record the push of a stored message to the other member(s) of ``conv``; an item's
-        event also reschedules the item's reminders."""
+        event also reschedules the item's reminders. The caller bounds it in time
+        (``ConversationService``: one timer per send, not one more here)."""
         if self.reminders is not None and message.msg_type in ("action", "appointment"):
             await self.reminders.item_changed(conv, message)
         if message.msg_type not in PREFERENCE_OF_TYPE:
@@ -121,7 +129,18 @@ class Outbox:
         )
 
     async def key_request(self, conv: Conversation, device_id: str) -> None:
-        """Tell the conversation's counsellor that a new device waits for approval."""
+        """Tell the conversation's counsellor that a new device waits for approval (within
+        ``timeout``, else logged)."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._key_request(conv, device_id)
+        except TimeoutError:
+            log.warning(
+                "push job not written: the store did not answer in time",
+                extra={"conversation_id": conv.id},
+            )
+
+    async def _key_request(self, conv: Conversation, device_id: str) -> None:
         if not conv.counsellor_id or not await self._subscribed((conv.counsellor_id,)):
             return
         now = self._clock()

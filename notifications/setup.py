@@ -30,6 +30,7 @@ def worker_config(settings: Settings) -> WorkerConfig:
         message_ttl=settings.push_ttl_seconds,
         concurrency=settings.push_concurrency,
         poll=settings.push_poll_seconds,
+        stats_interval=settings.push_stats_seconds,
     )
 
 
@@ -74,6 +75,10 @@ async def build_push(
         worker = build_worker(settings, store, messages, accounts, vapid, clock)
     reminders = Reminders(store, messages, clock)
     outbox = Outbox(
-        store, clock, wake=worker.wake if worker is not None else None, reminders=reminders
+        store,
+        clock,
+        wake=worker.wake if worker is not None else None,
+        reminders=reminders,
+        timeout=settings.store_timeout_seconds,
     )
     return PushService(store, vapid, policy_of(settings), clock, outbox, worker)

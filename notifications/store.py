@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from notifications.models import PushJob, Subscription, Target
 
@@ -60,7 +60,17 @@ class PushStore(Protocol):
         """Remove the jobs addressed to ``user_id`` or about ``conversation_ids``."""
 
     async def queue_stats(self, now: float) -> tuple[int, float | None]:
-        """(jobs in the outbox, creation time of the oldest one or None)."""
+        """(jobs in the outbox, the earliest ``due_at`` of the jobs due at ``now`` or None).
+
+        Jobs not due yet (a reminder's moment, quiet hours, a retry's backoff) count in
+        the first figure only: the second says how late the outbox is."""
+
+    async def put_worker_stats(self, worker_id: str, stats: dict[str, Any], at: float) -> None:
+        """Record (replace) one worker's latest figures, written at ``at``."""
+
+    async def worker_stats(self, since: float) -> list[dict[str, Any]]:
+        """Each worker's latest record written at ``since`` or later, by worker id:
+        ``{"worker", "at", "stats"}``. Older records are deleted (workers gone)."""
 
     async def vapid_key(self, candidate: str) -> str:
         """The stored VAPID private key; stores ``candidate`` first if there is none.
@@ -75,6 +85,7 @@ class MemoryPushStore:
         self._subs: dict[str, Subscription] = {}
         self._jobs: dict[str, PushJob] = {}
         self._vapid: str | None = None
+        self._workers: dict[str, dict[str, Any]] = {}
 
     async def put_subscription(self, sub: Subscription) -> None:
         self._subs[sub.id] = sub
@@ -151,11 +162,18 @@ class MemoryPushStore:
         return len(gone)
 
     async def queue_stats(self, now: float) -> tuple[int, float | None]:
-        if not self._jobs:
-            return 0, None
-        return len(self._jobs), min(j.created_at for j in self._jobs.values())
+        due = [j.due_at for j in self._jobs.values() if j.due_at <= now]
+        return len(self._jobs), (min(due) if due else None)
 
     async def vapid_key(self, candidate: str) -> str:
         if self._vapid is None:
             self._vapid = candidate
         return self._vapid
+
+    async def put_worker_stats(self, worker_id: str, stats: dict[str, Any], at: float) -> None:
+        self._workers[worker_id] = {"worker": worker_id, "at": at, "stats": copy.deepcopy(stats)}
+
+    async def worker_stats(self, since: float) -> list[dict[str, Any]]:
+        for k in [k for k, v in self._workers.items() if v["at"] < since]:
+            del self._workers[k]
+        return [copy.deepcopy(self._workers[k]) for k in sorted(self._workers)]

@@ -12,8 +12,12 @@ message), and sends to each device whose quiet hours are over:
   seconds or the ``Retry-After`` the service gave if longer, at most
   ``max_attempts`` times in all; other answers: failed.
 
-Every outcome is counted (``counters``); ``stats()`` adds the queue's size and
-the age of its oldest job. A job is deleted when no target is left.
+Every outcome is counted (``counters``, and ``notifications.stats`` for
+Prometheus); ``stats()`` adds the queue's size and the age of its oldest job.
+Every ``stats_interval`` seconds ``run`` makes a ``report``: this worker's
+figures written to the store (``push_workers``, read by ``chat-admin
+push-stats``), logged (``push stats``) and set on the gauges. A job is deleted
+when no target is left.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,7 +34,7 @@ from typing import Any
 
 from chat_server.rooms.service import message_json
 from chat_server.storage.base import AccountStore, MessageStore, StoreError
-from notifications import payload, rules
+from notifications import payload, rules, stats
 from notifications.models import JobKind, PushJob, Subscription, Target
 from notifications.sender import MAX_PAYLOAD, PushRequest, PushResult, PushSender
 from notifications.store import PushStore
@@ -51,6 +56,8 @@ class WorkerConfig:
     message_ttl: int = 7 * 86400
     concurrency: int = 32
     poll: float = 1.0
+    #: Seconds between two reports (store record, ``push stats`` log line, gauges).
+    stats_interval: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +81,15 @@ class Counters:
     short: int = 0
     skipped: int = 0
     failed: Counter[str] = field(default_factory=Counter)
+
+    def note(self, outcome: str, cause: str = "") -> None:
+        """Count one outcome here and for Prometheus (``notifications.stats``)."""
+        if outcome == "failed":
+            self.failed[cause] += 1
+        else:
+            name = "short" if outcome == "short_payload" else outcome
+            setattr(self, name, getattr(self, name) + 1)
+        stats.outcome(outcome, cause)
 
     def as_dict(self) -> dict[str, Any]:
         """The counters as JSON builtins."""
@@ -109,13 +125,16 @@ class PushWorker:
         self._wakeup = asyncio.Event()
         self._limit = asyncio.Semaphore(self.config.concurrency)
         self._down = False
+        #: This worker's name in the ``push_workers`` records (random per start).
+        self.worker_id = secrets.token_hex(6)
 
     def wake(self) -> None:
         """Look at the outbox now (a job was just written in this process)."""
         self._wakeup.set()
 
     async def stats(self) -> dict[str, Any]:
-        """Counters, jobs queued and the oldest job's age in seconds."""
+        """Counters, jobs queued and ``oldest_job_age``: how long the earliest due job
+        has been due, in seconds (0 when none is due)."""
         now = self._clock()
         queued, oldest = await self._store.queue_stats(now)
         return {
@@ -124,10 +143,27 @@ class PushWorker:
             "oldest_job_age": 0.0 if oldest is None else max(0.0, now - oldest),
         }
 
+    async def report(self) -> dict[str, Any]:
+        """This worker's figures (``stats()`` and ``worker``): written to the store, logged
+        (``push stats``) and set on the gauges; returned."""
+        figures = await self.stats()
+        stats.queue(figures["queued"], figures["oldest_job_age"])
+        await self._store.put_worker_stats(self.worker_id, figures, self._clock())
+        figures["worker"] = self.worker_id
+        log.info("push stats", extra={"worker": self.worker_id, "figures": figures})
+        return figures
+
     async def run(self, stopping: asyncio.Event) -> None:
-        """Rounds until ``stopping`` is set; a store outage is logged once, then waited out."""
-        log.info("push worker started")
+        """Rounds until ``stopping`` is set; a store outage is logged once, then waited out.
+        A ``report`` at the start, then every ``stats_interval`` seconds."""
+        log.info("push worker started", extra={"worker": self.worker_id})
+        loop = asyncio.get_running_loop()
+        next_report = loop.time()
         while not stopping.is_set():
+            if loop.time() >= next_report:
+                next_report = loop.time() + self.config.stats_interval
+                with contextlib.suppress(StoreError):  # the round below says it once
+                    await self.report()
             handled = 0
             try:
                 handled = await self.run_once()
@@ -153,7 +189,10 @@ class PushWorker:
                         w.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await w
-        log.info("push worker stopped", extra=self.counters.as_dict())
+        log.info(
+            "push worker stopped",
+            extra={"worker": self.worker_id, "figures": self.counters.as_dict()},
+        )
 
     async def run_once(self) -> int:
         """Claim and handle one batch of due jobs; return how many."""
@@ -166,10 +205,13 @@ class PushWorker:
     async def _handle(self, job: PushJob) -> None:
         now = self._clock()
         targets = job.targets
+        # The subscriptions read for this job in this round (a first attempt reads them
+        # all at once); a retry reads each again, as it may be gone meanwhile.
+        known: dict[str, Subscription] = {}
         if targets is None:
-            targets = await self._expand(job, now)
+            targets = await self._expand(job, now, known)
         if job.kind is JobKind.MESSAGE and targets:
-            targets = await self._unread_only(job, targets)
+            targets = await self._unread_only(job, targets, known)
         if not targets:
             # Nobody to reach (no subscription, preferences, read already): the message
             # itself is never read.
@@ -182,7 +224,10 @@ class PushWorker:
         ready = {k: t for k, t in targets.items() if t.not_before <= now}
         later = {k: t for k, t in targets.items() if t.not_before > now}
         results = await asyncio.gather(
-            *(self._deliver(sub_id, target, content) for sub_id, target in ready.items())
+            *(
+                self._deliver(sub_id, target, content, known.get(sub_id))
+                for sub_id, target in ready.items()
+            )
         )
         remaining = dict(later)
         for sub_id, left in zip(ready, results, strict=True):
@@ -194,13 +239,16 @@ class PushWorker:
         else:
             await self._store.delete_job(job.id)
 
-    async def _expand(self, job: PushJob, now: float) -> dict[str, Target]:
+    async def _expand(
+        self, job: PushJob, now: float, known: dict[str, Subscription]
+    ) -> dict[str, Target]:
         subs = await self._store.subscriptions_of(job.recipients)
         preference = str(job.data.get("preference", "messages"))
         targets: dict[str, Target] = {}
         for sub in subs:
+            known[sub.id] = sub
             if not rules.wanted(sub, preference, job.conversation_id):
-                self.counters.skipped += 1
+                self.counters.note("skipped")
                 continue
             targets[sub.id] = Target(0, self._not_before(sub, job, now))
         return targets
@@ -208,7 +256,9 @@ class PushWorker:
     def _not_before(self, sub: Subscription, job: PushJob, now: float) -> float:
         return rules.not_before(sub, now)
 
-    async def _unread_only(self, job: PushJob, targets: dict[str, Target]) -> dict[str, Target]:
+    async def _unread_only(
+        self, job: PushJob, targets: dict[str, Target], known: dict[str, Subscription]
+    ) -> dict[str, Target]:
         """Drop the devices of people who have read the message meanwhile (it was on screen)."""
         if job.conversation_id is None or job.seq is None:
             return targets
@@ -220,9 +270,13 @@ class PushWorker:
             return targets
         kept: dict[str, Target] = {}
         for sub_id, t in targets.items():
-            sub = await self._store.get_subscription(sub_id)
+            sub = known.get(sub_id)
+            if sub is None:
+                sub = await self._store.get_subscription(sub_id)
+                if sub is not None:
+                    known[sub_id] = sub
             if sub is not None and sub.user_id in readers:
-                self.counters.skipped += 1
+                self.counters.note("skipped")
                 continue
             kept[sub_id] = t
         return kept
@@ -260,15 +314,19 @@ class PushWorker:
             payload.topic(job.conversation_id),
         )
 
-    async def _deliver(self, sub_id: str, target: Target, content: Content) -> Target | None:
-        """Send to one device; the target left to try again later, or None (done)."""
-        sub = await self._store.get_subscription(sub_id)
+    async def _deliver(
+        self, sub_id: str, target: Target, content: Content, sub: Subscription | None
+    ) -> Target | None:
+        """Send to one device (``sub``, or read now); the target left to try again later,
+        or None (done)."""
+        if sub is None:
+            sub = await self._store.get_subscription(sub_id)
         if sub is None:
             return None
         async with self._limit:
             result = await self._send(sub, content.full, content)
             if result.status == 413 and content.full != content.short:
-                self.counters.short += 1
+                self.counters.note("short_payload")
                 result = await self._send(sub, content.short, content)
         return await self._outcome(sub, target, result)
 
@@ -283,26 +341,26 @@ class PushWorker:
     ) -> Target | None:
         status = result.status
         if 200 <= status < 300:
-            self.counters.sent += 1
+            self.counters.note("sent")
             return None
         if status in (404, 410):
             await self._store.delete_subscription(sub.id)
-            self.counters.pruned += 1
+            self.counters.note("pruned", str(status))
             log.info("push subscription pruned", extra={"status": status})
             return None
         if status == 429 or status >= 500 or status == 0:
             attempts = target.attempts + 1
             cause = "network" if status == 0 else str(status)
             if attempts >= self.config.max_attempts:
-                self.counters.failed[cause] += 1
+                self.counters.note("failed", cause)
                 log.warning("push given up", extra={"status": status, "attempts": attempts})
                 return None
             delay = min(self.config.max_backoff, self.config.backoff * 2 ** (attempts - 1))
             if result.retry_after is not None:
                 delay = max(delay, min(result.retry_after, self.config.max_backoff))
-            self.counters.retried += 1
+            self.counters.note("retried", cause)
             return Target(attempts, self._clock() + delay)
-        self.counters.failed[str(status)] += 1
+        self.counters.note("failed", str(status))
         log.warning("push refused", extra={"status": status, "reason": result.error})
         return None
 

@@ -83,6 +83,7 @@ GOOD: list[tuple[str, str, str, Any]] = [
     ("PUSH_TTL_SECONDS", "3600", "push_ttl_seconds", 3600),
     ("PUSH_CONCURRENCY", "8", "push_concurrency", 8),
     ("PUSH_POLL_SECONDS", "0.5", "push_poll_seconds", 0.5),
+    ("PUSH_STATS_SECONDS", "5", "push_stats_seconds", 5.0),
     ("ATTACHMENT_MAX_BYTES", "1000", "attachment_max_bytes", 1000),
     (
         "ATTACHMENT_TYPES",
@@ -147,7 +148,7 @@ BAD: list[tuple[str, str]] = [
     ("INACTIVITY_NOTICE_DAYS", "730"),
     ("ARCHIVE_RETENTION_DAYS", "0"),
     ("AUDIT_RETENTION_DAYS", "many"),
-    ("RETENTION_JOB", "worker"),
+    ("RETENTION_JOB", "cron"),
     ("RETENTION_INTERVAL_SECONDS", "1"),
     ("RETENTION_BATCH_SIZE", "0"),
     ("ATTACHMENT_MAX_BYTES", "0"),

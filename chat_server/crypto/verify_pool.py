@@ -16,11 +16,15 @@ step of ``message.send``. The contract of `SignatureChecks.verify`:
   is answered only once every earlier batch is): the coroutines waiting for
   them resume in arrival order, so the per-conversation ``seq`` order still
   follows arrival;
-- a batch of a single verification, while no batch is with the threads,
-  is verified inline on the loop: nothing else is waiting for the loop in
-  that turn, and handing one signature to a thread costs more CPU than the
-  verification saves on a busy core (docs/benchmarks.md); any batch of two
-  or more goes to the threads;
+- a batch of fewer than ``MIN_CHUNK`` verifications, while no batch is
+  with the threads, is verified inline on the loop (at most about 0.3 ms
+  with libsodium): handing a few signatures to a thread costs more CPU
+  than it saves (a batch of two, measured on one core: about +20 % CPU per
+  verification, less as batches grow; ``python -m bench.ed25519 --pool``,
+  docs/benchmarks.md), and a pool
+  thread must take the GIL back after each signature, which it waits for
+  while the loop is busy; a larger batch, or any batch while one is with
+  the threads, goes to the threads;
 - with ``threads=0`` it verifies inline, on the loop, one at a time (the
   behaviour before the pool; for one-core deployments and tests);
 - with ``max_wait`` set, it refuses at once (`Backlogged`, nothing verified)
@@ -144,8 +148,8 @@ class SignatureChecks:
         if not jobs:
             return
         pool = self._pool
-        if pool is None or (len(jobs) == 1 and not self._inflight):
-            # Closed meanwhile, or a lone verification: on the loop (see the module).
+        if pool is None or (len(jobs) < MIN_CHUNK and not self._inflight):
+            # Closed meanwhile, or a small batch while the threads are idle: on the loop.
             start = time.perf_counter()
             for job, fut in zip(jobs, futures, strict=True):
                 ok = self._check(*job)

@@ -1,13 +1,15 @@
 """The retention policy and the job that applies it.
 
-``RetentionJob.run_once()`` is a plain coroutine: ``chat-server`` runs it in
-process on a timer (``run_periodically``, ``RETENTION_JOB=in-process``, the
-default), ``chat-admin retention`` runs it once, and a worker process can run
-it the same way (then set ``RETENTION_JOB=off`` on the web processes). Every
-step works in batches of at most ``RETENTION_BATCH_SIZE`` records, is
-idempotent (a second run right after removes nothing more; two processes
-running it at once do the same work twice, never harm), and the run returns
-a ``RetentionReport`` of what it removed, logged in one line.
+``RetentionJob.run_once()`` is a plain coroutine. The scheduled runs
+(``run_periodically``) go where the deployment has a worker
+(``RETENTION_JOB``, see ``runs_in``): ``chat-push-worker`` when there is one,
+``chat-server`` on the embedded defaults (where it runs the push worker
+in-process); ``chat-admin retention`` runs it once. Whoever runs it holds the
+store's ``retention`` lease (``run_exclusive``), so one run at a time across
+every process. Every step works in batches of at most
+``RETENTION_BATCH_SIZE`` records, is idempotent (a second run right after
+removes nothing more), and the run returns a ``RetentionReport`` of what it
+removed, logged in one line.
 
 The policy (periods in the README's configuration table, every collection in
 ``docs/privacy.md``):
@@ -35,6 +37,7 @@ import contextlib
 import dataclasses
 import logging
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -52,6 +55,9 @@ DAY = 86400.0
 TOMBSTONE_DAYS = 30
 #: A server process that has not renewed its liveness for this long is gone for good.
 DEAD_PROCESS_AFTER = DAY
+#: The store lease a run holds (``run_exclusive``), and for how long before a renewal.
+LEASE = "retention"
+LEASE_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +163,52 @@ class RetentionJob:
             tombstones=await lc.purge_tombstones(now - p.tombstone_kept, p.batch),
             processes=await lc.purge_dead_processes(now - DEAD_PROCESS_AFTER, p.batch),
         )
-        if report.removed() or report.warned or report.kept_staff:
-            log.info("retention run", extra=report.as_dict())
         return report
+
+    async def run_exclusive(
+        self, holder: str, lease: float = LEASE_SECONDS
+    ) -> RetentionReport | None:
+        """``run_once`` while holding the store's ``retention`` lease as ``holder``; None,
+        with nothing done, if another holder has it (one log line).
+
+        The lease lasts ``lease`` seconds and is renewed every third of that while the
+        run lasts, so a process that dies mid-run blocks the others for ``lease`` at most.
+        A renewal that finds the lease taken (this process was frozen longer than
+        ``lease``) stops the run at once. The lease is released at the end. The run's
+        log line gives its wall-clock ``started`` (lease taken) and ``finished`` (run
+        done, lease not yet released) times.
+        """
+        lc = self._lifecycle
+        if not await lc.take_lease(LEASE, holder, time.time(), lease):
+            log.info("retention run skipped: another process holds the lease")
+            return None
+        started = time.time()  # held from here (the store may have answered late)
+        run = asyncio.create_task(self.run_once())
+        try:
+            while True:
+                done, _ = await asyncio.wait({run}, timeout=lease / 3)
+                if done:
+                    report = run.result()
+                    log.info(
+                        "retention run",
+                        extra={
+                            "report": report.as_dict(),
+                            "worker": holder,
+                            "started": started,
+                            "finished": time.time(),
+                        },
+                    )
+                    return report
+                if not await lc.take_lease(LEASE, holder, time.time(), lease):
+                    log.warning("retention run stopped: its lease was taken over")
+                    return None
+        finally:
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StoreError):
+                    await run
+            with contextlib.suppress(StoreError):
+                await lc.release_lease(LEASE, holder)
 
     async def _warn(self, now: float) -> int:
         p = self.policy
@@ -217,14 +266,35 @@ class RetentionJob:
         return bool(await self._messages.conversations_previously_with(user.id))
 
 
+def runs_in(settings: Settings, process: str) -> bool:
+    """Whether ``process`` (``chat-server`` or ``chat-push-worker``) runs the scheduled job.
+
+    ``RETENTION_JOB``: ``auto`` (the default) puts it in ``chat-push-worker``, and in
+    ``chat-server`` only when that runs the push worker itself (``PUSH_WORKER=in-process``,
+    the embedded defaults); ``in-process``: in ``chat-server`` only; ``worker``: in
+    ``chat-push-worker`` only; ``off``: nowhere (``chat-admin retention`` from cron).
+    """
+    mode = settings.retention_job
+    if process == "chat-push-worker":
+        return mode in ("auto", "worker")
+    return mode == "in-process" or (mode == "auto" and settings.push_worker == "in-process")
+
+
 async def run_periodically(
-    job: RetentionJob, interval: float, stopping: asyncio.Event, first_delay: float = 5.0
+    job: RetentionJob,
+    interval: float,
+    stopping: asyncio.Event,
+    first_delay: float = 5.0,
+    holder: str | None = None,
 ) -> None:
-    """Run ``job`` every ``interval`` seconds until ``stopping`` is set.
+    """Run ``job`` every ``interval`` seconds until ``stopping`` is set, each run under
+    the lease (``run_exclusive`` as ``holder``, random by default): a run another process
+    holds the lease for is skipped.
 
     A store outage skips a run with one warning line (no traceback); the next
     run catches up, since every step is idempotent.
     """
+    holder = holder or secrets.token_hex(8)
     delay = first_delay
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
@@ -233,7 +303,7 @@ async def run_periodically(
             return
         delay = interval
         try:
-            await job.run_once()
+            await job.run_exclusive(holder)
         except StoreError as exc:
             log.warning("retention run skipped: store unavailable", extra={"error": str(exc)})
         except Exception:

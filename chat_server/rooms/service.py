@@ -165,10 +165,13 @@ class ConversationService:
         # One deadline for the whole send: during an outage the sender hears it in about
         # STORE_TIMEOUT_SECONDS, whichever store call hangs. One timeout, not one per
         # step: each costs a timer on the loop (about a tenth of an unsigned send's CPU).
-        deadline = asyncio.get_running_loop().time() + self._store_timeout
-        appending = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._store_timeout
+        # Where a failure happens decides its error: "read" (nothing stored), "append"
+        # (outcome unknown), "publish" (raised as is), "after" (the ack goes all the same).
+        stage = "read"
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(deadline) as budget:
                 conv = await self.member_conversation(user.id, frame.conversation)
                 writable(conv)
                 new = NewMessage(
@@ -186,14 +189,36 @@ class ConversationService:
                 )
                 await self._verifier.check_message(conv, new)
                 await self._check_context(conv, user.id, frame)
-                appending = True
+                stage = "append"
                 stored, created = await self._messages.append(new, self._clock())
+                if created:
+                    # Stored: publishing is not bounded here (as before the timer), then
+                    # the push job and the sender's read marker (sending implies having
+                    # read everything before it) get one more STORE_TIMEOUT_SECONDS, on
+                    # the same timer. A store failing or freezing now never turns the ack
+                    # into an error nor holds it longer: one log line says what is missing.
+                    budget.reschedule(None)
+                    stage = "publish"
+                    await self._after_append(conv, stored, frame.msg_type, origin)
+                    budget.reschedule(loop.time() + self._store_timeout)
+                    stage = "after"
+                    if self.on_stored is not None:
+                        await self.on_stored(conv, stored)
+                    await self._messages.advance_read(conv.id, user.id, stored.seq)
         except TimeoutError as exc:
-            if appending:
+            if stage == "after":
+                self._not_recorded(frame.conversation, exc)
+                return stored, created
+            if stage == "publish":
+                raise
+            if stage == "append":
                 raise self._unconfirmed(frame.conversation, exc) from None
             raise Unavailable("the store is unavailable; nothing was stored; retry") from None
         except StoreError as exc:
-            if not appending:
+            if stage == "after":
+                self._not_recorded(frame.conversation, exc)
+                return stored, created
+            if stage != "append":
                 raise  # a read failed: the transport answers store_unavailable
             if isinstance(exc, NonceReused):
                 raise E2EEError("nonce_reused", "this device already used this nonce") from None
@@ -203,21 +228,21 @@ class ConversationService:
                 "append failed", extra={"conversation_id": frame.conversation, "error": str(exc)}
             )
             raise Unavailable("the store is unavailable; nothing was stored; retry") from None
-        if created:
-            if self.attachments is not None and frame.msg_type in ("attachment", "delete"):
-                await self.attachments.after_send(conv, stored)
-            await self._publish_message(conv, stored, origin)
-            if self.on_stored is not None:
-                await self.on_stored(conv, stored)
-            # Sending implies having read everything before it. Stored already: a store
-            # failure here must not turn the ack into an error.
-            try:
-                await self._messages.advance_read(conv.id, user.id, stored.seq)
-            except StoreError as exc:
-                log.warning(
-                    "read marker not moved", extra={"conversation_id": conv.id, "error": str(exc)}
-                )
         return stored, created
+
+    @staticmethod
+    def _not_recorded(conversation_id: str, exc: BaseException) -> None:
+        log.warning(
+            "push job or read marker not recorded",
+            extra={"conversation_id": conversation_id, "error": repr(exc)},
+        )
+
+    async def _after_append(
+        self, conv: Conversation, stored: StoredMessage, msg_type: str, origin: str
+    ) -> None:
+        if self.attachments is not None and msg_type in ("attachment", "delete"):
+            await self.attachments.after_send(conv, stored)
+        await self._publish_message(conv, stored, origin)
 
     @staticmethod
     def _unconfirmed(conversation_id: str, exc: BaseException) -> OutcomeUnknown:
@@ -337,7 +362,11 @@ class ConversationService:
                     if markers.get(member, 0) == stored.seq - 1:
                         await self._messages.advance_read(conv.id, member, stored.seq)
             if self.on_stored is not None and not quiet:
-                await self.on_stored(conv, stored)
+                try:
+                    async with asyncio.timeout(self._store_timeout):
+                        await self.on_stored(conv, stored)
+                except TimeoutError as exc:
+                    self._not_recorded(conv.id, exc)
         return stored
 
     async def _publish_message(self, conv: Conversation, m: StoredMessage, origin: str) -> None:

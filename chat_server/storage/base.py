@@ -224,6 +224,12 @@ class MessageStore(Protocol):
         (the key housekeeping left out of a member's unread count). Reads only the
         range after ``after_seq``."""
 
+    async def message_by_client_id(
+        self, conversation_id: str, sender_id: str, client_id: str
+    ) -> StoredMessage | None:
+        """The message ``sender_id`` stored in the conversation under ``client_id`` (the
+        key ``append`` keeps unique), or None if there is none (yet)."""
+
     async def last_seq(self, conversation_id: str) -> int:
         """The highest stored ``seq`` (0 if none), read from the messages themselves."""
 
@@ -422,3 +428,12 @@ class LifecycleStore(Protocol):
     async def purge_dead_processes(self, before: float, limit: int) -> int:
         """Delete up to ``limit`` server processes whose liveness ended before ``before``,
         with their connection counters (``PresenceStore``); returns the records deleted."""
+
+    async def take_lease(self, name: str, holder: str, now: float, seconds: float) -> bool:
+        """Hold the lease ``name`` until ``now + seconds`` if it is free, expired (its end
+        is ``now`` or earlier) or already ``holder``'s (a renewal); False, and nothing
+        changed, while another holder has it. Atomic across processes: two holders never
+        both get True for overlapping periods."""
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Free the lease ``name`` if ``holder`` has it (else nothing changes)."""

@@ -41,6 +41,7 @@ from chat_server.rooms.models import (
 from chat_server.storage.base import Conflict, NonceReused
 from chat_server.storage.blobs_memory import MemoryBlobStore
 from chat_server.storage.structure_keys import MemoryStructureKeyStore
+from chat_server.tools.broadcast import MemoryBroadcastStore
 from notifications.store import MemoryPushStore
 
 
@@ -95,6 +96,7 @@ class _State:
     reads: dict[str, dict[str, int]] = field(default_factory=dict)
     presence: dict[str, _Presence] = field(default_factory=dict)
     processes: dict[str, float] = field(default_factory=dict)
+    leases: dict[str, tuple[str, float]] = field(default_factory=dict)  # name -> holder, until
     devices: dict[str, Device] = field(default_factory=dict)
     epochs: dict[tuple[str, int], _Epoch] = field(default_factory=dict)
     # (conversation, epoch, recipient, sender device) -> envelope
@@ -118,6 +120,7 @@ class MemoryDatabase:
     def __init__(self) -> None:
         self._state = _State()
         self._push: MemoryPushStore | None = None
+        self._broadcasts = MemoryBroadcastStore()
         self._blobs = MemoryBlobStore()
         self._structure_keys = MemoryStructureKeyStore()
 
@@ -154,6 +157,10 @@ class MemoryDatabase:
         if self._push is None:
             self._push = MemoryPushStore()
         return self._push
+
+    def broadcasts(self) -> MemoryBroadcastStore:
+        """The broadcast store (lists, records) of this database."""
+        return self._broadcasts
 
     async def ping(self) -> bool:
         """Always True: the store is this process's memory."""
@@ -425,6 +432,11 @@ class MemoryMessageStore:
         history = self._s.messages.get(conversation_id, [])
         end = min(max(before_seq - 1, 0), len(history))
         return history[max(end - max(limit, 0), 0) : end]
+
+    async def message_by_client_id(
+        self, conversation_id: str, sender_id: str, client_id: str
+    ) -> StoredMessage | None:
+        return self._s.by_client_id.get((conversation_id, sender_id, client_id))
 
     async def messages_by_meta(
         self, conversation_id: str, key: str, value: str | int, limit: int
@@ -853,6 +865,18 @@ class MemoryLifecycleStore:
                     if not pres.procs and pres.last_seen is None:
                         del self._s.presence[user_id]
         return removed
+
+    async def take_lease(self, name: str, holder: str, now: float, seconds: float) -> bool:
+        held = self._s.leases.get(name)
+        if held is not None and held[0] != holder and held[1] > now:
+            return False
+        self._s.leases[name] = (holder, now + seconds)
+        return True
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        held = self._s.leases.get(name)
+        if held is not None and held[0] == holder:
+            del self._s.leases[name]
 
     async def purge_tombstones(self, before: float, limit: int) -> int:
         old = [

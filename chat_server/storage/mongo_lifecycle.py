@@ -13,6 +13,7 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from chat_server.rooms.models import AuditRecord, Conversation, Session, User
 from chat_server.storage.mongo import _conversation, _user, translate_errors
@@ -254,6 +255,29 @@ class MongoLifecycleStore:
         counters = await self._db.presence.delete_many({"process_id": {"$in": ids}})
         res = await self._db.processes.delete_many({"_id": {"$in": ids}})
         return int(counters.deleted_count) + int(res.deleted_count)
+
+    async def take_lease(self, name: str, holder: str, now: float, seconds: float) -> bool:
+        # Three atomic steps, no $or and no upsert (the embedded engine's weak spots):
+        # renew one's own, take over an expired one, or create it (unique _id).
+        leases, until = self._db.leases, now + seconds
+        mine = await leases.update_one(
+            {"_id": name, "holder": holder}, {"$set": {"until": until}}
+        )
+        if mine.matched_count:
+            return True
+        expired = await leases.update_one(
+            {"_id": name, "until": {"$lte": now}}, {"$set": {"holder": holder, "until": until}}
+        )
+        if expired.matched_count:
+            return True
+        try:
+            await leases.insert_one({"_id": name, "holder": holder, "until": until})
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self._db.leases.delete_one({"_id": name, "holder": holder})
 
     async def purge_tombstones(self, before: float, limit: int) -> int:
         ids = await _ids(self._db.conversations, {"deleted_at": {"$lt": before}}, limit)

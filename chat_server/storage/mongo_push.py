@@ -99,6 +99,8 @@ class MongoPushStore:
         self._subs = db.get_collection("push_subscriptions", write_concern=DURABLE)
         self._jobs = db.get_collection("push_jobs", write_concern=DURABLE)
         self._config = db.get_collection("push_config", write_concern=DURABLE)
+        # Figures only, rewritten every report: the default write concern is enough.
+        self._workers = db.get_collection("push_workers")
 
     async def create_indexes(self) -> None:
         """Indexes the queries need (idempotent)."""
@@ -192,8 +194,17 @@ class MongoPushStore:
 
     async def queue_stats(self, now: float) -> tuple[int, float | None]:
         count = await self._jobs.count_documents({})
-        oldest = await self._jobs.find_one({}, sort=[("created_at", ASCENDING)])
-        return count, (oldest["created_at"] if oldest is not None else None)
+        oldest = await self._jobs.find_one({"due_at": {"$lte": now}}, sort=[("due_at", ASCENDING)])
+        return count, (oldest["due_at"] if oldest is not None else None)
+
+    async def put_worker_stats(self, worker_id: str, stats: dict[str, Any], at: float) -> None:
+        doc = {"_id": worker_id, "at": at, "stats": dict(stats)}
+        await self._workers.replace_one({"_id": worker_id}, doc, upsert=True)
+
+    async def worker_stats(self, since: float) -> list[dict[str, Any]]:
+        await self._workers.delete_many({"at": {"$lt": since}})
+        found = [d async for d in self._workers.find({}).sort("_id", ASCENDING)]
+        return [{"worker": d["_id"], "at": d["at"], "stats": dict(d["stats"])} for d in found]
 
     async def vapid_key(self, candidate: str) -> str:
         with contextlib.suppress(DuplicateKeyError):

@@ -109,3 +109,27 @@ async def test_deletions_by_prefix_and_by_user(store: PushStore) -> None:
 async def test_vapid_key_first_stored_wins(store: PushStore) -> None:
     assert await store.vapid_key("first") == "first"
     assert await store.vapid_key("second") == "first"
+
+
+async def test_worker_stats_kept_per_worker_and_forgotten_when_old(store: PushStore) -> None:
+    figures = {"sent": 3, "failed": {"500": 1}, "queued": 2, "oldest_job_age": 4.5}
+    await store.put_worker_stats("w-b", figures, 100.0)
+    await store.put_worker_stats("w-a", {**figures, "sent": 1}, 50.0)
+    await store.put_worker_stats("w-a", {**figures, "sent": 2}, 110.0)  # replaces
+    assert await store.worker_stats(0.0) == [
+        {"worker": "w-a", "at": 110.0, "stats": {**figures, "sent": 2}},
+        {"worker": "w-b", "at": 100.0, "stats": figures},
+    ]
+    # A worker silent since before ``since`` is gone, for good.
+    assert [w["worker"] for w in await store.worker_stats(105.0)] == ["w-a"]
+    assert [w["worker"] for w in await store.worker_stats(0.0)] == ["w-a"]
+
+
+async def test_queue_stats_say_how_late_the_outbox_is(store: PushStore) -> None:
+    await store.add_job(_job("m:c1:1", 50.0))
+    await store.add_job(_job("r:c1:rdv-0001:day", 500.0))  # a reminder, for later
+    assert await store.queue_stats(40.0) == (2, None)  # nothing due: not late
+    assert await store.queue_stats(100.0) == (2, 50.0)  # the reminder is not late
+    [job] = await store.claim_jobs(100.0, 60, 10)
+    await store.update_job(job.id, {"s1": Target(1, 300.0)}, 300.0)  # a retry, later
+    assert await store.queue_stats(200.0) == (2, None)

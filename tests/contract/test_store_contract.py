@@ -28,6 +28,7 @@ from chat_server.rooms.models import Conversation, NewMessage, Role, Session, Us
 from chat_server.storage.base import (
     AccountStore,
     Conflict,
+    LifecycleStore,
     MessageStore,
     NonceReused,
     PresenceStore,
@@ -40,6 +41,7 @@ class Backend(Protocol):
     def accounts(self) -> AccountStore: ...
     def messages(self) -> MessageStore: ...
     def presence(self) -> PresenceStore: ...
+    def lifecycle(self) -> LifecycleStore: ...
     async def close(self) -> None: ...
 
 
@@ -582,3 +584,56 @@ async def test_concurrent_pages_each_get_their_own_range(store: Store) -> None:
             expected = []
         assert [m.seq for m in page] == expected
         assert all(m.conversation_id == conv for m in page)
+
+
+async def test_message_by_client_id(store: Store) -> None:
+    conv = await _conversation(store)
+    other = await _conversation(store, beneficiary="ben2")
+    st = store.db.messages()
+    first, _ = await st.append(_msg(conv, "c-1", "cou"), 1.0)
+    await st.append(_msg(conv, "c-2", "ben"), 2.0)
+    found = await st.message_by_client_id(conv, "cou", "c-1")
+    assert found is not None
+    assert (found.seq, found.client_id, found.sender_id) == (first.seq, "c-1", "cou")
+    # The key is (conversation, sender, client id): any other part differing finds nothing.
+    assert await st.message_by_client_id(conv, "ben", "c-1") is None
+    assert await st.message_by_client_id(other, "cou", "c-1") is None
+    assert await st.message_by_client_id(conv, "cou", "c-9") is None
+
+
+# The lease of ``LifecycleStore`` (``take_lease``/``release_lease``): one holder at a time,
+# also with a second client (two processes racing for one lease).
+
+
+async def test_one_holder_at_a_time_renewal_expiry_and_release(store: Store) -> None:
+    lc = store.db.lifecycle()
+    assert await lc.take_lease("retention", "a", 100.0, 60.0) is True
+    assert await lc.take_lease("retention", "b", 110.0, 60.0) is False
+    assert await lc.take_lease("other-job", "b", 110.0, 60.0) is True  # leases are per name
+    assert await lc.take_lease("retention", "a", 150.0, 60.0) is True  # renewed: until 210
+    assert await lc.take_lease("retention", "b", 200.0, 60.0) is False
+    # Expired (a died without releasing): the next one takes it over.
+    assert await lc.take_lease("retention", "b", 210.0, 60.0) is True
+    assert await lc.take_lease("retention", "a", 220.0, 60.0) is False
+    await lc.release_lease("retention", "a")  # not a's any more: nothing changes
+    assert await lc.take_lease("retention", "a", 221.0, 60.0) is False
+    await lc.release_lease("retention", "b")
+    assert await lc.take_lease("retention", "a", 222.0, 60.0) is True
+
+
+async def test_racing_holders_get_it_once(store: Store) -> None:
+    dbs = [store.db]
+    if store.second is not None:
+        dbs.append(await store.second())
+    stores = [db.lifecycle() for db in dbs]
+    for rnd in range(5):
+        name = f"race-{rnd}"
+        got = await asyncio.gather(
+            *(stores[i % len(stores)].take_lease(name, f"h{i}", 1000.0, 60.0) for i in range(8))
+        )
+        assert sum(got) == 1, got
+        # Expired for everyone at once: again exactly one takes it over.
+        again = await asyncio.gather(
+            *(stores[i % len(stores)].take_lease(name, f"h{i}", 2000.0, 60.0) for i in range(8))
+        )
+        assert sum(again) == 1, again

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from chat_server.crypto.keys import DeviceKeys, verify_signature
-from chat_server.crypto.verify_pool import Backlogged, SignatureChecks
+from chat_server.crypto.verify_pool import MIN_CHUNK, Backlogged, SignatureChecks
 
 
 def _jobs(count: int, bad: set[int]) -> list[tuple[bytes, bytes, bytes]]:
@@ -89,9 +89,9 @@ async def test_the_loop_keeps_running_while_the_threads_verify() -> None:
 
     checks = SignatureChecks(1, check=check)
     try:
-        # Two in one turn: a batch for the threads (a lone one is verified inline).
+        # MIN_CHUNK in one turn: a batch for the threads (fewer are verified inline).
         pending = asyncio.ensure_future(
-            asyncio.gather(checks.verify(b"k", b"d", b"s"), checks.verify(b"k", b"e", b"s"))
+            asyncio.gather(*(checks.verify(b"k", bytes([i]), b"s") for i in range(MIN_CHUNK)))
         )
         ticks = 0
         deadline = time.monotonic() + 5
@@ -101,7 +101,7 @@ async def test_the_loop_keeps_running_while_the_threads_verify() -> None:
         assert ticks == 5
         assert not pending.done()
         release.set()
-        assert list(await asyncio.wait_for(pending, 5)) == [True, True]
+        assert list(await asyncio.wait_for(pending, 5)) == [True] * MIN_CHUNK
     finally:
         release.set()
         await checks.close()
@@ -119,7 +119,7 @@ def test_negative_threads_refused() -> None:
         SignatureChecks(-1)
 
 
-async def test_a_lone_verification_runs_on_the_loop_thread() -> None:
+async def test_a_small_batch_runs_on_the_loop_thread_a_larger_one_on_the_threads() -> None:
     where: list[str] = []
 
     def check(pub: bytes, data: bytes, sig: bytes) -> bool:
@@ -131,9 +131,15 @@ async def test_a_lone_verification_runs_on_the_loop_thread() -> None:
         assert await checks.verify(b"k", b"d", b"s")
         assert where == [threading.current_thread().name]
         where.clear()
-        assert all(await asyncio.gather(*(checks.verify(b"k", b"d", b"s") for _ in range(4))))
+        small = MIN_CHUNK - 1
+        assert all(await asyncio.gather(*(checks.verify(b"k", b"d", b"s") for _ in range(small))))
+        assert where == [threading.current_thread().name] * small
+        where.clear()
+        assert all(
+            await asyncio.gather(*(checks.verify(b"k", b"d", b"s") for _ in range(MIN_CHUNK)))
+        )
         assert all(name.startswith("verify") for name in where)
-        assert len(where) == 4
+        assert len(where) == MIN_CHUNK
     finally:
         await checks.close()
 
@@ -149,12 +155,13 @@ async def test_refuses_at_once_while_the_threads_are_behind_then_recovers() -> N
 
     checks = SignatureChecks(1, check=check, max_wait=0.05)
     try:
-        # A batch of two goes to the thread, which holds it.
+        # A batch of MIN_CHUNK goes to the thread, which holds it.
+        first = [bytes([97, i]) for i in range(MIN_CHUNK)]
         pending = asyncio.ensure_future(
-            asyncio.gather(checks.verify(b"k", b"a", b"s"), checks.verify(b"k", b"b", b"s"))
+            asyncio.gather(*(checks.verify(b"k", d, b"s") for d in first))
         )
         await asyncio.sleep(0)
-        # Not yet max_wait behind: a new one is accepted (queued, not refused).
+        # Not yet max_wait behind: new ones are accepted (queued behind it, not refused).
         later = asyncio.ensure_future(
             asyncio.gather(checks.verify(b"k", b"c", b"s"), checks.verify(b"k", b"d", b"s"))
         )
@@ -162,12 +169,12 @@ async def test_refuses_at_once_while_the_threads_are_behind_then_recovers() -> N
         with pytest.raises(Backlogged):
             await checks.verify(b"k", b"refused", b"s")
         release.set()
-        assert list(await asyncio.wait_for(pending, 5)) == [True, True]
+        assert list(await asyncio.wait_for(pending, 5)) == [True] * MIN_CHUNK
         assert list(await asyncio.wait_for(later, 5)) == [True, True]
         # Drained: accepted again; the refused one was never verified.
         assert await checks.verify(b"k", b"e", b"s")
         assert b"refused" not in checked
-        assert sorted(checked) == [b"a", b"b", b"c", b"d", b"e"]
+        assert sorted(checked) == sorted([*first, b"c", b"d", b"e"])
     finally:
         release.set()
         await checks.close()

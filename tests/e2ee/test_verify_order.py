@@ -20,7 +20,7 @@ import pytest
 from chat_server import protocol as p
 from chat_server.crypto import DeviceKeys, encrypt_message, sign_registration
 from chat_server.crypto.keys import verify_signature
-from chat_server.crypto.verify_pool import SignatureChecks
+from chat_server.crypto.verify_pool import MIN_CHUNK, SignatureChecks
 from chat_server.rooms.errors import E2EEError, Overloaded
 from chat_server.rooms.keys import E2EEVerifier
 from chat_server.rooms.models import Device, User
@@ -140,17 +140,18 @@ async def test_overloaded_when_the_checks_are_behind_and_nothing_is_stored(svc: 
         E2EEVerifier(svc.key_store, checks),
         svc.settings.max_body_bytes,
     )
-    frames, conv, device, user = await _signed_frames(svc, 3, set())
+    # MIN_CHUNK sends at once go to the thread (fewer are verified on the loop).
+    frames, conv, device, user = await _signed_frames(svc, MIN_CHUNK + 1, set())
     try:
         first = asyncio.ensure_future(
-            asyncio.gather(*(convs.send(user, device, f, origin="t") for f in frames[:2]))
+            asyncio.gather(*(convs.send(user, device, f, origin="t") for f in frames[:-1]))
         )
         refused: Overloaded | None = None
         deadline = time.monotonic() + 5
         while refused is None and time.monotonic() < deadline:
             await asyncio.sleep(0.06)  # the two are with the held thread by now
             try:
-                await convs.send(user, device, frames[2], origin="t")
+                await convs.send(user, device, frames[-1], origin="t")
             except Overloaded as exc:
                 refused = exc
         assert refused is not None
@@ -158,11 +159,11 @@ async def test_overloaded_when_the_checks_are_behind_and_nothing_is_stored(svc: 
         assert await svc.messages.messages_after(conv, 0, 10) == []
         gate.set()
         acked = await asyncio.wait_for(first, 5)
-        assert [s.seq for s, _created in acked] == [1, 2]
+        assert [s.seq for s, _created in acked] == list(range(1, MIN_CHUNK + 1))
         # The refused message, resent once the backlog is gone, is checked and stored.
-        stored, created = await convs.send(user, device, frames[2], origin="t")
+        stored, created = await convs.send(user, device, frames[-1], origin="t")
         assert created
-        assert stored.seq == 3
+        assert stored.seq == MIN_CHUNK + 1
     finally:
         gate.set()
         await checks.close()

@@ -10,6 +10,11 @@ private key and auth secret, in exactly one record. It answers with the next
 status a test queued for that subscription (default 201), with
 ``Retry-After`` when asked. Every request is recorded (``deliveries``); a
 request that fails a check is answered 400 and recorded in ``problems``.
+
+``python -m tests.push.pushservice --port N`` serves it alone, in a process of
+its own (``bench/push.py``), with two more routes to drive it from outside:
+``POST /subscribe`` (a new device: the JSON a browser would register) and
+``GET /deliveries`` (the accepted pushes: ``conversation``, ``seq``, ``at``).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chat_server.storage.embedded import free_port
@@ -211,8 +216,28 @@ class TestPushService:
             headers["location"] = f"{self.origin}/message/{secrets.token_hex(6)}"
         return Response(status_code=status, headers=headers)
 
+    async def _subscribe_remote(self, request: Request) -> Response:
+        _dev, info = self.subscribe()
+        return JSONResponse(info)
+
+    async def _deliveries(self, request: Request) -> Response:
+        out = []
+        for d in self.deliveries:
+            if 200 <= d.status < 300:
+                data = d.json()
+                out.append(
+                    {"conversation": data.get("conversation"), "seq": data.get("seq"), "at": d.at}
+                )
+        return JSONResponse({"accepted": out, "problems": self.problems})
+
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/push/{sub_id}", self._push, methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/push/{sub_id}", self._push, methods=["POST"]),
+                Route("/subscribe", self._subscribe_remote, methods=["POST"]),
+                Route("/deliveries", self._deliveries, methods=["GET"]),
+            ]
+        )
 
 
 @asynccontextmanager
@@ -237,3 +262,19 @@ async def running_push_service() -> AsyncIterator[TestPushService]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 15)
+
+
+def main() -> None:
+    """Serve a ``TestPushService`` alone on ``127.0.0.1:--port`` until SIGTERM."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m tests.push.pushservice")
+    ap.add_argument("--port", type=int, required=True)
+    port = ap.parse_args().port
+    svc = TestPushService()
+    svc.port = port
+    uvicorn.run(svc.app(), host="127.0.0.1", port=port, log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    main()
