@@ -119,7 +119,16 @@ export async function resealActivationBox(keys, api, conversation, boxKey) {
       if (raw) raws.set(epoch, raw);
     }
     if (raws.size === 0) return false;
-    await api.putActivationBox(conversation, await sealBox(boxKey, conversation, raws));
+    // Name the structure key this console seals to, as leaveActivationBox does: the phone pins it.
+    let structureKey = null;
+    if (listing.structureKey) {
+      try {
+        structureKey = (await keys.structure.verifiedKey(listing.structureKey)).keyId;
+      } catch {
+        structureKey = null; // not verified here: not named (the phone pins nothing from the box)
+      }
+    }
+    await api.putActivationBox(conversation, await sealBox(boxKey, conversation, raws, { structureKey }));
     return true;
   } finally {
     for (const raw of raws.values()) raw.fill(0);
