@@ -12,9 +12,11 @@ from typing import Any
 
 import websockets
 
+from chat_server.sdk import Client
 from chat_server.settings import Settings
 from tests.conftest import serve
 from tests.helpers import (
+    PASSWORD,
     ServerInfo,
     WsClient,
     api,
@@ -275,3 +277,23 @@ async def test_send_with_base64_fields(server: ServerInfo) -> None:
     assert got["message"]["sig"] == b64(b"s")
     await b.close()
     await c.close()
+
+
+async def test_sdk_send_waits_out_the_rate_limit(settings: Settings) -> None:
+    """The SDK's ``send`` gets ``rate_limited`` with its frame's id and retries it after a
+    short wait (same client id): thirteen frames over a burst of ten at 5 frames per second
+    are all stored once. (Each refusal is a strike: more than ``rate_burst`` of them in a
+    connection's life close it, so the burst stays above the refusals this test causes.)"""
+    async with serve(replace(settings, rate_per_second=5.0, rate_burst=10)) as server:
+        w = await fast_world(server.services)
+        await server.services.accounts.set_password(w.b1.user.id, PASSWORD)
+        b = await Client.login(server.http, "b1", PASSWORD)
+        try:
+            b.transcript = []
+            await b.connect()
+            acks = [await b.send_text(w.conv["b1"], f"m{i}") for i in range(13)]
+        finally:
+            await b.close()
+        seqs = [a["seq"] for a in acks]
+        assert seqs == list(range(seqs[0], seqs[0] + 13))  # each stored once, in order
+        assert any('"rate_limited"' in f for f in b.transcript), "the limit was never reached"
