@@ -1,6 +1,6 @@
 """How fast one push worker hands pushes to a push service (issue #12).
 
-    python -m bench.push [--jobs 2000] [--devices 50] [--share 0.5] [--seconds 10]
+    python -m bench.push [--jobs 2000] [--devices 50] [--share 0.5] [--seconds 10] [--poll 1]
     python -m bench --only push [--quick]
 
 Real parts, each its own process on loopback: the embedded engine (the store),
@@ -18,8 +18,8 @@ so each one writes its push job as in production. Two measurements:
   rate for ``--seconds`` seconds (open loop: each at its scheduled moment);
   delay = push accepted by the service - ``send`` returned (stored, job written),
   p50/p99/max. The worker is another process, so nothing wakes it: an idle worker
-  looks at the outbox every ``PUSH_POLL_SECONDS`` (1 s), which bounds the delay at
-  low rates.
+  looks at the outbox every ``PUSH_POLL_SECONDS`` (``--poll``, default 1 s), which
+  bounds the delay at low rates.
 
 Not a test: the figures depend on the machine and its load (docs/benchmarks.md).
 """
@@ -146,7 +146,9 @@ class Sender:
         self.stored_at[(conv, stored.seq)] = time.time()
 
 
-async def measure(jobs: int, devices: int, share: float, seconds: float) -> Result:
+async def measure(
+    jobs: int, devices: int, share: float, seconds: float, poll: float = 1.0
+) -> Result:
     """Run both measurements (see the module docstring)."""
     load_before = os.getloadavg()[0]
     folder = Path(tempfile.mkdtemp(prefix="bench-push-"))
@@ -171,6 +173,7 @@ async def measure(jobs: int, devices: int, share: float, seconds: float) -> Resu
         "PUSH_ALLOW_LOOPBACK": "true",
         "RETENTION_JOB": "off",
         "LOG_LEVEL": "WARNING",
+        "PUSH_POLL_SECONDS": str(poll),
     }
     service = await _spawn(
         ["-m", "tests.push.pushservice", "--port", str(port)], env, folder / "pushservice.log"
@@ -257,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", type=int, default=50, help="subscribed devices (one per person)")
     ap.add_argument("--share", type=float, default=0.5, help="delay run: share of the throughput")
     ap.add_argument("--seconds", type=float, default=10.0, help="delay run: how long")
+    ap.add_argument("--poll", type=float, default=1.0, help="the worker's PUSH_POLL_SECONDS")
     a = ap.parse_args(argv)
-    r = asyncio.run(measure(a.jobs, a.devices, a.share, a.seconds))
+    r = asyncio.run(measure(a.jobs, a.devices, a.share, a.seconds, a.poll))
     print(HEADER)
     print(r.row())
     return 0
