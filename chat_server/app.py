@@ -22,6 +22,7 @@ from chat_server.api import (
     activation,
     attachments,
     auth,
+    broadcast,
     conversations,
     devices,
     keys,
@@ -167,6 +168,7 @@ def create_app(
         *activation.routes,
         *onboarding.routes,
         *portfolio.routes,
+        *broadcast.routes,
         *devices.routes,
     ]
     # Only the client folders are served (not web_client/test), each under its

@@ -118,6 +118,24 @@ _decoder = msgspec.json.Decoder(ClientFrame)
 _peek = msgspec.json.Decoder(dict[str, Any])
 
 
+class _FrameId(Struct):
+    """Only a frame's ``id``; every other field is skipped unread."""
+
+    id: Id | None = None
+
+
+_id_only = msgspec.json.Decoder(_FrameId)
+
+
+def frame_id_of(data: str | bytes) -> str | None:
+    """The ``id`` of a frame refused without being parsed (over the rate limit), so the
+    client can match the refusal to its request; None if it has none or it is unreadable."""
+    try:
+        return _id_only.decode(data).id
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+
+
 def parse_client_frame(data: str | bytes) -> ClientFrame:
     """Parse one client frame; raise ``ProtocolError`` naming what is wrong."""
     try:

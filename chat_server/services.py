@@ -44,6 +44,7 @@ from chat_server.storage.blobs import BlobStore
 from chat_server.storage.embedded import EmbeddedMongo
 from chat_server.storage.presence import SingleProcessPresence
 from chat_server.storage.structure_keys import StructureKeyStore
+from chat_server.tools.broadcast import BroadcastService, BroadcastStore
 from chat_server.tools.devices import DeviceTools
 from chat_server.tools.onboarding import OnboardingService
 from chat_server.tools.portfolio import PortfolioService
@@ -82,6 +83,9 @@ class Database(Protocol):
     def blobs(self) -> BlobStore:
         """The attachment blob store."""
 
+    def broadcasts(self) -> BroadcastStore:
+        """The broadcast store (lists, records)."""
+
     async def ping(self) -> bool:
         """True if the backend answers."""
 
@@ -114,6 +118,7 @@ class Services:
     devices: DeviceTools
     blobs: BlobStore
     attachments: AttachmentService
+    broadcasts: BroadcastService
     metrics: Metrics = field(default_factory=lambda: Metrics(False))
     # The scrape port when METRICS_PORT is set (docs/deployment.md).
     metrics_server: MetricsServer | None = None
@@ -253,6 +258,8 @@ async def build_services(
         hooks=[push],
     )
     eraser.hooks.append(attachments)
+    broadcasts = BroadcastService(db.broadcasts(), messages, accounts_store, clock)
+    eraser.hooks.append(broadcasts)
     policy = RetentionPolicy.from_settings(settings)
     retention = RetentionJob(
         policy,
@@ -297,6 +304,7 @@ async def build_services(
         devices=DeviceTools(keys, key_store, accounts, lifecycle_store, messages),
         blobs=blobs,
         attachments=attachments,
+        broadcasts=broadcasts,
         metrics=metrics,
         metrics_server=metrics_server,
         _closers=closers,

@@ -503,7 +503,10 @@ async def _read_loop(conn: Connection) -> None:
             return  # closing (expired, revoked, slow): nothing more is answered
         if not bucket.take():
             strikes += 1
-            conn.reply(p.ErrorFrame("rate_limited", "too many frames; slow down"))
+            # With the frame's id, so the client retries now instead of waiting for a reply.
+            conn.reply(
+                p.ErrorFrame("rate_limited", "too many frames; slow down", p.frame_id_of(data))
+            )
             if strikes > settings.rate_burst:
                 await conn.ws.close(CLOSE_POLICY, "rate_limit_abuse")
                 return

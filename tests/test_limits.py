@@ -74,6 +74,8 @@ async def test_rate_limit_then_close_1008_on_sustained_abuse(settings: Settings)
         assert 5 <= len(pongs) <= 6
         assert len(pongs) + len(limited) == 8
         assert {e["code"] for e in limited} == {"rate_limited"}
+        # Each refusal echoes the refused frame's id (read without parsing the frame).
+        assert {e["id"] for e in limited} == {f"p{i}" for i in range(8)} - {f["id"] for f in pongs}
         # The connection is still open: after a pause the bucket has refilled.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 5

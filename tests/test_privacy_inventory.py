@@ -159,6 +159,13 @@ async def busy(settings: Settings) -> AsyncIterator[Services]:
         job = PushJob("m:x:1", JobKind.MESSAGE, (nb.user.id,), 9.0, 10**10, conv, 1)
         await push.add_job(job)
         await push.update_job(job.id, {"s1": Target(1, 10**10)}, 10**10)
+        # A broadcast list and a broadcast record with a linked copy.
+        from chat_server.tools.broadcast import Broadcast, BroadcastList, Copy
+
+        casts = svc.database.broadcasts()
+        await casts.add_list(BroadcastList("l1", c1.id, "Atelier", (nb.user.id,), 1.0, 1.0))
+        copy = Copy(conv, nb.user.id, "cid-1", 3)
+        await casts.add_broadcast(Broadcast("r1", c1.id, "l1", "Atelier", 2.0, (copy,)), 100)
         yield svc
     finally:
         await svc.close()

@@ -224,6 +224,12 @@ class MessageStore(Protocol):
         (the key housekeeping left out of a member's unread count). Reads only the
         range after ``after_seq``."""
 
+    async def message_by_client_id(
+        self, conversation_id: str, sender_id: str, client_id: str
+    ) -> StoredMessage | None:
+        """The message ``sender_id`` stored in the conversation under ``client_id`` (the
+        key ``append`` keeps unique), or None if there is none (yet)."""
+
     async def last_seq(self, conversation_id: str) -> int:
         """The highest stored ``seq`` (0 if none), read from the messages themselves."""
 

@@ -41,6 +41,7 @@ from chat_server.rooms.models import (
 from chat_server.storage.base import Conflict, NonceReused
 from chat_server.storage.blobs_memory import MemoryBlobStore
 from chat_server.storage.structure_keys import MemoryStructureKeyStore
+from chat_server.tools.broadcast import MemoryBroadcastStore
 from notifications.store import MemoryPushStore
 
 
@@ -119,6 +120,7 @@ class MemoryDatabase:
     def __init__(self) -> None:
         self._state = _State()
         self._push: MemoryPushStore | None = None
+        self._broadcasts = MemoryBroadcastStore()
         self._blobs = MemoryBlobStore()
         self._structure_keys = MemoryStructureKeyStore()
 
@@ -155,6 +157,10 @@ class MemoryDatabase:
         if self._push is None:
             self._push = MemoryPushStore()
         return self._push
+
+    def broadcasts(self) -> MemoryBroadcastStore:
+        """The broadcast store (lists, records) of this database."""
+        return self._broadcasts
 
     async def ping(self) -> bool:
         """Always True: the store is this process's memory."""
@@ -426,6 +432,11 @@ class MemoryMessageStore:
         history = self._s.messages.get(conversation_id, [])
         end = min(max(before_seq - 1, 0), len(history))
         return history[max(end - max(limit, 0), 0) : end]
+
+    async def message_by_client_id(
+        self, conversation_id: str, sender_id: str, client_id: str
+    ) -> StoredMessage | None:
+        return self._s.by_client_id.get((conversation_id, sender_id, client_id))
 
     async def messages_by_meta(
         self, conversation_id: str, key: str, value: str | int, limit: int

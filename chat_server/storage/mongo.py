@@ -49,6 +49,7 @@ from chat_server.storage.base import (
 
 if TYPE_CHECKING:
     from chat_server.storage.mongo_blobs import GridFSBlobStore
+    from chat_server.storage.mongo_broadcast import MongoBroadcastStore
     from chat_server.storage.mongo_keys import MongoKeyStore
     from chat_server.storage.mongo_lifecycle import MongoLifecycleStore
     from chat_server.storage.mongo_push import MongoPushStore
@@ -173,6 +174,7 @@ class MongoDatabase:
         await self.push().create_indexes()
         await self.structure_keys().create_indexes()
         await self.blobs().create_indexes()
+        await self.broadcasts().create_indexes()
 
     def accounts(self) -> MongoAccountStore:
         """The account store on this database."""
@@ -209,6 +211,12 @@ class MongoDatabase:
         from chat_server.storage.mongo_push import MongoPushStore
 
         return MongoPushStore(self.db)
+    def broadcasts(self) -> MongoBroadcastStore:
+        """The broadcast store (lists, records) on this database."""
+        from chat_server.storage.mongo_broadcast import MongoBroadcastStore
+
+        return MongoBroadcastStore(self.db)
+
     def blobs(self) -> GridFSBlobStore:
         """The attachment blob store on this database (GridFS)."""
         from chat_server.storage.mongo_blobs import GridFSBlobStore
@@ -897,6 +905,15 @@ class MongoMessageStore:
             return []
         start = max(0, top - limit)
         return await self.messages_after(conversation_id, start, top - start)
+
+    async def message_by_client_id(
+        self, conversation_id: str, sender_id: str, client_id: str
+    ) -> StoredMessage | None:
+        # The unique (conversation_id, sender_id, client_id) index answers it.
+        d = await self._messages.find_one(
+            {"conversation_id": conversation_id, "sender_id": sender_id, "client_id": client_id}
+        )
+        return _message(d) if d else None
 
     async def messages_by_meta(
         self, conversation_id: str, key: str, value: str | int, limit: int

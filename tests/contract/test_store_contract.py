@@ -586,6 +586,21 @@ async def test_concurrent_pages_each_get_their_own_range(store: Store) -> None:
         assert all(m.conversation_id == conv for m in page)
 
 
+async def test_message_by_client_id(store: Store) -> None:
+    conv = await _conversation(store)
+    other = await _conversation(store, beneficiary="ben2")
+    st = store.db.messages()
+    first, _ = await st.append(_msg(conv, "c-1", "cou"), 1.0)
+    await st.append(_msg(conv, "c-2", "ben"), 2.0)
+    found = await st.message_by_client_id(conv, "cou", "c-1")
+    assert found is not None
+    assert (found.seq, found.client_id, found.sender_id) == (first.seq, "c-1", "cou")
+    # The key is (conversation, sender, client id): any other part differing finds nothing.
+    assert await st.message_by_client_id(conv, "ben", "c-1") is None
+    assert await st.message_by_client_id(other, "cou", "c-1") is None
+    assert await st.message_by_client_id(conv, "cou", "c-9") is None
+
+
 # The lease of ``LifecycleStore`` (``take_lease``/``release_lease``): one holder at a time,
 # also with a second client (two processes racing for one lease).
 

@@ -29,6 +29,7 @@ import { Notifications } from "../shared/notify.js";
 import { derive, leaveActivationBox, newCode } from "../shared/activation.js";
 import { bindOnboarding, loginProblem, renderReissueButton, showActivation } from "./onboarding.js";
 import { Portfolio } from "./portfolio.js";
+import { Broadcaster } from "./broadcast.js";
 import { openDevicesDialog } from "../shared/devices.js";
 import { openRenewDialog } from "../shared/recovery.js";
 
@@ -158,6 +159,9 @@ function startApp(login) {
 
   chat = new ChatClient({ api, keys, user: me, deviceId: login.device_id });
   typing = createTypingNotifier(chat);
+  broadcaster = new Broadcaster({ api, chat, me, open: (id) => select(id), onClose: closePortfolio });
+  $("#btn-broadcast").hidden = me.role !== "counsellor";
+  $("#btn-broadcast").addEventListener("click", showBroadcast);
   bindAttachButtons(chat, () => current);
   chat.on("summaries", () => {
     if (current && !chat.summary(current)) closeThread();
@@ -199,6 +203,7 @@ function startApp(login) {
   chat.on("items", (d) => {
     if (d.conversation === current) renderItemsPanel($("#items-panel"), chat.itemsOf(current));
   });
+  chat.on("structurekey", (d) => renderStructureKeyWaiting(d.waiting));
   chat.on("authfailed", expired);
   chat.start();
   if (me.role === "supervisor") loadSupervision();
@@ -329,7 +334,19 @@ function listKeys(event) {
 
 let portfolio = null;
 
+// Broadcast (console/broadcast.js) shares the portfolio's place and its way back.
+let broadcaster = null;
+
+function showBroadcast() {
+  portfolio.hide();
+  $("#thread-empty").hidden = true;
+  $("#supervision").hidden = true;
+  $("#thread-view").hidden = true;
+  broadcaster.show();
+}
+
 function showPortfolio() {
+  broadcaster?.hide();
   $("#thread-empty").hidden = true;
   $("#supervision").hidden = true;
   $("#thread-view").hidden = true;
@@ -338,6 +355,7 @@ function showPortfolio() {
 
 function closePortfolio() {
   portfolio.hide();
+  broadcaster?.hide();
   if (current) $("#thread-view").hidden = false;
   else if (me.role === "supervisor") $("#supervision").hidden = false;
   else $("#thread-empty").hidden = false;
@@ -346,6 +364,7 @@ function closePortfolio() {
 function select(id) {
   if (current && current !== id) typing.stop(current);
   portfolio?.hide();
+  broadcaster?.hide();
   current = id;
   $("#thread-empty").hidden = true;
   $("#supervision").hidden = true;
@@ -478,7 +497,7 @@ function userName(conv, userId) {
 
 function noticeText(conv, notice) {
   const name = userName(conv, notice.userId);
-  if (notice.kind === "security" && notice.reason === "structure_key_unverified") return t("securityStructureKey");
+  if (notice.kind === "security" && notice.reason?.startsWith("structure_key_")) return t("securityStructureKey");
   if (notice.kind === "security") return t(notice.recovered ? "securityBadEnvelopeRecovered" : "securityBadEnvelope", { name });
   return t(notice.reason === "transfer" ? "keysSharedTransfer" : "keysSharedNewDevice", { name });
 }
@@ -585,6 +604,40 @@ function openSecurity() {
 // ---------------------------------------------------------------- supervision
 
 let structure = null;
+
+/** Staff devices waiting for the structure key, each with an approval button (supervisors). */
+function renderStructureKeyWaiting(waiting) {
+  const box = $("#structure-key-box");
+  box.hidden = !waiting.length;
+  setChildren(
+    $("#structure-key-waiting"),
+    ...waiting.map((d) => {
+      const name = chat.nameOf(d.user_id) || (structure?.counsellors || []).find((c) => c.id === d.user_id)?.display_name || t("unknownPerson");
+      const role = d.role === "supervisor" ? "responsable de structure" : "conseiller·ère";
+      const button = h(
+        "button",
+        {
+          type: "button",
+          class: "secondary",
+          onclick: async () => {
+            button.disabled = true;
+            try {
+              await chat.keys.structure.approve(d.device_id);
+              $("#structure-key-status").textContent = `Clé de la structure confiée à l'appareil de ${name}.`;
+              renderStructureKeyWaiting(chat.keys.structure.waiting);
+            } catch (err) {
+              button.disabled = false;
+              $("#structure-key-status").textContent = t("genericError", { message: err.message });
+            }
+          },
+        },
+        "Confier la clé",
+        h("span", { class: "visually-hidden" }, ` de la structure à ${name}`),
+      );
+      return h("li", {}, h("span", {}, `Nouvel appareil de ${name} (${role}) `), h("span", { class: "mono" }, d.device_id.slice(0, 8)), " ", button);
+    }),
+  );
+}
 
 async function loadSupervision(done = "") {
   $("#thread-empty").hidden = true;

@@ -17,6 +17,7 @@
  *                        (kind "keysshared"), or a security event (kind
  *                        "security": an envelope whose key failed its epoch's commitment)
  *   items {conversation} the conversation's items were (re)loaded (loadItems)
+ *   sent {conversation, clientId, seq}  an outbox entry was acknowledged (stored)
  *   authfailed           the session is no longer valid
  *
  * Positions: for each loaded thread `lastSeq` is the highest `seq` such that
@@ -112,6 +113,8 @@ export class ChatClient {
     keys.structure.onChange = () => {
       for (const conversation of this.threads.keys()) this.retryUndecrypted(conversation, { fresh: true });
     };
+    // Staff devices waiting for the structure key: the supervisor's decision (structurekey event).
+    keys.structure.onWaiting = (devices) => this.emit("structurekey", { waiting: devices });
     this.events = new EventTarget();
     this.summaries = new Map();
     this.threads = new Map();
@@ -823,6 +826,7 @@ export class ChatClient {
       this.emit("summaries", {});
     }
     await this.dropEntry(entry);
+    this.emit("sent", { conversation: conv, clientId: entry.clientId, seq: ack.seq });
     if (ITEM_TYPES.has(entry.msgType)) this.itemsChanged(conv);
     const thread = this.threads.get(conv);
     if (thread) {
