@@ -94,13 +94,21 @@ def _aad(conversation_id: str) -> bytes:
 
 
 def seal_box(
-    box_key: bytes, conversation_id: str, keys: Mapping[int, bytes], nonce: bytes | None = None
+    box_key: bytes,
+    conversation_id: str,
+    keys: Mapping[int, bytes],
+    nonce: bytes | None = None,
+    structure_key: str | None = None,
 ) -> dict[str, object]:
-    """The activation box of ``keys`` (epoch -> 32-byte key) for the conversation."""
+    """The activation box of ``keys`` (epoch -> 32-byte key) for the conversation, and
+    the id of the structure key the counsellor's device sealed to (the phone pins it)."""
     entries = [{"epoch": e, "key": b64encode(k)} for e, k in sorted(keys.items())]
     if any(len(k) != KEY_LEN for k in keys.values()):
         raise MalformedInput(f"epoch keys are {KEY_LEN} bytes")
-    plaintext = json.dumps({"v": BOX_VERSION, "keys": entries}, separators=(",", ":")).encode()
+    content: dict[str, object] = {"v": BOX_VERSION, "keys": entries}
+    if structure_key is not None:
+        content["structure_key"] = structure_key
+    plaintext = json.dumps(content, separators=(",", ":")).encode()
     nonce = nonce or secrets.token_bytes(_NONCE_LEN)
     sealed = AESGCM(box_key).encrypt(nonce, plaintext, _aad(conversation_id))
     return {"v": BOX_VERSION, "nonce": b64encode(nonce), "box": b64encode(sealed)}
@@ -108,6 +116,13 @@ def seal_box(
 
 def open_box(box_key: bytes, conversation_id: str, doc: Mapping[str, object]) -> dict[int, bytes]:
     """Epoch -> key from an activation box; ``DecryptError`` if the code or box is wrong."""
+    return open_box_contents(box_key, conversation_id, doc)[0]
+
+
+def open_box_contents(
+    box_key: bytes, conversation_id: str, doc: Mapping[str, object]
+) -> tuple[dict[int, bytes], str | None]:
+    """``(epoch -> key, structure key id or None)`` from an activation box."""
     if doc.get("v") != BOX_VERSION:
         raise MalformedInput("unknown activation box version")
     nonce = bytes_field(doc, "nonce", "box", length=_NONCE_LEN)
@@ -124,4 +139,7 @@ def open_box(box_key: bytes, conversation_id: str, doc: Mapping[str, object]) ->
         out[epoch_field(entry, "epoch", "keys[]")] = bytes_field(
             entry, "key", "keys[]", length=KEY_LEN
         )
-    return out
+    structure_key = data.get("structure_key")
+    if structure_key is not None and not isinstance(structure_key, str):
+        raise MalformedInput("structure_key must be a string")
+    return out, structure_key

@@ -6,9 +6,10 @@ and it checks signatures so that nobody can store a message or an envelope
 in another device's name.
 
 Who may receive envelopes of a conversation (the *authorised devices*): the
-registered devices of its two members, and of the supervisors of its
-structure (they keep the history readable across a transfer, as DESIGN.md
-says). A beneficiary's additional device is held back until the counsellor
+registered devices of its two members, and the structure key
+(`chat_server.rooms.structure_keys`); while the structure has no key yet, the
+devices of its supervisors instead (escrow, to keep the history readable
+across a transfer). A beneficiary's additional device is held back until the counsellor
 approves it: it is listed nowhere and gets nothing before that.
 """
 
@@ -395,10 +396,19 @@ class KeyService:
             await self._device_changed(user, device, "removed", convs)
 
     async def device_sets(self, conv: Conversation) -> DeviceSets:
-        """Members', supervisors' and held-back devices of a conversation."""
+        """Members', supervisors' and held-back devices of a conversation.
+
+        Once the structure has a structure key, the supervisors' devices are no
+        longer escrow: the key's envelope replaces them (a supervisor reads a
+        conversation with the key, handed by a supervisor's click), so a
+        "supervisor" device the server adds receives nothing.
+        """
         members = list(conv.members)
         escrow_users: list[str] = []
-        if conv.structure_id:
+        structure = None
+        if self.structure is not None:
+            structure = await self.structure.current(conv.structure_id)
+        if conv.structure_id and structure is None:
             sups = await self._accounts.users_in_structure(conv.structure_id, Role.SUPERVISOR)
             escrow_users = [u.id for u in sups if u.id not in members]
         devices = await self._keys.devices_of(members + escrow_users)
@@ -414,7 +424,7 @@ class KeyService:
             {u: by_user.get(u, []) for u in members},
             {u: by_user.get(u, []) for u in escrow_users},
             pending,
-            None if self.structure is None else await self.structure.current(conv.structure_id),
+            structure,
         )
 
     async def readable_conversation(self, user: User, conversation_id: str) -> Conversation:

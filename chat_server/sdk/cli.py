@@ -435,7 +435,12 @@ def _item_parsers(sub: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``chat-client``."""
-    ap = argparse.ArgumentParser(prog="chat-client", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="chat-client",
+        description=__doc__.splitlines()[0],
+        epilog="An argument that begins with '-' (an item id made by an app, a text) "
+        "goes after '--': chat-client status -- <conversation> -Xy12ab34 done",
+    )
     ap.add_argument("--server", default=os.environ.get("CHAT_SERVER", "http://127.0.0.1:8000"))
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("login").add_argument("login")

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import websockets
 
-from chat_server.crypto.activation import derive, is_client_code, new_code, open_box, seal_box
+from chat_server.crypto.activation import (
+    derive,
+    is_client_code,
+    new_code,
+    open_box_contents,
+    seal_box,
+)
 from chat_server.crypto.backup import (
     Backup,
     BackupContents,
@@ -132,6 +138,8 @@ class _State:
     # (conversation, epoch, sender device) of envelopes whose key failed the commitment.
     rejected_envelopes: list[tuple[str, int, str]] = field(default_factory=list)
     device_keys: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # id -> (user, sig)
+    # structure id -> key id of the structure key first seen (pinned on first use).
+    structure_pins: dict[str, str] = field(default_factory=dict)
     seqs: dict[str, int] = field(default_factory=dict)
 
 
@@ -257,6 +265,7 @@ class Client:
                 for (c, e), k in sorted(self.state.epoch_keys.items())
             ],
             "seqs": self.state.seqs,
+            "structure_pins": self.state.structure_pins,
         }
 
     @classmethod
@@ -267,6 +276,7 @@ class Client:
         for e in doc.get("epoch_keys", []):
             client.state.epoch_keys[(e["conversation"], int(e["epoch"]))] = b64decode(e["key"])
         client.state.seqs.update(doc.get("seqs", {}))
+        client.state.structure_pins.update(doc.get("structure_pins", {}))
         return client
 
     # ------------------------------------------------------------------ keys
@@ -313,7 +323,9 @@ class Client:
         )
         conversation = str(created["conversation_id"])
         epoch, key = await self.ensure_epoch(conversation)
-        box = seal_box(made.box_key, conversation, {epoch: key})
+        # The structure key this device sealed to (pinned): the phone pins it from the box.
+        pinned = self.state.structure_pins.get(str(self.user.get("structure_id")))
+        box = seal_box(made.box_key, conversation, {epoch: key}, structure_key=pinned)
         await self.request("PUT", f"/api/conversations/{conversation}/activation-box", box)
         return code, conversation
 
@@ -323,7 +335,11 @@ class Client:
         if self.activation_key is None:
             raise ClientError("no_activation_code", "this device did not prove a client-made code")
         box = await self.request("GET", f"/api/conversations/{conversation}/activation-box")
-        keys = open_box(self.activation_key, conversation, box)
+        keys, structure_key = open_box_contents(self.activation_key, conversation, box)
+        structure = self.user.get("structure_id")
+        if structure_key is not None and structure:
+            # The structure key the counsellor sealed to: the first one is not blind trust.
+            self.state.structure_pins.setdefault(str(structure), structure_key)
         data = await self.request("GET", f"/api/keys/envelopes?conversation={conversation}")
         commitments = await self._commitments(data)
         taken = 0
@@ -488,14 +504,17 @@ class Client:
         await self.fulfil_requests()
 
     async def safety_number(self, conversation: str) -> str:
-        """The conversation's safety number from both members' device signing keys."""
+        """The conversation's safety number from both members' device signing keys
+        and the structure key's public half (as listed: a split view shows)."""
         info = await self.devices(conversation)
         a, b = info["members"]
+        structure = info.get("structure_key")
         return safety_number(
             a["user_id"],
             [b64decode(d["sig_pub"]) for d in a["devices"]],
             b["user_id"],
             [b64decode(d["sig_pub"]) for d in b["devices"]],
+            b64decode(structure["public_key"]) if structure else None,
         )
 
     async def backup(self, recovery_key: bytes | None = None) -> str:

@@ -99,8 +99,13 @@ class Draft:
 
 
 def new_item_id() -> str:
-    """A fresh item id (16 characters of ``[A-Za-z0-9_-]``, like the apps' ids)."""
-    return secrets.token_urlsafe(12)
+    """A fresh item id (16 characters of ``[A-Za-z0-9_-]``, like the apps' ids).
+
+    Never starts with ``-``, so that ``chat-client status CONV ID ...`` does not
+    read the id as an option.
+    """
+    item = secrets.token_urlsafe(12)
+    return item if item[0] != "-" else "_" + item[1:]
 
 
 def _now(now: float | None) -> int:

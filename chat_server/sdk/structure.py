@@ -44,7 +44,9 @@ class StructureKeyring:
 
     async def verified_public(self, key: Mapping[str, Any]) -> tuple[str, bytes]:
         """``(recipient id, public key)`` of a structure key JSON whose signature verifies
-        under its creator's registered device; ``ClientError`` otherwise (never wrapped for)."""
+        under its creator's registered device, and which is the key this client pinned
+        for the structure (the first one it saw); ``ClientError`` otherwise
+        (``structure_key_unverified``, ``structure_key_changed``): never wrapped for."""
         from chat_server.sdk.client import ClientError
 
         pub = b64decode(key["public_key"])
@@ -54,6 +56,13 @@ class StructureKeyring:
         ):
             raise ClientError(
                 "structure_key_unverified", "the structure key is not signed by its creator"
+            )
+        pins = self._client.state.structure_pins
+        pinned = pins.setdefault(str(key["structure"]), str(key["key_id"]))
+        if pinned != key["key_id"]:
+            raise ClientError(
+                "structure_key_changed",
+                f"the structure key changed from {pinned} to {key['key_id']}: not sealed to",
             )
         return structure_recipient(key["key_id"]), pub
 

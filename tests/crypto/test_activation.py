@@ -20,6 +20,7 @@ from chat_server.crypto.activation import (
     is_client_code,
     new_code,
     open_box,
+    open_box_contents,
     seal_box,
 )
 from chat_server.crypto.encoding import b64decode
@@ -42,9 +43,16 @@ def test_vector() -> None:
         assert made.box_key == b64decode(case["box_key"])
         keys = {k["epoch"]: b64decode(k["key"]) for k in case["keys"]}
         assert open_box(made.box_key, case["conversation"], case["box"]) == keys
-        assert seal_box(made.box_key, case["conversation"], keys, b64decode(case["nonce"])) == case[
-            "box"
-        ]
+        structure_key = case.get("structure_key")
+        assert open_box_contents(made.box_key, case["conversation"], case["box"]) == (
+            keys,
+            structure_key,
+        )
+        sealed = seal_box(
+            made.box_key, case["conversation"], keys, b64decode(case["nonce"]), structure_key
+        )
+        assert sealed == case["box"]
+    assert sum("structure_key" in case for case in doc["cases"]) == 1
 
 
 def test_codes() -> None:

@@ -19,6 +19,7 @@ from chat_server.crypto.encoding import b64decode, b64encode
 from chat_server.crypto.envelope import Envelope, wrap_epoch_key
 from chat_server.crypto.errors import BadSignature, DecryptError, MalformedInput
 from chat_server.crypto.keys import DeviceKeys
+from chat_server.crypto.safety import safety_number
 from chat_server.crypto.structure_key import (
     StructureGrant,
     open_grant,
@@ -40,7 +41,9 @@ DESCRIPTION = (
     "lp('cejchat/structure-grant-sig/v1') lp(info) lp(aad) lp(enc) lp(ct); the epoch envelope "
     "is an ordinary envelope to recipient_device 'structure:' + key_id. Device keys are "
     "{dh_priv, sig_priv}; ikm_e is the HPKE ephemeral's DeriveKeyPair input. Binary fields "
-    "are unpadded base64url."
+    "are unpadded base64url. safety: the safety number of two members with the structure "
+    "key's public half appended (lp('cejchat/safety-structure/v1') lp(public_key)), and "
+    "without it."
 )
 
 
@@ -96,6 +99,26 @@ def build_vector() -> dict[str, Any]:
         "epoch_key": b64encode(epoch_key),
         "envelope_ikm_e": b64encode(env_ikm),
         "envelope": envelope.to_json(),
+        "safety": {
+            "a": {"user_id": "user-é", "sig_pubs": [b64encode(creator.public.sig_pub)]},
+            "b": {
+                "user_id": "user-b",
+                "sig_pubs": [b64encode(recipient.public.sig_pub), b64encode(writer.public.sig_pub)],
+            },
+            "number": safety_number(
+                "user-é",
+                [creator.public.sig_pub],
+                "user-b",
+                [recipient.public.sig_pub, writer.public.sig_pub],
+                pub,
+            ),
+            "number_without_structure": safety_number(
+                "user-é",
+                [creator.public.sig_pub],
+                "user-b",
+                [recipient.public.sig_pub, writer.public.sig_pub],
+            ),
+        },
     }
 
 

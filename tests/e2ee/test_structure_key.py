@@ -24,6 +24,7 @@ from chat_server.crypto.structure_key import (
     structure_recipient,
     wrap_grant,
 )
+from chat_server.rooms.models import Role
 from chat_server.sdk import Client, ClientError
 from tests.helpers import PASSWORD, ServerInfo, seed_world
 
@@ -269,3 +270,138 @@ async def test_a_replaced_structure_key_is_never_wrapped_for(e2ee_server: Server
     finally:
         await sup.close()
         await b.close()
+
+
+async def test_a_structure_key_changed_after_first_use_is_never_wrapped_for(
+    e2ee_server: ServerInfo,
+) -> None:
+    """The ghost reader, better dressed: the server swaps the key for one that a supervisor
+    device it registered really signed. The client pinned the first key it sealed to and
+    refuses the new one (``structure_key_changed``)."""
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    b = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    ghost = await Client.login(e2ee_server.http, "sup", PASSWORD)  # a device the server adds
+    try:
+        first = await sup.structure.create()
+        epoch, _ = await b.ensure_epoch(conv)
+        assert b.state.structure_pins == {str(sup.user["structure_id"]): first}
+        store = e2ee_server.services.database.structure_keys()
+        await store.delete_structure(str(sup.user["structure_id"]))
+        second = await ghost.structure.create()
+        assert second != first
+        await e2ee_server.services.key_store.require_rotation(conv)
+        with pytest.raises(ClientError) as err:
+            await b.ensure_epoch(conv)
+        assert err.value.code == "structure_key_changed"
+        found = await e2ee_server.services.messages.get_conversation(conv)
+        assert found is not None
+        assert found.epoch == epoch
+        # The pin survives a restart of the client (to_state / from_state).
+        again = Client.from_state(b.to_state())
+        try:
+            with pytest.raises(ClientError) as err:
+                await again.ensure_epoch(conv)
+            assert err.value.code == "structure_key_changed"
+        finally:
+            await again.close()
+    finally:
+        for c in (sup, b, ghost):
+            await c.close()
+
+
+async def test_the_safety_number_covers_the_structure_key(e2ee_server: ServerInfo) -> None:
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    c1 = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    b = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    try:
+        before = await b.safety_number(conv)
+        assert before == await c1.safety_number(conv)
+        await sup.structure.create()
+        after = await b.safety_number(conv)
+        assert after == await c1.safety_number(conv)
+        assert after != before
+    finally:
+        for c in (sup, c1, b):
+            await c.close()
+
+
+async def test_an_extra_supervisor_device_gets_nothing_once_the_structure_has_a_key(
+    e2ee_server: ServerInfo,
+) -> None:
+    """The ghost reader of issue #10 point 6: the store is given one more supervisor (an
+    account and a device the server made). With a structure key, supervisors' devices are
+    no escrow: no epoch is sealed to it, an envelope for it is refused, and it gets the
+    structure key only if a supervisor approves it."""
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    c1 = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    try:
+        await sup.structure.create()
+        await e2ee_server.services.accounts.create_user(
+            Role.SUPERVISOR, "ghost", "Fantôme", w.structure_id, PASSWORD
+        )
+        ghost = await Client.login(e2ee_server.http, "ghost", PASSWORD)
+        try:
+            listing = await c1.devices(conv)
+            assert listing["escrow"] == []
+            listed = {d["device_id"] for g in listing["members"] for d in g["devices"]}
+            assert ghost.device_id not in listed
+            epoch, key = await c1.ensure_epoch(conv)
+            assert (await ghost.request("GET", "/api/keys/envelopes"))["envelopes"] == []
+            stray = wrap_epoch_key(
+                key,
+                sender=c1.keys,
+                sender_device=c1.device_id,
+                recipient_device=ghost.device_id,
+                recipient_dh_pub=ghost.keys.public.dh_pub,
+                conversation=conv,
+                epoch=epoch,
+            ).to_json()
+            with pytest.raises(ClientError) as err:
+                await c1.request(
+                    "POST", f"/api/conversations/{conv}/envelopes", {"envelopes": [stray]}
+                )
+            assert err.value.code == "envelope_recipient_not_authorised"
+            # It waits for the key; only the real supervisor's decision would hand it over.
+            assert (await ghost.request("GET", "/api/structure-key"))["grant"] is None
+            waiting = (await sup.request("GET", "/api/structure-key"))["waiting"]
+            assert ghost.device_id in {d["device_id"] for d in waiting}
+        finally:
+            await ghost.close()
+    finally:
+        await sup.close()
+        await c1.close()
+
+
+async def test_the_activation_box_pins_the_structure_key(e2ee_server: ServerInfo) -> None:
+    """The young person's first pin is not blind: the counsellor's device puts the id of
+    the structure key it sealed to in the activation box (which only the code opens), so
+    a key the server swapped in before the phone ever saw one is refused."""
+    w = await seed_world(e2ee_server)
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    c = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    ghost = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    try:
+        first = await sup.structure.create()
+        code, conv = await c.create_beneficiary("lina.pin", "Lina Pin")
+        store = e2ee_server.services.database.structure_keys()
+        await store.delete_structure(w.structure_id)
+        assert await ghost.structure.create() != first
+        phone = await Client.activate(e2ee_server.http, code, PASSWORD)
+        try:
+            assert await phone.open_activation_box(conv) == 1
+            assert phone.state.structure_pins == {w.structure_id: first}
+            await e2ee_server.services.key_store.require_rotation(conv)
+            with pytest.raises(ClientError) as err:
+                await phone.ensure_epoch(conv)
+            assert err.value.code == "structure_key_changed"
+        finally:
+            await phone.close()
+    finally:
+        for client in (sup, c, ghost):
+            await client.close()

@@ -449,7 +449,7 @@ def test_supervisor_transfers_temporarily_then_takes_back(world: World) -> None:
         world.app.get_by_label("Votre message").fill(during)
         world.app.get_by_role("button", name="Envoyer").click()
         expect(_bubble(world.app, "msg-mine", during).locator(".status-sent")).to_be_visible()
-        _replacement_sees_sides(world, during)
+        _replacement_sees_sides(world, during, page)
 
         transfer("Reprise par le conseiller habituel")
         expect(world.console.locator("#conv-list .conv")).to_have_count(4)
@@ -461,11 +461,13 @@ def test_supervisor_transfers_temporarily_then_takes_back(world: World) -> None:
                 "Léa Dubois (conseiller·ère)).",
             )
         ).to_have_count(1)
-        # Back with the whole history: the supervisor's console (escrow of the
-        # epoch written meanwhile) re-wraps it for him, a member's device, and
-        # says so; the beneficiary's app does not re-wrap.
-        expect(page.locator("#supervision-keys")).to_have_text(
-            "Clés partagées avec l'appareil de Karim Benali (transfert)."
+        # Back with the whole history: the epoch written meanwhile is sealed to the
+        # structure key (the supervisor's console made it at her login; no escrow
+        # since), which she hands to Karim's console with one click; the
+        # beneficiary's app does not re-wrap.
+        page.get_by_role("button", name="Confier la clé de la structure à Karim Benali").click()
+        expect(page.locator("#structure-key-status")).to_have_text(
+            "Clé de la structure confiée à l'appareil de Karim Benali."
         )
         world.console.locator(".conv", has_text=BENEFICIARY_NAME).click()
         expect(_bubble(world.console, "msg-peer", during)).to_have_count(1, timeout=30_000)
@@ -475,9 +477,11 @@ def test_supervisor_transfers_temporarily_then_takes_back(world: World) -> None:
         ctx.close()
 
 
-def _replacement_sees_sides(world: World, during: str) -> None:
+def _replacement_sees_sides(world: World, during: str, supervisor: Page) -> None:
     """The replacing counsellor sees each message on the side of its real sender:
-    Karim's on the counsellors' side, named; Sarah's on the other."""
+    Karim's on the counsellors' side, named; Sarah's on the other. Sarah's, written
+    after the transfer, before this console existed, comes from the structure key,
+    which the supervisor hands to this new device with one click."""
     ctx = world.browser.new_context(viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris")
     try:
         page = ctx.new_page()
@@ -487,6 +491,10 @@ def _replacement_sees_sides(world: World, during: str) -> None:
         page.locator("#login-password").fill(DEMO_PASSWORD)
         page.get_by_role("button", name="Se connecter").click()
         _ack_recovery_key(page)
+        supervisor.get_by_role("button", name="Confier la clé de la structure à Léa Dubois").click()
+        expect(supervisor.locator("#structure-key-status")).to_have_text(
+            "Clé de la structure confiée à l'appareil de Léa Dubois."
+        )
         page.locator(".conv", has_text=BENEFICIARY_NAME).click()
         # Karim's messages are on the counsellors' side, named, and readable: Karim's
         # console (online, the previous counsellor) re-wraps the history for Léa's

@@ -160,7 +160,8 @@ def test_activation_vector_both_ways(results: dict[str, Any]) -> None:
 
     activation = results["activation"]
     assert activation["pass"], _failures(activation)
-    assert sum(m.startswith("ok: box sealed again ") for m in activation["messages"]) == 2
+    assert sum(m.startswith("ok: box sealed again ") for m in activation["messages"]) == 3
+    assert sum(m.startswith("ok: structure key id in the box") for m in activation["messages"]) == 1
     produced = activation["produced"]
     keys = open_box(derive(produced["code"]).box_key, produced["conversation"], produced["box"])
     assert keys == {k["epoch"]: b64decode(k["key"]) for k in produced["keys"]}
@@ -182,7 +183,7 @@ def test_structure_key_vector_both_ways(results: dict[str, Any]) -> None:
 
     structure = results["structure"]
     assert structure["pass"], _failures(structure)
-    assert sum(m.startswith("ok: ") for m in structure["messages"]) == 10
+    assert sum(m.startswith("ok: ") for m in structure["messages"]) == 12
     made = structure["produced"]
     pub = b64decode(made["public_key"])
     creator_sig = b64decode(made["creator_sig_pub"])

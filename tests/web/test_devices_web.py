@@ -308,3 +308,38 @@ def test_console_recovery_key_renewal(server: ServerProcess, browser: Browser) -
     finally:
         ctx.close()
         fresh_ctx.close()
+
+
+def test_device_names_from_the_user_agent(server: ServerProcess, browser: Browser) -> None:
+    ctx = browser.new_context(viewport=DESKTOP, locale="fr-FR")
+    try:
+        page = ctx.new_page()
+        page.goto(server.url + "/app/")
+        names = page.evaluate(
+            """async (uas) => {
+                const { deviceName } = await import("/shared/device-name.js");
+                return uas.map((ua) => deviceName(ua));
+            }""",
+            [
+                "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko)"
+                " Chrome/120.0 Mobile Safari/537.36",
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15"
+                " (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0",
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
+                " Chrome/120.0 Safari/537.36 Edg/120.0",
+                "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)"
+                " HeadlessChrome/120.0 Safari/537.36",
+                "curl/8.0",
+            ],
+        )
+        assert names == [
+            "Chrome sur Android",
+            "Safari sur iPhone",
+            "Firefox sur Windows",
+            "Edge sur Windows",
+            "Chrome sur Linux",
+            "",
+        ]
+    finally:
+        ctx.close()

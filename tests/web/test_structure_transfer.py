@@ -1,10 +1,10 @@
 """Issue #10 point 2, browser tests (b) and (c): a transfer's whole history with nobody online.
 
 A real server (``--demo``) and Debian's Chromium. The supervisor's console makes
-the structure key when she logs in and hands it to each staff device that
-registers. Karim (the counsellor) and the young person write 200 messages
-through the Python SDK (a browser would be too slow), then close their
-clients: they stay offline. The supervisor transfers the young person in her
+the structure key when she logs in and hands it to a staff device that registers
+when she approves it (one click per device). Karim (the counsellor) and the
+young person write 200 messages through the Python SDK (a browser would be too
+slow), then close their clients: they stay offline. The supervisor transfers the young person in her
 console; the new counsellor logs in on a new console and reads 100 % of the
 history, each message opened from the epoch's structure envelope (her device
 holds no envelope of those epochs). (c): a temporary transfer, a message by
@@ -21,16 +21,22 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
+from chat_server.crypto.structure_key import structure_key_id
 from chat_server.sdk import Client
 from tests.web.harness import (
     DEMO_PASSWORD,
     DESKTOP,
+    PHONE,
     ServerProcess,
+    axe_violations,
     chromium,
+    login_demo,
     run_server,
     save_screenshot,
+    serious,
     watch_page,
 )
 
@@ -123,10 +129,11 @@ class World:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The demo server, Chromium, and the supervisor's console, online throughout: it makes
-    the structure key at its login and hands it to each staff device that registers."""
+    the structure key at its login and hands it to the staff devices she approves."""
     with run_server(tmp_path_factory.mktemp("structure-web")) as server, chromium() as browser:
         problems: list[str] = []
-        ctx, sup = _console(browser, server, "superviseur.demo", problems)
+        # axe-core is injected inline: this one context does not enforce the CSP.
+        ctx, sup = _console(browser, server, "superviseur.demo", problems, axe=True)
         try:
             assert _run(lambda: _structure_key_exists(server.url))
             yield World(server, browser, sup, problems)
@@ -135,11 +142,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def _console(
-    browser: Browser, server: ServerProcess, login: str, problems: list[str]
+    browser: Browser, server: ServerProcess, login: str, problems: list[str], axe: bool = False
 ) -> tuple[BrowserContext, Page]:
     """A console on a new device (a new browser profile); an account that has a key
     backup from another console goes on without its recovery key."""
-    ctx = browser.new_context(viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris")
+    ctx = browser.new_context(
+        viewport=DESKTOP, locale="fr-FR", timezone_id="Europe/Paris", bypass_csp=axe
+    )
     page = ctx.new_page()
     watch_page(page, login, problems)
     page.goto(server.url + "/console/")
@@ -155,6 +164,15 @@ def _console(
     page.get_by_label("J'ai noté ma clé de récupération").check()
     page.get_by_role("button", name="Continuer").click()
     return ctx, page
+
+
+def _approve(sup: Page, name: str) -> None:
+    """The supervisor gives the structure key to ``name``'s newest device (her click; an
+    older one, the SDK's of an earlier test, may wait too)."""
+    sup.get_by_role("button", name=f"Confier la clé de la structure à {name}").last.click()
+    expect(sup.locator("#structure-key-status")).to_have_text(
+        f"Clé de la structure confiée à l'appareil de {name}."
+    )
 
 
 def _transfer(sup: Page, name: str, mode: str, to: str | None = None) -> None:
@@ -200,6 +218,11 @@ def test_permanent_transfer_with_everyone_else_offline_reads_200_messages(
     _transfer(sup, "Lucas Petit", "Définitif", to="Léa Dubois")
     lea_ctx, lea = _console(browser, server, "conseillere2.demo", problems)
     try:
+        # Her new device waits for the structure key until the supervisor approves it.
+        expect(sup.locator("#structure-key-box")).to_be_visible()
+        save_screenshot(sup, "structure-key-approval.png", "console-structure-key-approval.png")
+        assert serious(axe_violations(sup)) == []
+        _approve(sup, "Léa Dubois")
         texts = _read_all(lea, "Lucas Petit", sent)
         shown = [t for t in texts if t in set(sent)]
         assert sorted(shown) == sorted(sent), f"{len(shown)} of {HISTORY} readable"
@@ -220,6 +243,7 @@ def test_temporary_transfer_and_take_back_with_everyone_else_offline(
     _transfer(sup, "Yasmine Haddad", "Temporaire", to="Léa Dubois")
     lea_ctx, lea = _console(browser, server, "conseillere2.demo", problems)
     try:
+        _approve(sup, "Léa Dubois")
         texts = _read_all(lea, "Yasmine Haddad", sent)
         assert sorted(t for t in texts if t in set(sent)) == sorted(sent)
         during = "Bonjour Yasmine, je remplace Karim cette semaine."
@@ -235,6 +259,7 @@ def test_temporary_transfer_and_take_back_with_everyone_else_offline(
     # were the SDK's): everything, Léa's message included.
     karim_ctx, karim = _console(browser, server, "conseiller.demo", problems)
     try:
+        _approve(sup, "Karim Benali")
         texts = _read_all(karim, "Yasmine Haddad", [*sent, during])
         assert sorted(t for t in texts if t in set(sent)) == sorted(sent)
         assert during in texts
@@ -242,3 +267,119 @@ def test_temporary_transfer_and_take_back_with_everyone_else_offline(
     finally:
         karim_ctx.close()
     assert problems == []
+
+
+def _swap_structure_key(server: ServerProcess, fields: dict[str, Any]) -> dict[str, Any]:
+    """Set fields of the structure's key in the store itself; return what they were."""
+    from pymongo import MongoClient  # noqa: TID251 - the test plays the dishonest store
+
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        server.engine_url(), serverSelectionTimeoutMS=10_000
+    )
+    try:
+        for name in client.list_database_names():
+            if "structure_keys" in client[name].list_collection_names():
+                docs = list(client[name].structure_keys.find())
+                assert len(docs) == 1
+                client[name].structure_keys.update_one({"_id": docs[0]["_id"]}, {"$set": fields})
+                return {k: docs[0][k] for k in fields}
+    finally:
+        client.close()
+    raise AssertionError("no structure key in the store")
+
+
+def test_a_replaced_structure_key_is_refused_by_the_app_and_shown(world: World) -> None:
+    """The ghost reader in the browser: the store's structure key is swapped for one the
+    server holds. The young person's app refuses to seal the next epoch to it, says so
+    in the thread, and sends nothing."""
+    server, browser, sup, problems = world.server, world.browser, world.sup, world.problems
+    ctx = browser.new_context(viewport=PHONE, locale="fr-FR", timezone_id="Europe/Paris")
+    try:
+        app = ctx.new_page()
+        watch_page(app, "app", problems)
+        login_demo(app, server.url + "/app/", "jeune1.demo")
+        first = "Bonjour, c'est Inès."
+        app.get_by_label("Votre message").fill(first)
+        app.get_by_role("button", name="Envoyer").click()
+        expect(app.locator(".msg-mine", has_text=first).locator(".status-sent")).to_be_visible()
+        ghost = X25519PrivateKey.generate().public_key().public_bytes_raw()
+        real = _swap_structure_key(server, {"public_key": ghost, "key_id": structure_key_id(ghost)})
+        # A new epoch is due (a temporary transfer): the app must seal one, and refuses.
+        _transfer(sup, "Inès Moreau", "Temporaire", to="Léa Dubois")
+        expect(app.locator("#peer-name")).to_have_text("Léa Dubois")
+        after = "Message après le changement de clé"
+        app.get_by_label("Votre message").fill(after)
+        app.get_by_role("button", name="Envoyer").click()
+        alert = app.locator(".msg-security", has_text="clé de la structure")
+        expect(alert.first).to_be_visible(timeout=20_000)
+        expect(app.locator(".msg-mine", has_text=after).locator(".status-sent")).to_have_count(0)
+        save_screenshot(app, "structure-key-refused.png", "app-structure-key-refused.png")
+        _swap_structure_key(server, real)  # the honest store again, for the other tests
+    finally:
+        ctx.close()
+    # What the browser logged while refusing is expected here; nothing else is.
+    assert [p for p in problems if "structure" not in p and "epoch" not in p] == []
+
+
+def test_the_activation_box_carries_the_structure_key_to_the_first_phone(world: World) -> None:
+    """Karim's console creates a young person: the activation box names the structure key
+    his console sealed the first epoch to, and the phone pins it at activation."""
+    import re
+
+    server, browser, problems = world.server, world.browser, world.problems
+    console_ctx, console = _console(browser, server, "conseiller.demo", problems)
+    try:
+        console.get_by_role("button", name="Nouveau bénéficiaire").click()
+        dialog = console.get_by_role("dialog", name="Nouveau bénéficiaire")
+        dialog.get_by_label("Nom et prénom").fill("Nora Benali")
+        dialog.get_by_label("Identifiant").fill("nora.pin")
+        dialog.get_by_role("button", name="Créer").click()
+        code_el = console.locator("#activation-code")
+        expect(code_el).to_have_text(re.compile(r"^[A-Z2-9]{4}(-[A-Z2-9]{4}){3}$"))
+        code = (code_el.text_content() or "").strip()
+    finally:
+        console_ctx.close()
+    app_ctx = browser.new_context(viewport=PHONE, locale="fr-FR", timezone_id="Europe/Paris")
+    try:
+        app = app_ctx.new_page()
+        watch_page(app, "app-activation", problems)
+        app.goto(server.url + "/app/")
+        app.get_by_role("button", name="J'ai un code d'activation").click()
+        app.get_by_label("Code d'activation").fill(code)
+        app.locator("#act-password").fill("mon-mot-de-passe-2026")
+        app.get_by_label("Confirmer le mot de passe").fill("mon-mot-de-passe-2026")
+        app.get_by_role("button", name="Activer").click()
+        expect(app.locator("#recovery-key")).to_be_visible()
+        app.get_by_label("J'ai noté ma clé de récupération").check()
+        app.get_by_role("button", name="Continuer").click()
+        expect(app.locator("#peer-name")).to_have_text("Karim Benali")
+        pinned = _run(lambda: _structure_key_id(server.url))
+        found = app.evaluate(
+            """async () => {
+              const db = await new Promise((ok, ko) => {
+                const r = indexedDB.open("cejchat");
+                r.onsuccess = () => ok(r.result);
+                r.onerror = () => ko(r.error);
+              });
+              const all = await new Promise((ok) => {
+                const r = db.transaction("kv").objectStore("kv").getAll(
+                  IDBKeyRange.bound("structure-pin", "structure-pin\uffff"));
+                r.onsuccess = () => ok(r.result);
+              });
+              return all.map((v) => v.keyId);
+            }"""
+        )
+        assert found
+        assert set(found) == {pinned}
+    finally:
+        app_ctx.close()
+    assert problems == []
+
+
+async def _structure_key_id(url: str) -> str:
+    sup = await Client.login(url, "superviseur.demo", DEMO_PASSWORD)
+    try:
+        view = await sup.request("GET", "/api/structure-key")
+        return str(view["key"]["key_id"])
+    finally:
+        await sup.close()

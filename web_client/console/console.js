@@ -203,6 +203,7 @@ function startApp(login) {
   chat.on("items", (d) => {
     if (d.conversation === current) renderItemsPanel($("#items-panel"), chat.itemsOf(current));
   });
+  chat.on("structurekey", (d) => renderStructureKeyWaiting(d.waiting));
   chat.on("authfailed", expired);
   chat.start();
   if (me.role === "supervisor") loadSupervision();
@@ -496,7 +497,7 @@ function userName(conv, userId) {
 
 function noticeText(conv, notice) {
   const name = userName(conv, notice.userId);
-  if (notice.kind === "security" && notice.reason === "structure_key_unverified") return t("securityStructureKey");
+  if (notice.kind === "security" && notice.reason?.startsWith("structure_key_")) return t("securityStructureKey");
   if (notice.kind === "security") return t(notice.recovered ? "securityBadEnvelopeRecovered" : "securityBadEnvelope", { name });
   return t(notice.reason === "transfer" ? "keysSharedTransfer" : "keysSharedNewDevice", { name });
 }
@@ -603,6 +604,40 @@ function openSecurity() {
 // ---------------------------------------------------------------- supervision
 
 let structure = null;
+
+/** Staff devices waiting for the structure key, each with an approval button (supervisors). */
+function renderStructureKeyWaiting(waiting) {
+  const box = $("#structure-key-box");
+  box.hidden = !waiting.length;
+  setChildren(
+    $("#structure-key-waiting"),
+    ...waiting.map((d) => {
+      const name = chat.nameOf(d.user_id) || (structure?.counsellors || []).find((c) => c.id === d.user_id)?.display_name || t("unknownPerson");
+      const role = d.role === "supervisor" ? "responsable de structure" : "conseiller·ère";
+      const button = h(
+        "button",
+        {
+          type: "button",
+          class: "secondary",
+          onclick: async () => {
+            button.disabled = true;
+            try {
+              await chat.keys.structure.approve(d.device_id);
+              $("#structure-key-status").textContent = `Clé de la structure confiée à l'appareil de ${name}.`;
+              renderStructureKeyWaiting(chat.keys.structure.waiting);
+            } catch (err) {
+              button.disabled = false;
+              $("#structure-key-status").textContent = t("genericError", { message: err.message });
+            }
+          },
+        },
+        "Confier la clé",
+        h("span", { class: "visually-hidden" }, ` de la structure à ${name}`),
+      );
+      return h("li", {}, h("span", {}, `Nouvel appareil de ${name} (${role}) `), h("span", { class: "mono" }, d.device_id.slice(0, 8)), " ", button);
+    }),
+  );
+}
 
 async function loadSupervision(done = "") {
   $("#thread-empty").hidden = true;

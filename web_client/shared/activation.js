@@ -47,10 +47,16 @@ async function aesKey(raw) {
   return crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
 }
 
-/** The box `{v, nonce, box}` of `keys` (Map epoch -> 32 raw bytes). */
-export async function sealBox(boxKey, conversation, keys, { nonce } = {}) {
+/**
+ * The box `{v, nonce, box}` of `keys` (Map epoch -> 32 raw bytes), and the id of
+ * the structure key the console sealed the epoch to (`structureKey`), which the
+ * phone pins.
+ */
+export async function sealBox(boxKey, conversation, keys, { nonce, structureKey } = {}) {
   const entries = [...keys.entries()].sort((a, b) => a[0] - b[0]).map(([epoch, key]) => ({ epoch, key: C.b64encode(key) }));
-  const plaintext = C.utf8(JSON.stringify({ v: 1, keys: entries }));
+  const content = { v: 1, keys: entries };
+  if (structureKey) content.structure_key = structureKey;
+  const plaintext = C.utf8(JSON.stringify(content));
   const iv = nonce || C.randomBytes(12);
   const sealed = await crypto.subtle.encrypt({ name: "AES-GCM", iv, additionalData: C.lps(LABEL, conversation) }, await aesKey(boxKey), plaintext);
   return { v: 1, nonce: C.b64encode(iv), box: C.b64encode(new Uint8Array(sealed)) };
@@ -58,6 +64,11 @@ export async function sealBox(boxKey, conversation, keys, { nonce } = {}) {
 
 /** Map epoch -> raw key from a box; throws if the code (box key) or the box is wrong. */
 export async function openBox(boxKey, conversation, doc) {
+  return (await openBoxContents(boxKey, conversation, doc)).keys;
+}
+
+/** { keys: Map epoch -> raw key, structureKey: id or null } from a box. */
+export async function openBoxContents(boxKey, conversation, doc) {
   if (!doc || doc.v !== 1) throw new Error("unknown activation box version");
   const plain = await crypto.subtle.decrypt({ name: "AES-GCM", iv: C.b64decode(doc.nonce), additionalData: C.lps(LABEL, conversation) }, await aesKey(boxKey), C.b64decode(doc.box));
   const data = JSON.parse(C.utf8decode(new Uint8Array(plain)));
@@ -67,7 +78,7 @@ export async function openBox(boxKey, conversation, doc) {
     const key = C.b64decode(e.key);
     if (Number.isSafeInteger(e.epoch) && e.epoch > 0 && key.length === 32) out.set(e.epoch, key);
   }
-  return out;
+  return { keys: out, structureKey: typeof data.structure_key === "string" ? data.structure_key : null };
 }
 
 /**
@@ -76,8 +87,8 @@ export async function openBox(boxKey, conversation, doc) {
  */
 export async function leaveActivationBox(keys, api, conversation, boxKey) {
   let sealed = null;
-  keys.rawEpochHooks.set(conversation, async (epoch, raw) => {
-    sealed = await sealBox(boxKey, conversation, new Map([[epoch, raw]]));
+  keys.rawEpochHooks.set(conversation, async (epoch, raw, { structureKey } = {}) => {
+    sealed = await sealBox(boxKey, conversation, new Map([[epoch, raw]]), { structureKey });
   });
   try {
     await keys.rotate(conversation);
@@ -108,7 +119,16 @@ export async function resealActivationBox(keys, api, conversation, boxKey) {
       if (raw) raws.set(epoch, raw);
     }
     if (raws.size === 0) return false;
-    await api.putActivationBox(conversation, await sealBox(boxKey, conversation, raws));
+    // Name the structure key this console seals to, as leaveActivationBox does: the phone pins it.
+    let structureKey = null;
+    if (listing.structureKey) {
+      try {
+        structureKey = (await keys.structure.verifiedKey(listing.structureKey)).keyId;
+      } catch {
+        structureKey = null; // not verified here: not named (the phone pins nothing from the box)
+      }
+    }
+    await api.putActivationBox(conversation, await sealBox(boxKey, conversation, raws, { structureKey }));
     return true;
   } finally {
     for (const raw of raws.values()) raw.fill(0);
@@ -128,7 +148,9 @@ export async function takeActivationBox(keys, api, conversation, boxKey) {
     if (err.status === 404) return 0;
     throw err;
   }
-  const boxed = await openBox(boxKey, conversation, doc);
+  const { keys: boxed, structureKey } = await openBoxContents(boxKey, conversation, doc);
+  // The structure key the counsellor's console sealed to: pinned, so the first one is not blind trust.
+  if (structureKey) await keys.structure.pinFromBox(structureKey);
   const listing = await keys.conversationDevices(conversation);
   const answer = await api.envelopes(conversation);
   const commitments = await keys._commitments(conversation, answer, listing, {});

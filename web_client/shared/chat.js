@@ -113,6 +113,8 @@ export class ChatClient {
     keys.structure.onChange = () => {
       for (const conversation of this.threads.keys()) this.retryUndecrypted(conversation, { fresh: true });
     };
+    // Staff devices waiting for the structure key: the supervisor's decision (structurekey event).
+    keys.structure.onWaiting = (devices) => this.emit("structurekey", { waiting: devices });
     this.events = new EventTarget();
     this.summaries = new Map();
     this.threads = new Map();

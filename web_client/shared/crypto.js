@@ -873,8 +873,10 @@ function compareBytes(a, b) {
  * User ids are ordered by their UTF-8 bytes, which is code-point order (as
  * Python compares str), not JavaScript's UTF-16 order. Throws if the two
  * user ids are equal, a key is not 32 bytes or a member lists a key twice.
+ * `structurePublic`: the raw public half of the conversation's structure key,
+ * when it has one (appended to the hashed input; absent, the number is as before).
  */
-export async function safetyNumber(a, b) {
+export async function safetyNumber(a, b, structurePublic = null) {
   const blocks = [a, b].map((member) => {
     const userId = utf8(member.userId);
     const keys = member.sigPubs.map((k) => bytesOf(k, "sig_pub")).sort(compareBytes);
@@ -886,7 +888,14 @@ export async function safetyNumber(a, b) {
   });
   if (bytesEqual(blocks[0].userId, blocks[1].userId)) throw new Error("a safety number needs two different users");
   blocks.sort((x, y) => compareBytes(x.userId, y.userId));
-  const digest = await sha256(concat(lp(LABEL_SAFETY), blocks[0].bytes, blocks[1].bytes));
+  // With a structure key (docs/crypto-format.md, "Safety number"), its public half is bound too.
+  const tail = [];
+  if (structurePublic) {
+    const pub = bytesOf(structurePublic, "structure public key");
+    if (pub.length !== 32) throw new RangeError("structure public key must be 32 bytes");
+    tail.push(lp("cejchat/safety-structure/v1"), lp(pub));
+  }
+  const digest = await sha256(concat(lp(LABEL_SAFETY), blocks[0].bytes, blocks[1].bytes, ...tail));
   const groups = [];
   for (let i = 0; i < 6; i++) {
     let n = 0;

@@ -662,8 +662,9 @@ export class KeyManager {
         target = await this.structure.verifiedKey(listing.structureKey);
       } catch (err) {
         // A structure key that does not verify is never sealed to (docs/security.md).
-        this._securityEvent({ kind: "structure_key_unverified", conversation, epoch: next });
-        throw new KeyError("structure_key_unverified", err.message);
+        const kind = err.code === "structure_key_changed" ? "structure_key_changed" : "structure_key_unverified";
+        this._securityEvent({ kind, conversation, epoch: next });
+        throw new KeyError(kind, err.message);
       }
     }
     const raw = C.generateEpochKey();
@@ -702,7 +703,7 @@ export class KeyManager {
         throw err;
       }
       await this.storeEpochKey(conversation, next, raw.slice());
-      await this.rawEpochHooks.get(conversation)?.(next, raw);
+      await this.rawEpochHooks.get(conversation)?.(next, raw, { structureKey: target?.keyId ?? null });
       return next;
     } finally {
       raw.fill(0);
@@ -806,13 +807,16 @@ export class KeyManager {
   /**
    * The safety number of a conversation (30 digits): both members' registered
    * signing keys, as listed by the server and checked against their own
-   * registration signatures.
+   * registration signatures, and the structure key's public half when the
+   * structure has one.
    */
   async safetyNumber(conversation) {
     const listing = await this.conversationDevices(conversation);
     if (listing.members.length !== 2) throw new KeyError("bad_safety", "a safety number needs two members");
     const verified = new Set(listing.devices.map((d) => b64encode(d.sigPub)));
     const [a, b] = listing.members.map((m) => ({ userId: m.userId, sigPubs: m.sigPubs.filter((k) => verified.has(b64encode(k))) }));
-    return C.safetyNumber(a, b);
+    // The structure key as listed (not only a verified one): two members shown different keys get different numbers.
+    const structure = listing.structureKey ? b64decode(listing.structureKey.public_key) : null;
+    return C.safetyNumber(a, b, structure);
   }
 }

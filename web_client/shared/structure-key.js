@@ -5,8 +5,9 @@
  * counsellor who takes over a conversation reads its whole history at once,
  * with the previous counsellor and the young person offline. A supervisor's
  * console makes it when the structure has none, and hands it (a grant sealed
- * to the device) to each staff device that waits for it; a staff device opens
- * its grant and then the conversation's structure envelopes.
+ * to the device) to a staff device that waits for it when the supervisor
+ * approves that device (a click: never on the server's word alone); a staff
+ * device opens its grant and then the conversation's structure envelopes.
  *
  * Trust: the key is sealed to only if its id is the hash of its public half
  * and it is signed by the registered device that made it (resolved through
@@ -14,12 +15,15 @@
  * of the caller's own structure when the caller is staff. A key that does not
  * verify is never sealed to: creating an epoch fails
  * (`structure_key_unverified`) and the thread shows a security event.
+ * The first key that verifies is pinned per structure (IndexedDB `kv`); a
+ * different one later is refused the same way (`structure_key_changed`).
  * The private half is kept in memory only (the grant is opened again on the
  * next start); it is an extractable CryptoKey, to be handed on.
  */
 
 import * as C from "./crypto.js";
 import * as S from "./structure-crypto.js";
+import { idbGet, idbPut } from "./idb.js";
 
 export class StructureKeyring {
   /** `keys`: the KeyManager (device keys, resolveDevice, the API). */
@@ -28,6 +32,9 @@ export class StructureKeyring {
     this.pair = null; // { keyId, privateKey, privateRaw, publicRaw }
     this.syncing = null;
     this.onChange = null; // () => void: a grant was opened (threads can be read again)
+    this.onWaiting = null; // (devices) => void: staff devices waiting for the supervisor's approval
+    this.waiting = [];
+    this.view = null;
   }
 
   get api() {
@@ -57,7 +64,23 @@ export class StructureKeyring {
       throw fail();
     }
     if (!(await S.verifyStructureKey(creator.sigPub, key.structure, publicRaw, key.creator_device, sig))) throw fail();
+    // Pinned on first use: the structure's key seen first is the only one sealed to.
+    const pinId = `structure-pin|${this.keys.userId}|${key.structure}`;
+    const pinned = (await idbGet("kv", pinId)) || (await idbGet("kv", `structure-pin-box|${this.keys.userId}`));
+    if (!pinned) await idbPut("kv", pinId, { keyId: key.key_id, publicKey: key.public_key, at: Date.now() / 1000 });
+    else if (pinned.keyId !== key.key_id) {
+      throw Object.assign(new Error(`the structure key changed from ${pinned.keyId} to ${key.key_id}`), { code: "structure_key_changed" });
+    }
     return { recipient: S.structureRecipient(key.key_id), keyId: key.key_id, publicRaw };
+  }
+
+  /**
+   * A young person's first phone: pin the structure key id the counsellor's
+   * console put in the activation box (the key is then checked against it at
+   * first use, instead of trusted blindly).
+   */
+  async pinFromBox(keyId) {
+    if (typeof keyId === "string" && keyId) await idbPut("kv", `structure-pin-box|${this.keys.userId}`, { keyId, at: Date.now() / 1000 });
   }
 
   /** Open this device's grant of `view` (GET /api/structure-key) if not done yet; true if new. */
@@ -79,9 +102,10 @@ export class StructureKeyring {
 
   /**
    * Fetch the structure key; open this device's grant; on a supervisor's
-   * console, make the key when there is none and hand it to waiting staff
-   * devices (the supervisor's console doing it is the approval). Returns
-   * { opened, handed } (counts). Only for staff.
+   * console, make the key when there is none, and list the staff devices
+   * waiting for it (`waiting`, `onWaiting`): the supervisor approves each one
+   * (approve()), nothing is handed on without that click. Returns
+   * { opened, waiting } (counts). Only for staff.
    */
   sync(user) {
     if (this.syncing) return this.syncing;
@@ -99,8 +123,20 @@ export class StructureKeyring {
       view = await this.api.structureKey();
     }
     const opened = (await this.openGrant(view)) ? 1 : 0;
-    let handed = 0;
-    if (user.role === "supervisor" && this.pair && (view.waiting || []).length) handed = await this.handOut(view);
+    this.view = view;
+    this.waiting = [];
+    if (user.role === "supervisor" && this.pair) {
+      for (const d of view.waiting || []) {
+        const dev = await this.keys.resolveDevice(null, d.device_id);
+        // Only a device whose self-signed registration verifies is ever offered.
+        if (dev && dev.userId === d.user_id && d.device_id !== this.keys.deviceId) this.waiting.push({ ...d, dhPub: dev.dhPub });
+      }
+    }
+    try {
+      this.onWaiting?.(this.waiting);
+    } catch (err) {
+      console.warn("structure key waiting handler failed", err);
+    }
     if (opened) {
       try {
         this.onChange?.();
@@ -108,7 +144,25 @@ export class StructureKeyring {
         console.warn("structure key change handler failed", err);
       }
     }
-    return { opened, handed };
+    return { opened, waiting: this.waiting.length };
+  }
+
+  /** The supervisor approved `deviceId` (listed in `waiting`): hand it the key. Returns whether it was added. */
+  async approve(deviceId) {
+    const d = (this.waiting || []).find((w) => w.device_id === deviceId);
+    if (!d || !this.pair) throw Object.assign(new Error("this device does not wait for the structure key"), { code: "not_waiting" });
+    const grant = await S.wrapGrant({
+      privateRaw: this.pair.privateRaw,
+      publicRaw: this.pair.publicRaw,
+      structure: this.view.structure,
+      senderKeys: this.keys.device,
+      senderDevice: this.keys.deviceId,
+      recipientDevice: d.device_id,
+      recipientDhPub: d.dhPub,
+    });
+    const answer = await this.api.addStructureGrants([grant]);
+    this.waiting = this.waiting.filter((w) => w.device_id !== deviceId);
+    return (answer.added || 0) > 0;
   }
 
   /** Make the structure key, signed by this device, with a grant to itself. */
@@ -126,29 +180,6 @@ export class StructureKeyring {
     } finally {
       privateRaw.fill(0);
     }
-  }
-
-  /** Hand the key to the staff devices `view.waiting` lists with a registration that verifies. */
-  async handOut(view) {
-    const grants = [];
-    for (const d of view.waiting || []) {
-      const dev = await this.keys.resolveDevice(null, d.device_id);
-      if (!dev || dev.userId !== d.user_id) continue;
-      grants.push(
-        await S.wrapGrant({
-          privateRaw: this.pair.privateRaw,
-          publicRaw: this.pair.publicRaw,
-          structure: view.structure,
-          senderKeys: this.keys.device,
-          senderDevice: this.keys.deviceId,
-          recipientDevice: d.device_id,
-          recipientDhPub: dev.dhPub,
-        }),
-      );
-    }
-    if (!grants.length) return 0;
-    const answer = await this.api.addStructureGrants(grants);
-    return answer.added || 0;
   }
 
   /** The private half as HPKE recipient keys, if this device holds the key `keyId`. */

@@ -296,10 +296,12 @@ async function runActivationVector(doc) {
       const made = await act.derive(cs.code);
       t.ok(made.proofText === cs.proof, `proof ${cs.conversation}`);
       t.ok(c.b64encode(made.boxKey) === cs.box_key, `box key ${cs.conversation}`);
-      const opened = await act.openBox(made.boxKey, cs.conversation, cs.box);
+      const contents = await act.openBoxContents(made.boxKey, cs.conversation, cs.box);
+      const opened = contents.keys;
+      if (cs.structure_key) t.ok(contents.structureKey === cs.structure_key, `structure key id in the box ${cs.conversation}`);
       t.ok(cs.keys.every((k) => opened.has(k.epoch) && c.b64encode(opened.get(k.epoch)) === k.key) && opened.size === cs.keys.length, `box opens ${cs.conversation}`);
       const keys = new Map(cs.keys.map((k) => [k.epoch, c.b64decode(k.key)]));
-      const again = await act.sealBox(made.boxKey, cs.conversation, keys, { nonce: c.b64decode(cs.nonce) });
+      const again = await act.sealBox(made.boxKey, cs.conversation, keys, { nonce: c.b64decode(cs.nonce), structureKey: cs.structure_key });
       t.ok(again.box === cs.box.box && again.nonce === cs.box.nonce, `box sealed again ${cs.conversation}`);
     }
     await t.throws(async () => act.openBox(c.randomBytes(32), doc.cases[0].conversation, doc.cases[0].box), "another key does not open a box");
@@ -343,6 +345,9 @@ async function runStructureVector(doc) {
     t.ok(JSON.stringify(env) === JSON.stringify(doc.envelope), "structure envelope made again");
     const key = await c.openEnvelope(doc.envelope, { dhPrivate: opened.privateKey, dhPublic: pub }, writer.sigPublic);
     t.ok(c.b64encode(key) === doc.epoch_key, "structure envelope opens");
+    const member = (m) => ({ userId: m.user_id, sigPubs: m.sig_pubs.map((k) => c.b64decode(k)) });
+    t.ok((await c.safetyNumber(member(doc.safety.a), member(doc.safety.b), pub)) === doc.safety.number, "safety number with the structure key");
+    t.ok((await c.safetyNumber(member(doc.safety.b), member(doc.safety.a))) === doc.safety.number_without_structure, "safety number without it");
     // Made here, opened by Python.
     const fresh = await c.generateDeviceKeys({ extractable: true });
     const { dhPriv, sigPriv } = await c.exportDevicePrivate(fresh);
