@@ -99,6 +99,40 @@ async def test_rate_limit_then_close_1008_on_sustained_abuse(settings: Settings)
         await c.close()
 
 
+async def test_occasional_bursts_over_a_long_life_are_forgiven(settings: Settings) -> None:
+    # A console sending a broadcast now and then goes past the rate a few frames at a
+    # time; over a day that adds up to more refusals than RATE_BURST, which must not
+    # close it: each well-formed frame within the rate forgives one refusal.
+    async with serve(replace(settings, rate_per_second=5.0, rate_burst=5)) as server:
+        w = await fast_world(server.services)
+        c = await WsClient.connect(server, w.c1.token)
+        loop = asyncio.get_running_loop()
+        refused = 0
+        for burst in range(3):
+            for i in range(8):
+                await c.send({"type": "ping", "id": f"b{burst}-{i}"})
+            replies = [await c.read() for _ in range(8)]
+            refused += len(of_type(replies, "error"))
+            # The client slows down: pings one at a time until three are answered,
+            # then it pauses long enough for the bucket to fill up again.
+            deadline = loop.time() + 5
+            answered = 0
+            while answered < 3:
+                await asyncio.sleep(0.25)
+                await c.send({"type": "ping", "id": f"s{burst}-{answered}"})
+                f = await c.read()
+                if f["type"] == "pong":
+                    answered += 1
+                else:
+                    refused += 1
+                assert loop.time() < deadline
+            await asyncio.sleep(1.2)
+        assert refused > 5  # more refusals in its life than RATE_BURST...
+        await c.send({"type": "ping", "id": "still"})
+        assert (await c.read())["type"] == "pong"  # ...and still open
+        await c.close()
+
+
 async def test_repeated_bad_frames_close_1008(settings: Settings) -> None:
     async with serve(replace(settings, rate_burst=5, rate_per_second=1000)) as server:
         w = await fast_world(server.services)
