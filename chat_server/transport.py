@@ -514,6 +514,9 @@ async def _read_loop(conn: Connection) -> None:
         frame: Any = None
         try:
             frame = p.parse_client_frame(data)
+            # A well-formed frame within the rate forgives one earlier refusal: only a
+            # sustained excess closes, never a day of occasional bursts.
+            strikes = max(0, strikes - 1)
             metrics.frame_in(frame)
             await _handle(conn, frame)
         except p.ProtocolError as exc:

@@ -12,9 +12,11 @@ from typing import Any
 
 import websockets
 
+from chat_server.sdk import Client
 from chat_server.settings import Settings
 from tests.conftest import serve
 from tests.helpers import (
+    PASSWORD,
     ServerInfo,
     WsClient,
     api,
@@ -94,6 +96,40 @@ async def test_rate_limit_then_close_1008_on_sustained_abuse(settings: Settings)
             except websockets.ConnectionClosed:
                 break
         assert await close_code(c.ws) == 1008
+        await c.close()
+
+
+async def test_occasional_bursts_over_a_long_life_are_forgiven(settings: Settings) -> None:
+    # A console sending a broadcast now and then goes past the rate a few frames at a
+    # time; over a day that adds up to more refusals than RATE_BURST, which must not
+    # close it: each well-formed frame within the rate forgives one refusal.
+    async with serve(replace(settings, rate_per_second=5.0, rate_burst=5)) as server:
+        w = await fast_world(server.services)
+        c = await WsClient.connect(server, w.c1.token)
+        loop = asyncio.get_running_loop()
+        refused = 0
+        for burst in range(3):
+            for i in range(8):
+                await c.send({"type": "ping", "id": f"b{burst}-{i}"})
+            replies = [await c.read() for _ in range(8)]
+            refused += len(of_type(replies, "error"))
+            # The client slows down: pings one at a time until three are answered,
+            # then it pauses long enough for the bucket to fill up again.
+            deadline = loop.time() + 5
+            answered = 0
+            while answered < 3:
+                await asyncio.sleep(0.25)
+                await c.send({"type": "ping", "id": f"s{burst}-{answered}"})
+                f = await c.read()
+                if f["type"] == "pong":
+                    answered += 1
+                else:
+                    refused += 1
+                assert loop.time() < deadline
+            await asyncio.sleep(1.2)
+        assert refused > 5  # more refusals in its life than RATE_BURST...
+        await c.send({"type": "ping", "id": "still"})
+        assert (await c.read())["type"] == "pong"  # ...and still open
         await c.close()
 
 
@@ -275,3 +311,23 @@ async def test_send_with_base64_fields(server: ServerInfo) -> None:
     assert got["message"]["sig"] == b64(b"s")
     await b.close()
     await c.close()
+
+
+async def test_sdk_send_waits_out_the_rate_limit(settings: Settings) -> None:
+    """The SDK's ``send`` gets ``rate_limited`` with its frame's id and retries it after a
+    short wait (same client id): thirteen frames over a burst of ten at 5 frames per second
+    are all stored once. (Each refusal is a strike: more than ``rate_burst`` of them in a
+    connection's life close it, so the burst stays above the refusals this test causes.)"""
+    async with serve(replace(settings, rate_per_second=5.0, rate_burst=10)) as server:
+        w = await fast_world(server.services)
+        await server.services.accounts.set_password(w.b1.user.id, PASSWORD)
+        b = await Client.login(server.http, "b1", PASSWORD)
+        try:
+            b.transcript = []
+            await b.connect()
+            acks = [await b.send_text(w.conv["b1"], f"m{i}") for i in range(13)]
+        finally:
+            await b.close()
+        seqs = [a["seq"] for a in acks]
+        assert seqs == list(range(seqs[0], seqs[0] + 13))  # each stored once, in order
+        assert any('"rate_limited"' in f for f in b.transcript), "the limit was never reached"

@@ -127,6 +127,9 @@ class Received:
 
 #: Waits (seconds) before resending a message the store did not confirm in time.
 _STORE_RETRY_WAITS = (0.2, 0.5, 1.0, 2.0)
+#: Refusals ``send`` retries after those waits with the same ``client_id``: the store did not
+#: answer in time, the signature checks are behind, or the connection is over its frame rate.
+_RETRIED = frozenset({"store_unavailable", "store_outcome_unknown", "overloaded", "rate_limited"})
 
 
 @dataclass
@@ -670,9 +673,10 @@ class Client:
         """Encrypt, sign and send; return the ack. Creates a new epoch when required.
 
         A store that did not answer in time (``store_unavailable``,
-        ``store_outcome_unknown``) or a server too busy checking signatures
-        (``overloaded``) is retried a few times with the same ``client_id``
-        after a short, growing wait: the server stores the message once.
+        ``store_outcome_unknown``), a server too busy checking signatures
+        (``overloaded``) or a connection over its frame rate (``rate_limited``) is
+        retried a few times with the same ``client_id`` after a short, growing wait:
+        the server stores the message once.
         """
         client_id = client_id or secrets.token_hex(8)
         last: dict[str, Any] = {}
@@ -710,9 +714,7 @@ class Client:
                 )
                 return last
             code = last.get("code")
-            if code in ("store_unavailable", "store_outcome_unknown", "overloaded") and waits < len(
-                _STORE_RETRY_WAITS
-            ):
+            if code in _RETRIED and waits < len(_STORE_RETRY_WAITS):
                 await asyncio.sleep(_STORE_RETRY_WAITS[waits])
                 waits += 1
                 continue

@@ -240,6 +240,8 @@ def test_a_failed_copy_is_shown_and_retried(
             expect(failed).to_contain_text("lecture seule")
             expect(send.locator("li[data-state='delivered']")).to_contain_text("Inès Moreau")
             expect(send).to_contain_text("1 envoi en échec.")
+            bad = axe_serious(console)  # the hand-picked set, a failed copy and its retry
+            assert not bad, bad
             failed.scroll_into_view_if_needed()
             save_screenshot(console, "broadcast-failed.png")
             console.unroute("**/api/broadcasts")
