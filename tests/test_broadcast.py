@@ -228,8 +228,9 @@ async def test_bad_broadcast_input_stores_nothing(
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
     assert await _broadcasts(env, w.c1.token) == before
-    r = await api(env.server, "GET", "/api/broadcasts?limit=0", w.c1.token)
-    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_field")
+    for limit in ("0", "%C2%B2", "101"):  # %C2%B2: a superscript two, a digit int() refuses
+        r = await api(env.server, "GET", f"/api/broadcasts?limit={limit}", w.c1.token)
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_field"), limit
 
 
 async def test_record_links_copies_and_reports_read(env: Env) -> None:

@@ -92,7 +92,7 @@ async def broadcasts(request: Request) -> Response:
     """GET /api/broadcasts?limit=: the caller's newest broadcasts, each copy's state."""
     user, _ = await current(request)
     text = request.query_params.get("limit", str(DEFAULT_PAGE))
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:
         raise BadRequest("invalid_field", f"'limit' must be 1 to {MAX_PAGE}", 422)
     found = await services(request).broadcasts.broadcasts(user, int(text))
     return ok({"broadcasts": found})

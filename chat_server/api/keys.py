@@ -27,7 +27,7 @@ Envelopes = Annotated[list[dict[str, Any]], Meta(max_length=500)]
 
 
 #: A device's name as its owner sees it in their device list (no control characters).
-DeviceName = Annotated[str, Meta(max_length=60, pattern=r"^[^\x00-\x1f\x7f]*\Z")]
+DeviceName = Annotated[str, Meta(max_length=60, pattern=r"^[^\x00-\x1f\x7f-\x9f]*\Z")]
 
 
 class DeviceBody(Struct, forbid_unknown_fields=True):

@@ -28,6 +28,10 @@ class GrantsBody(Struct, forbid_unknown_fields=True):
     grants: Annotated[list[dict[str, Any]], Meta(max_length=MAX_GRANTS)]
 
 
+#: Body room per grant in ``POST /api/structure-key/grants`` (a grant is ~380 bytes).
+GRANT_BYTES = 1024
+
+
 def _service(request: Request) -> StructureKeyService:
     svc = services(request).keys.structure
     assert svc is not None  # noqa: S101 - always wired by build_services
@@ -56,7 +60,8 @@ async def create_key(request: Request) -> Response:
 async def add_grants(request: Request) -> Response:
     """POST /api/structure-key/grants: hand the key to staff devices."""
     user, session = await current(request)
-    body = await json_body(request, GrantsBody)
+    # A grant is about 380 bytes of JSON: room for MAX_GRANTS of them.
+    body = await json_body(request, GrantsBody, limit=MAX_GRANTS * GRANT_BYTES)
     added = await _service(request).add_grants(user, session.device_id, body.grants)
     return ok({"added": added})
 

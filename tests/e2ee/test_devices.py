@@ -74,7 +74,12 @@ async def test_listing_has_names_dates_and_the_current_device(e2ee_server: Serve
 
 @pytest.mark.parametrize(
     ("name", "code"),
-    [("x" * 61, "invalid_field"), ("onglet\u0007", "invalid_field"), (7, "invalid_field")],
+    [
+        ("x" * 61, "invalid_field"),
+        ("onglet\u0007", "invalid_field"),
+        ("ligne\u0085suivante", "invalid_field"),  # C1 control characters too
+        (7, "invalid_field"),
+    ],
 )
 async def test_bad_device_name_is_refused(e2ee_server: ServerInfo, name: Any, code: str) -> None:
     await seed_world(e2ee_server)

@@ -189,6 +189,10 @@ async def test_structure_key_api_refusals(e2ee_server: ServerInfo) -> None:
         with pytest.raises(ClientError) as err:
             await sup.request("POST", "/api/structure-key/grants", {"grants": [to_b]})
         assert (err.value.status, err.value.code) == (422, "grant_recipient_not_staff")
+        # 300 grants (over 64 KiB of JSON) are read and checked, not refused by size.
+        with pytest.raises(ClientError) as err:
+            await sup.request("POST", "/api/structure-key/grants", {"grants": [to_b] * 300})
+        assert (err.value.status, err.value.code) == (422, "grant_recipient_not_staff")
         with pytest.raises(ClientError) as err:
             await c1.request("POST", "/api/structure-key/grants", {"grants": []})
         assert (err.value.status, err.value.code) == (403, "forbidden")
