@@ -313,6 +313,10 @@ def test_a_replaced_structure_key_is_refused_by_the_app_and_shown(world: World) 
         alert = app.locator(".msg-security", has_text="clé de la structure")
         expect(alert.first).to_be_visible(timeout=20_000)
         expect(app.locator(".msg-mine", has_text=after).locator(".status-sent")).to_have_count(0)
+        later = app.get_by_role("button", name="Plus tard")
+        if later.is_visible():
+            later.click()  # the notifications invitation, so the screenshot shows the thread
+        alert.first.evaluate("el => el.scrollIntoView({block: 'center'})")
         save_screenshot(app, "structure-key-refused.png", "app-structure-key-refused.png")
         _swap_structure_key(server, real)  # the honest store again, for the other tests
     finally:
