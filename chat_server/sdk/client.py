@@ -410,7 +410,18 @@ class Client:
                     return epoch, key
                 raise ClientError("no_epoch_key", "this device has no key for the current epoch")
             new_epoch = epoch + 1
+            structure_key = info.get("structure_key")
+            own = str(self.user.get("structure_id"))
+            if not structure_key and own in self.state.structure_pins:
+                # A structure key was pinned: a listing without one is a downgrade to the
+                # escrow supervisors' devices, which the server alone decides.
+                raise ClientError(
+                    "structure_key_missing",
+                    "the server lists no structure key after one was pinned: not sealed",
+                )
             key = generate_epoch_key()
+            # With a structure key, escrow supervisors get nothing (the key replaces them).
+            groups = info["members"] if structure_key else (*info["members"], *info["escrow"])
             envelopes = [
                 wrap_epoch_key(
                     key,
@@ -421,12 +432,12 @@ class Client:
                     conversation=conversation,
                     epoch=new_epoch,
                 ).to_json()
-                for group in (*info["members"], *info["escrow"])
+                for group in groups
                 for d in group["devices"]
             ]
-            if info.get("structure_key"):
+            if structure_key:
                 # One more envelope, for the structure key, once it verifies (else refused).
-                rid, pub = await self.structure.verified_public(info["structure_key"])
+                rid, pub = await self.structure.verified_public(structure_key)
                 envelopes.append(
                     wrap_epoch_key(
                         key,

@@ -44,18 +44,30 @@ class StructureKeyring:
 
     async def verified_public(self, key: Mapping[str, Any]) -> tuple[str, bytes]:
         """``(recipient id, public key)`` of a structure key JSON whose signature verifies
-        under its creator's registered device, and which is the key this client pinned
-        for the structure (the first one it saw); ``ClientError`` otherwise
-        (``structure_key_unverified``, ``structure_key_changed``): never wrapped for."""
+        under its creator's registered device (a device of ``creator_user``), which names
+        this user's own structure, and which is the key this client pinned for it (the
+        first one it saw); ``ClientError`` otherwise (``structure_key_unverified``,
+        ``structure_key_changed``): never wrapped for."""
         from chat_server.sdk.client import ClientError
 
         pub = b64decode(key["public_key"])
-        _, creator_sig = await self._client._device_sig_pub(key["creator_device"])
-        if structure_key_id(pub) != key["key_id"] or not verify_structure_key(
-            creator_sig, key["structure"], pub, key["creator_device"], b64decode(key["sig"])
+        owner, creator_sig = await self._client._device_sig_pub(key["creator_device"])
+        if (
+            structure_key_id(pub) != key["key_id"]
+            or owner != key.get("creator_user")
+            or not verify_structure_key(
+                creator_sig, key["structure"], pub, key["creator_device"], b64decode(key["sig"])
+            )
         ):
             raise ClientError(
                 "structure_key_unverified", "the structure key is not signed by its creator"
+            )
+        own = self._client.user.get("structure_id")
+        if own is not None and str(key["structure"]) != str(own):
+            # A key naming another structure is no way around this user's pin.
+            raise ClientError(
+                "structure_key_changed",
+                f"the structure key names structure {key['structure']!r}, not this user's",
             )
         pins = self._client.state.structure_pins
         pinned = pins.setdefault(str(key["structure"]), str(key["key_id"]))

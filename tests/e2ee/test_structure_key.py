@@ -409,3 +409,67 @@ async def test_the_activation_box_pins_the_structure_key(e2ee_server: ServerInfo
     finally:
         for client in (sup, c, ghost):
             await client.close()
+
+
+async def test_a_key_naming_another_structure_is_no_way_around_the_pin(
+    e2ee_server: ServerInfo,
+) -> None:
+    """The pin is per structure: a key the server says is another structure's, signed by
+    a device it registered, must not be a fresh first use."""
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    b = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    ghost = await Client.login(e2ee_server.http, "sup", PASSWORD)  # a device the server adds
+    try:
+        await sup.structure.create()
+        await b.ensure_epoch(conv)
+        pub = X25519PrivateKey.generate().public_key().public_bytes_raw()
+        forged = {
+            "structure": str(sup.user["structure_id"]) + "x",
+            "key_id": structure_key_id(pub),
+            "public_key": b64encode(pub),
+            "creator_device": ghost.device_id,
+            "creator_user": ghost.user_id,
+            "sig": b64encode(
+                sign_structure_key(
+                    ghost.keys, str(sup.user["structure_id"]) + "x", pub, ghost.device_id
+                )
+            ),
+        }
+        with pytest.raises(ClientError) as err:
+            await b.structure.verified_public(forged)
+        assert err.value.code == "structure_key_changed"
+        assert len(b.state.structure_pins) == 1
+    finally:
+        for c in (sup, b, ghost):
+            await c.close()
+
+
+async def test_a_listing_without_the_pinned_structure_key_is_refused(
+    e2ee_server: ServerInfo,
+) -> None:
+    """The downgrade: after a client pinned the structure key, the server lists none (so
+    the supervisors' devices are listed as escrow again). The client seals nothing."""
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    b = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    try:
+        await sup.structure.create()
+        epoch, _ = await b.ensure_epoch(conv)
+        store = e2ee_server.services.database.structure_keys()
+        await store.delete_structure(str(sup.user["structure_id"]))
+        await e2ee_server.services.key_store.require_rotation(conv)
+        listing = await b.devices(conv)
+        assert listing["structure_key"] is None
+        assert listing["escrow"]
+        with pytest.raises(ClientError) as err:
+            await b.ensure_epoch(conv)
+        assert err.value.code == "structure_key_missing"
+        found = await e2ee_server.services.messages.get_conversation(conv)
+        assert found is not None
+        assert found.epoch == epoch
+    finally:
+        await sup.close()
+        await b.close()

@@ -319,6 +319,7 @@ def test_a_replaced_structure_key_is_refused_by_the_app_and_shown(world: World) 
         alert.first.evaluate("el => el.scrollIntoView({block: 'center'})")
         save_screenshot(app, "structure-key-refused.png", "app-structure-key-refused.png")
         _swap_structure_key(server, real)  # the honest store again, for the other tests
+        _downgrade_is_refused(app, server, sup)
     finally:
         ctx.close()
     # What the browser logged while refusing is expected here; nothing else is.
@@ -387,3 +388,64 @@ async def _structure_key_id(url: str) -> str:
         return str(view["key"]["key_id"])
     finally:
         await sup.close()
+
+
+def _take_structure_key(server: ServerProcess) -> dict[str, Any]:
+    """The dishonest store lists no structure key: remove it, return it (to put back)."""
+    from pymongo import MongoClient  # noqa: TID251 - the test plays the dishonest store
+
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        server.engine_url(), serverSelectionTimeoutMS=10_000
+    )
+    try:
+        for name in client.list_database_names():
+            if "structure_keys" in client[name].list_collection_names():
+                doc = client[name].structure_keys.find_one()
+                assert doc is not None
+                client[name].structure_keys.delete_many({})
+                return {"db": name, "doc": doc}
+    finally:
+        client.close()
+    raise AssertionError("no structure key in the store")
+
+
+def _put_back_structure_key(server: ServerProcess, taken: dict[str, Any]) -> None:
+    from pymongo import MongoClient  # noqa: TID251 - the test plays the dishonest store
+
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        server.engine_url(), serverSelectionTimeoutMS=10_000
+    )
+    try:
+        keys = client[taken["db"]].structure_keys
+        keys.delete_many({})
+        keys.insert_one(taken["doc"])
+    finally:
+        client.close()
+
+
+def _downgrade_is_refused(app: Page, server: ServerProcess, sup: Page) -> None:
+    """The downgrade in the browser: once the app pinned the structure key, the server
+    lists none (the supervisors' devices come back as escrow). The app seals nothing,
+    says so in the thread, and the message is not sent."""
+    # A new epoch sealed to the honest key by this app: it pins the key.
+    _transfer(sup, "Inès Moreau", "Reprise par le conseiller habituel")
+    expect(app.locator("#peer-name")).to_have_text("Karim Benali")
+    before = "Avant la disparition de la clé"
+    app.get_by_label("Votre message").fill(before)
+    app.get_by_role("button", name="Envoyer").click()
+    expect(app.locator(".msg-mine", has_text=before).locator(".status-sent")).to_be_visible(
+        timeout=20_000
+    )
+    alerts = app.locator(".msg-security", has_text="clé de la structure")
+    seen = alerts.count()
+    taken = _take_structure_key(server)
+    try:
+        _transfer(sup, "Inès Moreau", "Temporaire", to="Léa Dubois")
+        expect(app.locator("#peer-name")).to_have_text("Léa Dubois")
+        after = "Après la disparition de la clé"
+        app.get_by_label("Votre message").fill(after)
+        app.get_by_role("button", name="Envoyer").click()
+        expect(alerts).to_have_count(seen + 1, timeout=20_000)
+        expect(app.locator(".msg-mine", has_text=after).locator(".status-sent")).to_have_count(0)
+    finally:
+        _put_back_structure_key(server, taken)

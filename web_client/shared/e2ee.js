@@ -657,6 +657,12 @@ export class KeyManager {
     }
     const next = listing.epoch + 1;
     let target = null;
+    if (!listing.structureKey && (await this.structure.pinned())) {
+      // A structure key was pinned: a listing without one is a downgrade to the
+      // escrow supervisors' devices, which the server alone decides (docs/security.md).
+      this._securityEvent({ kind: "structure_key_missing", conversation, epoch: next });
+      throw new KeyError("structure_key_missing", "the server lists no structure key after one was pinned");
+    }
     if (listing.structureKey) {
       try {
         target = await this.structure.verifiedKey(listing.structureKey);
@@ -675,7 +681,8 @@ export class KeyManager {
           await C.wrapEpochKey({ epochKey: raw, conversation, epoch: next, recipientDevice: target.recipient, recipientDhPub: target.publicRaw, senderDevice: this.deviceId, senderKeys: this.device }),
         );
       }
-      for (const d of listing.devices) {
+      // With a structure key, escrow supervisors get nothing (the key replaces them).
+      for (const d of listing.devices.filter((dev) => !target || dev.group !== "escrow")) {
         envelopes.push(
           await C.wrapEpochKey({
             epochKey: raw,

@@ -15,8 +15,10 @@
  * of the caller's own structure when the caller is staff. A key that does not
  * verify is never sealed to: creating an epoch fails
  * (`structure_key_unverified`) and the thread shows a security event.
- * The first key that verifies is pinned per structure (IndexedDB `kv`); a
- * different one later is refused the same way (`structure_key_changed`).
+ * The first key that verifies is pinned, one pin per user (IndexedDB `kv`):
+ * a different key later, or a key that names another structure, is refused
+ * the same way (`structure_key_changed`); once a pin exists, a listing with
+ * no structure key is refused too (`structure_key_missing`, see e2ee.js).
  * The private half is kept in memory only (the grant is opened again on the
  * next start); it is an extractable CryptoKey, to be handed on.
  */
@@ -64,14 +66,21 @@ export class StructureKeyring {
       throw fail();
     }
     if (!(await S.verifyStructureKey(creator.sigPub, key.structure, publicRaw, key.creator_device, sig))) throw fail();
-    // Pinned on first use: the structure's key seen first is the only one sealed to.
-    const pinId = `structure-pin|${this.keys.userId}|${key.structure}`;
+    // Pinned on first use, one pin per user whatever structure the key names: the
+    // key seen first is the only one sealed to (a key naming another structure is
+    // not a way around the pin).
+    const pinId = `structure-pin|${this.keys.userId}`;
     const pinned = (await idbGet("kv", pinId)) || (await idbGet("kv", `structure-pin-box|${this.keys.userId}`));
-    if (!pinned) await idbPut("kv", pinId, { keyId: key.key_id, publicKey: key.public_key, at: Date.now() / 1000 });
-    else if (pinned.keyId !== key.key_id) {
+    if (!pinned) await idbPut("kv", pinId, { keyId: key.key_id, structure: key.structure, publicKey: key.public_key, at: Date.now() / 1000 });
+    else if (pinned.keyId !== key.key_id || (pinned.structure && pinned.structure !== key.structure)) {
       throw Object.assign(new Error(`the structure key changed from ${pinned.keyId} to ${key.key_id}`), { code: "structure_key_changed" });
     }
     return { recipient: S.structureRecipient(key.key_id), keyId: key.key_id, publicRaw };
+  }
+
+  /** True once this user has pinned a structure key (or its id, from the activation box). */
+  async pinned() {
+    return !!((await idbGet("kv", `structure-pin|${this.keys.userId}`)) || (await idbGet("kv", `structure-pin-box|${this.keys.userId}`)));
   }
 
   /**
