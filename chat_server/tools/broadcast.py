@@ -268,15 +268,22 @@ class BroadcastService:
             if c.temporary_until is not None and c.deleted_at is None
         }
 
-    async def _members(self, user: User, members: Sequence[str]) -> tuple[str, ...]:
-        unique = tuple(dict.fromkeys(members))
+    async def _members(
+        self, user: User, members: Sequence[str], current: Sequence[str] | None = None
+    ) -> tuple[str, ...]:
+        """The checked member list. Editing a list (``current`` given: its members now) also
+        accepts beneficiaries away on a temporary transfer and keeps those of ``current``:
+        the console only offers those followed now, and a temporary absence must not drop
+        anyone from a list."""
+        away: Mapping[str, Conversation] = {} if current is None else await self._away(user)
+        unique = tuple(dict.fromkeys([*members, *(m for m in current or () if m in away)]))
         if not unique:
             raise EmptyList("a list needs at least one beneficiary")
         if len(unique) > MAX_MEMBERS:
             raise InvalidInput(f"a list holds at most {MAX_MEMBERS} beneficiaries")
         followed = await self._followed(user)
         for m in unique:
-            if m not in followed:
+            if m not in followed and m not in away:
                 raise UnknownBeneficiary(f"{m!r} is not one of your beneficiaries")
         return unique
 
@@ -305,10 +312,15 @@ class BroadcastService:
     async def update(
         self, user: User, list_id: str, name: str | None, members: Sequence[str] | None
     ) -> dict[str, Any]:
-        """Rename and/or replace the members of one of the caller's lists."""
+        """Rename and/or replace the members of one of the caller's lists (members away on
+        a temporary transfer stay on it)."""
         lst = await self._own_list(user, list_id)
         clean = _name(name) if name is not None else lst.name
-        checked = await self._members(user, members) if members is not None else lst.members
+        checked = (
+            await self._members(user, members, current=lst.members)
+            if members is not None
+            else lst.members
+        )
         updated = await self._store.update_list(lst.id, clean, checked, self._clock())
         if updated is None:
             raise NotFound("no such list")
