@@ -20,6 +20,7 @@ transfer stays on it, ``absent`` until the transfer ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +29,8 @@ from typing import Any, Protocol
 from chat_server.rooms.errors import Forbidden, InvalidInput, NotFound
 from chat_server.rooms.models import Conversation, Role, User
 from chat_server.storage.base import AccountStore, MessageStore
+
+log = logging.getLogger(__name__)
 
 #: Lists per counsellor.
 MAX_LISTS = 50
@@ -123,7 +126,8 @@ class BroadcastStore(Protocol):
 
     async def add_broadcast(self, record: Broadcast, keep: int) -> None:
         """Insert a record, then delete the owner's oldest records beyond the newest
-        ``keep``."""
+        ``keep``. The deletion is best effort: if it fails, the failure is logged (one line)
+        and the call still succeeds, since the record is stored; the next call prunes."""
 
     async def get_broadcast(self, broadcast_id: str) -> Broadcast | None:
         """The record or None."""
@@ -172,7 +176,18 @@ class MemoryBroadcastStore:
 
     async def add_broadcast(self, record: Broadcast, keep: int) -> None:
         self._records[record.id] = record
-        for old in (await self.broadcasts_of(record.owner_id, len(self._records)))[keep:]:
+        try:
+            await self._prune(record.owner_id, keep)
+        except Exception as exc:  # as the Mongo adapter: the record is stored
+            log.warning(
+                "broadcast records of %s not pruned: %s: %s",
+                record.owner_id,
+                type(exc).__name__,
+                exc,
+            )
+
+    async def _prune(self, owner_id: str, keep: int) -> None:
+        for old in (await self.broadcasts_of(owner_id, len(self._records)))[keep:]:
             del self._records[old.id]
 
     async def get_broadcast(self, broadcast_id: str) -> Broadcast | None:
