@@ -75,6 +75,24 @@ class TokenBucket:
         return False
 
 
+class Strikes:
+    """Refused and malformed frames count one strike each; strikes wear off at one per
+    second. Only a sustained excess adds up past the limit (a client at 1.5x the rate gains
+    half a strike per second), never a day of occasional bursts with pauses between them."""
+
+    __slots__ = ("count", "stamp")
+
+    def __init__(self, now: float) -> None:
+        self.count = 0.0
+        self.stamp = now
+
+    def add(self, now: float) -> float:
+        """Count one strike at ``now`` (a monotonic clock) and return the total."""
+        self.count = max(0.0, self.count - (now - self.stamp)) + 1.0
+        self.stamp = now
+        return self.count
+
+
 class Connection:
     """One authenticated WebSocket: its queue, its positions, its writer task."""
 
@@ -491,7 +509,8 @@ async def _read_loop(conn: Connection) -> None:
     settings = svc.settings
     metrics = svc.metrics
     bucket = TokenBucket(settings.rate_per_second, settings.rate_burst)
-    strikes = 0
+    loop = asyncio.get_running_loop()
+    strikes = Strikes(loop.time())
     while True:
         if conn.ws.client_state != WebSocketState.CONNECTED or conn.overflowed:
             return
@@ -502,29 +521,25 @@ async def _read_loop(conn: Connection) -> None:
         if conn.overflowed:
             return  # closing (expired, revoked, slow): nothing more is answered
         if not bucket.take():
-            strikes += 1
+            count = strikes.add(loop.time())
             # With the frame's id, so the client retries now instead of waiting for a reply.
             conn.reply(
                 p.ErrorFrame("rate_limited", "too many frames; slow down", p.frame_id_of(data))
             )
-            if strikes > settings.rate_burst:
+            if count > settings.rate_burst:
                 await conn.ws.close(CLOSE_POLICY, "rate_limit_abuse")
                 return
             continue
         frame: Any = None
         try:
             frame = p.parse_client_frame(data)
-            # A well-formed frame within the rate forgives one earlier refusal: only a
-            # sustained excess closes, never a day of occasional bursts.
-            strikes = max(0, strikes - 1)
             metrics.frame_in(frame)
             await _handle(conn, frame)
         except p.ProtocolError as exc:
             if frame is None:
                 metrics.frame_in(None)
-            strikes += 1
             conn.reply(p.ErrorFrame(exc.code, exc.message, exc.frame_id))
-            if strikes > settings.rate_burst:
+            if strikes.add(loop.time()) > settings.rate_burst:
                 await conn.ws.close(CLOSE_POLICY, "too_many_bad_frames")
                 return
         except DomainError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +306,51 @@ async def test_records_are_capped(env: Env) -> None:
     assert len(r.json()["broadcasts"]) == 100
     r = await api(env.server, "GET", f"/api/broadcasts/{first}", w.c1.token)
     assert r.status_code == 404
+
+
+async def test_editing_a_list_keeps_those_away_on_a_temporary_transfer(
+    settings: Settings,
+) -> None:
+    # The console sends the members it can pick (those the counsellor follows now): b2,
+    # away on a temporary transfer, stays on the list through a rename or a new member list.
+    async with serve(replace(settings, rate_burst=10_000)) as server:
+        w = await fast_world(server.services)
+        b1, b2 = w.b1.user.id, w.b2.user.id
+        r = await api(
+            server,
+            "POST",
+            "/api/broadcast-lists",
+            w.c1.token,
+            {"name": "Tous", "members": [b1, b2]},
+        )
+        assert r.status_code == 201, r.text
+        path = f"/api/broadcast-lists/{r.json()['list']['id']}"
+        until = time.time() + 7 * 86400
+        r = await api(
+            server,
+            "POST",
+            f"/api/conversations/{w.conv['b2']}/transfer",
+            w.sup.token,
+            {"to": w.c2.user.id, "mode": "temporary", "until": until},
+        )
+        assert r.status_code == 200, r.text
+        r = await api(server, "PATCH", path, w.c1.token, {"name": "Renommée", "members": [b1]})
+        assert r.status_code == 200, r.text
+        members = _members(r.json()["list"])
+        assert set(members) == {"b1", "b2"}
+        assert members["b2"]["state"] == "absent"
+        r = await api(server, "PATCH", path, w.c1.token, {"name": "Encore"})
+        assert r.status_code == 200, r.text
+        assert set(_members(r.json()["list"])) == {"b1", "b2"}
+        # An id away on a temporary transfer is accepted too (the list as it was shown).
+        r = await api(server, "PATCH", path, w.c1.token, {"members": [b2, b1]})
+        assert r.status_code == 200, r.text
+        assert set(_members(r.json()["list"])) == {"b1", "b2"}
+        # A new list still takes only the beneficiaries followed now.
+        r = await api(
+            server, "POST", "/api/broadcast-lists", w.c1.token, {"name": "Non", "members": [b2]}
+        )
+        assert (r.status_code, r.json()["error"]["code"]) == (422, "unknown_beneficiary")
 
 
 async def test_transfers_leave_or_mark_absent(env: Env) -> None:

@@ -102,7 +102,7 @@ async def test_rate_limit_then_close_1008_on_sustained_abuse(settings: Settings)
 async def test_occasional_bursts_over_a_long_life_are_forgiven(settings: Settings) -> None:
     # A console sending a broadcast now and then goes past the rate a few frames at a
     # time; over a day that adds up to more refusals than RATE_BURST, which must not
-    # close it: each well-formed frame within the rate forgives one refusal.
+    # close it: strikes wear off at one per second.
     async with serve(replace(settings, rate_per_second=5.0, rate_burst=5)) as server:
         w = await fast_world(server.services)
         c = await WsClient.connect(server, w.c1.token)
@@ -114,7 +114,8 @@ async def test_occasional_bursts_over_a_long_life_are_forgiven(settings: Setting
             replies = [await c.read() for _ in range(8)]
             refused += len(of_type(replies, "error"))
             # The client slows down: pings one at a time until three are answered,
-            # then it pauses long enough for the bucket to fill up again.
+            # then it pauses: the bucket fills up again and the strikes wear off (at 1.2 s,
+            # 11 frames per 2 s cycle would be above the rate on average, not occasional).
             deadline = loop.time() + 5
             answered = 0
             while answered < 3:
@@ -126,10 +127,34 @@ async def test_occasional_bursts_over_a_long_life_are_forgiven(settings: Setting
                 else:
                     refused += 1
                 assert loop.time() < deadline
-            await asyncio.sleep(1.2)
+            await asyncio.sleep(2.0)
         assert refused > 5  # more refusals in its life than RATE_BURST...
         await c.send({"type": "ping", "id": "still"})
         assert (await c.read())["type"] == "pong"  # ...and still open
+        await c.close()
+
+
+async def test_steady_excess_of_the_rate_closes_1008(settings: Settings) -> None:
+    # A client sending steadily at 1.75x the rate has most of its frames answered, but
+    # gains strikes faster than they wear off: it is closed within seconds.
+    async with serve(replace(settings, rate_per_second=5.0, rate_burst=5)) as server:
+        w = await fast_world(server.services)
+        c = await WsClient.connect(server, w.c1.token)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        interval = 1 / 8.75
+        pongs = 0
+        for i in range(int(10 / interval)):  # 10 s at most
+            await asyncio.sleep(max(0.0, start + i * interval - loop.time()))
+            try:
+                await c.send({"type": "ping", "id": f"p{i}"})
+                if (await c.read())["type"] == "pong":
+                    pongs += 1
+            except websockets.ConnectionClosed:
+                break
+        assert pongs > 5  # served at the rate meanwhile, not just refused
+        assert await close_code(c.ws) == 1008
+        assert loop.time() - start < 10
         await c.close()
 
 

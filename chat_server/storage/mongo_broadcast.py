@@ -7,6 +7,7 @@ no array filters): the embedded engine answers those the same way MongoDB does.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,8 @@ from chat_server.storage.mongo import DURABLE, translate_errors
 from chat_server.tools.broadcast import Broadcast, BroadcastList, Copy
 
 Doc = dict[str, Any]
+
+log = logging.getLogger(__name__)
 
 
 def _list(d: Doc) -> BroadcastList:
@@ -120,7 +123,20 @@ class MongoBroadcastStore:
                 **_copies_set(record.copies),
             }
         )
-        cursor = self._records.find({"owner_id": record.owner_id}, {"_id": 1, "created_at": 1})
+        # The record is stored: a failed prune must not report it as not stored (the next
+        # record's prune catches up).
+        try:
+            await self._prune(record.owner_id, keep)
+        except Exception as exc:
+            log.warning(
+                "broadcast records of %s not pruned: %s: %s",
+                record.owner_id,
+                type(exc).__name__,
+                exc,
+            )
+
+    async def _prune(self, owner_id: str, keep: int) -> None:
+        cursor = self._records.find({"owner_id": owner_id}, {"_id": 1, "created_at": 1})
         ids = [(d["created_at"], d["_id"]) async for d in cursor]
         ids.sort(reverse=True)
         old = [i for _, i in ids[keep:]]

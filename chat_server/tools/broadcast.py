@@ -20,6 +20,7 @@ transfer stays on it, ``absent`` until the transfer ends.
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +29,8 @@ from typing import Any, Protocol
 from chat_server.rooms.errors import Forbidden, InvalidInput, NotFound
 from chat_server.rooms.models import Conversation, Role, User
 from chat_server.storage.base import AccountStore, MessageStore
+
+log = logging.getLogger(__name__)
 
 #: Lists per counsellor.
 MAX_LISTS = 50
@@ -123,7 +126,8 @@ class BroadcastStore(Protocol):
 
     async def add_broadcast(self, record: Broadcast, keep: int) -> None:
         """Insert a record, then delete the owner's oldest records beyond the newest
-        ``keep``."""
+        ``keep``. The deletion is best effort: if it fails, the failure is logged (one line)
+        and the call still succeeds, since the record is stored; the next call prunes."""
 
     async def get_broadcast(self, broadcast_id: str) -> Broadcast | None:
         """The record or None."""
@@ -172,7 +176,18 @@ class MemoryBroadcastStore:
 
     async def add_broadcast(self, record: Broadcast, keep: int) -> None:
         self._records[record.id] = record
-        for old in (await self.broadcasts_of(record.owner_id, len(self._records)))[keep:]:
+        try:
+            await self._prune(record.owner_id, keep)
+        except Exception as exc:  # as the Mongo adapter: the record is stored
+            log.warning(
+                "broadcast records of %s not pruned: %s: %s",
+                record.owner_id,
+                type(exc).__name__,
+                exc,
+            )
+
+    async def _prune(self, owner_id: str, keep: int) -> None:
+        for old in (await self.broadcasts_of(owner_id, len(self._records)))[keep:]:
             del self._records[old.id]
 
     async def get_broadcast(self, broadcast_id: str) -> Broadcast | None:
@@ -268,15 +283,22 @@ class BroadcastService:
             if c.temporary_until is not None and c.deleted_at is None
         }
 
-    async def _members(self, user: User, members: Sequence[str]) -> tuple[str, ...]:
-        unique = tuple(dict.fromkeys(members))
+    async def _members(
+        self, user: User, members: Sequence[str], current: Sequence[str] | None = None
+    ) -> tuple[str, ...]:
+        """The checked member list. Editing a list (``current`` given: its members now) also
+        accepts beneficiaries away on a temporary transfer and keeps those of ``current``:
+        the console only offers those followed now, and a temporary absence must not drop
+        anyone from a list."""
+        away: Mapping[str, Conversation] = {} if current is None else await self._away(user)
+        unique = tuple(dict.fromkeys([*members, *(m for m in current or () if m in away)]))
         if not unique:
             raise EmptyList("a list needs at least one beneficiary")
         if len(unique) > MAX_MEMBERS:
             raise InvalidInput(f"a list holds at most {MAX_MEMBERS} beneficiaries")
         followed = await self._followed(user)
         for m in unique:
-            if m not in followed:
+            if m not in followed and m not in away:
                 raise UnknownBeneficiary(f"{m!r} is not one of your beneficiaries")
         return unique
 
@@ -305,10 +327,15 @@ class BroadcastService:
     async def update(
         self, user: User, list_id: str, name: str | None, members: Sequence[str] | None
     ) -> dict[str, Any]:
-        """Rename and/or replace the members of one of the caller's lists."""
+        """Rename and/or replace the members of one of the caller's lists (members away on
+        a temporary transfer stay on it)."""
         lst = await self._own_list(user, list_id)
         clean = _name(name) if name is not None else lst.name
-        checked = await self._members(user, members) if members is not None else lst.members
+        checked = (
+            await self._members(user, members, current=lst.members)
+            if members is not None
+            else lst.members
+        )
         updated = await self._store.update_list(lst.id, clean, checked, self._clock())
         if updated is None:
             raise NotFound("no such list")

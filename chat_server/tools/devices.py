@@ -18,8 +18,9 @@ be removed, so that it is given nothing new:
    new device ``R`` and the new backup holding ``R``'s keys, sealed with the new
    recovery key, and sends both with the account password;
 2. the server checks the password, registers ``R`` as approved (vouched by
-   ``Y``: nobody is asked for keys), replaces the backup, and removes the device
-   the old backup held if it is neither ``Y`` nor ``R``;
+   ``Y``: nobody is asked for keys), removes the device the old backup held if
+   it is neither ``Y`` nor ``R``, then replaces the backup (if either step fails,
+   ``R`` is removed again and the request fails);
 3. ``Y`` re-wraps the epoch keys it holds for ``R``, opens a session as ``R``,
    and removes ``Y`` (``DELETE /api/devices/{Y}``): the browser is now ``R``.
 """
@@ -129,16 +130,31 @@ class DeviceTools:
             name=new.name,
             vouched=True,
         )
-        old = await self._key_store.get_backup(user.id)
-        await self._keys.put_backup(user, backup | {"device_id": device.id})
+        # The old key's device goes before the new backup is stored: if the removal fails,
+        # the old backup still names it and a retry removes it (never another device). If
+        # either step fails, R is removed again so no approved device is left that no
+        # backup holds.
         removed: list[str] = []
-        held = (old or {}).get("device_id")
-        if held and held not in (vouching.id, device.id):
+        try:
+            old = await self._key_store.get_backup(user.id)
+            held = (old or {}).get("device_id")
+            if held and held not in (vouching.id, device.id):
+                try:
+                    await self._keys.remove_device(user, held)
+                    removed.append(held)
+                except NotFound:
+                    pass  # already removed
+            await self._keys.put_backup(user, backup | {"device_id": device.id})
+        except Exception:
             try:
-                await self._keys.remove_device(user, held)
-                removed.append(held)
-            except NotFound:
-                pass  # already removed
+                await self._keys.remove_device(user, device.id)
+            except Exception as exc:  # best effort: the caller sees the first error
+                log.warning(
+                    "recovery renewal: new device not removed after a failed step: %r",
+                    exc,
+                    extra={"user_id": user.id, "device_id": device.id},
+                )
+            raise
         log.info(
             "recovery key renewed",
             extra={"user_id": user.id, "device_id": device.id, "removed": removed},

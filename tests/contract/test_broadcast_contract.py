@@ -6,11 +6,13 @@ Same adapters as ``test_store_contract.py`` (the embedded engine, a real MongoDB
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
 
+from chat_server.storage.base import StoreUnavailable
 from chat_server.tools.broadcast import Broadcast, BroadcastList, BroadcastStore, Copy
 from tests.contract.test_store_contract import ADAPTERS, _open
 
@@ -55,6 +57,27 @@ async def test_records_capped_newest_first(store: BroadcastStore) -> None:
     assert [r.id for r in await store.broadcasts_of("o1", 2)] == ["r4", "r3"]
     assert await store.get_broadcast("r0") is None
     assert [r.id for r in await store.broadcasts_of("o2", 10)] == ["x"]
+
+
+async def test_a_failed_prune_still_reports_the_record_stored(
+    store: BroadcastStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.add_broadcast(_record("r0", "o1", 0.0), keep=1)
+
+    async def failing_prune(*args: Any) -> None:
+        raise StoreUnavailable("injected: prune failed")
+
+    monkeypatch.setattr(store, "_prune", failing_prune)
+    with caplog.at_level(logging.WARNING):
+        await store.add_broadcast(_record("r1", "o1", 1.0), keep=1)
+    assert await store.get_broadcast("r1") is not None
+    (line,) = [r for r in caplog.records if "not pruned" in r.getMessage()]
+    assert "injected: prune failed" in line.getMessage()
+    assert line.exc_info is None
+    # The next record's prune catches up.
+    monkeypatch.undo()
+    await store.add_broadcast(_record("r2", "o1", 2.0), keep=1)
+    assert [r.id for r in await store.broadcasts_of("o1", 10)] == ["r2"]
 
 
 async def test_set_seqs(store: BroadcastStore) -> None:

@@ -17,6 +17,7 @@ from chat_server.crypto.errors import DecryptError
 from chat_server.crypto.keys import DeviceKeys, sign_registration
 from chat_server.sdk import Client, ClientError
 from chat_server.sdk.recovery import renew_recovery
+from chat_server.storage.base import StoreUnavailable
 from tests.e2ee.helpers import wait_text
 from tests.helpers import PASSWORD, ServerInfo, seed_world
 
@@ -228,6 +229,47 @@ async def test_renewal_from_another_device_removes_the_backed_up_one(
         for c in (counsellor, first, second, renewed):
             if c is not None:
                 await c.close()
+
+
+async def test_renewal_whose_backup_fails_removes_the_old_device_and_leaves_no_orphan(
+    e2ee_server: ServerInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The old key's device is removed before the backup is stored; when storing the
+    # backup fails, the new device is removed again: a retry removes nothing it should not.
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    counsellor = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    first = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    second = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    try:
+        await counsellor.ensure_epoch(conv)
+        await first.backup()
+        await counsellor.approve_device(conv, second.device_id)
+        old_backup = await second.request("GET", "/api/keys/backup")
+        store = e2ee_server.services.devices._key_store
+
+        async def failing_put_backup(*args: Any) -> None:
+            raise StoreUnavailable("injected: backup write failed")
+
+        monkeypatch.setattr(store, "put_backup", failing_put_backup)
+        with pytest.raises(ClientError) as exc:
+            await second.request(
+                "POST", "/api/keys/backup/renew", await _renew_body(second, PASSWORD)
+            )
+        assert exc.value.status == 503
+        # The device the old backup held is gone, and the new one is not left approved.
+        assert await _ids(second) == [second.device_id]
+        renewed = await store.get_device("renewed-device")
+        assert renewed is not None
+        assert renewed.removed_at is not None
+        with pytest.raises(ClientError) as gone:
+            await first.request("GET", "/api/me")
+        assert gone.value.status == 401
+        monkeypatch.undo()
+        assert await second.request("GET", "/api/keys/backup") == old_backup
+    finally:
+        for c in (counsellor, first, second):
+            await c.close()
 
 
 async def test_renewal_bad_input(e2ee_server: ServerInfo) -> None:
