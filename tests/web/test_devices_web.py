@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -184,6 +185,30 @@ def test_recovery_key_renewal(server: ServerProcess, browser: Browser) -> None:
         dlg.get_by_role("button", name="Renouveler la clé").click()
         expect(dlg.get_by_role("alert")).to_have_text("Mot de passe incorrect.")
         dlg.get_by_label("Mot de passe (pour confirmer)").fill(DEMO_PASSWORD)
+        # The server takes the new backup, then the page loses the network before it
+        # re-wraps: the page says the old key is already gone and to renew again.
+        armed = {"renewed": False, "failed": False}
+
+        def after_renewal(route: Any) -> None:
+            if armed["renewed"] and not armed["failed"]:
+                armed["failed"] = True
+                route.fulfill(status=503, json={"error": {"code": "store_unavailable"}})
+            else:
+                route.continue_()
+
+        phone.on(
+            "request",
+            lambda r: armed.update(renewed=True) if r.url.endswith("/api/keys/backup/renew") else None,
+        )
+        phone.route("**/api/conversations", after_renewal)
+        seen = len(problems)
+        dlg.get_by_role("button", name="Renouveler la clé").click()
+        expect(dlg.get_by_role("alert")).to_contain_text(
+            "Votre ancienne clé ne fonctionne déjà plus : renouvelez à nouveau"
+        )
+        assert armed["failed"]
+        phone.unroute("**/api/conversations")
+        del problems[seen:]  # the refused request the test made, logged by the browser
         dlg.get_by_role("button", name="Renouveler la clé").click()
         new_key = _ack_key(phone, "#renewed-key")
         assert new_key != old_key

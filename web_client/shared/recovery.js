@@ -39,6 +39,7 @@ const TEXT = {
   wrongPassword: "Mot de passe incorrect.",
   notApproved: "Cet appareil attend encore l'accord de votre conseiller : vous pourrez renouveler votre clé ensuite.",
   failed: "Le renouvellement a échoué : {message}",
+  unfinished: "Le renouvellement n'a pas pu se terminer ({message}). Votre ancienne clé ne fonctionne déjà plus : renouvelez à nouveau depuis cet appareil pour obtenir une clé qui ouvre tout votre historique.",
   mustConfirm: "Cochez la case pour confirmer.",
   doneTitle: "Votre nouvelle clé de récupération",
   doneIntro: "Notez cette clé et gardez-la en lieu sûr : elle seule permet de retrouver vos messages sur un nouvel appareil. L'ancienne clé ne fonctionne plus.",
@@ -97,7 +98,12 @@ export function openRenewDialog(dialog, { api, keys, user, stop, saveSession, on
     try {
       text = await renew({ api, keys, user, password: pw.value, stop, saveSession });
     } catch (err) {
-      error.textContent = err.code === "wrong_password" ? TEXT.wrongPassword : err.code === "device_not_approved" ? TEXT.notApproved : fmt("failed", { message: err.message });
+      error.textContent =
+        err.code === "wrong_password"
+          ? TEXT.wrongPassword
+          : err.code === "device_not_approved"
+            ? TEXT.notApproved
+            : fmt(err.afterAccepted ? "unfinished" : "failed", { message: err.message });
       submit.disabled = false;
       cancel.disabled = false;
       return;
@@ -182,21 +188,27 @@ async function renew({ api, keys, user, password, stop, saveSession }) {
     sigPriv.fill(0);
     recoveryKey.fill(0);
   }
-  const conversations = (await api.conversations()).conversations || [];
-  for (const conv of conversations) {
-    const listed = await keys.listedDevice(conv.id, deviceId);
-    // Only to the keys made here: the server cannot slip in another device.
-    if (!listed || !C.bytesEqual(listed.dhPub, fresh.dhPublic) || !C.bytesEqual(listed.sigPub, fresh.sigPublic)) {
-      throw new Error("le nouvel appareil n'est pas listé avec ses clés");
+  // The server took the new backup: the old key already opens nothing. A failure
+  // from here on says so (err.afterAccepted), and renewing again finishes the job.
+  try {
+    const conversations = (await api.conversations()).conversations || [];
+    for (const conv of conversations) {
+      const listed = await keys.listedDevice(conv.id, deviceId);
+      // Only to the keys made here: the server cannot slip in another device.
+      if (!listed || !C.bytesEqual(listed.dhPub, fresh.dhPublic) || !C.bytesEqual(listed.sigPub, fresh.sigPublic)) {
+        throw new Error("le nouvel appareil n'est pas listé avec ses clés");
+      }
+      await keys.rewrapFor(conv.id, deviceId, { allowEscrow: true });
     }
-    await keys.rewrapFor(conv.id, deviceId, { allowEscrow: true });
+    if (stop) stop();
+    const login = await api.login(user.login, password, deviceId);
+    api.token = login.token;
+    await idbPut("devices", user.id, { userId: user.id, deviceId, ...fresh, createdAt: Date.now() / 1000 });
+    await idbPut("logins", user.login.toLowerCase(), deviceId);
+    await saveSession(login);
+    await api.removeDevice(oldDevice);
+  } catch (err) {
+    throw Object.assign(err instanceof Error ? err : new Error(String(err)), { afterAccepted: true });
   }
-  if (stop) stop();
-  const login = await api.login(user.login, password, deviceId);
-  api.token = login.token;
-  await idbPut("devices", user.id, { userId: user.id, deviceId, ...fresh, createdAt: Date.now() / 1000 });
-  await idbPut("logins", user.login.toLowerCase(), deviceId);
-  await saveSession(login);
-  await api.removeDevice(oldDevice);
   return text;
 }
