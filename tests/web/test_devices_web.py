@@ -196,10 +196,11 @@ def test_recovery_key_renewal(server: ServerProcess, browser: Browser) -> None:
             else:
                 route.continue_()
 
-        phone.on(
-            "request",
-            lambda r: armed.update(renewed=True) if r.url.endswith("/api/keys/backup/renew") else None,
-        )
+        def on_request(request: Any) -> None:
+            if request.url.endswith("/api/keys/backup/renew"):
+                armed["renewed"] = True
+
+        phone.on("request", on_request)
         phone.route("**/api/conversations", after_renewal)
         seen = len(problems)
         dlg.get_by_role("button", name="Renouveler la clé").click()
