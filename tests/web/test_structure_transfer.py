@@ -316,7 +316,9 @@ def test_a_replaced_structure_key_is_refused_by_the_app_and_shown(world: World) 
         later = app.get_by_role("button", name="Plus tard")
         if later.is_visible():
             later.click()  # the notifications invitation, so the screenshot shows the thread
-        alert.first.evaluate("el => el.scrollIntoView({block: 'center'})")
+        alert.first.evaluate(
+            "el => { el.scrollIntoView({block: 'center'}); window.scrollTo(0, 0); }"
+        )
         save_screenshot(app, "structure-key-refused.png", "app-structure-key-refused.png")
         _swap_structure_key(server, real)  # the honest store again, for the other tests
         _downgrade_is_refused(app, server, sup)
