@@ -15,6 +15,7 @@ closed, reads everything, the replacing counsellor's epoch included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -269,8 +270,10 @@ def test_temporary_transfer_and_take_back_with_everyone_else_offline(
     assert problems == []
 
 
-def _swap_structure_key(server: ServerProcess, fields: dict[str, Any]) -> dict[str, Any]:
-    """Set fields of the structure's key in the store itself; return what they were."""
+@contextlib.contextmanager
+def _structure_keys(server: ServerProcess) -> Iterator[Any]:
+    """The store's ``structure_keys`` collection, reached directly: the test plays the
+    dishonest store."""
     from pymongo import MongoClient  # noqa: TID251 - the test plays the dishonest store
 
     client: MongoClient[dict[str, Any]] = MongoClient(
@@ -279,13 +282,35 @@ def _swap_structure_key(server: ServerProcess, fields: dict[str, Any]) -> dict[s
     try:
         for name in client.list_database_names():
             if "structure_keys" in client[name].list_collection_names():
-                docs = list(client[name].structure_keys.find())
-                assert len(docs) == 1
-                client[name].structure_keys.update_one({"_id": docs[0]["_id"]}, {"$set": fields})
-                return {k: docs[0][k] for k in fields}
+                yield client[name].structure_keys
+                return
+        raise AssertionError("no structure key in the store")
     finally:
         client.close()
-    raise AssertionError("no structure key in the store")
+
+
+def _swap_structure_key(server: ServerProcess, fields: dict[str, Any]) -> dict[str, Any]:
+    """Set fields of the structure's key in the store itself; return what they were."""
+    with _structure_keys(server) as keys:
+        docs = list(keys.find())
+        assert len(docs) == 1
+        keys.update_one({"_id": docs[0]["_id"]}, {"$set": fields})
+        return {k: docs[0][k] for k in fields}
+
+
+def _take_structure_key(server: ServerProcess) -> dict[str, Any]:
+    """The dishonest store lists no structure key: remove it, return it (to put back)."""
+    with _structure_keys(server) as keys:
+        doc = keys.find_one()
+        assert doc is not None
+        keys.delete_many({})
+        return dict(doc)
+
+
+def _put_back_structure_key(server: ServerProcess, doc: dict[str, Any]) -> None:
+    with _structure_keys(server) as keys:
+        keys.delete_many({})
+        keys.insert_one(doc)
 
 
 def test_a_replaced_structure_key_is_refused_by_the_app_and_shown(world: World) -> None:
@@ -390,39 +415,6 @@ async def _structure_key_id(url: str) -> str:
         return str(view["key"]["key_id"])
     finally:
         await sup.close()
-
-
-def _take_structure_key(server: ServerProcess) -> dict[str, Any]:
-    """The dishonest store lists no structure key: remove it, return it (to put back)."""
-    from pymongo import MongoClient  # noqa: TID251 - the test plays the dishonest store
-
-    client: MongoClient[dict[str, Any]] = MongoClient(
-        server.engine_url(), serverSelectionTimeoutMS=10_000
-    )
-    try:
-        for name in client.list_database_names():
-            if "structure_keys" in client[name].list_collection_names():
-                doc = client[name].structure_keys.find_one()
-                assert doc is not None
-                client[name].structure_keys.delete_many({})
-                return {"db": name, "doc": doc}
-    finally:
-        client.close()
-    raise AssertionError("no structure key in the store")
-
-
-def _put_back_structure_key(server: ServerProcess, taken: dict[str, Any]) -> None:
-    from pymongo import MongoClient  # noqa: TID251 - the test plays the dishonest store
-
-    client: MongoClient[dict[str, Any]] = MongoClient(
-        server.engine_url(), serverSelectionTimeoutMS=10_000
-    )
-    try:
-        keys = client[taken["db"]].structure_keys
-        keys.delete_many({})
-        keys.insert_one(taken["doc"])
-    finally:
-        client.close()
 
 
 def _downgrade_is_refused(app: Page, server: ServerProcess, sup: Page) -> None:
