@@ -77,8 +77,9 @@ class TokenBucket:
 
 class Strikes:
     """Refused and malformed frames count one strike each; strikes wear off at one per
-    second. Only a sustained excess adds up past the limit (a client at 1.5x the rate gains
-    half a strike per second), never a day of occasional bursts with pauses between them."""
+    second. Only a sustained excess adds up past the limit (a client sending 10 frames a
+    second more than the rate gains 9 strikes a second), never a day of occasional bursts
+    with pauses between them."""
 
     __slots__ = ("count", "stamp")
 
