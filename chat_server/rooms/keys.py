@@ -138,12 +138,20 @@ class E2EEVerifier:
             return None
 
     async def check_message(self, conversation: Conversation, message: NewMessage) -> None:
-        device = await self._device(message.device_id)
+        # The device from the cache without a coroutine when it is there (every message
+        # but the first of a device in _DEVICE_CACHE_SECONDS), else from the store.
+        hit = self._cache.get(message.device_id)
+        if hit is not None and time.monotonic() - hit[0] < _DEVICE_CACHE_SECONDS:
+            device = hit[1]
+        else:
+            device = await self._device(message.device_id)
         if device is None or device.removed_at is not None:
             raise E2EEError("unknown_device", "this device has no registered keys")
         if device.user_id != message.sender_id or device.user_id not in conversation.members:
             raise E2EEError("device_not_in_conversation", "this device does not belong to a member")
-        if await self._is_pending(conversation.id, device.id):
+        if (conversation.id, device.id) not in self._cleared and await self._is_pending(
+            conversation.id, device.id
+        ):
             raise E2EEError(
                 "device_pending_approval",
                 "this new device is waiting for the counsellor's approval",

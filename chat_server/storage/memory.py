@@ -482,7 +482,10 @@ class MemoryMessageStore:
         return value
 
     async def advance_read(self, conversation_id: str, user_id: str, seq: int) -> None:
-        await self.set_read(conversation_id, user_id, seq)
+        markers = self._s.reads.setdefault(conversation_id, {})
+        current = markers.get(user_id)
+        if current is None or current < seq:
+            markers[user_id] = seq
 
     async def read_markers(self, conversation_ids: Sequence[str]) -> dict[str, dict[str, int]]:
         reads = self._s.reads
