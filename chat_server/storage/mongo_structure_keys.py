@@ -105,6 +105,10 @@ class MongoStructureKeyStore:
         ids = [f"{key_id}:{d}" for d in device_ids]
         return [_grant(d) async for d in self._grants.find({"_id": {"$in": ids}})]
 
+    async def remove_grant(self, key_id: str, recipient_device: str) -> bool:
+        result = await self._grants.delete_one({"_id": f"{key_id}:{recipient_device}"})
+        return result.deleted_count == 1
+
     async def delete_structure(self, structure_id: str) -> int:
         g = await self._grants.delete_many({"structure_id": structure_id})
         k = await self._keys.delete_one({"_id": structure_id})

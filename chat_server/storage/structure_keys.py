@@ -66,6 +66,13 @@ class StructureKeyStore(Protocol):
     async def grants_for(self, key_id: str, device_ids: Sequence[str]) -> list[GrantRecord]:
         """The grants of this key to these devices, in no particular order."""
 
+    async def remove_grant(self, key_id: str, recipient_device: str) -> bool:
+        """Delete the grant of this key to this device; True if there was one.
+
+        Only for a grant written ahead of a key that was then not stored (a
+        creation that lost the race): a stored key's grants are never removed.
+        """
+
     async def delete_structure(self, structure_id: str) -> int:
         """Delete the structure's keys and grants (erasure of a structure); how many."""
 
@@ -96,6 +103,9 @@ class MemoryStructureKeyStore:
 
     async def grants_for(self, key_id: str, device_ids: Sequence[str]) -> list[GrantRecord]:
         return [g for d in device_ids if (g := self._grants.get((key_id, d))) is not None]
+
+    async def remove_grant(self, key_id: str, recipient_device: str) -> bool:
+        return self._grants.pop((key_id, recipient_device), None) is not None
 
     async def delete_structure(self, structure_id: str) -> int:
         gone = [s for s, g in self._grants.items() if g.structure_id == structure_id]
