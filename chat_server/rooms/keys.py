@@ -54,7 +54,7 @@ from chat_server.rooms.models import (
     User,
 )
 from chat_server.rooms.service import ConversationService
-from chat_server.rooms.structure_keys import StructureKeyService, structure_key_json
+from chat_server.rooms.structure_keys import StructureKeyService
 from chat_server.storage.base import AccountStore, Conflict, KeyStore, MessageStore
 from chat_server.storage.structure_keys import StructureKey
 
@@ -471,8 +471,17 @@ class KeyService:
             "members": group(sets.members),
             "escrow": group(sets.escrow),
             "pending": sorted(sets.pending),
-            "structure_key": None if sets.structure is None else structure_key_json(sets.structure),
+            "structure_key": await self._structure_listed(sets.structure, sets),
         }
+
+    async def _structure_listed(
+        self, key: StructureKey | None, sets: DeviceSets
+    ) -> dict[str, Any] | None:
+        """The structure key's JSON with the endorsements by the members' devices."""
+        if key is None or self.structure is None:
+            return None
+        members = [d.id for ds in sets.members.values() for d in ds if d.id not in sets.pending]
+        return await self.structure.listed(key, members)
 
     # ------------------------------------------------------------------ epochs
 
@@ -678,7 +687,7 @@ class KeyService:
         rid = structure_recipient(key.key_id)
         held = (await self._keys.epochs_held(conv.id, [rid]))[rid]
         out: dict[str, Any] = {
-            "key": structure_key_json(key),
+            "key": await self._structure_listed(key, await self.device_sets(conv)),
             "missing_epochs": sorted(set(range(1, conv.epoch + 1)) - held),
             "envelopes": [],
         }
