@@ -437,7 +437,7 @@ class Client:
             ]
             if structure_key:
                 # One more envelope, for the structure key, once it verifies (else refused).
-                rid, pub = await self.structure.verified_public(structure_key)
+                rid, pub = await self.structure.verified_public(structure_key, info["members"])
                 envelopes.append(
                     wrap_epoch_key(
                         key,
