@@ -22,9 +22,9 @@ from chat_server.crypto.keys import DeviceKeys
 from chat_server.crypto.safety import safety_number
 from chat_server.crypto.structure_key import (
     StructureGrant,
+    endorsement_statement,
     open_grant,
     open_structure_envelope,
-    endorsement_statement,
     sign_endorsement,
     sign_structure_key,
     structure_key_id,

@@ -101,9 +101,11 @@ function wireOf(msg) {
 }
 
 export class KeyManager {
-  constructor({ api, userId, deviceId }) {
+  constructor({ api, userId, deviceId, role = null }) {
     this.api = api;
     this.userId = userId;
+    // "beneficiary", "counsellor" or "supervisor": who pins the structure key how (structure-key.js).
+    this.role = role;
     this.deviceId = deviceId;
     this.device = null;
     this.epochKeys = new Map();
@@ -491,7 +493,7 @@ export class KeyManager {
   async _sealMissingToStructure(conversation, answer, listing, memo) {
     const missing = new Set(answer.structure.missing_epochs || []);
     if (!missing.size || !answer.structure.key) return 0;
-    const target = await this.structure.verifiedKey(answer.structure.key);
+    const target = await this.structure.verifiedKey(answer.structure.key, listing);
     const envelopes = [];
     for (const [epoch, envs] of this._envelopesByEpoch(conversation, answer, listing.epoch)) {
       if (!missing.has(epoch)) continue;
@@ -665,10 +667,11 @@ export class KeyManager {
     }
     if (listing.structureKey) {
       try {
-        target = await this.structure.verifiedKey(listing.structureKey);
+        target = await this.structure.verifiedKey(listing.structureKey, listing);
       } catch (err) {
         // A structure key that does not verify is never sealed to (docs/security.md).
-        const kind = err.code === "structure_key_changed" ? "structure_key_changed" : "structure_key_unverified";
+        const known = ["structure_key_changed", "structure_key_unendorsed"];
+        const kind = known.includes(err.code) ? err.code : "structure_key_unverified";
         this._securityEvent({ kind, conversation, epoch: next });
         throw new KeyError(kind, err.message);
       }
