@@ -471,17 +471,22 @@ class KeyService:
             "members": group(sets.members),
             "escrow": group(sets.escrow),
             "pending": sorted(sets.pending),
-            "structure_key": await self._structure_listed(sets.structure, sets),
+            "structure_key": await self._structure_listed(conv, sets.structure, sets),
         }
 
     async def _structure_listed(
-        self, key: StructureKey | None, sets: DeviceSets
+        self, conv: Conversation, key: StructureKey | None, sets: DeviceSets
     ) -> dict[str, Any] | None:
-        """The structure key's JSON with the endorsements by the members' devices."""
+        """The structure key's JSON with the endorsements by the members' devices and the
+        previous counsellor's (a young person's client that knew them as her counsellor's
+        accepts those too: a transfer to someone who never logged in)."""
         if key is None or self.structure is None:
             return None
-        members = [d.id for ds in sets.members.values() for d in ds if d.id not in sets.pending]
-        return await self.structure.listed(key, members)
+        ids = [d.id for ds in sets.members.values() for d in ds if d.id not in sets.pending]
+        previous = conv.previous_counsellor_id
+        if previous is not None and previous not in sets.members:
+            ids += [d.id for d in await self._keys.devices_of([previous])]
+        return await self.structure.listed(key, ids)
 
     # ------------------------------------------------------------------ epochs
 
@@ -687,7 +692,7 @@ class KeyService:
         rid = structure_recipient(key.key_id)
         held = (await self._keys.epochs_held(conv.id, [rid]))[rid]
         out: dict[str, Any] = {
-            "key": await self._structure_listed(key, await self.device_sets(conv)),
+            "key": await self._structure_listed(conv, key, await self.device_sets(conv)),
             "missing_epochs": sorted(set(range(1, conv.epoch + 1)) - held),
             "envelopes": [],
         }

@@ -15,7 +15,7 @@ member of the conversation (her counsellor) endorsed it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -55,7 +55,7 @@ class StructureKeyring:
         self.endorsed: set[str] = set()
 
     async def verified_public(
-        self, key: Mapping[str, Any], members: Sequence[Mapping[str, Any]] | None = None
+        self, key: Mapping[str, Any], conversation: str | None = None
     ) -> tuple[str, bytes]:
         """``(recipient id, public key)`` of a structure key JSON whose signature verifies
         under its creator's registered device (a device of ``creator_user``), which names
@@ -64,8 +64,9 @@ class StructureKeyring:
         ``structure_key_changed``): never wrapped for.
 
         A young person's client pins a key for the first time only if one of its
-        ``endorsements`` verifies under a device of another member of ``members`` (a
-        ``/devices`` listing's, registrations already checked): else
+        ``endorsements`` verifies under a device of the other member of ``conversation``
+        that this client saw listed (``Client.devices``, registrations checked: her
+        counsellor's, or her previous counsellor's before a transfer): else
         ``structure_key_unendorsed``, nothing pinned. A staff device endorses the key
         once it is pinned (``endorse``)."""
         from chat_server.sdk.client import ClientError
@@ -93,7 +94,7 @@ class StructureKeyring:
         pinned = pins.get(str(key["structure"]))
         if pinned is None:
             if self._client.user.get("role") not in STAFF_ROLES and not self._endorsed_by_peer(
-                key, pub, members or ()
+                key, pub, conversation
             ):
                 raise ClientError(
                     "structure_key_unendorsed",
@@ -110,16 +111,11 @@ class StructureKeyring:
         return structure_recipient(key["key_id"]), pub
 
     def _endorsed_by_peer(
-        self, key: Mapping[str, Any], pub: bytes, members: Sequence[Mapping[str, Any]]
+        self, key: Mapping[str, Any], pub: bytes, conversation: str | None
     ) -> bool:
-        """Whether an endorsement of ``key`` verifies under a listed device of another member."""
-        c = self._client
-        devices = {
-            str(d["device_id"]): (str(m["user_id"]), b64decode(d["sig_pub"]))
-            for m in members
-            if m.get("user_id") != c.user_id
-            for d in m.get("devices", [])
-        }
+        """Whether an endorsement of ``key`` verifies under a device this client saw listed
+        as the other member's in ``conversation``."""
+        devices = self._client.state.peer_devices.get(conversation or "", {})
         for e in key.get("endorsements") or []:
             found = devices.get(str(e.get("device_id")))
             if found is None or found[0] != e.get("user_id"):
@@ -262,11 +258,10 @@ class StructureKeyring:
             return 0
         from chat_server.sdk.client import ClientError
 
-        members = None
         if c.user.get("role") not in STAFF_ROLES:
-            members = (await c.devices(conversation))["members"]
+            await c.devices(conversation)  # the counsellor's devices, to check endorsements
         try:
-            rid, pub = await self.verified_public(found["key"], members)
+            rid, pub = await self.verified_public(found["key"], conversation)
         except ClientError as exc:
             if exc.code != "structure_key_unendorsed":
                 raise

@@ -111,7 +111,7 @@ async def test_a_ghost_key_not_endorsed_by_the_counsellor_is_never_first_pinned(
         }
         key = {**listing["structure_key"], "endorsements": [by_ghost]}
         with pytest.raises(ClientError) as err:
-            await b.structure.verified_public(key, listing["members"])
+            await b.structure.verified_public(key, conv)
         assert err.value.code == "structure_key_unendorsed"
         # Nor Claire's real endorsement of the real key, moved onto the ghost key.
         moved = {
@@ -121,7 +121,7 @@ async def test_a_ghost_key_not_endorsed_by_the_counsellor_is_never_first_pinned(
         }
         key = {**listing["structure_key"], "endorsements": [moved]}
         with pytest.raises(ClientError) as err:
-            await b.structure.verified_public(key, listing["members"])
+            await b.structure.verified_public(key, conv)
         assert err.value.code == "structure_key_unendorsed"
         assert b.state.structure_pins == {}
         assert await _conversation_epoch(e2ee_server, conv) == 0
@@ -252,4 +252,49 @@ async def test_endorsement_api_refusals_store_nothing(e2ee_server: ServerInfo) -
         assert await c1.request("POST", PATH, _body(c1, w.structure_id, pub)) == {"added": 0}
     finally:
         for c in (sup, c1, c2, b, osup):
+            await c.close()
+
+
+async def test_after_a_transfer_the_previous_counsellors_endorsement_counts(
+    e2ee_server: ServerInfo,
+) -> None:
+    """A young person who never pinned the key is transferred to a counsellor whose
+    devices never saw it: the endorsement by her previous counsellor's device, which her
+    client saw listed as her counsellor's, lets her first pin through. A device she never
+    saw listed as her counsellor's does not."""
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    c1 = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    b = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    try:
+        await b.ensure_epoch(conv)  # before the structure key: Claire's device listed
+        key_id = await sup.structure.create()
+        await c1.structure.load()
+        until = time.time() + 86_400
+        await sup.request(
+            "POST",
+            f"/api/conversations/{conv}/transfer",
+            {"to": w.c2.user.id, "mode": "temporary", "until": until},
+        )
+        listing = await b.devices(conv)
+        listed = {d["device_id"] for g in listing["members"] for d in g["devices"]}
+        assert c1.device_id not in listed
+        assert [e["device_id"] for e in listing["structure_key"]["endorsements"]] == [
+            c1.device_id
+        ]
+        # A fresh client of hers (state without the devices it saw) refuses the key...
+        fresh = Client.from_state({**b.to_state(), "peer_devices": {}})
+        try:
+            with pytest.raises(ClientError) as err:
+                await fresh.ensure_epoch(conv)
+            assert err.value.code == "structure_key_unendorsed"
+        finally:
+            await fresh.close()
+        # ...the client that knew Claire's device as her counsellor's takes it.
+        epoch, _ = await b.ensure_epoch(conv)
+        assert epoch == 2
+        assert b.state.structure_pins == {w.structure_id: key_id}
+    finally:
+        for c in (sup, c1, b):
             await c.close()

@@ -272,7 +272,9 @@ export class KeyManager {
     }
     const memberUsers = new Set((listing.members || []).map((m) => m.user_id));
     const escrowUsers = new Set((listing.escrow || []).map((m) => m.user_id).filter((u) => !memberUsers.has(u)));
+    await this._rememberPeers(conversation, devices).catch((err) => console.warn("peer devices not kept", err.message));
     return {
+      conversation,
       epoch: Number.isSafeInteger(listing.epoch) && listing.epoch > 0 ? listing.epoch : 0,
       rotationRequired: !!listing.rotation_required,
       structureKey: listing.structure_key || null,
@@ -285,6 +287,36 @@ export class KeyManager {
         sigPubs: (m.devices || []).map((d) => b64decode(stdToUrl(d.sig_pub))),
       })),
     };
+  }
+
+  /**
+   * The other member's devices this browser saw listed for `conversation`
+   * (its counsellors', the previous one's too after a transfer): Map deviceId
+   * -> { userId, sigPub }. Kept in IndexedDB (`kv`): their endorsements of the
+   * structure key count for a first pin (structure-key.js).
+   */
+  async peerMembers(conversation) {
+    const stored = (await idbGet("kv", `peer-members|${this.userId}|${conversation}`)) || [];
+    const out = new Map();
+    for (const p of Array.isArray(stored) ? stored : []) {
+      try {
+        out.set(p.deviceId, { userId: p.userId, sigPub: b64decode(p.sigPub) });
+      } catch {
+        // a malformed entry is no device
+      }
+    }
+    return out;
+  }
+
+  async _rememberPeers(conversation, devices) {
+    const peers = devices.filter((d) => d.group === "member" && d.userId !== this.userId);
+    if (!peers.length) return;
+    const known = await this.peerMembers(conversation);
+    const fresh = peers.filter((d) => !known.has(d.deviceId));
+    if (!fresh.length) return;
+    for (const d of fresh) known.set(d.deviceId, { userId: d.userId, sigPub: d.sigPub });
+    const rows = [...known].map(([deviceId, p]) => ({ deviceId, userId: p.userId, sigPub: b64encode(p.sigPub) }));
+    await idbPut("kv", `peer-members|${this.userId}|${conversation}`, rows);
   }
 
   /**

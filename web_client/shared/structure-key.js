@@ -25,8 +25,9 @@
  * Endorsements (docs/security.md, "Endorsements"): a counsellor's or
  * supervisor's device signs the key it verified and pinned (at the console's
  * login, or when it first seals to it), once per key. A young person's app
- * pins a key for the first time only if a device of another member of the
- * conversation (her counsellor, whose devices the safety number covers)
+ * pins a key for the first time only if a device of the other member of the
+ * conversation (her counsellor, whose devices the safety number covers; or
+ * one this browser saw listed as such before, her previous counsellor's)
  * endorsed it: else `structure_key_unendorsed`, nothing pinned, nothing sealed.
  * The id from the activation box is a pin already (no endorsement asked).
  */
@@ -102,9 +103,13 @@ export class StructureKeyring {
     return { recipient: S.structureRecipient(key.key_id), keyId: key.key_id, publicRaw };
   }
 
-  /** Whether one of `key.endorsements` verifies under a listed device of another member. */
+  /**
+   * Whether one of `key.endorsements` verifies under a device of the other
+   * member of `listing`'s conversation: listed now, or seen listed before by
+   * this browser (the previous counsellor's, after a transfer).
+   */
   async endorsedByPeer(key, publicRaw, listing) {
-    const peers = new Map();
+    const peers = listing?.conversation ? await this.keys.peerMembers(listing.conversation) : new Map();
     for (const d of listing?.devices || []) {
       if (d.group === "member" && d.userId !== this.keys.userId) peers.set(d.deviceId, d);
     }
