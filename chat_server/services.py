@@ -301,7 +301,7 @@ async def build_services(
         push=push,
         onboarding=OnboardingService(accounts, accounts_store, conversations, key_store, clock),
         portfolio=PortfolioService(messages, accounts_store, presence, clock),
-        devices=DeviceTools(keys, key_store, accounts, lifecycle_store, messages),
+        devices=DeviceTools(keys, key_store, accounts, lifecycle_store, messages, clock),
         blobs=blobs,
         attachments=attachments,
         broadcasts=broadcasts,

@@ -293,6 +293,97 @@ async def test_record_links_copies_and_reports_read(env: Env) -> None:
     await api(env.server, "DELETE", f"/api/broadcast-lists/{list_id}", w.c1.token)
 
 
+async def test_an_edit_during_a_reads_clean_up_is_kept(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that drops someone transferred away must not overwrite an edit that landed
+    between its read of the list and its clean-up (compare-and-set)."""
+    w = env.w
+    r = await _create(env, w.c1.token, {"name": "Course", "members": [w.b1.user.id]})
+    assert r.status_code == 201, r.text
+    list_id = r.json()["list"]["id"]
+    store = env.server.services.broadcasts._store
+    stale = await store.get_list(list_id)
+    assert stale is not None
+    # The list as read names someone c1 no longer follows ("gone"): the read drops them.
+    # Meanwhile, an edit adds b2.
+    real_lists_of = store.lists_of
+
+    async def lists_of_then_edit(owner_id: str) -> Any:
+        found = await real_lists_of(owner_id)
+        if owner_id == w.c1.user.id:
+            await store.update_list(list_id, "Course", [w.b1.user.id, w.b2.user.id], time.time())
+            return [
+                replace(x, members=(*x.members, "gone")) if x.id == list_id else x for x in found
+            ]
+        return found
+
+    monkeypatch.setattr(store, "lists_of", lists_of_then_edit)
+    (seen,) = await _lists(env, w.c1.token)
+    assert set(_members(seen)) == {"b1"}  # what that read saw, without "gone"
+    monkeypatch.undo()
+    stored = await store.get_list(list_id)
+    assert stored is not None
+    assert stored.members == (w.b1.user.id, w.b2.user.id)  # the edit won
+    (now,) = await _lists(env, w.c1.token)
+    assert set(_members(now)) == {"b1", "b2"}
+    await api(env.server, "DELETE", f"/api/broadcast-lists/{list_id}", w.c1.token)
+
+
+async def test_pending_copies_of_old_records_are_looked_up_sparingly(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copies that never reached the thread are not looked up at every read: a fresh
+    record at each read, an older one once per interval, and never more than
+    MAX_LOOKUPS_PER_READ look-ups for one read."""
+    from chat_server.tools import broadcast as bc
+
+    w = env.w
+    service = env.server.services.broadcasts
+    owner = w.c1.user.id
+    old = time.time() - 3 * bc.FRESH_SECONDS
+    for i in range(3):
+        copies = tuple(
+            bc.Copy(w.conv[k], getattr(w, k).user.id, f"never-{i}-{k}") for k in ("b1", "b2")
+        )
+        await service._store.add_broadcast(
+            bc.Broadcast(f"old-{i}-{secrets.token_hex(4)}", owner, None, None, old + i, copies),
+            KEPT_BROADCASTS,
+        )
+    calls: list[str] = []
+    real = service._messages.message_by_client_id
+
+    async def counted(conversation_id: str, sender_id: str, client_id: str) -> Any:
+        calls.append(client_id)
+        return await real(conversation_id, sender_id, client_id)
+
+    monkeypatch.setattr(service._messages, "message_by_client_id", counted)
+    monkeypatch.setattr(bc, "MAX_LOOKUPS_PER_READ", 4)
+    await _broadcasts(env, w.c1.token)
+    never = [c for c in calls if c.startswith("never-")]
+    assert len(never) == 4  # two records' copies; the third waits for a later read
+    calls.clear()
+    records = await _broadcasts(env, w.c1.token)
+    never = [c for c in calls if c.startswith("never-")]
+    assert sorted(never) == ["never-0-b1", "never-0-b2"]  # only the one not looked up yet
+    assert all(
+        x["state"] == "pending" for r in records if r["id"].startswith("old-") for x in r["copies"]
+    )
+    calls.clear()
+    await _broadcasts(env, w.c1.token)
+    assert [c for c in calls if c.startswith("never-")] == []
+    # A fresh record is looked up at every read.
+    body = {
+        "copies": [{"conversation_id": w.conv["b1"], "client_id": "fresh-" + secrets.token_hex(4)}]
+    }
+    r = await api(env.server, "POST", "/api/broadcasts", w.c1.token, body)
+    assert r.status_code == 201, r.text
+    calls.clear()
+    await _broadcasts(env, w.c1.token)
+    await _broadcasts(env, w.c1.token)
+    assert len([c for c in calls if c.startswith("fresh-")]) == 2
+
+
 async def test_records_are_capped(env: Env) -> None:
     w = env.w
     copies = [{"conversation_id": w.conv["b1"], "client_id": "cap"}]

@@ -58,6 +58,8 @@ class ReportBody(Struct, forbid_unknown_fields=True):
     conversation: IdStr
     epoch: Annotated[int, Meta(ge=1, le=2**31)]
     sender_device: IdStr
+    #: The envelope was sealed to the structure key (not to the caller's device).
+    structure: bool = False
 
 
 class BackupBody(Struct, forbid_unknown_fields=True):
@@ -203,7 +205,12 @@ async def report(request: Request) -> Response:
     user, session = await current(request)
     body = await json_body(request, ReportBody)
     await services(request).keys.report_envelope(
-        user, session.device_id, body.conversation, body.epoch, body.sender_device
+        user,
+        session.device_id,
+        body.conversation,
+        body.epoch,
+        body.sender_device,
+        structure=body.structure,
     )
     return ok({"ok": True})
 

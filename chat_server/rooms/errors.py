@@ -135,6 +135,13 @@ class InvalidDate(InvalidInput):
     code = "invalid_date"
 
 
+class RenewalConflict(DomainError):
+    """Another renewal of the same person's recovery key replaced the backup first."""
+
+    code = "renewal_conflict"
+    status = 409
+
+
 class InvalidTransition(DomainError):
     """An item's event that does not follow from its current state (docs/protocol.md)."""
 

@@ -65,6 +65,11 @@ _DEVICE_CACHE_SECONDS = 2.0
 MAX_DEVICES_PER_USER = 10
 #: Envelopes kept for one (recipient device, epoch): the epoch's own and every re-wrap.
 MAX_ENVELOPES_PER_DEVICE_EPOCH = 32
+#: Structure envelopes kept for one epoch *per sending user* (one per sending device, as
+#: many devices as an account may have): one party's envelopes never fill the slot
+#: against another's. The parties that may send them are few (the two members, the
+#: previous counsellor, the structure's supervisors), which bounds the total.
+MAX_STRUCTURE_ENVELOPES_PER_USER = MAX_DEVICES_PER_USER
 
 
 class E2EEVerifier:
@@ -612,7 +617,19 @@ class KeyService:
                 raise E2EEError(
                     "epoch_not_held", f"this device never received the key of epoch {e.epoch}"
                 )
+        structure_rid = sets.structure and structure_recipient(sets.structure.key_id)
+        sealers: dict[int, dict[str, int]] | None = None
         for slot in sorted({(e.epoch, e.recipient_device) for e in envs}):
+            if slot[1] == structure_rid:
+                if sealers is None:
+                    sealers = await self._structure_sealers(conv.id, structure_rid)
+                if sealers.get(slot[0], {}).get(user.id, 0) >= MAX_STRUCTURE_ENVELOPES_PER_USER:
+                    raise E2EEError(
+                        "too_many_envelopes",
+                        f"your devices already sealed epoch {slot[0]} to the structure key "
+                        f"{MAX_STRUCTURE_ENVELOPES_PER_USER} times",
+                    )
+                continue
             if await self._keys.count_envelopes(conv.id, *slot) >= MAX_ENVELOPES_PER_DEVICE_EPOCH:
                 raise E2EEError(
                     "too_many_envelopes",
@@ -676,8 +693,13 @@ class KeyService:
     ) -> dict[str, Any] | None:
         """A member's view of its conversation's structure envelopes, or None (no key).
 
-        ``missing_epochs``: epochs without a structure envelope yet (created
-        before the key existed), which a member holding them should seal to it.
+        ``missing_epochs``: the epochs this device was given (it has an
+        envelope for them, so it may pass them on) that no device of *this
+        user* has sealed to the structure key yet (created before the key
+        existed, or sealed only by someone else); the member's client seals
+        them. Per user, so that a junk structure envelope from one member (a
+        hostile party, a poisoned re-wrap) never stops the other from adding
+        the right one: a reader tries each against the epoch's commitment.
         ``envelopes``: the structure envelopes themselves, only for a member's
         device that holds the structure key (a grant): ciphertext to members only.
         """
@@ -690,14 +712,28 @@ class KeyService:
         if key is None:
             return None
         rid = structure_recipient(key.key_id)
-        held = (await self._keys.epochs_held(conv.id, [rid]))[rid]
+        sealers = await self._structure_sealers(conv.id, rid)
+        sealed = {epoch for epoch, users in sealers.items() if user.id in users}
+        held = (await self._keys.epochs_held(conv.id, [device_id]))[device_id]
         out: dict[str, Any] = {
             "key": await self._structure_listed(conv, key, await self.device_sets(conv)),
-            "missing_epochs": sorted(set(range(1, conv.epoch + 1)) - held),
+            "missing_epochs": sorted(held - sealed),
             "envelopes": [],
         }
         if await self.structure.holds(key, device_id):
             out["envelopes"] = await self.envelopes_for(rid, conv.id)
+        return out
+
+    async def _structure_sealers(self, conversation_id: str, rid: str) -> dict[int, dict[str, int]]:
+        """Per epoch, how many envelopes each user's devices sealed to the structure key."""
+        owners: dict[str, str] = {}
+        out: dict[int, dict[str, int]] = {}
+        for e in await self._keys.envelopes_for(rid, conversation_id):
+            if e.sender_device not in owners:
+                sender = await self._keys.get_device(e.sender_device)
+                owners[e.sender_device] = sender.user_id if sender else ""
+            users = out.setdefault(e.epoch, {})
+            users[owners[e.sender_device]] = users.get(owners[e.sender_device], 0) + 1
         return out
 
     # ------------------------------------------------------------------ key requests
@@ -793,17 +829,35 @@ class KeyService:
         return out
 
     async def report_envelope(
-        self, user: User, device_id: str, conversation_id: str, epoch: int, sender_device: str
+        self,
+        user: User,
+        device_id: str,
+        conversation_id: str,
+        epoch: int,
+        sender_device: str,
+        *,
+        structure: bool = False,
     ) -> None:
         """The caller's device found an envelope whose key fails the epoch's commitment.
 
-        Kept as an audit record (``envelope.rejected``), and the device's key
-        request is opened again (reason ``bad_envelope``) so that the other
-        holders re-wrap the epoch keys for it.
+        Kept as an audit record (``envelope.rejected``). For an envelope to the
+        device itself, its key request is opened again (reason ``bad_envelope``)
+        so that the other holders re-wrap the epoch keys for it. ``structure``:
+        the envelope was sealed to the structure key (the caller's device holds
+        it); no request is opened, since each member is asked to seal every
+        epoch it has not sealed itself (``missing_epochs``).
         """
         conv = await self.readable_conversation(user, conversation_id)
         device = await self._sender_device(user, device_id)
-        envs = await self._keys.envelopes_for(device.id, conv.id)
+        recipient = device.id
+        if structure:
+            key = None
+            if self.structure is not None:
+                key = await self.structure.current(conv.structure_id)
+            if key is None or not await self.structure_holds(key, device.id):
+                raise NotFound("this device holds no structure key of this conversation")
+            recipient = structure_recipient(key.key_id)
+        envs = await self._keys.envelopes_for(recipient, conv.id)
         if not any(e.epoch == epoch and e.sender_device == sender_device for e in envs):
             raise NotFound("this device has no envelope from that sender for that epoch")
         await self._keys.add_audit(
@@ -811,7 +865,12 @@ class KeyService:
                 conv.id,
                 user.id,
                 "envelope.rejected",
-                {"device": device.id, "epoch": epoch, "sender_device": sender_device},
+                {
+                    "device": device.id,
+                    "recipient": recipient,
+                    "epoch": epoch,
+                    "sender_device": sender_device,
+                },
                 self._clock(),
             )
         )
@@ -819,7 +878,12 @@ class KeyService:
             "envelope rejected by its recipient (key commitment mismatch)",
             extra={"conversation_id": conv.id, "device_id": sender_device, "user_id": user.id},
         )
-        await self._request_keys(conv, user, device.id, "bad_envelope", True)
+        if not structure:
+            await self._request_keys(conv, user, device.id, "bad_envelope", True)
+
+    async def structure_holds(self, key: StructureKey, device_id: str) -> bool:
+        """Whether this device was handed the structure key."""
+        return self.structure is not None and await self.structure.holds(key, device_id)
 
     async def approve_device(self, user: User, conversation_id: str, device_id: str) -> None:
         """The counsellor approves a beneficiary's new device; holders then re-wrap for it."""

@@ -194,7 +194,9 @@ class StructureKeyService:
     ) -> StructureKey:
         """A supervisor's device makes the structure key, with its own grant.
 
-        ``structure_key_exists`` (409) if the structure has one already.
+        ``structure_key_exists`` (409) if the structure has one already. The
+        grant is stored before the key, so the key never exists without its
+        creator's grant; a creation that loses a race removes its grant again.
         """
         structure_id, device = await self._staff_device(user, device_id)
         if user.role is not Role.SUPERVISOR:
@@ -223,11 +225,21 @@ class StructureKeyService:
             )
         now = self._clock()
         key = StructureKey(structure_id, key_id, pub, device.id, user.id, signature, now)
+        # The creator's grant is written first, so a stored key always has one
+        # (a key nobody holds could never be handed on). A failure after this
+        # write leaves at most a grant of a key id no structure has: it opens
+        # nothing anyone is served, and the structure's erasure deletes it.
+        await self._store.add_grants([_record(own, now)])
         try:
             await self._store.create_key(key)
         except Conflict:
+            # Another creation won: this grant's key will never exist, drop it;
+            # unless the stored key is this very one (a retry of a creation
+            # whose answer was lost), whose grant it is.
+            winner = await self._store.current_key(structure_id)
+            if winner is None or winner.key_id != key_id:
+                await self._store.remove_grant(key_id, device.id)
             raise StructureKeyExists() from None
-        await self._store.add_grants([_record(own, now)])
         log.info("structure key created", extra={"user_id": user.id, "device_id": device.id})
         await self.announce(structure_id)
         return key

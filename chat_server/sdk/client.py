@@ -137,6 +137,8 @@ class _State:
     epoch_keys: dict[tuple[str, int], bytes] = field(default_factory=dict)
     # (conversation, epoch, sender device) of envelopes whose key failed the commitment.
     rejected_envelopes: list[tuple[str, int, str]] = field(default_factory=list)
+    # The same, of envelopes sealed to the structure key (security events too).
+    rejected_structure_envelopes: list[tuple[str, int, str]] = field(default_factory=list)
     device_keys: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # id -> (user, sig)
     # structure id -> key id of the structure key first seen (pinned on first use).
     structure_pins: dict[str, str] = field(default_factory=dict)
@@ -380,14 +382,7 @@ class Client:
             committed = commitments.get(key)
             if committed is not None and not key_matches_commitment(raw, *key, committed):
                 # A poisoned envelope: another one for this epoch may hold the right key.
-                bad = (key[0], key[1], env.sender_device)
-                if bad not in self.state.rejected_envelopes:
-                    self.state.rejected_envelopes.append(bad)
-                    await self.request(
-                        "POST",
-                        "/api/keys/report",
-                        {"conversation": bad[0], "epoch": bad[1], "sender_device": bad[2]},
-                    )
+                await self.reject_envelope(key[0], key[1], env.sender_device)
                 continue
             self.state.epoch_keys[key] = raw
             new += 1
@@ -395,6 +390,26 @@ class Client:
             new += await self.structure.open_envelopes(conversation, data, commitments)
             await self.structure.backfill(conversation, data)
         return new
+
+    async def reject_envelope(
+        self, conversation: str, epoch: int, sender_device: str, *, structure: bool = False
+    ) -> None:
+        """Record (once) and report an envelope whose key fails its epoch's commitment:
+        one addressed to this device, or with ``structure`` one sealed to the structure key."""
+        state = self.state
+        seen = state.rejected_structure_envelopes if structure else state.rejected_envelopes
+        bad = (conversation, epoch, sender_device)
+        if bad in seen:
+            return
+        seen.append(bad)
+        body: dict[str, Any] = {
+            "conversation": conversation,
+            "epoch": epoch,
+            "sender_device": sender_device,
+        }
+        if structure:
+            body["structure"] = True
+        await self.request("POST", "/api/keys/report", body)
 
     async def devices(self, conversation: str) -> dict[str, Any]:
         """The conversation's authorised devices (checked registrations only)."""

@@ -222,7 +222,13 @@ class StructureKeyring:
         self, conversation: str, data: Mapping[str, Any], commitments: dict[tuple[str, int], bytes]
     ) -> int:
         """Take the epoch keys this device lacks from the structure envelopes of a
-        ``GET /api/keys/envelopes`` answer, each only if it matches its commitment."""
+        ``GET /api/keys/envelopes`` answer, each only if it matches its commitment.
+
+        Every structure envelope of an epoch it lacks is tried (there may be one
+        per member and device): the first that matches gives the key, and each
+        one whose key fails the commitment is reported (``Client.reject_envelope``),
+        whichever came first.
+        """
         c = self._client
         found = data.get("structure") or {}
         envs = found.get("envelopes") or []
@@ -230,11 +236,16 @@ class StructureKeyring:
             await self.load()
         if self.private is None:
             return 0
+        lacking = {
+            int(doc["epoch"])
+            for doc in envs
+            if (conversation, int(doc["epoch"])) not in c.state.epoch_keys
+        }
         new = 0
         for doc in envs:
             key = (conversation, int(doc["epoch"]))
             committed = commitments.get(key)
-            if key in c.state.epoch_keys or committed is None:
+            if key[1] not in lacking or committed is None:
                 continue
             env = Envelope.from_json(doc)
             _, sig_pub = await c._device_sig_pub(env.sender_device)
@@ -242,7 +253,9 @@ class StructureKeyring:
                 raw = open_structure_envelope(env, self.private, sig_pub)
             except (CryptoError, ValueError):
                 continue
-            if key_matches_commitment(raw, *key, committed):
+            if not key_matches_commitment(raw, *key, committed):
+                await c.reject_envelope(conversation, key[1], env.sender_device, structure=True)
+            elif key not in c.state.epoch_keys:
                 c.state.epoch_keys[key] = raw
                 new += 1
         return new

@@ -343,6 +343,18 @@ class KeyStore(Protocol):
     async def get_backup(self, user_id: str) -> dict[str, str] | None:
         """The user's encrypted key backup, or None."""
 
+    async def swap_backup(
+        self,
+        user_id: str,
+        expected: dict[str, str] | None,
+        backup: dict[str, str],
+        now: float,
+    ) -> bool:
+        """Replace the user's backup with ``backup`` only if the stored one is still
+        ``expected`` (compared by its ``nonce``, fresh for every backup a client makes;
+        None: there must be no backup), atomically. False, and nothing changed, when
+        another write came first."""
+
     async def add_audit(self, record: AuditRecord) -> None:
         """Append an audit record (never updated, never deleted)."""
 

@@ -649,6 +649,25 @@ class MemoryKeyStore:
         b = self._s.backups.get(user_id)
         return dict(b) if b is not None else None
 
+    async def swap_backup(
+        self,
+        user_id: str,
+        expected: dict[str, str] | None,
+        backup: dict[str, str],
+        now: float,
+    ) -> bool:
+        current = self._s.backups.get(user_id)
+        if (current is None) != (expected is None):
+            return False
+        if (
+            current is not None
+            and expected is not None
+            and current.get("nonce") != expected.get("nonce")
+        ):
+            return False
+        self._s.backups[user_id] = dict(backup)
+        return True
+
     async def add_audit(self, record: AuditRecord) -> None:
         self._s.audit.append(dataclasses.replace(record, details=copy.deepcopy(record.details)))
 

@@ -108,6 +108,10 @@ class MongoBroadcastStore:
         )
         return _list(d) if d else None
 
+    async def drop_members(self, list_id: str, gone: Sequence[str]) -> None:
+        # One atomic $pull: an edit made since the list was read is kept.
+        await self._lists.update_one({"_id": list_id}, {"$pull": {"members": {"$in": list(gone)}}})
+
     async def delete_list(self, list_id: str) -> bool:
         result = await self._lists.delete_one({"_id": list_id})
         return result.deleted_count > 0
@@ -169,10 +173,11 @@ class MongoBroadcastStore:
     async def erase_user(self, user_id: str, conversation_ids: Sequence[str]) -> int:
         changed = (await self._lists.delete_many({"owner_id": user_id})).deleted_count
         changed += (await self._records.delete_many({"owner_id": user_id})).deleted_count
-        for d in [d async for d in self._lists.find({"members": {"$in": [user_id]}})]:
-            members = [m for m in d.get("members", ()) if m != user_id]
-            await self._lists.update_one({"_id": d["_id"]}, {"$set": {"members": members}})
-            changed += 1
+        # One atomic $pull per list: an edit made meanwhile is kept.
+        left = await self._lists.update_many(
+            {"members": {"$in": [user_id]}}, {"$pull": {"members": user_id}}
+        )
+        changed += left.modified_count
         gone = set(conversation_ids)
         if gone:
             query = {"conversation_ids": {"$in": sorted(gone)}}

@@ -317,6 +317,26 @@ class MongoKeyStore:
         d = await self._db.backups.find_one({"_id": user_id})
         return dict(d["backup"]) if d else None
 
+    async def swap_backup(
+        self,
+        user_id: str,
+        expected: dict[str, str] | None,
+        backup: dict[str, str],
+        now: float,
+    ) -> bool:
+        doc = {"_id": user_id, "backup": backup, "updated_at": now}
+        if expected is None:
+            try:
+                await self._db.backups.insert_one(doc)
+            except DuplicateKeyError:
+                return False
+            return True
+        # A compare-and-set on the nonce read before: a concurrent write makes it miss.
+        result = await self._db.backups.replace_one(
+            {"_id": user_id, "backup.nonce": expected.get("nonce")}, doc
+        )
+        return result.matched_count == 1
+
     async def add_audit(self, record: AuditRecord) -> None:
         await self._db.audit.insert_one(
             {

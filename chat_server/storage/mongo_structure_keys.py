@@ -149,6 +149,10 @@ class MongoStructureKeyStore:
     async def count_endorsements(self, key_id: str) -> int:
         return int(await self._endorsements.count_documents({"key_id": key_id}))
 
+    async def remove_grant(self, key_id: str, recipient_device: str) -> bool:
+        result = await self._grants.delete_one({"_id": f"{key_id}:{recipient_device}"})
+        return result.deleted_count == 1
+
     async def delete_structure(self, structure_id: str) -> int:
         g = await self._grants.delete_many({"structure_id": structure_id})
         e = await self._endorsements.delete_many({"structure_id": structure_id})

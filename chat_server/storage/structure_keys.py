@@ -94,6 +94,13 @@ class StructureKeyStore(Protocol):
     async def count_endorsements(self, key_id: str) -> int:
         """How many endorsements this key has."""
 
+    async def remove_grant(self, key_id: str, recipient_device: str) -> bool:
+        """Delete the grant of this key to this device; True if there was one.
+
+        Only for a grant written ahead of a key that was then not stored (a
+        creation that lost the race): a stored key's grants are never removed.
+        """
+
     async def delete_structure(self, structure_id: str) -> int:
         """Delete the structure's keys, grants and endorsements (erasure of a structure);
         how many."""
@@ -142,6 +149,8 @@ class MemoryStructureKeyStore:
 
     async def count_endorsements(self, key_id: str) -> int:
         return sum(1 for k, _ in self._endorsements if k == key_id)
+    async def remove_grant(self, key_id: str, recipient_device: str) -> bool:
+        return self._grants.pop((key_id, recipient_device), None) is not None
 
     async def delete_structure(self, structure_id: str) -> int:
         gone = [s for s, g in self._grants.items() if g.structure_id == structure_id]

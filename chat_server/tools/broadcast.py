@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -44,6 +45,16 @@ MAX_NAME = 80
 KEPT_BROADCASTS = 100
 #: Store look-ups run at once when resolving copies.
 CONCURRENCY = 16
+#: Copy look-ups (by client id) one read may make; records beyond it show their pending
+#: copies as last known, and a later read looks them up.
+MAX_LOOKUPS_PER_READ = 400
+#: A record this young has its pending copies looked up at every read (its copies are
+#: being sent, and the console shows their progress live).
+FRESH_SECONDS = 120.0
+#: Seconds before this process looks an older record's pending copies up again.
+LOOKUP_INTERVAL_SECONDS = 30.0
+#: Records whose last look-up time a process remembers (the oldest are forgotten).
+REMEMBERED_LOOKUPS = 1_000
 
 
 class UnknownBeneficiary(InvalidInput):
@@ -121,6 +132,11 @@ class BroadcastStore(Protocol):
     ) -> BroadcastList | None:
         """Replace name and members; None if the list does not exist (last write wins)."""
 
+    async def drop_members(self, list_id: str, gone: Sequence[str]) -> None:
+        """Remove these members from the list, atomically, leaving the rest of it (name,
+        other members, ``updated_at``) as it is now, whatever was read before; nothing if
+        the list does not exist."""
+
     async def delete_list(self, list_id: str) -> bool:
         """Delete; False if it did not exist."""
 
@@ -170,6 +186,12 @@ class MemoryBroadcastStore:
         new = replace(old, name=name, members=tuple(members), updated_at=at)
         self._lists[list_id] = new
         return new
+
+    async def drop_members(self, list_id: str, gone: Sequence[str]) -> None:
+        old = self._lists.get(list_id)
+        if old is not None:
+            members = tuple(m for m in old.members if m not in gone)
+            self._lists[list_id] = replace(old, members=members)
 
     async def delete_list(self, list_id: str) -> bool:
         return self._lists.pop(list_id, None) is not None
@@ -259,6 +281,8 @@ class BroadcastService:
         self._messages = messages
         self._accounts = accounts
         self._clock = clock
+        #: broadcast id -> monotonic time of this process's last look-up of its copies.
+        self._looked_up: dict[str, float] = {}
 
     @staticmethod
     def _counsellor(user: User) -> None:
@@ -378,7 +402,8 @@ class BroadcastService:
                     }
                 )
             if tuple(kept) != lst.members:
-                await self._store.update_list(lst.id, lst.name, kept, lst.updated_at)
+                # Only those removed, atomically: an edit made since the read is kept.
+                await self._store.drop_members(lst.id, [m for m in lst.members if m not in kept])
             out.append(
                 {
                     "id": lst.id,
@@ -465,8 +490,36 @@ class BroadcastService:
         )
         return replace(record, copies=copies)
 
+    async def _link_some(self, records: Sequence[Broadcast]) -> list[Broadcast]:
+        """``_link`` the records with pending copies, newest first, within
+        ``MAX_LOOKUPS_PER_READ`` look-ups: every read for a record younger than
+        ``FRESH_SECONDS``, at most once per ``LOOKUP_INTERVAL_SECONDS`` (per process) for an
+        older one. A read so costs a bounded number of store queries however many copies
+        never reached the thread (a copy stays ``pending`` until one is stored; the
+        console retries it under the same client id)."""
+        now = time.monotonic()
+        budget = MAX_LOOKUPS_PER_READ
+        out: list[Broadcast] = []
+        for r in records:
+            waiting = sum(c.seq is None for c in r.copies)
+            last = self._looked_up.get(r.id)
+            due = (
+                last is None
+                or self._clock() - r.created_at < FRESH_SECONDS
+                or now - last >= LOOKUP_INTERVAL_SECONDS
+            )
+            if waiting and due and waiting <= budget:
+                budget -= waiting
+                r = await self._link(r)
+                self._looked_up.pop(r.id, None)
+                self._looked_up[r.id] = now
+                while len(self._looked_up) > REMEMBERED_LOOKUPS:
+                    del self._looked_up[next(iter(self._looked_up))]
+            out.append(r)
+        return out
+
     async def _shape(self, user: User, records: Sequence[Broadcast]) -> list[dict[str, Any]]:
-        linked = [await self._link(r) for r in records]
+        linked = await self._link_some(records)
         followed = {c.id for c in (await self._followed(user)).values()}
         followed |= {c.id for c in (await self._away(user)).values()}
         conv_ids = sorted({c.conversation_id for r in linked for c in r.copies})

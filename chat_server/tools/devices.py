@@ -28,11 +28,13 @@ be removed, so that it is given nothing new:
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from chat_server.accounts import AccountService
-from chat_server.rooms.errors import DomainError, E2EEError, NotFound
+from chat_server.rooms.errors import DomainError, E2EEError, NotFound, RenewalConflict
 from chat_server.rooms.keys import KeyService, device_json
 from chat_server.rooms.models import Device, Role, Session, User
 from chat_server.storage.base import KeyStore, LifecycleStore, MessageStore
@@ -68,8 +70,10 @@ class DeviceTools:
         accounts: AccountService,
         sessions: LifecycleStore,
         messages: MessageStore,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = keys
+        self._clock = clock
         self._key_store = key_store
         self._accounts = accounts
         self._sessions = sessions
@@ -144,7 +148,13 @@ class DeviceTools:
                     removed.append(held)
                 except NotFound:
                     pass  # already removed
-            await self._keys.put_backup(user, backup | {"device_id": device.id})
+            if not await self._key_store.swap_backup(
+                user.id, old, backup | {"device_id": device.id}, self._clock()
+            ):
+                raise RenewalConflict(
+                    "another renewal of your recovery key finished first: "
+                    "renew again from this device"
+                )
         except Exception:
             try:
                 await self._keys.remove_device(user, device.id)

@@ -113,3 +113,18 @@ async def test_erase_user(store: BroadcastStore) -> None:
     assert await store.lists_of("o1") == []
     assert await store.broadcasts_of("o1", 10) == []
     assert await store.get_broadcast("r2") is not None
+
+
+async def test_drop_members_removes_only_those(store: BroadcastStore) -> None:
+    await store.add_list(BroadcastList("l1", "o1", "Un", ("b1", "b2", "b3"), 1.0, 1.5))
+    # An edit made after the caller read the list ("b4" added) is kept.
+    await store.update_list("l1", "Un bis", ["b1", "b2", "b3", "b4"], 2.0)
+    await store.drop_members("l1", ["b2", "b9"])
+    assert await store.get_list("l1") == BroadcastList(
+        "l1", "o1", "Un bis", ("b1", "b3", "b4"), 1.0, 2.0
+    )
+    await store.drop_members("l1", [])
+    assert (await store.get_list("l1")) is not None
+    await store.delete_list("l1")
+    await store.drop_members("l1", ["b1"])
+    assert await store.get_list("l1") is None

@@ -268,3 +268,18 @@ async def test_dead_processes_go_with_their_connection_counters(db: Backend) -> 
     assert now["u1"].online is True  # its connection in the live process counts
     assert now["u2"].online is False
     assert await presence.seen_at(["u2"]) == {"u2": 60.0}  # "vu à" is not a counter
+
+
+async def test_swap_backup_is_a_compare_and_set(db: Backend) -> None:
+    keys = db.keys()
+    first = {"v": "1", "nonce": "n1", "blob": "a"}
+    assert await keys.swap_backup("sw", {"v": "1", "nonce": "n0", "blob": "z"}, first, 1.0) is False
+    assert await keys.get_backup("sw") is None
+    assert await keys.swap_backup("sw", None, first, 1.0) is True
+    assert await keys.swap_backup("sw", None, {"v": "1", "nonce": "nx", "blob": "x"}, 1.0) is False
+    # Two renewals that both read ``first``: the second to write finds it gone.
+    second = {"v": "1", "nonce": "n2", "blob": "b", "device_id": "d2"}
+    third = {"v": "1", "nonce": "n3", "blob": "c", "device_id": "d3"}
+    assert await keys.swap_backup("sw", first, second, 2.0) is True
+    assert await keys.swap_backup("sw", first, third, 2.0) is False
+    assert await keys.get_backup("sw") == second

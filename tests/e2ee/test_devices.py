@@ -248,10 +248,10 @@ async def test_renewal_whose_backup_fails_removes_the_old_device_and_leaves_no_o
         old_backup = await second.request("GET", "/api/keys/backup")
         store = e2ee_server.services.devices._key_store
 
-        async def failing_put_backup(*args: Any) -> None:
+        async def failing_put_backup(*args: Any) -> bool:
             raise StoreUnavailable("injected: backup write failed")
 
-        monkeypatch.setattr(store, "put_backup", failing_put_backup)
+        monkeypatch.setattr(store, "swap_backup", failing_put_backup)
         with pytest.raises(ClientError) as exc:
             await second.request(
                 "POST", "/api/keys/backup/renew", await _renew_body(second, PASSWORD)
@@ -310,3 +310,51 @@ async def test_renewal_bad_input(e2ee_server: ServerInfo) -> None:
     finally:
         await phone.close()
         await unregistered.close()
+
+
+async def test_concurrent_renewals_one_wins_the_other_is_refused_and_leaves_no_orphan(
+    e2ee_server: ServerInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two devices of one person renew at once: both read the same old backup. The first
+    # to store its backup wins; the other gets 409 renewal_conflict, its new device is
+    # removed again, and the backup is the winner's (its key was not silently replaced).
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    counsellor = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    first = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    second = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    try:
+        await counsellor.ensure_epoch(conv)
+        await first.backup()
+        await counsellor.approve_device(conv, second.device_id)
+        store = e2ee_server.services.devices._key_store
+        real_get = store.get_backup
+        winner = await _renew_body(second, PASSWORD, device_id="winner-device")
+        raced: list[bool] = []
+
+        async def get_then_race(user_id: str) -> Any:
+            found = await real_get(user_id)
+            if not raced:  # the loser's read; the winner renews before the loser writes
+                raced.append(True)
+                await second.request("POST", "/api/keys/backup/renew", winner)
+            return found
+
+        monkeypatch.setattr(store, "get_backup", get_then_race)
+        with pytest.raises(ClientError) as exc:
+            await second.request(
+                "POST",
+                "/api/keys/backup/renew",
+                await _renew_body(second, PASSWORD, device_id="loser-device"),
+            )
+        monkeypatch.undo()
+        assert (exc.value.status, exc.value.code) == (409, "renewal_conflict")
+        stored = await store.get_backup(second.user_id)
+        assert stored is not None
+        assert stored["device_id"] == "winner-device"
+        loser = await store.get_device("loser-device")
+        assert loser is not None
+        assert loser.removed_at is not None
+        assert sorted(await _ids(second)) == sorted([second.device_id, "winner-device"])
+    finally:
+        for c in (counsellor, first, second):
+            await c.close()

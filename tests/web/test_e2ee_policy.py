@@ -50,6 +50,10 @@ def test_poisoned_envelope_is_detected_and_the_committed_key_used(page: Page) ->
     _run(page, "poisonedEnvelopeDetected")
 
 
+def test_a_junk_structure_envelope_is_detected_and_the_committed_key_used(page: Page) -> None:
+    _run(page, "poisonedStructureEnvelopeDetected")
+
+
 def test_envelope_from_a_device_outside_the_conversation_is_refused(page: Page) -> None:
     _run(page, "foreignSenderRefused")
 

@@ -180,8 +180,11 @@ export class Api {
     return this.post(`/api/conversations/${encodeURIComponent(conversation)}/epochs`, { epoch, envelopes, commitment, commitment_sig });
   }
 
-  reportEnvelope(conversation, epoch, senderDevice) {
-    return this.post("/api/keys/report", { conversation, epoch, sender_device: senderDevice });
+  /** `structure`: the envelope was sealed to the structure key, not to this device. */
+  reportEnvelope(conversation, epoch, senderDevice, { structure = false } = {}) {
+    const body = { conversation, epoch, sender_device: senderDevice };
+    if (structure) body.structure = true;
+    return this.post("/api/keys/report", body);
   }
 
   addEnvelopes(conversation, envelopes) {

@@ -602,17 +602,21 @@ export class KeyManager {
       if (committed) poisoned.push({ env, sender });
       console.warn("envelope refused: its key is not this epoch's key", epoch);
     }
-    for (const { env, sender } of poisoned) this._poisoned(conversation, epoch, env, sender, !!good);
+    const structure = recipient !== this.device;
+    for (const { env, sender } of poisoned) this._poisoned(conversation, epoch, env, sender, !!good, structure);
     return good;
   }
 
-  /** An envelope signed by an entitled device held another key than the epoch's: report it once. */
-  _poisoned(conversation, epoch, env, sender, recovered) {
-    const id = `${conversation}|${epoch}|${env.sender_device}`;
+  /**
+   * An envelope signed by an entitled device held another key than the epoch's:
+   * report it once. `structure`: it was sealed to the structure key.
+   */
+  _poisoned(conversation, epoch, env, sender, recovered, structure = false) {
+    const id = `${conversation}|${epoch}|${env.sender_device}|${structure ? "structure" : "device"}`;
     if (this.reported.has(id)) return;
     this.reported.add(id);
-    this._securityEvent({ kind: "bad_envelope", conversation, epoch, senderDevice: env.sender_device, senderUser: sender.userId, recovered });
-    this.api.reportEnvelope(conversation, epoch, env.sender_device).catch((err) => console.warn("report failed", err.message));
+    this._securityEvent({ kind: "bad_envelope", conversation, epoch, senderDevice: env.sender_device, senderUser: sender.userId, recovered, structure });
+    this.api.reportEnvelope(conversation, epoch, env.sender_device, { structure }).catch((err) => console.warn("report failed", err.message));
   }
 
   _securityEvent(event) {

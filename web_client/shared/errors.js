@@ -34,6 +34,7 @@ const TEXTS = {
   conversation_archived: "Cette conversation est archivée : elle est en lecture seule.",
   conversation_deleted: "Le compte de ce bénéficiaire a été supprimé.",
   wrong_password: "Mot de passe incorrect.",
+  renewal_conflict: "Une autre demande de nouvelle clé de récupération vient d'aboutir sur un autre appareil : la clé affichée là-bas est la bonne. Pour en obtenir une nouvelle ici, recommencez.",
   not_archived: "Cette conversation n'est pas archivée.",
   archive_expired: "La période d'archivage est terminée : le compte est en cours de suppression.",
   rate_limited: "Trop de messages envoyés à la suite. Patientez un instant.",

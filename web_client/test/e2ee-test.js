@@ -10,6 +10,7 @@
  */
 
 import * as C from "../shared/crypto.js";
+import * as S from "../shared/structure-crypto.js";
 import { ApiError } from "../shared/api.js";
 import { KeyManager, KeyError } from "../shared/e2ee.js";
 import { ChatClient } from "../shared/chat.js";
@@ -93,13 +94,15 @@ async function makeWorld() {
     },
     async envelopes(conv) {
       world.calls.push("envelopes");
-      return {
+      const answer = {
         envelopes: world.envelopes.filter((e) => e.conversation === conv).map((e) => ({ ...e })),
         epochs: (world.commitments || []).filter((c) => c.conversation === conv).map((c) => ({ ...c })),
       };
+      if (world.structure) answer.structure = { ...world.structure, envelopes: world.structure.envelopes.map((e) => ({ ...e })) };
+      return answer;
     },
-    async reportEnvelope(conv, epoch, senderDevice) {
-      (world.reports = world.reports || []).push({ conv, epoch, senderDevice });
+    async reportEnvelope(conv, epoch, senderDevice, { structure = false } = {}) {
+      (world.reports = world.reports || []).push({ conv, epoch, senderDevice, structure });
       return { ok: true };
     },
     async device(id) {
@@ -555,8 +558,43 @@ async function poisonedEnvelopeDetected() {
   return t.result();
 }
 
+/**
+ * The structure envelopes of an epoch: the young person's junk one first, the
+ * counsellor's right one second. A device holding the structure key keeps the
+ * right key and reports the junk one (a security event, `structure: true`).
+ */
+async function poisonedStructureEnvelopeDetected() {
+  const t = new Checker();
+  const w = await makeWorld();
+  w.epoch = 1;
+  const good = C.generateEpochKey();
+  const bad = C.generateEpochKey();
+  w.commitments = [await commit(w, w.d.coun, 1, good)];
+  const pair = await crypto.subtle.generateKey({ name: "X25519" }, true, ["deriveBits"]);
+  const publicRaw = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+  const keyId = await S.structureKeyId(publicRaw);
+  const structureKey = { deviceId: S.structureRecipient(keyId), keys: { dhPublic: publicRaw } };
+  w.structure = {
+    key: { key_id: keyId },
+    missing_epochs: [],
+    envelopes: [await wrap(w, w.d.ben, structureKey, 1, bad), await wrap(w, w.d.coun, structureKey, 1, good)],
+  };
+  // The reader: another device of the counsellor, holding the structure key, no envelope of its own.
+  const km = managerOf(w, w.d.coun2);
+  km.structure.pair = { keyId, privateKey: pair.privateKey, publicRaw };
+  const events = [];
+  km.onSecurityEvent = (ev) => events.push(ev);
+  t.ok((await km.fetchEnvelopes(w.conversation)) === 1, "one key opened from the structure envelopes");
+  const msg = await message(w, w.d.coun, 1, good, "bonne clé");
+  t.ok((await readable(km, msg)) === "bonne clé", "the right key is used");
+  t.ok(events.length === 1 && events[0].kind === "bad_envelope" && events[0].senderDevice === w.d.ben.deviceId && events[0].structure === true && events[0].recovered === true, "the junk structure envelope is a security event naming its sender");
+  t.ok((w.reports || []).length === 1 && w.reports[0].senderDevice === w.d.ben.deviceId && w.reports[0].structure === true, "and is reported to the server as a structure envelope");
+  return t.result();
+}
+
 export const scenarios = {
   poisonedEnvelopeDetected,
+  poisonedStructureEnvelopeDetected,
   foreignSenderRefused,
   invalidRegistrationRefused,
   futureEpochRefused,
