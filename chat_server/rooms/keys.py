@@ -54,7 +54,7 @@ from chat_server.rooms.models import (
     User,
 )
 from chat_server.rooms.service import ConversationService
-from chat_server.rooms.structure_keys import StructureKeyService, structure_key_json
+from chat_server.rooms.structure_keys import StructureKeyService
 from chat_server.storage.base import AccountStore, Conflict, KeyStore, MessageStore
 from chat_server.storage.structure_keys import StructureKey
 
@@ -484,8 +484,22 @@ class KeyService:
             "members": group(sets.members),
             "escrow": group(sets.escrow),
             "pending": sorted(sets.pending),
-            "structure_key": None if sets.structure is None else structure_key_json(sets.structure),
+            "structure_key": await self._structure_listed(conv, sets.structure, sets),
         }
+
+    async def _structure_listed(
+        self, conv: Conversation, key: StructureKey | None, sets: DeviceSets
+    ) -> dict[str, Any] | None:
+        """The structure key's JSON with the endorsements by the members' devices and the
+        previous counsellor's (a young person's client that knew them as her counsellor's
+        accepts those too: a transfer to someone who never logged in)."""
+        if key is None or self.structure is None:
+            return None
+        ids = [d.id for ds in sets.members.values() for d in ds if d.id not in sets.pending]
+        previous = conv.previous_counsellor_id
+        if previous is not None and previous not in sets.members:
+            ids += [d.id for d in await self._keys.devices_of([previous])]
+        return await self.structure.listed(key, ids)
 
     # ------------------------------------------------------------------ epochs
 
@@ -710,7 +724,7 @@ class KeyService:
         sealed = {epoch for epoch, users in sealers.items() if user.id in users}
         held = (await self._keys.epochs_held(conv.id, [device_id]))[device_id]
         out: dict[str, Any] = {
-            "key": structure_key_json(key),
+            "key": await self._structure_listed(conv, key, await self.device_sets(conv)),
             "missing_epochs": sorted(held - sealed),
             "envelopes": [],
         }
