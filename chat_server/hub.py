@@ -64,6 +64,8 @@ class Hub:
         self._local: dict[str, set[Subscriber]] = {}
         self._subscribed: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._last_payload: bytes | None = None
+        self._last_event = Event("", "", "", 0, "")
         broker.set_handler(self._on_message)
         broker.set_resync_handler(self._on_resync)
 
@@ -135,12 +137,17 @@ class Hub:
         subs = self._local.get(topic[2:])
         if not subs:
             return
-        try:
-            head, frame = payload.decode().split("\n", 1)
-            kind, origin, conversation, seq = head.split("|", 3)
-            event = Event(kind, origin, conversation, int(seq), frame)
-        except ValueError:
-            log.warning("dropped a malformed broker payload on %s", topic)
-            return
+        if payload is self._last_payload:
+            # The in-process broker hands every member's topic the same bytes: parse once.
+            event = self._last_event
+        else:
+            try:
+                head, frame = payload.decode().split("\n", 1)
+                kind, origin, conversation, seq = head.split("|", 3)
+                event = Event(kind, origin, conversation, int(seq), frame)
+            except ValueError:
+                log.warning("dropped a malformed broker payload on %s", topic)
+                return
+            self._last_payload, self._last_event = payload, event
         for sub in tuple(subs):
             sub.deliver(event)

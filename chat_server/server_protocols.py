@@ -11,6 +11,11 @@
 
 Only the app's own settings choose these bounds: ``protocols(settings)``
 returns the two classes for ``uvicorn.Config(http=..., ws=...)``.
+
+The WebSocket protocol also hands the app a synchronous writer, in the ASGI
+scope's ``extensions`` under ``SEND_NOW`` (see ``BoundedWebSocketProtocol.send_now``):
+the transport writes a frame at once when nothing has to wait, without a task and
+without the five coroutine layers of ``websocket.send``.
 """
 
 from __future__ import annotations
@@ -19,12 +24,23 @@ import asyncio
 import contextlib
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import State
 
 from chat_server.settings import Settings
+
+#: Key of the ASGI scope's ``extensions`` that holds ``send_now`` (absent under another server).
+SEND_NOW = "cejchat.send_now"
+#: ``send_now``'s type: write one text frame now; False if it must wait (nothing written).
+SendNow = Callable[[str], bool]
+
+_TEXT_FIN = 0x81  # FIN + opcode 1 (text), RFC 6455 section 5.2
+_HEAD_16 = struct.Struct("!BBH")
+_HEAD_64 = struct.Struct("!BBQ")
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
@@ -63,8 +79,50 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         _reset(self.transport)
 
 
+def text_frame(data: bytes) -> bytes:
+    """An unmasked, unfragmented text frame of ``data`` (what a server sends, RFC 6455)."""
+    n = len(data)
+    if n < 126:
+        return bytes((_TEXT_FIN, n)) + data
+    if n < 65536:
+        return _HEAD_16.pack(_TEXT_FIN, 126, n) + data
+    return _HEAD_64.pack(_TEXT_FIN, 127, n) + data
+
+
 class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
-    """``WebSocketsSansIOProtocol`` whose closes end the TCP connection in bounded time."""
+    """``WebSocketsSansIOProtocol`` whose closes end the TCP connection in bounded time,
+    with a synchronous writer for the app (``send_now``)."""
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"][SEND_NOW] = self.send_now
+
+    def send_now(self, text: str) -> bool:
+        """Write ``text`` as one text frame now, or return False and write nothing.
+
+        It writes only when ``websocket.send`` would write at once: the handshake is
+        done, no close was sent or received, the transport takes data (not paused
+        for a full buffer: then the caller queues and awaits ``websocket.send``) and
+        the frame needs no extension (the server negotiates none). Same bytes on the
+        wire as ``websocket.send``.
+        """
+        conn = self.conn
+        if (
+            not self.writable.is_set()
+            or self.close_sent
+            or self.disconnected
+            or not self.handshake_complete
+            or self.initial_response is not None
+            or conn.state is not State.OPEN
+            or conn.extensions
+            or conn.writes
+            or self.transport.is_closing()
+        ):
+            return False
+        self.transport.write(text_frame(text.encode()))
+        return True
 
     async def send(self, message: Any) -> None:
         if (

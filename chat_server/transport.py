@@ -9,6 +9,13 @@ Thousands of connections sit idle, so an idle one holds as little as it can:
 the queue exists only while it holds something and the writer task only while
 it drains it (it ends when the queue is empty; the next item starts another).
 
+A frame that can go at once goes at once: when the queue is empty (no writer)
+and the server's socket takes data (``server_protocols.SEND_NOW``), ``deliver``
+and ``reply`` write it synchronously, in the same order the writer would, with
+no task and no queue. Anything that must wait (a full socket buffer, a resume,
+a gap to fill from the store) takes the queue, and so does everything after it
+until the queue is empty again.
+
 Close codes: 4001 authentication failed or timed out, the session expired or
 was revoked; 4003 origin refused; 1008 repeated abuse or too many connections
 of one account; 1009 frame too large; 1013 slow consumer, or the store or the
@@ -35,6 +42,7 @@ from chat_server.hub import KIND_MESSAGE, KIND_REVOKE, REVOKE_ERASED, Event
 from chat_server.rooms.errors import DomainError
 from chat_server.rooms.models import Session, User
 from chat_server.rooms.service import message_out
+from chat_server.server_protocols import SEND_NOW, SendNow
 from chat_server.services import Services
 from chat_server.storage.base import StoreError
 
@@ -101,6 +109,7 @@ class Connection:
         "_expiry",
         "_queue",
         "_ready",
+        "_send_now",
         "_writer",
         "counted",
         "erased",
@@ -127,6 +136,8 @@ class Connection:
         self._queue: collections.deque[Event] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._ready = False  # auth.ok is sent and the connection is not shutting down
+        # The server's synchronous writer, if it offers one (uvicorn with our protocol).
+        self._send_now: SendNow | None = (ws.scope.get("extensions") or {}).get(SEND_NOW)
         self.counted = False  # presence counts this connection
         self.erased = False  # the account is being erased: write no presence on the way out
         # Ends the connection when its session expires, idle or not.
@@ -155,6 +166,9 @@ class Connection:
             return
         queue = self._queue
         if queue is None:
+            send = self._send_now
+            if self._ready and send is not None and self._write_now(event, send):
+                return
             queue = self._queue = collections.deque()
         elif len(queue) >= self.svc.settings.send_queue_size:
             log.warning("slow consumer disconnected", extra={"user_id": self.user.id})
@@ -163,6 +177,34 @@ class Connection:
             return
         queue.append(event)
         self._wake()
+
+    def _write_now(self, ev: Event, send: SendNow) -> bool:
+        """Handle ``ev`` now, as the writer would, if nothing in it has to wait; else
+        return False with nothing changed (the caller queues it). Only called while
+        the queue is empty, so nothing is overtaken."""
+        kind = ev.kind
+        if kind == KIND_MESSAGE:
+            if self.syncs:
+                return False  # a resume is queued or running: the writer decides
+            conv = ev.conversation
+            sent = self.sent.get(conv)
+            if sent is not None:
+                if ev.seq <= sent:
+                    return True  # already sent (a resume or a fill had it)
+                if ev.seq > sent + 1:
+                    return False  # a gap: the writer fills it from the store
+            if ev.origin != self.id:
+                if not send(ev.frame):
+                    return False
+                self.svc.metrics.frame_out(ev.frame)
+            self.sent[conv] = ev.seq
+            return True
+        if kind in (_SYNC, _CATCH_UP):
+            return False
+        if not send(ev.frame):
+            return False
+        self.svc.metrics.frame_out(ev.frame)
+        return True
 
     def end(self, reason: str) -> None:
         """Close with 4001 and ``reason`` (the session expired or was revoked)."""

@@ -3,6 +3,7 @@
 GET  /api/structure-key          the key, this device's grant, devices waiting (supervisors)
 POST /api/structure-key          a supervisor's device creates it, with its own grant
 POST /api/structure-key/grants   a supervisor's holder device hands it to staff devices
+POST /api/structure-key/endorsements   a staff device endorses the key it pinned
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ class CreateBody(Struct, forbid_unknown_fields=True):
     public_key: Annotated[str, Meta(min_length=1, max_length=200)]
     sig: Annotated[str, Meta(min_length=1, max_length=200)]
     grant: dict[str, Any]
+
+
+class EndorseBody(Struct, forbid_unknown_fields=True):
+    structure: Annotated[str, Meta(min_length=1, max_length=200)]
+    key_id: Annotated[str, Meta(min_length=1, max_length=200)]
+    device_id: Annotated[str, Meta(min_length=1, max_length=200)]
+    sig: Annotated[str, Meta(min_length=1, max_length=200)]
 
 
 class GrantsBody(Struct, forbid_unknown_fields=True):
@@ -66,8 +74,20 @@ async def add_grants(request: Request) -> Response:
     return ok({"added": added})
 
 
+@endpoint
+async def endorse(request: Request) -> Response:
+    """POST /api/structure-key/endorsements: this staff device endorses the key it pinned."""
+    user, session = await current(request)
+    body = await json_body(request, EndorseBody)
+    added = await _service(request).endorse(
+        user, session.device_id, body.structure, body.key_id, body.device_id, body.sig
+    )
+    return ok({"added": int(added)})
+
+
 routes = [
     Route("/api/structure-key", get_key, methods=["GET"]),
     Route("/api/structure-key", create_key, methods=["POST"]),
     Route("/api/structure-key/grants", add_grants, methods=["POST"]),
+    Route("/api/structure-key/endorsements", endorse, methods=["POST"]),
 ]

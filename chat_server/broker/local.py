@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from chat_server.broker.base import Handler, ResyncHandler
+
+log = logging.getLogger(__name__)
 
 
 class LocalBroker:
@@ -14,6 +17,8 @@ class LocalBroker:
         self._handler: Handler | None = None
         self._topics: set[str] = set()
         self._open = False
+        # Published this loop turn, delivered in order by one callback on the next turn.
+        self._pending: list[tuple[str, bytes]] = []
 
     def set_handler(self, handler: Handler) -> None:
         self._handler = handler
@@ -27,8 +32,22 @@ class LocalBroker:
     async def publish(self, topic: str, payload: bytes) -> None:
         if self._open and topic in self._topics and self._handler is not None:
             # Deliver on the next loop turn, as a network broker would: the
-            # publisher never runs subscriber code inside its own call.
-            asyncio.get_running_loop().call_soon(self._handler, topic, payload)
+            # publisher never runs subscriber code inside its own call. One
+            # callback per turn for everything published in it, in order.
+            if not self._pending:
+                asyncio.get_running_loop().call_soon(self._deliver)
+            self._pending.append((topic, payload))
+
+    def _deliver(self) -> None:
+        pending, self._pending = self._pending, []
+        handler = self._handler
+        if handler is None:
+            return
+        for topic, payload in pending:
+            try:
+                handler(topic, payload)
+            except Exception:  # one subscriber's failure must not lose the others' events
+                log.exception("broker handler failed", extra={"topic": topic})
 
     async def subscribe(self, topic: str) -> None:
         self._topics.add(topic)

@@ -17,6 +17,14 @@ of the structure in a *grant*, HPKE-sealed to that device:
 
 A grant is accepted only if its signature verifies and the scalar it holds
 gives the announced public key (so a grant can hold no other key).
+
+An *endorsement* is a staff device's signature over the key it verified and
+pinned (docs/security.md, "Endorsements"), which a young person's client asks of
+its counsellor's device before it pins a key for the first time:
+
+    endorsement = Ed25519(endorsing device) over
+                  lp("cejchat/structure-endorsement/v1") lp(structure) lp(key_id)
+                  lp(public_key) lp(endorser_device)
 """
 
 from __future__ import annotations
@@ -36,13 +44,16 @@ from chat_server.crypto.keys import KEY_LEN, SIG_LEN, DeviceKeys, verify_signatu
 __all__ = [
     "RECIPIENT_PREFIX",
     "StructureGrant",
+    "endorsement_statement",
     "is_structure_recipient",
     "key_statement",
     "open_grant",
     "open_structure_envelope",
+    "sign_endorsement",
     "sign_structure_key",
     "structure_key_id",
     "structure_recipient",
+    "verify_endorsement",
     "verify_structure_key",
     "wrap_grant",
 ]
@@ -52,6 +63,7 @@ _ID_LABEL = "cejchat/structure-key-id/v1"
 _KEY_LABEL = "cejchat/structure-key/v1"
 _GRANT_LABEL = "cejchat/structure-grant/v1"
 _GRANT_SIG_LABEL = "cejchat/structure-grant-sig/v1"
+_ENDORSEMENT_LABEL = "cejchat/structure-endorsement/v1"
 _CT_LEN = KEY_LEN + 16
 
 
@@ -93,6 +105,44 @@ def verify_structure_key(
     except MalformedInput:
         return False
     return len(public_key) == KEY_LEN and verify_signature(creator_sig_pub, data, sig)
+
+
+def endorsement_statement(
+    structure: str, key_id: str, public_key: bytes, endorser_device: str
+) -> bytes:
+    """The bytes a staff device signs to endorse a structure key it verified and pinned."""
+    return (
+        lp(_ENDORSEMENT_LABEL) + lp(structure) + lp(key_id) + lp(public_key) + lp(endorser_device)
+    )
+
+
+def sign_endorsement(
+    endorser: DeviceKeys, structure: str, public_key: bytes, endorser_device: str
+) -> bytes:
+    """The endorsing device's signature over the structure key (its id computed here)."""
+    key_id = structure_key_id(public_key)
+    return endorser.sign(endorsement_statement(structure, key_id, public_key, endorser_device))
+
+
+def verify_endorsement(
+    endorser_sig_pub: bytes,
+    structure: str,
+    key_id: str,
+    public_key: bytes,
+    endorser_device: str,
+    sig: bytes,
+) -> bool:
+    """Whether `sig` is `endorser_device`'s endorsement of this structure key; never raises.
+
+    False also when `key_id` is not the hash of `public_key`.
+    """
+    try:
+        if structure_key_id(public_key) != key_id:
+            return False
+        data = endorsement_statement(structure, key_id, public_key, endorser_device)
+    except MalformedInput:
+        return False
+    return verify_signature(endorser_sig_pub, data, sig)
 
 
 def _grant_info(structure: str, key_id: str, recipient_device: str) -> bytes:

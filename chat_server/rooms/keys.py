@@ -55,7 +55,7 @@ from chat_server.rooms.models import (
     User,
 )
 from chat_server.rooms.service import ConversationService
-from chat_server.rooms.structure_keys import StructureKeyService, structure_key_json
+from chat_server.rooms.structure_keys import StructureKeyService
 from chat_server.storage.base import AccountStore, Conflict, KeyStore, MessageStore
 from chat_server.storage.structure_keys import StructureKey
 
@@ -144,12 +144,20 @@ class E2EEVerifier:
             return None
 
     async def check_message(self, conversation: Conversation, message: NewMessage) -> None:
-        device = await self._device(message.device_id)
+        # The device from the cache without a coroutine when it is there (every message
+        # but the first of a device in _DEVICE_CACHE_SECONDS), else from the store.
+        hit = self._cache.get(message.device_id)
+        if hit is not None and time.monotonic() - hit[0] < _DEVICE_CACHE_SECONDS:
+            device = hit[1]
+        else:
+            device = await self._device(message.device_id)
         if device is None or device.removed_at is not None:
             raise E2EEError("unknown_device", "this device has no registered keys")
         if device.user_id != message.sender_id or device.user_id not in conversation.members:
             raise E2EEError("device_not_in_conversation", "this device does not belong to a member")
-        if await self._is_pending(conversation.id, device.id):
+        if (conversation.id, device.id) not in self._cleared and await self._is_pending(
+            conversation.id, device.id
+        ):
             raise E2EEError(
                 "device_pending_approval",
                 "this new device is waiting for the counsellor's approval",
@@ -467,8 +475,22 @@ class KeyService:
             # members is sealed to, except the structure key.
             "escrow": [],
             "pending": sorted(sets.pending),
-            "structure_key": None if sets.structure is None else structure_key_json(sets.structure),
+            "structure_key": await self._structure_listed(conv, sets.structure, sets),
         }
+
+    async def _structure_listed(
+        self, conv: Conversation, key: StructureKey | None, sets: DeviceSets
+    ) -> dict[str, Any] | None:
+        """The structure key's JSON with the endorsements by the members' devices and the
+        previous counsellor's (a young person's client that knew them as her counsellor's
+        accepts those too: a transfer to someone who never logged in)."""
+        if key is None or self.structure is None:
+            return None
+        ids = [d.id for ds in sets.members.values() for d in ds if d.id not in sets.pending]
+        previous = conv.previous_counsellor_id
+        if previous is not None and previous not in sets.members:
+            ids += [d.id for d in await self._keys.devices_of([previous])]
+        return await self.structure.listed(key, ids)
 
     # ------------------------------------------------------------------ epochs
 
@@ -693,7 +715,7 @@ class KeyService:
         sealed = {epoch for epoch, users in sealers.items() if user.id in users}
         held = (await self._keys.epochs_held(conv.id, [device_id]))[device_id]
         out: dict[str, Any] = {
-            "key": structure_key_json(key),
+            "key": await self._structure_listed(conv, key, await self.device_sets(conv)),
             "missing_epochs": sorted(held - sealed),
             "envelopes": [],
         }

@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
+#: The message types ``_check_context`` checks against the conversation's state.
+_CONTEXT_TYPES = frozenset((*items.ITEM_TYPES, "attachment", "notice", "edit", "delete"))
+#: The message types that bind (an attachment) or release (a delete) a blob once stored.
+_BLOB_TYPES = ("attachment", "delete")
+
 #: Events read to fold one item (or the edits of one message); beyond, the first ones count.
 MAX_ITEM_EVENTS = 5000
 #: Item and notice messages read for ``GET /api/conversations/{id}/items`` (the newest).
@@ -188,7 +193,8 @@ class ConversationService:
                     version=frame.v,
                 )
                 await self._verifier.check_message(conv, new)
-                await self._check_context(conv, user.id, frame)
+                if frame.msg_type in _CONTEXT_TYPES:
+                    await self._check_context(conv, user.id, frame)
                 stage = "append"
                 stored, created = await self._messages.append(new, self._clock())
                 if created:
@@ -199,7 +205,9 @@ class ConversationService:
                     # into an error nor holds it longer: one log line says what is missing.
                     budget.reschedule(None)
                     stage = "publish"
-                    await self._after_append(conv, stored, frame.msg_type, origin)
+                    if self.attachments is not None and frame.msg_type in _BLOB_TYPES:
+                        await self.attachments.after_send(conv, stored)
+                    await self._publish_message(conv, stored, origin)
                     budget.reschedule(loop.time() + self._store_timeout)
                     stage = "after"
                     if self.on_stored is not None:
@@ -237,13 +245,6 @@ class ConversationService:
             extra={"conversation_id": conversation_id, "error": repr(exc)},
         )
 
-    async def _after_append(
-        self, conv: Conversation, stored: StoredMessage, msg_type: str, origin: str
-    ) -> None:
-        if self.attachments is not None and msg_type in ("attachment", "delete"):
-            await self.attachments.after_send(conv, stored)
-        await self._publish_message(conv, stored, origin)
-
     @staticmethod
     def _unconfirmed(conversation_id: str, exc: BaseException) -> OutcomeUnknown:
         log.warning(
@@ -257,7 +258,8 @@ class ConversationService:
     async def _check_context(
         self, conv: Conversation, sender_id: str, frame: p.MessageSend
     ) -> None:
-        """The checks that need the conversation's state: items, notices, edits and deletes.
+        """The checks that need the conversation's state: items, notices, edits and deletes
+        (``_CONTEXT_TYPES``: ``send`` calls this for those types only).
 
         A resend (a message of the sender with the same ``client_id`` among the
         ones read) is not checked again: the store answers it with the first ack.

@@ -14,7 +14,12 @@ Rules:
   supervisor's client handing it *is* the approval), only to a registered
   device of a counsellor or supervisor of the same structure;
 - a device sees its own grant; a supervisor's holder device also sees the
-  staff devices still waiting for one.
+  staff devices still waiting for one;
+- a staff device *endorses* the key it verified and pinned (its signature
+  over it): only its own endorsement, for its own structure's current key,
+  one per device and key, at most ``MAX_ENDORSEMENTS`` per key. The
+  conversation listing carries the endorsements by the members' devices,
+  which a young person's client checks before its first pin.
 """
 
 from __future__ import annotations
@@ -30,19 +35,27 @@ from chat_server.crypto.keys import KEY_LEN
 from chat_server.crypto.structure_key import (
     StructureGrant,
     structure_key_id,
+    verify_endorsement,
     verify_structure_key,
 )
 from chat_server.hub import Hub
 from chat_server.rooms.errors import E2EEError, Forbidden, InvalidInput
 from chat_server.rooms.models import Device, Role, User
 from chat_server.storage.base import AccountStore, Conflict, KeyStore
-from chat_server.storage.structure_keys import GrantRecord, StructureKey, StructureKeyStore
+from chat_server.storage.structure_keys import (
+    EndorsementRecord,
+    GrantRecord,
+    StructureKey,
+    StructureKeyStore,
+)
 
 log = logging.getLogger(__name__)
 
 STAFF = (Role.COUNSELLOR, Role.SUPERVISOR)
 #: Grants accepted in one request (a structure's staff devices: 10 per person).
 MAX_GRANTS = 500
+#: Endorsements kept per key (one per staff device: 100 people with 10 devices each).
+MAX_ENDORSEMENTS = 1000
 
 
 def structure_key_json(key: StructureKey) -> dict[str, Any]:
@@ -56,6 +69,11 @@ def structure_key_json(key: StructureKey) -> dict[str, Any]:
         "sig": b64encode(key.sig),
         "created_at": key.created_at,
     }
+
+
+def endorsement_json(e: EndorsementRecord) -> dict[str, Any]:
+    """An endorsement as listed with the key (docs/protocol.md)."""
+    return {"device_id": e.device_id, "user_id": e.user_id, "sig": b64encode(e.sig)}
 
 
 def grant_json(g: GrantRecord) -> dict[str, Any]:
@@ -86,6 +104,13 @@ class StructureKeyService:
         """The structure's key, or None (no structure, or no key yet)."""
         return None if structure_id is None else await self._store.current_key(structure_id)
 
+    async def listed(self, key: StructureKey, device_ids: Sequence[str]) -> dict[str, Any]:
+        """The key's JSON with ``endorsements``: those by these devices, by device id."""
+        out = structure_key_json(key)
+        found = await self._store.endorsements_for(key.key_id, device_ids)
+        out["endorsements"] = [endorsement_json(e) for e in found]
+        return out
+
     async def _staff_device(self, user: User, device_id: str) -> tuple[str, Device]:
         if user.role not in STAFF or user.structure_id is None:
             raise Forbidden("only a structure's counsellors and supervisors hold its key")
@@ -112,6 +137,7 @@ class StructureKeyService:
         if key is None:
             return out
         out["key"] = structure_key_json(key)
+        out["key"]["endorsed"] = bool(await self._store.endorsements_for(key.key_id, [device.id]))
         creator = await self._keys.get_device(key.creator_device)
         if creator is not None:
             out["key"]["creator_sig_pub"] = b64encode(creator.sig_pub)
@@ -244,6 +270,50 @@ class StructureKeyService:
             await self.announce(structure_id)
         return added
 
+    async def endorse(
+        self, user: User, device_id: str, structure: str, key_id: str, endorser: str, sig: str
+    ) -> bool:
+        """This staff device endorses its structure's current key; whether it was new.
+
+        ``endorser`` must be this session's device and ``sig`` (base64url) its
+        signature (docs/crypto-format.md, "Structure key"). Refusals:
+        ``forbidden`` (not staff, or another structure), ``unknown_device``,
+        ``bad_endorsement`` (another device than this session's),
+        ``unknown_structure_key`` (not the current key), ``bad_endorsement_signature``,
+        ``too_many_endorsements``. Nothing is stored on a refusal; a second
+        endorsement of the same key by the same device stores nothing either.
+        """
+        structure_id, device = await self._staff_device(user, device_id)
+        try:
+            signature = b64decode(sig, length=64, what="sig")
+        except MalformedInput as exc:
+            raise InvalidInput(str(exc)) from None
+        if structure != structure_id:
+            raise Forbidden("the structure key of another structure is not yours to endorse")
+        if endorser != device.id:
+            raise E2EEError("bad_endorsement", "a device endorses the key for itself only")
+        key = await self._store.current_key(structure_id)
+        if key is None or key.key_id != key_id:
+            raise E2EEError("unknown_structure_key", "this is not the structure's current key")
+        if not verify_endorsement(
+            device.sig_pub, structure_id, key.key_id, key.public_key, device.id, signature
+        ):
+            raise E2EEError(
+                "bad_endorsement_signature", "the endorsement must be signed by this device"
+            )
+        if await self._store.endorsements_for(key.key_id, [device.id]):
+            return False
+        if await self._store.count_endorsements(key.key_id) >= MAX_ENDORSEMENTS:
+            raise TooManyEndorsements()
+        added = await self._store.add_endorsement(
+            EndorsementRecord(
+                structure_id, key.key_id, device.id, user.id, signature, self._clock()
+            )
+        )
+        if added:
+            log.info("structure key endorsed", extra={"user_id": user.id, "device_id": device.id})
+        return added
+
     async def announce(self, structure_id: str) -> None:
         """Tell the structure's staff to fetch ``GET /api/structure-key`` again."""
         people: set[str] = set()
@@ -260,6 +330,17 @@ class StructureKeyExists(E2EEError):
 
     def __init__(self) -> None:
         super().__init__("structure_key_exists", "this structure has a key: fetch it")
+
+
+class TooManyEndorsements(E2EEError):
+    """The key has ``MAX_ENDORSEMENTS`` already."""
+
+    status = 409
+
+    def __init__(self) -> None:
+        super().__init__(
+            "too_many_endorsements", f"a structure key keeps at most {MAX_ENDORSEMENTS}"
+        )
 
 
 def _record(g: StructureGrant, now: float) -> GrantRecord:

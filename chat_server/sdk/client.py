@@ -142,6 +142,9 @@ class _State:
     device_keys: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # id -> (user, sig)
     # structure id -> key id of the structure key first seen (pinned on first use).
     structure_pins: dict[str, str] = field(default_factory=dict)
+    # conversation -> device id -> (user, sig_pub) of the other member's devices this
+    # client saw listed (its counsellors'): their endorsements count (sdk/structure.py).
+    peer_devices: dict[str, dict[str, tuple[str, bytes]]] = field(default_factory=dict)
     seqs: dict[str, int] = field(default_factory=dict)
 
 
@@ -268,6 +271,10 @@ class Client:
             ],
             "seqs": self.state.seqs,
             "structure_pins": self.state.structure_pins,
+            "peer_devices": {
+                c: {d: [u, b64encode(k)] for d, (u, k) in found.items()}
+                for c, found in self.state.peer_devices.items()
+            },
         }
 
     @classmethod
@@ -279,6 +286,8 @@ class Client:
             client.state.epoch_keys[(e["conversation"], int(e["epoch"]))] = b64decode(e["key"])
         client.state.seqs.update(doc.get("seqs", {}))
         client.state.structure_pins.update(doc.get("structure_pins", {}))
+        for c, found in doc.get("peer_devices", {}).items():
+            client.state.peer_devices[c] = {d: (u, b64decode(k)) for d, (u, k) in found.items()}
         return client
 
     # ------------------------------------------------------------------ keys
@@ -409,6 +418,11 @@ class Client:
         )
         for group in (*data["members"], *data.get("escrow", [])):
             group["devices"] = [d for d in group["devices"] if self._remember(d)]
+        peers = self.state.peer_devices.setdefault(conversation, {})
+        for group in data["members"]:
+            if group["user_id"] != self.user_id:
+                for d in group["devices"]:
+                    peers[d["device_id"]] = (str(group["user_id"]), b64decode(d["sig_pub"]))
         return data
 
     async def ensure_epoch(self, conversation: str) -> tuple[int, bytes]:
@@ -454,7 +468,7 @@ class Client:
             ]
             if structure_key:
                 # One more envelope, for the structure key, once it verifies (else refused).
-                rid, pub = await self.structure.verified_public(structure_key)
+                rid, pub = await self.structure.verified_public(structure_key, conversation)
                 envelopes.append(
                     wrap_epoch_key(
                         key,

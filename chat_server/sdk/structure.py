@@ -5,6 +5,12 @@ devices; every client seals each new epoch to it too (after checking that the
 key is signed by the registered device that made it); a staff device that
 holds it reads a conversation it was given by a transfer from the structure
 envelopes, with nobody else online.
+
+Endorsements (docs/security.md, "Endorsements"): a counsellor's or
+supervisor's device that verifies and pins the key signs it
+(``POST /api/structure-key/endorsements``), once per key and device; a young
+person's client pins a key for the first time only if a device of another
+member of the conversation (her counsellor) endorsed it.
 """
 
 from __future__ import annotations
@@ -22,15 +28,19 @@ from chat_server.crypto.structure_key import (
     StructureGrant,
     open_grant,
     open_structure_envelope,
+    sign_endorsement,
     sign_structure_key,
     structure_key_id,
     structure_recipient,
+    verify_endorsement,
     verify_structure_key,
     wrap_grant,
 )
 
 if TYPE_CHECKING:
     from chat_server.sdk.client import Client
+
+STAFF_ROLES = frozenset({"counsellor", "supervisor"})
 
 
 class StructureKeyring:
@@ -41,13 +51,24 @@ class StructureKeyring:
         self._client = client
         self.private: X25519PrivateKey | None = None
         self.key_id: str | None = None
+        #: Key ids this device endorsed (or saw its endorsement of), this session.
+        self.endorsed: set[str] = set()
 
-    async def verified_public(self, key: Mapping[str, Any]) -> tuple[str, bytes]:
+    async def verified_public(
+        self, key: Mapping[str, Any], conversation: str | None = None
+    ) -> tuple[str, bytes]:
         """``(recipient id, public key)`` of a structure key JSON whose signature verifies
         under its creator's registered device (a device of ``creator_user``), which names
         this user's own structure, and which is the key this client pinned for it (the
         first one it saw); ``ClientError`` otherwise (``structure_key_unverified``,
-        ``structure_key_changed``): never wrapped for."""
+        ``structure_key_changed``): never wrapped for.
+
+        A young person's client pins a key for the first time only if one of its
+        ``endorsements`` verifies under a device of the other member of ``conversation``
+        that this client saw listed (``Client.devices``, registrations checked: her
+        counsellor's, or her previous counsellor's before a transfer): else
+        ``structure_key_unendorsed``, nothing pinned. A staff device endorses the key
+        once it is pinned (``endorse``)."""
         from chat_server.sdk.client import ClientError
 
         pub = b64decode(key["public_key"])
@@ -70,13 +91,65 @@ class StructureKeyring:
                 f"the structure key names structure {key['structure']!r}, not this user's",
             )
         pins = self._client.state.structure_pins
-        pinned = pins.setdefault(str(key["structure"]), str(key["key_id"]))
+        pinned = pins.get(str(key["structure"]))
+        if pinned is None:
+            if self._client.user.get("role") not in STAFF_ROLES and not self._endorsed_by_peer(
+                key, pub, conversation
+            ):
+                raise ClientError(
+                    "structure_key_unendorsed",
+                    "no device of the counsellor endorsed this structure key: not sealed to",
+                )
+            pinned = pins.setdefault(str(key["structure"]), str(key["key_id"]))
         if pinned != key["key_id"]:
             raise ClientError(
                 "structure_key_changed",
                 f"the structure key changed from {pinned} to {key['key_id']}: not sealed to",
             )
+        if self._client.user.get("role") in STAFF_ROLES:
+            await self.endorse(key, pub)
         return structure_recipient(key["key_id"]), pub
+
+    def _endorsed_by_peer(
+        self, key: Mapping[str, Any], pub: bytes, conversation: str | None
+    ) -> bool:
+        """Whether an endorsement of ``key`` verifies under a device this client saw listed
+        as the other member's in ``conversation``."""
+        devices = self._client.state.peer_devices.get(conversation or "", {})
+        for e in key.get("endorsements") or []:
+            found = devices.get(str(e.get("device_id")))
+            if found is None or found[0] != e.get("user_id"):
+                continue
+            try:
+                sig = b64decode(e["sig"])
+            except (KeyError, ValueError):
+                continue
+            if verify_endorsement(
+                found[1], str(key["structure"]), str(key["key_id"]), pub, e["device_id"], sig
+            ):
+                return True
+        return False
+
+    async def endorse(self, key: Mapping[str, Any], pub: bytes) -> bool:
+        """As a staff device that pinned ``key``: sign it for the young people's clients
+        (once per key; nothing if the listing shows this device's endorsement already).
+        Returns whether a request was made."""
+        c = self._client
+        key_id = str(key["key_id"])
+        mine = {str(e.get("device_id")) for e in key.get("endorsements") or []}
+        if key_id in self.endorsed or key.get("endorsed") or c.device_id in mine:
+            self.endorsed.add(key_id)
+            return False
+        structure = str(key["structure"])
+        body = {
+            "structure": structure,
+            "key_id": key_id,
+            "device_id": c.device_id,
+            "sig": b64encode(sign_endorsement(c.keys, structure, pub, c.device_id)),
+        }
+        await c.request("POST", "/api/structure-key/endorsements", body)
+        self.endorsed.add(key_id)
+        return True
 
     async def create(self) -> str:
         """As a supervisor's device: make the structure key (with its own grant); its id."""
@@ -102,13 +175,16 @@ class StructureKeyring:
         return self.key_id
 
     async def load(self) -> dict[str, Any]:
-        """Fetch ``GET /api/structure-key`` and open this device's grant if there is one."""
+        """Fetch ``GET /api/structure-key``, verify, pin and endorse the key (``ClientError``
+        as ``verified_public``), and open this device's grant if there is one."""
         c = self._client
         view: dict[str, Any] = await c.request("GET", "/api/structure-key")
         key, grant = view.get("key"), view.get("grant")
-        if key is None or grant is None:
+        if key is None:
             return view
         _, pub = await self.verified_public(key)
+        if grant is None:
+            return view
         _, sender_sig = await c._device_sig_pub(grant["sender_device"])
         try:
             self.private = open_grant(StructureGrant.from_json(grant), c.keys, sender_sig, pub)
@@ -185,14 +261,24 @@ class StructureKeyring:
         return new
 
     async def backfill(self, conversation: str, data: Mapping[str, Any]) -> int:
-        """Seal to the structure key the epochs it lacks that this device holds."""
+        """Seal to the structure key the epochs it lacks that this device holds (none
+        while a young person's client may not pin the key yet: not endorsed)."""
         c = self._client
         found = data.get("structure") or {}
         held = c.state.epoch_keys
         missing = [e for e in found.get("missing_epochs", []) if (conversation, e) in held]
         if not missing:
             return 0
-        rid, pub = await self.verified_public(found["key"])
+        from chat_server.sdk.client import ClientError
+
+        if c.user.get("role") not in STAFF_ROLES:
+            await c.devices(conversation)  # the counsellor's devices, to check endorsements
+        try:
+            rid, pub = await self.verified_public(found["key"], conversation)
+        except ClientError as exc:
+            if exc.code != "structure_key_unendorsed":
+                raise
+            return 0  # not endorsed yet: sealed later, once the counsellor's device endorsed it
         envelopes = [
             wrap_epoch_key(
                 c.state.epoch_keys[(conversation, e)],

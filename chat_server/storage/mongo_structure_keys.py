@@ -1,6 +1,8 @@
 """``StructureKeyStore`` on MongoDB: ``structure_keys`` (``_id`` = structure id, so a
 structure has one key, created by one atomic insert) and ``structure_grants``
-(``_id`` = key id:device id, one grant per device and key)."""
+(``_id`` = key id:device id, one grant per device and key) and
+``structure_endorsements`` (``_id`` = key id:device id, one endorsement per device
+and key)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from chat_server.storage.base import Conflict
 from chat_server.storage.mongo import DURABLE, translate_errors
-from chat_server.storage.structure_keys import GrantRecord, StructureKey
+from chat_server.storage.structure_keys import EndorsementRecord, GrantRecord, StructureKey
 
 Doc = dict[str, Any]
 
@@ -43,6 +45,17 @@ def _grant(d: Mapping[str, Any]) -> GrantRecord:
     )
 
 
+def _endorsement(d: Mapping[str, Any]) -> EndorsementRecord:
+    return EndorsementRecord(
+        structure_id=d["structure_id"],
+        key_id=d["key_id"],
+        device_id=d["device_id"],
+        user_id=d["user_id"],
+        sig=bytes(d["sig"]),
+        created_at=d["created_at"],
+    )
+
+
 @translate_errors
 class MongoStructureKeyStore:
     """``StructureKeyStore`` on MongoDB."""
@@ -50,10 +63,13 @@ class MongoStructureKeyStore:
     def __init__(self, db: AsyncDatabase[Doc]) -> None:
         self._keys = db.get_collection("structure_keys", write_concern=DURABLE)
         self._grants = db.get_collection("structure_grants", write_concern=DURABLE)
+        self._endorsements = db.get_collection("structure_endorsements", write_concern=DURABLE)
 
     async def create_indexes(self) -> None:
         """The indexes of the grant queries (idempotent)."""
         await self._grants.create_index([("structure_id", ASCENDING)])
+        await self._endorsements.create_index([("structure_id", ASCENDING)])
+        await self._endorsements.create_index([("key_id", ASCENDING)])
 
     async def create_key(self, key: StructureKey) -> None:
         try:
@@ -105,11 +121,40 @@ class MongoStructureKeyStore:
         ids = [f"{key_id}:{d}" for d in device_ids]
         return [_grant(d) async for d in self._grants.find({"_id": {"$in": ids}})]
 
+    async def add_endorsement(self, endorsement: EndorsementRecord) -> bool:
+        e = endorsement
+        try:
+            await self._endorsements.insert_one(
+                {
+                    "_id": f"{e.key_id}:{e.device_id}",
+                    "structure_id": e.structure_id,
+                    "key_id": e.key_id,
+                    "device_id": e.device_id,
+                    "user_id": e.user_id,
+                    "sig": e.sig,
+                    "created_at": e.created_at,
+                }
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def endorsements_for(
+        self, key_id: str, device_ids: Sequence[str]
+    ) -> list[EndorsementRecord]:
+        ids = [f"{key_id}:{d}" for d in sorted(set(device_ids))]
+        found = self._endorsements.find({"_id": {"$in": ids}}).sort("_id", ASCENDING)
+        return sorted([_endorsement(d) async for d in found], key=lambda e: e.device_id)
+
+    async def count_endorsements(self, key_id: str) -> int:
+        return int(await self._endorsements.count_documents({"key_id": key_id}))
+
     async def remove_grant(self, key_id: str, recipient_device: str) -> bool:
         result = await self._grants.delete_one({"_id": f"{key_id}:{recipient_device}"})
         return result.deleted_count == 1
 
     async def delete_structure(self, structure_id: str) -> int:
         g = await self._grants.delete_many({"structure_id": structure_id})
+        e = await self._endorsements.delete_many({"structure_id": structure_id})
         k = await self._keys.delete_one({"_id": structure_id})
-        return g.deleted_count + k.deleted_count
+        return g.deleted_count + e.deleted_count + k.deleted_count

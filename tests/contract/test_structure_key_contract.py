@@ -11,7 +11,12 @@ from typing import Any, cast
 import pytest
 
 from chat_server.storage.base import Conflict
-from chat_server.storage.structure_keys import GrantRecord, StructureKey, StructureKeyStore
+from chat_server.storage.structure_keys import (
+    EndorsementRecord,
+    GrantRecord,
+    StructureKey,
+    StructureKeyStore,
+)
 from tests.contract.test_store_contract import ADAPTERS, _open
 
 
@@ -32,6 +37,12 @@ def _key(structure: str, key_id: str, at: float = 1.0) -> StructureKey:
 
 def _grant(key_id: str, device: str, sender: str = "dev-sup", structure: str = "st") -> GrantRecord:
     return GrantRecord(structure, key_id, device, sender, b"e" * 32, b"c" * 48, b"s" * 64, 2.0)
+
+
+def _endorsement(
+    key_id: str, device: str, sig: bytes = b"s" * 64, structure: str = "st"
+) -> EndorsementRecord:
+    return EndorsementRecord(structure, key_id, device, "user-" + device, sig, 3.0)
 
 
 async def test_one_key_per_structure_even_when_created_at_once(store: StructureKeyStore) -> None:
@@ -75,3 +86,30 @@ async def test_delete_structure_removes_its_key_and_grants_only(store: Structure
     assert await store.grants_for("k1", ["d1", "d2"]) == []
     assert len(await store.grants_for("k2", ["d1"])) == 1
     assert await store.delete_structure("st") == 0
+
+
+async def test_one_endorsement_per_device_and_key(store: StructureKeyStore) -> None:
+    await store.create_key(_key("st", "k1"))
+    assert await store.add_endorsement(_endorsement("k1", "d2"))
+    assert await store.add_endorsement(_endorsement("k1", "d1"))
+    # A second one for a device keeps the first.
+    assert not await store.add_endorsement(_endorsement("k1", "d1", sig=b"t" * 64))
+    got = await store.endorsements_for("k1", ["d2", "d1", "d9", "d1"])
+    assert [(e.device_id, e.user_id, e.sig) for e in got] == [
+        ("d1", "user-d1", b"s" * 64),
+        ("d2", "user-d2", b"s" * 64),
+    ]
+    assert await store.count_endorsements("k1") == 2
+    assert await store.count_endorsements("k2") == 0
+    assert await store.endorsements_for("k2", ["d1"]) == []
+    assert await store.endorsements_for("k1", []) == []
+
+
+async def test_delete_structure_removes_its_endorsements_only(store: StructureKeyStore) -> None:
+    await store.create_key(_key("st", "k1"))
+    await store.create_key(_key("st2", "k2"))
+    await store.add_endorsement(_endorsement("k1", "d1"))
+    await store.add_endorsement(_endorsement("k2", "d1", structure="st2"))
+    assert await store.delete_structure("st") == 2
+    assert await store.endorsements_for("k1", ["d1"]) == []
+    assert await store.count_endorsements("k2") == 1

@@ -22,11 +22,14 @@ from chat_server.crypto.keys import DeviceKeys
 from chat_server.crypto.safety import safety_number
 from chat_server.crypto.structure_key import (
     StructureGrant,
+    endorsement_statement,
     open_grant,
     open_structure_envelope,
+    sign_endorsement,
     sign_structure_key,
     structure_key_id,
     structure_recipient,
+    verify_endorsement,
     verify_structure_key,
     wrap_grant,
 )
@@ -43,7 +46,9 @@ DESCRIPTION = (
     "{dh_priv, sig_priv}; ikm_e is the HPKE ephemeral's DeriveKeyPair input. Binary fields "
     "are unpadded base64url. safety: the safety number of two members with the structure "
     "key's public half appended (lp('cejchat/safety-structure/v1') lp(public_key)), and "
-    "without it."
+    "without it. endorsement: Ed25519(endorser, the recipient's keys) over "
+    "lp('cejchat/structure-endorsement/v1') lp(structure) lp(key_id) lp(public_key) "
+    "lp(endorser_device); statement is those bytes."
 )
 
 
@@ -119,6 +124,15 @@ def build_vector() -> dict[str, Any]:
                 [recipient.public.sig_pub, writer.public.sig_pub],
             ),
         },
+        "endorsement": {
+            "device_id": recipient_device,
+            "statement": b64encode(
+                endorsement_statement(
+                    structure, structure_key_id(pub), pub, recipient_device
+                )
+            ),
+            "sig": b64encode(sign_endorsement(recipient, structure, pub, recipient_device)),
+        },
     }
 
 
@@ -158,6 +172,33 @@ def test_vector_opens() -> None:
     assert open_structure_envelope(env, private, writer.public.sig_pub) == b64decode(
         doc["epoch_key"]
     )
+    e = doc["endorsement"]
+    assert verify_endorsement(
+        recipient.public.sig_pub,
+        doc["structure"],
+        doc["key_id"],
+        pub,
+        e["device_id"],
+        b64decode(e["sig"]),
+    )
+
+
+def test_an_endorsement_binds_structure_key_and_device() -> None:
+    doc = _doc()
+    recipient = DeviceKeys.from_private_bytes(
+        *(b64decode(doc["recipient"][k]) for k in ("dh_priv", "sig_priv"))
+    )
+    pub, e = b64decode(doc["public_key"]), doc["endorsement"]
+    sig_pub, sig = recipient.public.sig_pub, b64decode(e["sig"])
+    st, kid, dev = doc["structure"], doc["key_id"], e["device_id"]
+    assert verify_endorsement(sig_pub, st, kid, pub, dev, sig)
+    assert not verify_endorsement(sig_pub, "st-2", kid, pub, dev, sig)
+    assert not verify_endorsement(sig_pub, st, kid, pub, "dev-x", sig)
+    other = X25519PrivateKey.generate().public_key().public_bytes_raw()
+    assert not verify_endorsement(sig_pub, st, kid, other, dev, sig)
+    assert not verify_endorsement(sig_pub, st, structure_key_id(other), other, dev, sig)
+    assert not verify_endorsement(DeviceKeys.generate().public.sig_pub, st, kid, pub, dev, sig)
+    assert not verify_endorsement(sig_pub, st, kid, b"short", dev, sig)
 
 
 def test_what_is_refused() -> None:

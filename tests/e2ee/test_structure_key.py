@@ -39,6 +39,18 @@ async def _history_texts(client: Client, conv: str) -> tuple[list[str], list[str
     return [m.text or "" for m in texts], [str(m.error) for m in texts if m.error]
 
 
+async def _endorse_as(server: ServerInfo, login: str) -> str:
+    """A staff member's device (a new one) pins and endorses the structure key, as the
+    console does at login; its device id."""
+    staff = await Client.login(server.http, login, PASSWORD)
+    try:
+        await staff.structure.load()
+        assert staff.structure.endorsed
+        return staff.device_id
+    finally:
+        await staff.close()
+
+
 async def test_new_counsellor_reads_all_with_previous_and_beneficiary_offline(
     e2ee_server: ServerInfo,
 ) -> None:
@@ -106,6 +118,7 @@ async def test_temporary_transfer_and_take_back_with_nobody_else_online(
     try:
         await sup.structure.create()
         assert await sup.structure.hand_out() >= 2
+        await c1.structure.load()  # pins and endorses the key, as the console does at login
         await b.connect()
         await b.send_text(conv, "avant le remplacement")
         await b.close()
@@ -289,6 +302,7 @@ async def test_a_structure_key_changed_after_first_use_is_never_wrapped_for(
     ghost = await Client.login(e2ee_server.http, "sup", PASSWORD)  # a device the server adds
     try:
         first = await sup.structure.create()
+        await _endorse_as(e2ee_server, "c1")
         epoch, _ = await b.ensure_epoch(conv)
         assert b.state.structure_pins == {str(sup.user["structure_id"]): first}
         store = e2ee_server.services.database.structure_keys()
@@ -423,6 +437,7 @@ async def test_a_key_naming_another_structure_is_no_way_around_the_pin(
     ghost = await Client.login(e2ee_server.http, "sup", PASSWORD)  # a device the server adds
     try:
         await sup.structure.create()
+        await _endorse_as(e2ee_server, "c1")
         await b.ensure_epoch(conv)
         pub = X25519PrivateKey.generate().public_key().public_bytes_raw()
         forged = {
@@ -457,6 +472,7 @@ async def test_a_listing_without_the_pinned_structure_key_is_refused(
     b = await Client.login(e2ee_server.http, "b1", PASSWORD)
     try:
         await sup.structure.create()
+        await _endorse_as(e2ee_server, "c1")
         epoch, _ = await b.ensure_epoch(conv)
         store = e2ee_server.services.database.structure_keys()
         await store.delete_structure(str(sup.user["structure_id"]))

@@ -168,8 +168,9 @@ def test_activation_vector_both_ways(results: dict[str, Any]) -> None:
 
 
 def test_structure_key_vector_both_ways(results: dict[str, Any]) -> None:
-    """The browser makes Python's structure-key vector again and opens it; Python checks
-    and opens a key, grant and structure envelope made in the browser."""
+    """The browser makes Python's structure-key vector again (the endorsement's statement
+    and signature included) and opens it; Python checks and opens a key, grant,
+    structure envelope and endorsement made in the browser."""
     from chat_server.crypto.encoding import b64decode
     from chat_server.crypto.envelope import Envelope
     from chat_server.crypto.keys import DeviceKeys
@@ -178,12 +179,13 @@ def test_structure_key_vector_both_ways(results: dict[str, Any]) -> None:
         open_grant,
         open_structure_envelope,
         structure_key_id,
+        verify_endorsement,
         verify_structure_key,
     )
 
     structure = results["structure"]
     assert structure["pass"], _failures(structure)
-    assert sum(m.startswith("ok: ") for m in structure["messages"]) == 12
+    assert sum(m.startswith("ok: ") for m in structure["messages"]) == 17
     made = structure["produced"]
     pub = b64decode(made["public_key"])
     creator_sig = b64decode(made["creator_sig_pub"])
@@ -197,6 +199,11 @@ def test_structure_key_vector_both_ways(results: dict[str, Any]) -> None:
     private = open_grant(StructureGrant.from_json(made["grant"]), recipient, creator_sig, pub)
     env = Envelope.from_json(made["envelope"])
     assert open_structure_envelope(env, private, creator_sig) == b64decode(made["epoch_key"])
+    e = made["endorsement"]
+    assert b64decode(e["sig_pub"]) == recipient.public.sig_pub
+    args = (made["structure"], made["key_id"], pub, e["device_id"], b64decode(e["sig"]))
+    assert verify_endorsement(recipient.public.sig_pub, *args)
+    assert not verify_endorsement(creator_sig, *args)
 
 
 def test_self_checks(results: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from chat_server.crypto.structure_key import structure_key_id
+from chat_server.crypto.structure_key import sign_structure_key, structure_key_id
 from chat_server.sdk import Client
 from tests.web.harness import (
     DEMO_PASSWORD,
@@ -69,11 +69,14 @@ def _run(make: Callable[[], Awaitable[T]]) -> T:
 
 
 async def _structure_key_exists(url: str) -> bool:
+    """Wait for the supervisor's console to make the key; then Karim's device (the SDK's,
+    as his console at login) pins and endorses it, for his young people's first pins."""
     karim = await Client.login(url, "conseiller.demo", DEMO_PASSWORD)
     try:
         for _ in range(200):
             if (await karim.request("GET", "/api/structure-key"))["key"] is not None:
-                return True
+                await karim.structure.load()
+                return bool(karim.structure.endorsed)
             await asyncio.sleep(0.1)
         return False
     finally:
@@ -443,3 +446,95 @@ def _downgrade_is_refused(app: Page, server: ServerProcess, sup: Page) -> None:
         expect(app.locator(".msg-mine", has_text=after).locator(".status-sent")).to_have_count(0)
     finally:
         _put_back_structure_key(server, taken)
+
+
+async def _server_code(url: str, login: str, name: str) -> tuple[str, str]:
+    """Karim creates a young person with a code the server makes (no activation box):
+    (code, conversation)."""
+    karim = await Client.login(url, "conseiller.demo", DEMO_PASSWORD)
+    try:
+        body = {"login": login, "display_name": name, "programme": "CEJ"}
+        made = await karim.request("POST", "/api/beneficiaries", body)
+        return str(made["activation_code"]), str(made["conversation_id"])
+    finally:
+        await karim.close()
+
+
+async def _ghost_key(url: str) -> dict[str, Any]:
+    """The dishonest server's key: really signed by a "supervisor" device it registered.
+    The store's fields for it."""
+    ghost = await Client.login(url, "superviseur.demo", DEMO_PASSWORD)
+    try:
+        structure = str(ghost.user["structure_id"])
+        pub = X25519PrivateKey.generate().public_key().public_bytes_raw()
+        return {
+            "key_id": structure_key_id(pub),
+            "public_key": pub,
+            "creator_device": ghost.device_id,
+            "creator_user": ghost.user_id,
+            "sig": sign_structure_key(ghost.keys, structure, pub, ghost.device_id),
+        }
+    finally:
+        await ghost.close()
+
+
+async def _epoch(url: str, conv: str) -> int:
+    karim = await Client.login(url, "conseiller.demo", DEMO_PASSWORD)
+    try:
+        return int((await karim.devices(conv))["epoch"])
+    finally:
+        await karim.close()
+
+
+def test_a_ghost_key_not_endorsed_by_the_counsellor_is_refused_by_a_new_phone(
+    world: World,
+) -> None:
+    """Issue #10 point 6: before a young person's phone ever saw the structure key, the
+    store swaps in a key signed by a "supervisor" device the server registered. No device
+    of her counsellor endorsed it: the app refuses to seal to it, says so in French in the
+    thread, and creates no epoch. With the real key (endorsed by Karim's device) the same
+    phone then writes normally."""
+    server, browser, problems = world.server, world.browser, world.problems
+    code, conv = _run(lambda: _server_code(server.url, "maya.ghost", "Maya Fantôme"))
+    ghost = _run(lambda: _ghost_key(server.url))
+    real = _swap_structure_key(server, ghost)
+    ctx = browser.new_context(viewport=PHONE, locale="fr-FR", timezone_id="Europe/Paris")
+    try:
+        app = ctx.new_page()
+        watch_page(app, "app-unendorsed", problems)
+        app.goto(server.url + "/app/")
+        app.get_by_role("button", name="J'ai un code d'activation").click()
+        app.get_by_label("Code d'activation").fill(code)
+        app.locator("#act-password").fill("mon-mot-de-passe-2026")
+        app.get_by_label("Confirmer le mot de passe").fill("mon-mot-de-passe-2026")
+        app.get_by_role("button", name="Activer").click()
+        expect(app.locator("#recovery-key")).to_be_visible()
+        app.get_by_label("J'ai noté ma clé de récupération").check()
+        app.get_by_role("button", name="Continuer").click()
+        expect(app.locator("#peer-name")).to_have_text("Karim Benali")
+        first = "Bonjour Karim, c'est Maya."
+        app.get_by_label("Votre message").fill(first)
+        app.get_by_role("button", name="Envoyer").click()
+        alert = app.locator(
+            ".msg-security", has_text="n'est confirmée par aucun appareil de votre conseiller"
+        )
+        expect(alert.first).to_be_visible(timeout=20_000)
+        expect(app.locator(".msg-mine", has_text=first).locator(".status-sent")).to_have_count(0)
+        later = app.get_by_role("button", name="Plus tard")
+        if later.is_visible():
+            later.click()
+        save_screenshot(app, "structure-key-unendorsed.png")
+        # Nothing sealed to the ghost key: not even an epoch.
+        assert _run(lambda: _epoch(server.url, conv)) == 0
+        # The honest store again: the real key, which Karim's device endorsed.
+        _swap_structure_key(server, real)
+        again = "Me revoici."
+        app.get_by_label("Votre message").fill(again)
+        app.get_by_role("button", name="Envoyer").click()
+        expect(app.locator(".msg-mine", has_text=again).locator(".status-sent")).to_be_visible(
+            timeout=20_000
+        )
+        assert _run(lambda: _epoch(server.url, conv)) >= 1
+    finally:
+        ctx.close()
+    assert [p for p in problems if "structure" not in p and "epoch" not in p] == []

@@ -323,7 +323,8 @@ function renderThread() {
       at: notice.afterSeq + 0.5,
       render: () => {
         const bad = t(notice.recovered ? "securityBadEnvelopeRecovered" : "securityBadEnvelope", { name: notice.userId === s.peer?.id ? peer : t("unknownPerson") });
-        const text = notice.reason?.startsWith("structure_key_") ? t("securityStructureKey") : bad;
+        const structure = notice.reason === "structure_key_unendorsed" ? t("securityStructureKeyUnendorsed") : t("securityStructureKey");
+        const text = notice.reason?.startsWith("structure_key_") ? structure : bad;
         return h("li", { class: "msg msg-system msg-notice msg-security", role: "alert" }, h("p", { class: "msg-text" }, text));
       },
     }));

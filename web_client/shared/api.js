@@ -228,4 +228,9 @@ export class Api {
   addStructureGrants(grants) {
     return this.post("/api/structure-key/grants", { grants });
   }
+
+  /** { structure, key_id, device_id, sig }: this staff device endorses the structure key. */
+  endorseStructureKey(endorsement) {
+    return this.post("/api/structure-key/endorsements", endorsement);
+  }
 }

@@ -101,9 +101,11 @@ function wireOf(msg) {
 }
 
 export class KeyManager {
-  constructor({ api, userId, deviceId }) {
+  constructor({ api, userId, deviceId, role = null }) {
     this.api = api;
     this.userId = userId;
+    // "beneficiary", "counsellor" or "supervisor": who pins the structure key how (structure-key.js).
+    this.role = role;
     this.deviceId = deviceId;
     this.device = null;
     this.epochKeys = new Map();
@@ -272,7 +274,9 @@ export class KeyManager {
     }
     const memberUsers = new Set((listing.members || []).map((m) => m.user_id));
     const escrowUsers = new Set((listing.escrow || []).map((m) => m.user_id).filter((u) => !memberUsers.has(u)));
+    await this._rememberPeers(conversation, devices).catch((err) => console.warn("peer devices not kept", err.message));
     return {
+      conversation,
       epoch: Number.isSafeInteger(listing.epoch) && listing.epoch > 0 ? listing.epoch : 0,
       rotationRequired: !!listing.rotation_required,
       structureKey: listing.structure_key || null,
@@ -285,6 +289,36 @@ export class KeyManager {
         sigPubs: (m.devices || []).map((d) => b64decode(stdToUrl(d.sig_pub))),
       })),
     };
+  }
+
+  /**
+   * The other member's devices this browser saw listed for `conversation`
+   * (its counsellors', the previous one's too after a transfer): Map deviceId
+   * -> { userId, sigPub }. Kept in IndexedDB (`kv`): their endorsements of the
+   * structure key count for a first pin (structure-key.js).
+   */
+  async peerMembers(conversation) {
+    const stored = (await idbGet("kv", `peer-members|${this.userId}|${conversation}`)) || [];
+    const out = new Map();
+    for (const p of Array.isArray(stored) ? stored : []) {
+      try {
+        out.set(p.deviceId, { userId: p.userId, sigPub: b64decode(p.sigPub) });
+      } catch {
+        // a malformed entry is no device
+      }
+    }
+    return out;
+  }
+
+  async _rememberPeers(conversation, devices) {
+    const peers = devices.filter((d) => d.group === "member" && d.userId !== this.userId);
+    if (!peers.length) return;
+    const known = await this.peerMembers(conversation);
+    const fresh = peers.filter((d) => !known.has(d.deviceId));
+    if (!fresh.length) return;
+    for (const d of fresh) known.set(d.deviceId, { userId: d.userId, sigPub: d.sigPub });
+    const rows = [...known].map(([deviceId, p]) => ({ deviceId, userId: p.userId, sigPub: b64encode(p.sigPub) }));
+    await idbPut("kv", `peer-members|${this.userId}|${conversation}`, rows);
   }
 
   /**
@@ -493,7 +527,7 @@ export class KeyManager {
   async _sealMissingToStructure(conversation, answer, listing, memo) {
     const missing = new Set(answer.structure.missing_epochs || []);
     if (!missing.size || !answer.structure.key) return 0;
-    const target = await this.structure.verifiedKey(answer.structure.key);
+    const target = await this.structure.verifiedKey(answer.structure.key, listing);
     const envelopes = [];
     for (const [epoch, envs] of this._envelopesByEpoch(conversation, answer, listing.epoch)) {
       if (!missing.has(epoch)) continue;
@@ -671,10 +705,11 @@ export class KeyManager {
     }
     if (listing.structureKey) {
       try {
-        target = await this.structure.verifiedKey(listing.structureKey);
+        target = await this.structure.verifiedKey(listing.structureKey, listing);
       } catch (err) {
         // A structure key that does not verify is never sealed to (docs/security.md).
-        const kind = err.code === "structure_key_changed" ? "structure_key_changed" : "structure_key_unverified";
+        const known = ["structure_key_changed", "structure_key_unendorsed"];
+        const kind = known.includes(err.code) ? err.code : "structure_key_unverified";
         this._securityEvent({ kind, conversation, epoch: next });
         throw new KeyError(kind, err.message);
       }

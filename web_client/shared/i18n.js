@@ -135,6 +135,7 @@ const STRINGS = {
   keysSharedTransfer: "Clés partagées avec l'appareil de {name} (transfert).",
   securityBadEnvelope: "Alerte de sécurité : un appareil de {name} a envoyé une clé qui ne correspond pas à celle de cette conversation. Elle a été écartée.",
   securityStructureKey: "Alerte de sécurité : la clé de la structure proposée par le serveur n'est pas celle que cet appareil connaît, ou n'est pas signée par un appareil de confiance. Aucun message n'est chiffré pour elle et l'envoi est bloqué.",
+  securityStructureKeyUnendorsed: "Alerte de sécurité : la clé de la structure proposée par le serveur n'est confirmée par aucun appareil de votre conseiller ou conseillère. Aucun message n'est chiffré pour elle et l'envoi est bloqué.",
   securityBadEnvelopeRecovered: "Alerte de sécurité : un appareil de {name} a envoyé une clé qui ne correspond pas à celle de cette conversation. Elle a été écartée et la bonne clé est utilisée.",
   install: "Installer l'application",
   installed: "Application installée.",

@@ -24,7 +24,7 @@ import { t } from "./i18n.js";
  * another device id; `showSetup()` makes `container` visible.
  */
 export async function ensureDevice({ api, login, password, container, showSetup, relogin }) {
-  const keys = new KeyManager({ api, userId: login.user.id, deviceId: login.device_id });
+  const keys = new KeyManager({ api, userId: login.user.id, deviceId: login.device_id, role: login.user.role });
   const hasKeys = await keys.load();
   const onServer = await keys.serverDevice();
   if (hasKeys && onServer && onServer.sig_pub === b64encode(keys.device.sigPublic)) return { keys, login, fresh: false };
@@ -48,7 +48,7 @@ export async function ensureDevice({ api, login, password, container, showSetup,
       await idbPut("logins", login.user.login.toLowerCase(), renewed.device_id);
       // This browser is now the backed-up device: same id, same keys, as the
       // server has it registered, so the envelopes addressed to it open again.
-      const again = new KeyManager({ api, userId: renewed.user.id, deviceId: renewed.device_id });
+      const again = new KeyManager({ api, userId: renewed.user.id, deviceId: renewed.device_id, role: renewed.user.role });
       const registered = (await again.load()) ? await again.serverDevice() : null;
       if (!registered || registered.sig_pub !== b64encode(again.device.sigPublic) || registered.dh_pub !== b64encode(again.device.dhPublic)) {
         throw new KeyError("restore_mismatch", "the restored device is not the one registered on the server");

@@ -9,6 +9,9 @@
  *               info = lp("cejchat/structure-grant/v1") lp(structure) lp(key_id) lp(recipient_device),
  *               aad = lp(sender_device), signed by the sender over
  *               lp("cejchat/structure-grant-sig/v1") lp(info) lp(aad) lp(enc) lp(ct)
+ *   endorsement = Ed25519(endorsing staff device) over
+ *               lp("cejchat/structure-endorsement/v1") lp(structure) lp(key_id)
+ *               lp(public_key) lp(endorser_device)
  * An epoch envelope for the structure key is an ordinary envelope whose
  * recipient_device is "structure:" + key_id.
  */
@@ -19,6 +22,7 @@ const LABEL_ID = "cejchat/structure-key-id/v1";
 const LABEL_KEY = "cejchat/structure-key/v1";
 const LABEL_GRANT = "cejchat/structure-grant/v1";
 const LABEL_GRANT_SIG = "cejchat/structure-grant-sig/v1";
+const LABEL_ENDORSEMENT = "cejchat/structure-endorsement/v1";
 export const RECIPIENT_PREFIX = "structure:";
 
 /** The structure key's id (22 characters) from its raw public key. */
@@ -46,6 +50,29 @@ export async function verifyStructureKey(creatorSigPub, structure, publicRaw, cr
   try {
     if (publicRaw.length !== 32) return false;
     return await C.verify(creatorSigPub, sig, keyStatement(structure, publicRaw, creatorDevice));
+  } catch {
+    return false;
+  }
+}
+
+/** The bytes a staff device signs to endorse the structure key it verified and pinned. */
+export function endorsementStatement(structure, keyId, publicRaw, endorserDevice) {
+  return C.lps(LABEL_ENDORSEMENT, structure, keyId, publicRaw, endorserDevice);
+}
+
+/** This staff device's endorsement of the structure key (its id computed here). */
+export async function signEndorsement(keys, structure, publicRaw, endorserDevice) {
+  return C.sign(keys.sigPrivate, endorsementStatement(structure, await structureKeyId(publicRaw), publicRaw, endorserDevice));
+}
+
+/**
+ * Whether `sig` is `endorserDevice`'s endorsement of the structure key whose
+ * id is `keyId` (false too when `keyId` is not the hash of `publicRaw`); never throws.
+ */
+export async function verifyEndorsement(endorserSigPub, structure, keyId, publicRaw, endorserDevice, sig) {
+  try {
+    if ((await structureKeyId(publicRaw)) !== keyId) return false;
+    return await C.verify(endorserSigPub, sig, endorsementStatement(structure, keyId, publicRaw, endorserDevice));
   } catch {
     return false;
   }

@@ -21,6 +21,15 @@
  * no structure key is refused too (`structure_key_missing`, see e2ee.js).
  * The private half is kept in memory only (the grant is opened again on the
  * next start); it is an extractable CryptoKey, to be handed on.
+ *
+ * Endorsements (docs/security.md, "Endorsements"): a counsellor's or
+ * supervisor's device signs the key it verified and pinned (at the console's
+ * login, or when it first seals to it), once per key. A young person's app
+ * pins a key for the first time only if a device of the other member of the
+ * conversation (her counsellor, whose devices the safety number covers; or
+ * one this browser saw listed as such before, her previous counsellor's)
+ * endorsed it: else `structure_key_unendorsed`, nothing pinned, nothing sealed.
+ * The id from the activation box is a pin already (no endorsement asked).
  */
 
 import * as C from "./crypto.js";
@@ -37,6 +46,12 @@ export class StructureKeyring {
     this.onWaiting = null; // (devices) => void: staff devices waiting for the supervisor's approval
     this.waiting = [];
     this.view = null;
+    this.endorsing = new Map(); // key id -> the endorsement request (once per key and session)
+  }
+
+  /** Whether this device is a counsellor's or supervisor's (they pin on the creator's signature and endorse). */
+  get staff() {
+    return this.keys.role === "counsellor" || this.keys.role === "supervisor";
   }
 
   get api() {
@@ -45,9 +60,14 @@ export class StructureKeyring {
 
   /**
    * A structure key JSON that verifies: { recipient, keyId, publicRaw }.
-   * Throws an Error with code "structure_key_unverified" otherwise.
+   * Throws an Error with code "structure_key_unverified" otherwise,
+   * "structure_key_changed" if another key is pinned, and, for a young
+   * person's first pin, "structure_key_unendorsed" unless one of
+   * `key.endorsements` verifies under a device of another member of
+   * `listing` (conversationDevices(): registrations checked). A staff device
+   * endorses the key once pinned.
    */
-  async verifiedKey(key) {
+  async verifiedKey(key, listing = null) {
     const fail = () => Object.assign(new Error("the structure key does not verify"), { code: "structure_key_unverified" });
     if (!key || typeof key.public_key !== "string" || typeof key.key_id !== "string") throw fail();
     let publicRaw;
@@ -71,11 +91,61 @@ export class StructureKeyring {
     // not a way around the pin).
     const pinId = `structure-pin|${this.keys.userId}`;
     const pinned = (await idbGet("kv", pinId)) || (await idbGet("kv", `structure-pin-box|${this.keys.userId}`));
-    if (!pinned) await idbPut("kv", pinId, { keyId: key.key_id, structure: key.structure, publicKey: key.public_key, at: Date.now() / 1000 });
-    else if (pinned.keyId !== key.key_id || (pinned.structure && pinned.structure !== key.structure)) {
+    if (!pinned) {
+      if (!this.staff && !(await this.endorsedByPeer(key, publicRaw, listing))) {
+        throw Object.assign(new Error("no device of the counsellor endorsed the structure key"), { code: "structure_key_unendorsed" });
+      }
+      await idbPut("kv", pinId, { keyId: key.key_id, structure: key.structure, publicKey: key.public_key, at: Date.now() / 1000 });
+    } else if (pinned.keyId !== key.key_id || (pinned.structure && pinned.structure !== key.structure)) {
       throw Object.assign(new Error(`the structure key changed from ${pinned.keyId} to ${key.key_id}`), { code: "structure_key_changed" });
     }
+    if (this.staff) await this.endorse(key, publicRaw);
     return { recipient: S.structureRecipient(key.key_id), keyId: key.key_id, publicRaw };
+  }
+
+  /**
+   * Whether one of `key.endorsements` verifies under a device of the other
+   * member of `listing`'s conversation: listed now, or seen listed before by
+   * this browser (the previous counsellor's, after a transfer).
+   */
+  async endorsedByPeer(key, publicRaw, listing) {
+    const peers = listing?.conversation ? await this.keys.peerMembers(listing.conversation) : new Map();
+    for (const d of listing?.devices || []) {
+      if (d.group === "member" && d.userId !== this.keys.userId) peers.set(d.deviceId, d);
+    }
+    for (const e of Array.isArray(key.endorsements) ? key.endorsements : []) {
+      const dev = peers.get(e?.device_id);
+      if (!dev || dev.userId !== e.user_id || typeof e.sig !== "string") continue;
+      let sig;
+      try {
+        sig = C.b64decode(e.sig);
+      } catch {
+        continue;
+      }
+      if (await S.verifyEndorsement(dev.sigPub, key.structure, key.key_id, publicRaw, e.device_id, sig)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * This staff device signs the key it pinned (POST /api/structure-key/endorsements),
+   * once per key: nothing if the listing shows it did already. A failure is
+   * logged, not thrown (sealing goes on; the next pin check endorses again).
+   */
+  endorse(key, publicRaw) {
+    const mine = (key.endorsements || []).some((e) => e?.device_id === this.keys.deviceId);
+    if (key.endorsed === true || mine) this.endorsing.set(key.key_id, Promise.resolve());
+    if (!this.endorsing.has(key.key_id)) {
+      const job = (async () => {
+        const sig = await S.signEndorsement(this.keys.device, key.structure, publicRaw, this.keys.deviceId);
+        await this.api.endorseStructureKey({ structure: key.structure, key_id: key.key_id, device_id: this.keys.deviceId, sig: C.b64encode(sig) });
+      })().catch((err) => {
+        this.endorsing.delete(key.key_id);
+        console.warn("structure key not endorsed", err.message);
+      });
+      this.endorsing.set(key.key_id, job);
+    }
+    return this.endorsing.get(key.key_id);
   }
 
   /** True once this user has pinned a structure key (or its id, from the activation box). */
@@ -130,6 +200,11 @@ export class StructureKeyring {
     if (!view.key && user.role === "supervisor") {
       await this.create(view.structure);
       view = await this.api.structureKey();
+    }
+    if (view.key) {
+      // Pinned (and endorsed) at login, grant or not: so the young people's apps find
+      // this device's endorsement before their first pin (docs/security.md).
+      await this.verifiedKey(view.key).catch((err) => console.warn("structure key refused", err.code || err.message));
     }
     const opened = (await this.openGrant(view)) ? 1 : 0;
     this.view = view;

@@ -348,6 +348,12 @@ async function runStructureVector(doc) {
     const member = (m) => ({ userId: m.user_id, sigPubs: m.sig_pubs.map((k) => c.b64decode(k)) });
     t.ok((await c.safetyNumber(member(doc.safety.a), member(doc.safety.b), pub)) === doc.safety.number, "safety number with the structure key");
     t.ok((await c.safetyNumber(member(doc.safety.b), member(doc.safety.a))) === doc.safety.number_without_structure, "safety number without it");
+    const e = doc.endorsement;
+    t.ok(c.b64encode(sk.endorsementStatement(doc.structure, doc.key_id, pub, e.device_id)) === e.statement, "endorsement statement made again");
+    t.ok(c.b64encode(await sk.signEndorsement(recipient, doc.structure, pub, e.device_id)) === e.sig, "endorsement signature made again");
+    t.ok(await sk.verifyEndorsement(recipient.sigPublic, doc.structure, doc.key_id, pub, e.device_id, c.b64decode(e.sig)), "endorsement verifies");
+    t.ok(!(await sk.verifyEndorsement(recipient.sigPublic, doc.structure, doc.key_id, pub, "dev-x", c.b64decode(e.sig))), "an endorsement for another device does not verify");
+    t.ok(!(await sk.verifyEndorsement(creator.sigPublic, doc.structure, doc.key_id, pub, e.device_id, c.b64decode(e.sig))), "an endorsement under another key does not verify");
     // Made here, opened by Python.
     const fresh = await c.generateDeviceKeys({ extractable: true });
     const { dhPriv, sigPriv } = await c.exportDevicePrivate(fresh);
@@ -367,6 +373,7 @@ async function runStructureVector(doc) {
       grant: await sk.wrapGrant({ privateRaw: spRaw, publicRaw: sp.publicRaw, structure: "st-browser", senderKeys: fresh, senderDevice: "dev-b-sup", recipientDevice: "dev-b-c2", recipientDhPub: rec.dhPublic }),
       epoch_key: c.b64encode(epochKey),
       envelope: await c.wrapEpochKey({ epochKey, conversation: "conv-b", epoch: 2, recipientDevice: sk.structureRecipient(kid), recipientDhPub: sp.publicRaw, senderDevice: "dev-b-sup", senderKeys: fresh }),
+      endorsement: { device_id: "dev-b-c2", sig_pub: c.b64encode(rec.sigPublic), sig: c.b64encode(await sk.signEndorsement(rec, "st-browser", sp.publicRaw, "dev-b-c2")) },
     };
     dhPriv.fill(0);
     sigPriv.fill(0);
