@@ -7,10 +7,11 @@ in another device's name.
 
 Who may receive envelopes of a conversation (the *authorised devices*): the
 registered devices of its two members, and the structure key
-(`chat_server.rooms.structure_keys`); while the structure has no key yet, the
-devices of its supervisors instead (escrow, to keep the history readable
-across a transfer). A beneficiary's additional device is held back until the counsellor
-approves it: it is listed nowhere and gets nothing before that.
+(`chat_server.rooms.structure_keys`) once the structure has one. Nobody else:
+the supervisors' devices, which the server alone lists, are not sealed to (the
+*escrow* of earlier versions, before the structure key; the envelopes they got
+then are still served to them). A beneficiary's additional device is held back
+until the counsellor approves it: it is listed nowhere and gets nothing before that.
 """
 
 from __future__ import annotations
@@ -227,10 +228,9 @@ def envelope_json(e: EnvelopeRecord) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class DeviceSets:
-    """The devices of a conversation: members', supervisors' (escrow), and held-back ones."""
+    """The devices of a conversation: members' and held-back ones, and the structure key."""
 
     members: dict[str, list[Device]]
-    escrow: dict[str, list[Device]]
     pending: set[str]
     #: The structure's key: every epoch has one more envelope, sealed to it.
     structure: StructureKey | None = None
@@ -239,11 +239,10 @@ class DeviceSets:
         """Every recipient that must get an envelope, by id (the structure key's
         recipient id included, as a pseudo-device holding its public half)."""
         out: dict[str, Device] = {}
-        for group in (self.members, self.escrow):
-            for devices in group.values():
-                for d in devices:
-                    if d.id not in self.pending:
-                        out[d.id] = d
+        for devices in self.members.values():
+            for d in devices:
+                if d.id not in self.pending:
+                    out[d.id] = d
         if self.structure is not None:
             rid = structure_recipient(self.structure.key_id)
             out[rid] = Device(
@@ -358,7 +357,9 @@ class KeyService:
         return device, True
 
     async def _conversations_of(self, user: User) -> list[Conversation]:
-        """Where this user's devices get envelopes: as a member, or as a supervisor (escrow)."""
+        """Where a change of this user's devices is announced: as a member, or, for a
+        supervisor, every conversation of the structure (her devices may hold its
+        structure key, and the escrow envelopes of earlier versions)."""
         if user.role is Role.SUPERVISOR and user.structure_id:
             return await self._messages.conversations_in_structure(user.structure_id)
         return await self._messages.conversations_for(user.id)
@@ -385,8 +386,8 @@ class KeyService:
                 await self._keys.require_rotation(conv.id)
                 await self._announce(conv.id)
                 continue
-            if conv.epoch == 0 or not ask:
-                continue
+            if conv.epoch == 0 or not ask or user.id not in conv.members:
+                continue  # only a member's device is given the epoch keys
             await self._request_keys(conv, user, device.id, "new_device", approved)
 
     async def list_devices(self, user: User) -> list[Device]:
@@ -409,22 +410,18 @@ class KeyService:
             await self._device_changed(user, device, "removed", convs)
 
     async def device_sets(self, conv: Conversation) -> DeviceSets:
-        """Members', supervisors' and held-back devices of a conversation.
+        """Members' and held-back devices of a conversation, and its structure key.
 
-        Once the structure has a structure key, the supervisors' devices are no
-        longer escrow: the key's envelope replaces them (a supervisor reads a
-        conversation with the key, handed by a supervisor's click), so a
-        "supervisor" device the server adds receives nothing.
+        The supervisors' devices are not among them (no escrow): a supervisor
+        reads a conversation with the structure key, handed by a supervisor's
+        click, so a "supervisor" device the server adds receives nothing, with
+        or without a structure key.
         """
         members = list(conv.members)
-        escrow_users: list[str] = []
         structure = None
         if self.structure is not None:
             structure = await self.structure.current(conv.structure_id)
-        if conv.structure_id and structure is None:
-            sups = await self._accounts.users_in_structure(conv.structure_id, Role.SUPERVISOR)
-            escrow_users = [u.id for u in sups if u.id not in members]
-        devices = await self._keys.devices_of(members + escrow_users)
+        devices = await self._keys.devices_of(members)
         by_user: dict[str, list[Device]] = {}
         for d in devices:
             by_user.setdefault(d.user_id, []).append(d)
@@ -433,12 +430,7 @@ class KeyService:
             for r in await self._keys.key_requests([conv.id])
             if not r.approved and r.reason == "new_device"
         }
-        return DeviceSets(
-            {u: by_user.get(u, []) for u in members},
-            {u: by_user.get(u, []) for u in escrow_users},
-            pending,
-            structure,
-        )
+        return DeviceSets({u: by_user.get(u, []) for u in members}, pending, structure)
 
     async def readable_conversation(self, user: User, conversation_id: str) -> Conversation:
         """A conversation the caller may see keys of: a member, or a supervisor of its structure."""
@@ -465,24 +457,23 @@ class KeyService:
         if conv is None or user.id != conv.previous_counsellor_id:
             conv = await self.readable_conversation(user, conversation_id)
         sets = await self.device_sets(conv)
-        users = await self._accounts.get_users([*sets.members, *sets.escrow])
-
-        def group(g: dict[str, list[Device]]) -> list[dict[str, Any]]:
-            return [
-                {
-                    "user_id": uid,
-                    "role": users[uid].role.value if uid in users else None,
-                    "devices": [device_json(d) for d in ds if d.id not in sets.pending],
-                }
-                for uid, ds in g.items()
-            ]
-
+        users = await self._accounts.get_users(list(sets.members))
+        members = [
+            {
+                "user_id": uid,
+                "role": users[uid].role.value if uid in users else None,
+                "devices": [device_json(d) for d in ds if d.id not in sets.pending],
+            }
+            for uid, ds in sets.members.items()
+        ]
         return {
             "conversation": conv.id,
             "epoch": conv.epoch,
             "rotation_required": conv.rotation_required,
-            "members": group(sets.members),
-            "escrow": group(sets.escrow),
+            "members": members,
+            # Always empty (kept for clients of earlier versions): nobody outside the
+            # members is sealed to, except the structure key.
+            "escrow": [],
             "pending": sorted(sets.pending),
             "structure_key": await self._structure_listed(conv, sets.structure, sets),
         }
@@ -815,6 +806,8 @@ class KeyService:
             if device is None or device.removed_at is not None:
                 continue
             conv = convs[r.conversation_id]
+            if device.user_id not in conv.members:
+                continue  # not an authorised recipient (a request of the escrow days)
             held = await self._keys.epochs_held(conv.id, [r.recipient_device])
             missing = sorted(set(range(1, conv.epoch + 1)) - held[r.recipient_device])
             if r.reason == "bad_envelope":

@@ -416,7 +416,7 @@ class Client:
         data: dict[str, Any] = await self.request(
             "GET", f"/api/conversations/{conversation}/devices"
         )
-        for group in (*data["members"], *data["escrow"]):
+        for group in (*data["members"], *data.get("escrow", [])):
             group["devices"] = [d for d in group["devices"] if self._remember(d)]
         peers = self.state.peer_devices.setdefault(conversation, {})
         for group in data["members"]:
@@ -442,15 +442,17 @@ class Client:
             structure_key = info.get("structure_key")
             own = str(self.user.get("structure_id"))
             if not structure_key and own in self.state.structure_pins:
-                # A structure key was pinned: a listing without one is a downgrade to the
-                # escrow supervisors' devices, which the server alone decides.
+                # A structure key was pinned: a listing without one is a downgrade (the
+                # history would no longer follow a transfer), which the server alone decides.
                 raise ClientError(
                     "structure_key_missing",
                     "the server lists no structure key after one was pinned: not sealed",
                 )
             key = generate_epoch_key()
-            # With a structure key, escrow supervisors get nothing (the key replaces them).
-            groups = info["members"] if structure_key else (*info["members"], *info["escrow"])
+            # The members' devices only: never a device listed as `escrow` (supervisors'
+            # devices the server alone decides on); the structure key below is the one
+            # other recipient, and only once it verifies.
+            groups = info["members"]
             envelopes = [
                 wrap_epoch_key(
                     key,
@@ -502,7 +504,9 @@ class Client:
         raise ClientError("epoch_conflict", "could not agree on an epoch")
 
     async def fulfil_requests(self) -> int:
-        """Re-wrap the epoch keys this device holds for devices waiting for them."""
+        """Re-wrap the epoch keys this device holds for devices waiting for them: only
+        for a device the conversation lists among its members' (never another one a
+        request names)."""
         data = await self.request("GET", "/api/keys/requests")
         sent = 0
         for r in data["requests"]:
@@ -512,6 +516,13 @@ class Client:
             if not self._remember(d):
                 continue
             conv = r["conversation"]
+            listing = await self.devices(conv)
+            if not any(
+                m["device_id"] == d["device_id"] and m["dh_pub"] == d["dh_pub"]
+                for g in listing["members"]
+                for m in g["devices"]
+            ):
+                continue  # only a member's listed device is re-wrapped for
             if any((conv, e) not in self.state.epoch_keys for e in r["missing_epochs"]):
                 await self.fetch_envelopes(conv)
             envs = [

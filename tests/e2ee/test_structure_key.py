@@ -464,8 +464,8 @@ async def test_a_key_naming_another_structure_is_no_way_around_the_pin(
 async def test_a_listing_without_the_pinned_structure_key_is_refused(
     e2ee_server: ServerInfo,
 ) -> None:
-    """The downgrade: after a client pinned the structure key, the server lists none (so
-    the supervisors' devices are listed as escrow again). The client seals nothing."""
+    """The downgrade: after a client pinned the structure key, the server lists none (the
+    history would no longer follow a transfer). The client seals nothing."""
     w = await seed_world(e2ee_server)
     conv = w.conv["b1"]
     sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
@@ -479,7 +479,7 @@ async def test_a_listing_without_the_pinned_structure_key_is_refused(
         await e2ee_server.services.key_store.require_rotation(conv)
         listing = await b.devices(conv)
         assert listing["structure_key"] is None
-        assert listing["escrow"]
+        assert listing["escrow"] == []  # no escrow either (issue #10 point 6)
         with pytest.raises(ClientError) as err:
             await b.ensure_epoch(conv)
         assert err.value.code == "structure_key_missing"

@@ -54,6 +54,10 @@ def test_a_junk_structure_envelope_is_detected_and_the_committed_key_used(page: 
     _run(page, "poisonedStructureEnvelopeDetected")
 
 
+def test_no_epoch_is_sealed_to_a_device_listed_as_escrow(page: Page) -> None:
+    _run(page, "escrowNeverSealedTo")
+
+
 def test_envelope_from_a_device_outside_the_conversation_is_refused(page: Page) -> None:
     _run(page, "foreignSenderRefused")
 

@@ -422,7 +422,7 @@ async def _structure_key_id(url: str) -> str:
 
 def _downgrade_is_refused(app: Page, server: ServerProcess, sup: Page) -> None:
     """The downgrade in the browser: once the app pinned the structure key, the server
-    lists none (the supervisors' devices come back as escrow). The app seals nothing,
+    lists none (the new epoch would not follow a transfer). The app seals nothing,
     says so in the thread, and the message is not sent."""
     # A new epoch sealed to the honest key by this app: it pins the key.
     _transfer(sup, "Inès Moreau", "Reprise par le conseiller habituel")

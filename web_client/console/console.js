@@ -513,8 +513,7 @@ function renderKeyRequests() {
       approve.addEventListener("click", async () => {
         approve.disabled = true;
         try {
-          if (request.kind === "confirm") await chat.confirmKeyRequest(request);
-          else await chat.approveKeyRequest(request);
+          await chat.approveKeyRequest(request);
           keyRequests.get(conv)?.delete(request.recipient_device);
           if (conv === current) renderKeyRequests();
         } catch (err) {
@@ -522,10 +521,7 @@ function renderKeyRequests() {
           alertError(err);
         }
       });
-      const text =
-        request.kind === "confirm"
-          ? t("keyRequestEscrow")
-          : t("keyRequestFor", { name: chat.peerName(conv) });
+      const text = t("keyRequestFor", { name: chat.peerName(conv) });
       return h("div", { class: "notice key-request row", role: "status" }, h("span", {}, text), approve);
     }),
   );

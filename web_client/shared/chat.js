@@ -10,8 +10,7 @@
  *   state {state}        connection state: connecting, online, reconnecting, offline
  *   keyrequest {request} a device waits for keys and needs this person's
  *                        decision: request.kind "approve" (a beneficiary's
- *                        device: approve, then re-wrap) or "confirm" (a
- *                        device listed only as a supervisor's: re-wrap if confirmed)
+ *                        device: approve, then re-wrap)
  *   keysshared {conversation, notice}  a local notice of the thread (see
  *                        noticesFor): this client re-wrapped keys for a device
  *                        (kind "keysshared"), or a security event (kind
@@ -919,7 +918,7 @@ export class ChatClient {
    *  - not approved (a beneficiary's new phone): the counsellor is asked ("approve");
    *  - a device /devices does not list with a valid registration: nothing;
    *  - a beneficiary's device, even approved: only on the counsellor's click ("approve");
-   *  - a device listed only as escrow (a supervisor's): only if the user confirms ("confirm");
+   *  - a device listed only as escrow (a supervisor's, which the server alone decides on): nothing;
    *  - a member's device (the new counsellor after a transfer, a counsellor's
    *    new device): re-wrapped now, with a notice in the thread.
    * `announced`: from a `keys.requested` frame (a new request), not the
@@ -942,27 +941,24 @@ export class ChatClient {
       return;
     }
     if (!target) return;
-    if (target.group !== "member") {
-      if (s) this.emit("keyrequest", { request: { ...request, kind: "confirm", recipient_user: target.userId } });
-      return;
-    }
+    if (target.group !== "member") return;
     if (target.role === "beneficiary") {
       if (counsellor) this.emit("keyrequest", { request: { ...request, kind: "approve" } });
       return;
     }
     try {
-      await this.shareKeys(request, target, {});
+      await this.shareKeys(request, target);
     } catch (err) {
       console.warn("re-wrap failed", err);
     }
   }
 
   /** Re-wrap for `target` (a listed device), once at a time; a notice when something was shared. */
-  shareKeys(request, target, options) {
+  shareKeys(request, target) {
     const id = `${request.conversation}|${request.recipient_device}`;
     if (this.rewrapping.has(id)) return this.rewrapping.get(id);
     const job = (async () => {
-      const count = await this.keys.rewrapFor(request.conversation, request.recipient_device, options);
+      const count = await this.keys.rewrapFor(request.conversation, request.recipient_device);
       const first = !this.shared.has(id);
       this.shared.add(id);
       if (count > 0 && first) {
@@ -989,18 +985,11 @@ export class ChatClient {
       await this.api.approveKeyRequest(request.conversation, request.recipient_device);
       const target = await this.keys.listedDevice(request.conversation, request.recipient_device);
       if (!target || target.group !== "member") throw new KeyError("not_authorised", "this device is not a member's registered device");
-      return await this.shareKeys(request, target, {});
+      return await this.shareKeys(request, target);
     } catch (err) {
       this.approvedHere.delete(id);
       throw err;
     }
   }
 
-  /** The user confirmed re-wrapping for a device listed only as a supervisor's (escrow). */
-  async confirmKeyRequest(request) {
-    if (!this.canRewrap) throw new KeyError("not_allowed", "this client does not share keys");
-    const target = await this.keys.listedDevice(request.conversation, request.recipient_device);
-    if (!target) throw new KeyError("not_authorised", "this device is not a registered device of the conversation");
-    return this.shareKeys(request, target, { allowEscrow: true });
-  }
 }

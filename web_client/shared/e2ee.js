@@ -232,10 +232,12 @@ export class KeyManager {
   // ------------------------------------------------------------------ devices of a conversation
 
   /**
-   * The conversation's devices to wrap for (members and escrow supervisors),
-   * each with a self-signed registration that verifies (the others are left
-   * out, never wrapped for, never trusted as senders), plus who the members
-   * and the escrow supervisors are and the current epoch.
+   * The conversation's devices, each with a self-signed registration that
+   * verifies (the others are left out, never wrapped for, never trusted as
+   * senders), plus who the members and the escrow supervisors are and the
+   * current epoch. Only the members' devices (group "member") are wrapped
+   * for; the server lists no escrow any more (always `[]`), and a device it
+   * lists there anyway is never sealed to.
    */
   conversationDevices(conversation) {
     // Shared while in flight: a page of messages from one device asks once.
@@ -696,8 +698,8 @@ export class KeyManager {
     const next = listing.epoch + 1;
     let target = null;
     if (!listing.structureKey && (await this.structure.pinned())) {
-      // A structure key was pinned: a listing without one is a downgrade to the
-      // escrow supervisors' devices, which the server alone decides (docs/security.md).
+      // A structure key was pinned: a listing without one is a downgrade (the history
+      // would no longer follow a transfer), which the server alone decides (docs/security.md).
       this._securityEvent({ kind: "structure_key_missing", conversation, epoch: next });
       throw new KeyError("structure_key_missing", "the server lists no structure key after one was pinned");
     }
@@ -720,8 +722,9 @@ export class KeyManager {
           await C.wrapEpochKey({ epochKey: raw, conversation, epoch: next, recipientDevice: target.recipient, recipientDhPub: target.publicRaw, senderDevice: this.deviceId, senderKeys: this.device }),
         );
       }
-      // With a structure key, escrow supervisors get nothing (the key replaces them).
-      for (const d of listing.devices.filter((dev) => !target || dev.group !== "escrow")) {
+      // The members' devices only: never a device listed as escrow (a supervisor's,
+      // which the server alone decides on); the structure key is the one other recipient.
+      for (const d of listing.devices.filter((dev) => dev.group === "member")) {
         envelopes.push(
           await C.wrapEpochKey({
             epochKey: raw,
@@ -812,16 +815,15 @@ export class KeyManager {
 
   /**
    * Re-wrap the epoch keys this device holds in `conversation` for
-   * `recipientDevice`, which must be listed for the conversation with a valid
-   * registration, and a member's device unless `allowEscrow` (the user
-   * confirmed a supervisor's device). Whether to do it at all is the
-   * caller's decision (chat.js: approvals and requests). Returns how many.
+   * `recipientDevice`, which must be a member's device listed for the
+   * conversation with a valid registration (never one listed as escrow).
+   * Whether to do it at all is the caller's decision (chat.js: approvals and
+   * requests). Returns how many.
    */
-  async rewrapFor(conversation, recipientDevice, { allowEscrow = false } = {}) {
+  async rewrapFor(conversation, recipientDevice) {
     const listing = await this.conversationDevices(conversation);
     const target = listing.devices.find((d) => d.deviceId === recipientDevice);
-    if (!target) throw new KeyError("not_authorised", "this device is not a registered device of the conversation");
-    if (target.group !== "member" && !allowEscrow) throw new KeyError("needs_confirmation", "a supervisor's device needs the user's confirmation");
+    if (!target || target.group !== "member") throw new KeyError("not_authorised", "this device is not a member's registered device");
     const answer = await this.api.envelopes(conversation);
     const memo = {};
     memo.commitments = await this._commitments(conversation, answer, listing, memo);

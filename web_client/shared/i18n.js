@@ -131,7 +131,6 @@ const STRINGS = {
   listNewPhone: "Nouveau téléphone de {name} : il attend votre accord pour recevoir l'historique.",
   approveNewPhoneFor: "Autoriser le nouveau téléphone de {name}",
   deviceWaiting: "Ce téléphone est nouveau : votre conseiller ou conseillère doit l'autoriser pour que vous retrouviez vos anciens messages. Vos messages partiront dès son accord.",
-  keyRequestEscrow: "Un appareil d'un superviseur de la structure demande l'accès à l'historique de cette conversation.",
   keysSharedNewDevice: "Clés partagées avec le nouvel appareil de {name}.",
   keysSharedTransfer: "Clés partagées avec l'appareil de {name} (transfert).",
   securityBadEnvelope: "Alerte de sécurité : un appareil de {name} a envoyé une clé qui ne correspond pas à celle de cette conversation. Elle a été écartée.",

@@ -198,7 +198,7 @@ async function renew({ api, keys, user, password, stop, saveSession }) {
       if (!listed || !C.bytesEqual(listed.dhPub, fresh.dhPublic) || !C.bytesEqual(listed.sigPub, fresh.sigPublic)) {
         throw new Error("le nouvel appareil n'est pas listé avec ses clés");
       }
-      await keys.rewrapFor(conv.id, deviceId, { allowEscrow: true });
+      await keys.rewrapFor(conv.id, deviceId);
     }
     if (stop) stop();
     const login = await api.login(user.login, password, deviceId);

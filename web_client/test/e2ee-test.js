@@ -114,6 +114,11 @@ async function makeWorld() {
     async messages(conv, { after = 0 } = {}) {
       return { messages: world.messages.filter((m) => m.conversation === conv && m.seq > after), has_more: false };
     },
+    async createEpoch(conv, epoch, envelopes, commitment) {
+      (world.created = world.created || []).push({ conv, epoch, envelopes, commitment });
+      world.epoch = epoch;
+      return { epoch };
+    },
     async addEnvelopes(conv, envelopes) {
       world.added.push(...envelopes);
       return { added: envelopes.length };
@@ -443,15 +448,13 @@ async function counsellorPolicy() {
   await chat.handleKeyRequest(request(w, ghost, "new_device", true), { announced: true });
   t.ok(w.added.length === 0, "nothing for devices outside the listing");
 
-  // A supervisor's device (escrow only): the user must confirm.
+  // A supervisor's device listed as escrow (which the server alone decides on): nothing, not even a question.
   const sup2 = await makeDevice(w.users.sup);
   w.escrow[w.users.sup] = [w.d.sup, sup2];
+  const asked = events.length;
   await chat.handleKeyRequest(request(w, sup2, "new_device", true), { announced: true });
-  const confirm = events.find((e) => e.kind === "confirm");
-  t.ok(w.added.length === 0 && confirm && confirm.recipient_device === sup2.deviceId, "escrow device: asked to confirm, nothing re-wrapped");
-  await t.rejects(() => chat.keys.rewrapFor(w.conversation, sup2.deviceId), "needs_confirmation", "rewrapFor refuses escrow without confirmation");
-  t.ok((await chat.confirmKeyRequest(confirm)) === 2 && w.added.length === 2, "re-wrapped after confirmation");
-  w.added.length = 0;
+  t.ok(w.added.length === 0 && events.length === asked, "escrow device: nothing re-wrapped, nobody asked");
+  await t.rejects(() => chat.keys.rewrapFor(w.conversation, sup2.deviceId), "not_authorised", "rewrapFor refuses a device listed as escrow");
 
   // The new counsellor after a transfer / a counsellor's new device: member, valid registration: done, and said.
   w.members[w.users.coun] = [w.d.coun, w.d.coun2];
@@ -592,8 +595,29 @@ async function poisonedStructureEnvelopeDetected() {
   return t.result();
 }
 
+/**
+ * No escrow (issue #10 point 6): the server lists supervisors' devices as
+ * escrow (a ghost reader it added, before any structure key): a new epoch is
+ * sealed to the members' devices only.
+ */
+async function escrowNeverSealedTo() {
+  const t = new Checker();
+  const w = await makeWorld();
+  w.epoch = 0;
+  const ghost = await makeDevice(w.users.sup);
+  w.registry.set(ghost.deviceId, ghost.json);
+  w.escrow[w.users.sup] = [w.d.sup, ghost];
+  const km = managerOf(w, w.d.coun);
+  t.ok((await km.rotate(w.conversation)) === 1, "epoch 1 created");
+  const sent = (w.created || []).flatMap((c) => c.envelopes.map((e) => e.recipient_device)).sort();
+  t.ok(JSON.stringify(sent) === JSON.stringify([w.d.ben.deviceId, w.d.coun.deviceId].sort()), "sealed to the two members' devices only");
+  t.ok(!sent.includes(ghost.deviceId) && !sent.includes(w.d.sup.deviceId), "never to a device listed as escrow");
+  return t.result();
+}
+
 export const scenarios = {
   poisonedEnvelopeDetected,
+  escrowNeverSealedTo,
   poisonedStructureEnvelopeDetected,
   foreignSenderRefused,
   invalidRegistrationRefused,
