@@ -99,6 +99,15 @@ class BoundedWebSocketProtocol(WebSocketsSansIOProtocol):
         if scope is not None:
             scope["extensions"][SEND_NOW] = self.send_now
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The scope holds ``send_now``, bound to this protocol, which holds the scope: a
+        # cycle that only the garbage collector would free. Break it when the socket goes
+        # (a 5,000-client reconnect storm left as many protocols and scopes to collect).
+        scope = getattr(self, "scope", None)
+        if scope is not None:
+            scope["extensions"].pop(SEND_NOW, None)
+        super().connection_lost(exc)
+
     def send_now(self, text: str) -> bool:
         """Write ``text`` as one text frame now, or return False and write nothing.
 

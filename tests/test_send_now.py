@@ -3,11 +3,13 @@ and a frame that has to wait keeps every later frame behind it (order is the con
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from websockets.frames import Frame, Opcode
 
 from chat_server import protocol as p
-from chat_server.server_protocols import BoundedWebSocketProtocol, text_frame
+from chat_server.server_protocols import SEND_NOW, BoundedWebSocketProtocol, text_frame
 from chat_server.transport import Connection
 from tests.helpers import ServerInfo, WsClient, barrier, fast_world, of_type
 
@@ -61,3 +63,21 @@ async def test_a_frame_that_must_wait_keeps_the_later_ones_behind_it(server: Ser
     assert conn._writer is None
     await b.close()
     await c.close()
+
+
+async def test_the_protocol_lets_go_of_send_now_when_the_socket_goes(server: ServerInfo) -> None:
+    # The scope holds send_now, bound to the protocol that holds the scope: kept after the
+    # socket is gone, every closed connection would wait for the garbage collector.
+    w = await fast_world(server.services)
+    c = await WsClient.connect(server, w.c1.token)
+    conn = _connection(server, w.c1.user.id)
+    proto = getattr(conn._send_now, "__self__", None)
+    assert isinstance(proto, BoundedWebSocketProtocol)
+    assert SEND_NOW in proto.scope["extensions"]
+    await c.close()
+    for _ in range(100):  # bounded: 5 s
+        if proto.disconnected:
+            break
+        await asyncio.sleep(0.05)
+    assert proto.disconnected
+    assert SEND_NOW not in proto.scope["extensions"]
