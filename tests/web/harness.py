@@ -264,9 +264,29 @@ def login_demo(page: Page, url: str, login: str) -> None:
     page.locator("#login-name").fill(login)
     page.locator("#login-password").fill(DEMO_PASSWORD)
     page.get_by_role("button", name="Se connecter").click()
-    expect(page.locator("#recovery-key")).to_be_visible()
+    ack_recovery_key(page)
+
+
+def ack_recovery_key(page: Page) -> str:
+    """On the recovery-key screen: tick "J'ai noté…" and continue; return the key shown."""
+    key = page.locator("#recovery-key")
+    expect(key).to_be_visible()
+    text = (key.text_content() or "").strip()
     page.get_by_label("J'ai noté ma clé de récupération").check()
     page.get_by_role("button", name="Continuer").click()
+    return text
+
+
+def activate_app(page: Page, app_url: str, code: str, password: str) -> str:
+    """Activate a beneficiary's account in the app at ``app_url`` with ``code`` and a new
+    ``password``, then acknowledge the recovery key; return the key shown."""
+    page.goto(app_url)
+    page.get_by_role("button", name="J'ai un code d'activation").click()
+    page.get_by_label("Code d'activation").fill(code)
+    page.locator("#act-password").fill(password)
+    page.get_by_label("Confirmer le mot de passe").fill(password)
+    page.get_by_role("button", name="Activer").click()
+    return ack_recovery_key(page)
 
 
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}

@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, ViewportSize, expect
+from playwright.sync_api import ViewportSize, expect
 
 from tests.web.harness import (
     DEMO_PASSWORD,
+    ack_recovery_key,
+    activate_app,
     axe_violations,
     chromium,
     run_server,
@@ -34,12 +36,6 @@ PASSWORD = "mon-mot-de-passe-2026"
 WELCOME = "Bonjour Yanis, bienvenue ! Premier rendez-vous mardi à 10 h."
 
 expect.set_options(timeout=30_000)
-
-
-def _ack_recovery_key(page: Page) -> None:
-    expect(page.locator("#recovery-key")).to_be_visible()
-    page.get_by_label("J'ai noté ma clé de récupération").check()
-    page.get_by_role("button", name="Continuer").click()
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +62,7 @@ def test_welcome_written_before_activation_is_read_on_the_first_phone(
         console.locator("#login-name").fill("conseiller.demo")
         console.locator("#login-password").fill(DEMO_PASSWORD)
         console.get_by_role("button", name="Se connecter").click()
-        _ack_recovery_key(console)
+        ack_recovery_key(console)
         console.get_by_role("button", name="Nouveau bénéficiaire").click()
         dialog = console.get_by_role("dialog", name="Nouveau bénéficiaire")
         dialog.get_by_label("Nom et prénom").fill(NAME)
@@ -94,13 +90,7 @@ def test_welcome_written_before_activation_is_read_on_the_first_phone(
         app = app_ctx.new_page()
         app.on("pageerror", lambda err: problems.append(f"app: {err}"))
         app.on("request", lambda r: sent.append(r.post_data or ""))
-        app.goto(url + "/app/")
-        app.get_by_role("button", name="J'ai un code d'activation").click()
-        app.get_by_label("Code d'activation").fill(code.lower())
-        app.locator("#act-password").fill(PASSWORD)
-        app.get_by_label("Confirmer le mot de passe").fill(PASSWORD)
-        app.get_by_role("button", name="Activer").click()
-        _ack_recovery_key(app)
+        activate_app(app, url + "/app/", code.lower(), PASSWORD)
         expect(app.locator("#peer-name")).to_have_text("Karim Benali")
         welcome = app.locator(".msg-peer", has=app.locator(".msg-text", has_text=WELCOME))
         expect(welcome).to_have_count(1)

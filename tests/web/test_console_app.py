@@ -30,6 +30,7 @@ from playwright.sync_api import (
 from tests.web.harness import (
     DEMO_PASSWORD,
     ServerProcess,
+    activate_app,
     axe_violations,
     chromium,
     run_server,
@@ -175,13 +176,8 @@ def test_create_beneficiary_and_activate_in_app(world: World) -> None:
     expect(page.locator("#thread-title")).to_contain_text(BENEFICIARY_NAME)
 
     app = world.app
-    app.goto(world.server.url + "/app/")
-    app.get_by_role("button", name="J'ai un code d'activation").click()
-    app.get_by_label("Code d'activation").fill(world.activation_code)
-    app.locator("#act-password").fill(BENEFICIARY_PASSWORD)
-    app.get_by_label("Confirmer le mot de passe").fill(BENEFICIARY_PASSWORD)
-    app.get_by_role("button", name="Activer").click()
-    _ack_recovery_key(app)
+    key = activate_app(app, world.server.url + "/app/", world.activation_code, BENEFICIARY_PASSWORD)
+    assert RECOVERY_KEY.match(key), key
     expect(app.locator("#peer-name")).to_have_text("Karim Benali")
     expect(app.locator("#conn")).to_have_text("En ligne")
     _no_local_storage(app)

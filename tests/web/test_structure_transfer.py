@@ -32,6 +32,7 @@ from tests.web.harness import (
     DESKTOP,
     PHONE,
     ServerProcess,
+    activate_app,
     axe_violations,
     chromium,
     login_demo,
@@ -378,15 +379,7 @@ def test_the_activation_box_carries_the_structure_key_to_the_first_phone(world: 
     try:
         app = app_ctx.new_page()
         watch_page(app, "app-activation", problems)
-        app.goto(server.url + "/app/")
-        app.get_by_role("button", name="J'ai un code d'activation").click()
-        app.get_by_label("Code d'activation").fill(code)
-        app.locator("#act-password").fill("mon-mot-de-passe-2026")
-        app.get_by_label("Confirmer le mot de passe").fill("mon-mot-de-passe-2026")
-        app.get_by_role("button", name="Activer").click()
-        expect(app.locator("#recovery-key")).to_be_visible()
-        app.get_by_label("J'ai noté ma clé de récupération").check()
-        app.get_by_role("button", name="Continuer").click()
+        activate_app(app, server.url + "/app/", code, "mon-mot-de-passe-2026")
         expect(app.locator("#peer-name")).to_have_text("Karim Benali")
         pinned = _run(lambda: _structure_key_id(server.url))
         found = app.evaluate(
@@ -502,15 +495,7 @@ def test_a_ghost_key_not_endorsed_by_the_counsellor_is_refused_by_a_new_phone(
     try:
         app = ctx.new_page()
         watch_page(app, "app-unendorsed", problems)
-        app.goto(server.url + "/app/")
-        app.get_by_role("button", name="J'ai un code d'activation").click()
-        app.get_by_label("Code d'activation").fill(code)
-        app.locator("#act-password").fill("mon-mot-de-passe-2026")
-        app.get_by_label("Confirmer le mot de passe").fill("mon-mot-de-passe-2026")
-        app.get_by_role("button", name="Activer").click()
-        expect(app.locator("#recovery-key")).to_be_visible()
-        app.get_by_label("J'ai noté ma clé de récupération").check()
-        app.get_by_role("button", name="Continuer").click()
+        activate_app(app, server.url + "/app/", code, "mon-mot-de-passe-2026")
         expect(app.locator("#peer-name")).to_have_text("Karim Benali")
         first = "Bonjour Karim, c'est Maya."
         app.get_by_label("Votre message").fill(first)
