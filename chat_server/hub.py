@@ -150,4 +150,8 @@ class Hub:
                 return
             self._last_payload, self._last_event = payload, event
         for sub in tuple(subs):
-            sub.deliver(event)
+            try:
+                sub.deliver(event)
+            except Exception:  # one connection's failure must not cost the others, nor
+                # stop the broker's reader (the Redis broker calls this from its read loop)
+                log.exception("delivery to one connection failed", extra={"user_id": sub.user_id})

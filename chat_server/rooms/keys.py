@@ -403,6 +403,10 @@ class KeyService:
         device = await self._keys.get_device(device_id)
         if device is None or device.user_id != user.id:
             raise NotFound("no such device")
+        if self.structure is not None:
+            # First, so that a retry after a failure cleans up too: a removed device's
+            # endorsements no longer count against the key's cap, and are never listed.
+            await self.structure.forget_device(device_id)
         if await self._keys.remove_device(device_id, self._clock()):
             await self._accounts.delete_device_sessions(user.id, device_id)
             await self._hub.revoke(user.id, "device:" + device_id)

@@ -314,6 +314,15 @@ class StructureKeyService:
             log.info("structure key endorsed", extra={"user_id": user.id, "device_id": device.id})
         return added
 
+    async def forget_device(self, device_id: str) -> None:
+        """Delete the endorsements of a device being removed (``KeyService.remove_device``):
+        the cap of ``MAX_ENDORSEMENTS`` per key counts only devices that still exist."""
+        if await self._store.remove_endorsements(device_id):
+            log.info(
+                "structure key endorsements of a removed device deleted",
+                extra={"device_id": device_id},
+            )
+
     async def announce(self, structure_id: str) -> None:
         """Tell the structure's staff to fetch ``GET /api/structure-key`` again."""
         people: set[str] = set()

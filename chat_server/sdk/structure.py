@@ -15,6 +15,7 @@ member of the conversation (her counsellor) endorsed it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     from chat_server.sdk.client import Client
 
 STAFF_ROLES = frozenset({"counsellor", "supervisor"})
+
+log = logging.getLogger(__name__)
 
 
 class StructureKeyring:
@@ -107,7 +110,11 @@ class StructureKeyring:
                 f"the structure key changed from {pinned} to {key['key_id']}: not sealed to",
             )
         if self._client.user.get("role") in STAFF_ROLES:
-            await self.endorse(key, pub)
+            try:
+                await self.endorse(key, pub)
+            except ClientError as exc:
+                # Sealing does not depend on it (as in the browser): the next use retries.
+                log.warning("structure key not endorsed: %s: %s", exc.code, exc)
         return structure_recipient(key["key_id"]), pub
 
     def _endorsed_by_peer(

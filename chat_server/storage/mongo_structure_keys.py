@@ -70,6 +70,7 @@ class MongoStructureKeyStore:
         await self._grants.create_index([("structure_id", ASCENDING)])
         await self._endorsements.create_index([("structure_id", ASCENDING)])
         await self._endorsements.create_index([("key_id", ASCENDING)])
+        await self._endorsements.create_index([("device_id", ASCENDING)])
 
     async def create_key(self, key: StructureKey) -> None:
         try:
@@ -148,6 +149,10 @@ class MongoStructureKeyStore:
 
     async def count_endorsements(self, key_id: str) -> int:
         return int(await self._endorsements.count_documents({"key_id": key_id}))
+
+    async def remove_endorsements(self, device_id: str) -> int:
+        result = await self._endorsements.delete_many({"device_id": device_id})
+        return int(result.deleted_count)
 
     async def remove_grant(self, key_id: str, recipient_device: str) -> bool:
         result = await self._grants.delete_one({"_id": f"{key_id}:{recipient_device}"})

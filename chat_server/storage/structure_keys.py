@@ -94,6 +94,9 @@ class StructureKeyStore(Protocol):
     async def count_endorsements(self, key_id: str) -> int:
         """How many endorsements this key has."""
 
+    async def remove_endorsements(self, device_id: str) -> int:
+        """Delete every endorsement by this device (it was removed); how many."""
+
     async def remove_grant(self, key_id: str, recipient_device: str) -> bool:
         """Delete the grant of this key to this device; True if there was one.
 
@@ -149,6 +152,12 @@ class MemoryStructureKeyStore:
 
     async def count_endorsements(self, key_id: str) -> int:
         return sum(1 for k, _ in self._endorsements if k == key_id)
+
+    async def remove_endorsements(self, device_id: str) -> int:
+        gone = [s for s in self._endorsements if s[1] == device_id]
+        for s in gone:
+            del self._endorsements[s]
+        return len(gone)
     async def remove_grant(self, key_id: str, recipient_device: str) -> bool:
         return self._grants.pop((key_id, recipient_device), None) is not None
 

@@ -151,3 +151,34 @@ async def test_handler_receives_bytes_payloads_unchanged(make: Make) -> None:
     await broker.publish("bin", payload)
     await sink.until(lambda: len(sink.got) == 1)
     assert sink.got == [("bin", payload)]
+
+
+async def test_a_failing_connection_never_stops_the_others_delivery(make: Make) -> None:
+    """Through the hub: a subscriber whose ``deliver`` raises costs neither the other
+    subscribers of the topic nor later events (the Redis broker's read loop lives on)."""
+    from chat_server.hub import Event, Hub
+
+    broker, sink = await make()
+    hub = Hub(broker)
+    got: list[str] = []
+
+    class Sub:
+        user_id = "alice"
+
+        def __init__(self, fails: bool) -> None:
+            self.fails = fails
+
+        def deliver(self, event: Event) -> None:
+            if self.fails:
+                raise RuntimeError("injected: this connection's delivery fails")
+            got.append(event.frame)
+
+        def catch_up(self) -> None:
+            pass
+
+    await hub.attach(Sub(True))
+    await hub.attach(Sub(False))
+    for frame in ("one", "two", "three"):
+        await hub.publish(["alice"], frame)
+    await sink.until(lambda: len(got) >= 3)
+    assert got == ["one", "two", "three"]

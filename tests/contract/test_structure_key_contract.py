@@ -113,3 +113,17 @@ async def test_delete_structure_removes_its_endorsements_only(store: StructureKe
     assert await store.delete_structure("st") == 2
     assert await store.endorsements_for("k1", ["d1"]) == []
     assert await store.count_endorsements("k2") == 1
+
+
+async def test_remove_endorsements_of_one_device(store: StructureKeyStore) -> None:
+    await store.create_key(_key("st", "k1"))
+    await store.create_key(_key("st2", "k2"))
+    assert await store.add_endorsement(_endorsement("k1", "d1"))
+    assert await store.add_endorsement(_endorsement("k1", "d2"))
+    assert await store.add_endorsement(_endorsement("k2", "d1", structure="st2"))
+    assert await store.remove_endorsements("d1") == 2
+    assert [e.device_id for e in await store.endorsements_for("k1", ["d1", "d2"])] == ["d2"]
+    assert await store.count_endorsements("k2") == 0
+    assert await store.remove_endorsements("d1") == 0
+    # The device may endorse again (a device id is never reused, but the slot is free).
+    assert await store.add_endorsement(_endorsement("k1", "d1"))

@@ -248,8 +248,17 @@ async def test_endorsement_api_refusals_store_nothing(e2ee_server: ServerInfo) -
             await c2.request("POST", PATH, _body(c2, w.structure_id, pub))
         assert (err.value.status, err.value.code) == (409, "too_many_endorsements")
         assert await store.count_endorsements(key_id) == MAX_ENDORSEMENTS
+        # A refused endorsement does not stop the counsellor's client from sealing.
+        epoch, _ = await c2.ensure_epoch(w.conv["b3"])
+        assert epoch >= 1
+        assert key_id not in c2.structure.endorsed
         # An endorsement already there is still an idempotent success.
         assert await c1.request("POST", PATH, _body(c1, w.structure_id, pub)) == {"added": 0}
+        # A removed device's endorsement goes with it: the cap counts devices that exist.
+        await c1.request("DELETE", f"/api/devices/{c1.device_id}")
+        assert await store.endorsements_for(key_id, [c1.device_id]) == []
+        assert await store.count_endorsements(key_id) == MAX_ENDORSEMENTS - 1
+        assert await c2.request("POST", PATH, _body(c2, w.structure_id, pub)) == {"added": 1}
     finally:
         for c in (sup, c1, c2, b, osup):
             await c.close()
