@@ -304,6 +304,9 @@ class Client:
             pub, d["user_id"], d["device_id"], b64decode(d["registration_sig"])
         ):
             return False
+        known = self.state.device_keys.get(d["device_id"])
+        if known is not None and known != (d["user_id"], pub.sig_pub):
+            return False  # a device id names one registration for good: other keys are not believed
         self.state.device_keys[d["device_id"]] = (d["user_id"], pub.sig_pub)
         return True
 
@@ -418,11 +421,19 @@ class Client:
         )
         for group in (*data["members"], *data.get("escrow", [])):
             group["devices"] = [d for d in group["devices"] if self._remember(d)]
+        # The other member's devices, remembered for their endorsements of the structure
+        # key (a previous counsellor's stay after a transfer); a current member's device
+        # no longer listed (removed: lost or stolen) is forgotten.
         peers = self.state.peer_devices.setdefault(conversation, {})
-        for group in data["members"]:
-            if group["user_id"] != self.user_id:
-                for d in group["devices"]:
-                    peers[d["device_id"]] = (str(group["user_id"]), b64decode(d["sig_pub"]))
+        others = [g for g in data["members"] if g["user_id"] != self.user_id]
+        listed = {d["device_id"] for g in others for d in g["devices"]}
+        current = {str(g["user_id"]) for g in others}
+        for device_id, (user_id, _) in list(peers.items()):
+            if user_id in current and device_id not in listed:
+                del peers[device_id]
+        for group in others:
+            for d in group["devices"]:
+                peers.setdefault(d["device_id"], (str(group["user_id"]), b64decode(d["sig_pub"])))
         return data
 
     async def ensure_epoch(self, conversation: str) -> tuple[int, bytes]:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from chat_server.crypto import sign_registration
 from chat_server.crypto.encoding import b64encode
 from chat_server.crypto.keys import DeviceKeys
 from chat_server.crypto.structure_key import (
@@ -306,4 +307,62 @@ async def test_after_a_transfer_the_previous_counsellors_endorsement_counts(
         assert b.state.structure_pins == {w.structure_id: key_id}
     finally:
         for c in (sup, c1, b):
+            await c.close()
+
+
+async def test_a_removed_counsellor_device_no_longer_vouches_for_a_key(
+    e2ee_server: ServerInfo,
+) -> None:
+    """A young person's client forgets a remembered device of her *current* counsellor
+    once the listing no longer shows it (removed: lost or stolen), so a thief holding that
+    device's key cannot, with a dishonest server, endorse a ghost key for her first pin.
+    A device id also keeps the keys first seen for it."""
+    w = await seed_world(e2ee_server)
+    conv = w.conv["b1"]
+    sup = await Client.login(e2ee_server.http, "sup", PASSWORD)
+    c1 = await Client.login(e2ee_server.http, "c1", PASSWORD)
+    stolen = await Client.login(e2ee_server.http, "c1", PASSWORD)  # Claire's lost laptop
+    b = await Client.login(e2ee_server.http, "b1", PASSWORD)
+    try:
+        await sup.structure.create()
+        await b.devices(conv)
+        assert stolen.device_id in b.state.peer_devices[conv]
+        ghost_pub = X25519PrivateKey.generate().public_key().public_bytes_raw()
+        listing = await b.devices(conv)
+        by_stolen = {
+            "device_id": stolen.device_id,
+            "user_id": stolen.user_id,
+            "sig": b64encode(
+                sign_endorsement(stolen.keys, w.structure_id, ghost_pub, stolen.device_id)
+            ),
+        }
+        ghost = {
+            **listing["structure_key"],
+            "key_id": structure_key_id(ghost_pub),
+            "public_key": b64encode(ghost_pub),
+            "endorsements": [by_stolen],
+        }
+        # While the laptop is Claire's, its endorsement would count.
+        assert b.structure._endorsed_by_peer(ghost, ghost_pub, conv)
+        await c1.request("DELETE", f"/api/devices/{stolen.device_id}")
+        await b.devices(conv)
+        assert stolen.device_id not in b.state.peer_devices[conv]
+        assert c1.device_id in b.state.peer_devices[conv]
+        assert not b.structure._endorsed_by_peer(ghost, ghost_pub, conv)
+        # A listing that names Claire's device with other keys is not believed.
+        other = DeviceKeys.generate()
+        assert not b._remember(
+            {
+                "device_id": c1.device_id,
+                "user_id": c1.user_id,
+                "dh_pub": b64encode(other.public.dh_pub),
+                "sig_pub": b64encode(other.public.sig_pub),
+                "registration_sig": b64encode(
+                    sign_registration(other, c1.user_id, c1.device_id)
+                ),
+            }
+        )
+        assert b.state.device_keys[c1.device_id] == (c1.user_id, c1.keys.public.sig_pub)
+    finally:
+        for c in (sup, c1, stolen, b):
             await c.close()

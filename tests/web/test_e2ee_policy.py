@@ -54,6 +54,12 @@ def test_a_junk_structure_envelope_is_detected_and_the_committed_key_used(page: 
     _run(page, "poisonedStructureEnvelopeDetected")
 
 
+def test_a_removed_counsellor_device_is_forgotten_a_previous_counsellors_kept(
+    page: Page,
+) -> None:
+    _run(page, "removedPeerForgotten")
+
+
 def test_no_epoch_is_sealed_to_a_device_listed_as_escrow(page: Page) -> None:
     _run(page, "escrowNeverSealedTo")
 

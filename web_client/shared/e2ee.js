@@ -274,7 +274,7 @@ export class KeyManager {
     }
     const memberUsers = new Set((listing.members || []).map((m) => m.user_id));
     const escrowUsers = new Set((listing.escrow || []).map((m) => m.user_id).filter((u) => !memberUsers.has(u)));
-    await this._rememberPeers(conversation, devices).catch((err) => console.warn("peer devices not kept", err.message));
+    await this._rememberPeers(conversation, devices, memberUsers).catch((err) => console.warn("peer devices not kept", err.message));
     return {
       conversation,
       epoch: Number.isSafeInteger(listing.epoch) && listing.epoch > 0 ? listing.epoch : 0,
@@ -310,12 +310,24 @@ export class KeyManager {
     return out;
   }
 
-  async _rememberPeers(conversation, devices) {
+  /**
+   * Keep the other member's listed devices for `conversation`; forget a
+   * remembered device of a *current* member that the listing no longer shows
+   * (removed: lost or stolen). A previous counsellor's stay (not a member now).
+   */
+  async _rememberPeers(conversation, devices, memberUsers) {
     const peers = devices.filter((d) => d.group === "member" && d.userId !== this.userId);
-    if (!peers.length) return;
     const known = await this.peerMembers(conversation);
+    const listed = new Set(peers.map((d) => d.deviceId));
+    let changed = false;
+    for (const [deviceId, p] of [...known]) {
+      if (p.userId !== this.userId && memberUsers.has(p.userId) && !listed.has(deviceId)) {
+        known.delete(deviceId);
+        changed = true;
+      }
+    }
     const fresh = peers.filter((d) => !known.has(d.deviceId));
-    if (!fresh.length) return;
+    if (!fresh.length && !changed) return;
     for (const d of fresh) known.set(d.deviceId, { userId: d.userId, sigPub: d.sigPub });
     const rows = [...known].map(([deviceId, p]) => ({ deviceId, userId: p.userId, sigPub: b64encode(p.sigPub) }));
     await idbPut("kv", `peer-members|${this.userId}|${conversation}`, rows);

@@ -615,7 +615,33 @@ async function escrowNeverSealedTo() {
   return t.result();
 }
 
+/**
+ * The counsellor's devices a young person's app remembers (their endorsements
+ * of the structure key count for a first pin): a device of the *current*
+ * counsellor that the listing stops showing (removed: lost or stolen) is
+ * forgotten; a previous counsellor's stay after a transfer.
+ */
+async function removedPeerForgotten() {
+  const t = new Checker();
+  const w = await makeWorld();
+  w.members[w.users.coun] = [w.d.coun, w.d.coun2];
+  const km = managerOf(w, w.d.ben);
+  const ids = async () => [...(await km.peerMembers(w.conversation)).keys()].sort();
+  await km.conversationDevices(w.conversation);
+  t.ok(JSON.stringify(await ids()) === JSON.stringify([w.d.coun.deviceId, w.d.coun2.deviceId].sort()), "both of the counsellor's devices remembered");
+  w.members[w.users.coun] = [w.d.coun];
+  await km.conversationDevices(w.conversation);
+  t.ok(JSON.stringify(await ids()) === JSON.stringify([w.d.coun.deviceId]), "the removed device is forgotten");
+  delete w.members[w.users.coun];
+  w.members[w.users.former] = [w.d.former];
+  w.roles[w.users.former] = "counsellor";
+  await km.conversationDevices(w.conversation);
+  t.ok(JSON.stringify(await ids()) === JSON.stringify([w.d.coun.deviceId, w.d.former.deviceId].sort()), "after a transfer the previous counsellor's device stays, the new one's is added");
+  return t.result();
+}
+
 export const scenarios = {
+  removedPeerForgotten,
   poisonedEnvelopeDetected,
   escrowNeverSealedTo,
   poisonedStructureEnvelopeDetected,
