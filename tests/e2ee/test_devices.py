@@ -7,6 +7,8 @@ clients doing the end-to-end work.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -231,20 +233,31 @@ async def test_renewal_from_another_device_removes_the_backed_up_one(
                 await c.close()
 
 
+@asynccontextmanager
+async def _two_phones(server: ServerInfo) -> AsyncIterator[tuple[Client, Client]]:
+    """b1's two approved phones: ``first``, whose keys the backup holds, and ``second``
+    (c1 made the conversation's epoch and approved it); all closed at the end."""
+    w = await seed_world(server)
+    conv = w.conv["b1"]
+    counsellor = await Client.login(server.http, "c1", PASSWORD)
+    first = await Client.login(server.http, "b1", PASSWORD)
+    second = await Client.login(server.http, "b1", PASSWORD)
+    try:
+        await counsellor.ensure_epoch(conv)
+        await first.backup()
+        await counsellor.approve_device(conv, second.device_id)
+        yield first, second
+    finally:
+        for c in (counsellor, first, second):
+            await c.close()
+
+
 async def test_renewal_whose_backup_fails_removes_the_old_device_and_leaves_no_orphan(
     e2ee_server: ServerInfo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The old key's device is removed before the backup is stored; when storing the
     # backup fails, the new device is removed again: a retry removes nothing it should not.
-    w = await seed_world(e2ee_server)
-    conv = w.conv["b1"]
-    counsellor = await Client.login(e2ee_server.http, "c1", PASSWORD)
-    first = await Client.login(e2ee_server.http, "b1", PASSWORD)
-    second = await Client.login(e2ee_server.http, "b1", PASSWORD)
-    try:
-        await counsellor.ensure_epoch(conv)
-        await first.backup()
-        await counsellor.approve_device(conv, second.device_id)
+    async with _two_phones(e2ee_server) as (first, second):
         old_backup = await second.request("GET", "/api/keys/backup")
         store = e2ee_server.services.devices._key_store
 
@@ -267,9 +280,6 @@ async def test_renewal_whose_backup_fails_removes_the_old_device_and_leaves_no_o
         assert gone.value.status == 401
         monkeypatch.undo()
         assert await second.request("GET", "/api/keys/backup") == old_backup
-    finally:
-        for c in (counsellor, first, second):
-            await c.close()
 
 
 async def test_renewal_bad_input(e2ee_server: ServerInfo) -> None:
@@ -318,15 +328,7 @@ async def test_concurrent_renewals_one_wins_the_other_is_refused_and_leaves_no_o
     # Two devices of one person renew at once: both read the same old backup. The first
     # to store its backup wins; the other gets 409 renewal_conflict, its new device is
     # removed again, and the backup is the winner's (its key was not silently replaced).
-    w = await seed_world(e2ee_server)
-    conv = w.conv["b1"]
-    counsellor = await Client.login(e2ee_server.http, "c1", PASSWORD)
-    first = await Client.login(e2ee_server.http, "b1", PASSWORD)
-    second = await Client.login(e2ee_server.http, "b1", PASSWORD)
-    try:
-        await counsellor.ensure_epoch(conv)
-        await first.backup()
-        await counsellor.approve_device(conv, second.device_id)
+    async with _two_phones(e2ee_server) as (_, second):
         store = e2ee_server.services.devices._key_store
         real_get = store.get_backup
         winner = await _renew_body(second, PASSWORD, device_id="winner-device")
@@ -355,6 +357,3 @@ async def test_concurrent_renewals_one_wins_the_other_is_refused_and_leaves_no_o
         assert loser is not None
         assert loser.removed_at is not None
         assert sorted(await _ids(second)) == sorted([second.device_id, "winner-device"])
-    finally:
-        for c in (counsellor, first, second):
-            await c.close()
