@@ -114,11 +114,18 @@ class E2EEVerifier:
             self._cleared.add(key)
         return pending
 
-    async def _device(self, device_id: str) -> Device | None:
-        now = time.monotonic()
+    def _cached_device(self, device_id: str) -> Device | None:
+        """The device if the cache has it from the last ``_DEVICE_CACHE_SECONDS``."""
         hit = self._cache.get(device_id)
-        if hit is not None and now - hit[0] < _DEVICE_CACHE_SECONDS:
+        if hit is not None and time.monotonic() - hit[0] < _DEVICE_CACHE_SECONDS:
             return hit[1]
+        return None
+
+    async def _device(self, device_id: str) -> Device | None:
+        device = self._cached_device(device_id)
+        if device is not None:
+            return device
+        now = time.monotonic()
         device = await self._keys.get_device(device_id)
         if len(self._cache) > 50_000:
             self._cache.clear()
@@ -146,11 +153,7 @@ class E2EEVerifier:
     async def check_message(self, conversation: Conversation, message: NewMessage) -> None:
         # The device from the cache without a coroutine when it is there (every message
         # but the first of a device in _DEVICE_CACHE_SECONDS), else from the store.
-        hit = self._cache.get(message.device_id)
-        if hit is not None and time.monotonic() - hit[0] < _DEVICE_CACHE_SECONDS:
-            device = hit[1]
-        else:
-            device = await self._device(message.device_id)
+        device = self._cached_device(message.device_id) or await self._device(message.device_id)
         if device is None or device.removed_at is not None:
             raise E2EEError("unknown_device", "this device has no registered keys")
         if device.user_id != message.sender_id or device.user_id not in conversation.members:
@@ -479,15 +482,16 @@ class KeyService:
             # members is sealed to, except the structure key.
             "escrow": [],
             "pending": sorted(sets.pending),
-            "structure_key": await self._structure_listed(conv, sets.structure, sets),
+            "structure_key": await self._structure_listed(conv, sets),
         }
 
     async def _structure_listed(
-        self, conv: Conversation, key: StructureKey | None, sets: DeviceSets
+        self, conv: Conversation, sets: DeviceSets
     ) -> dict[str, Any] | None:
         """The structure key's JSON with the endorsements by the members' devices and the
         previous counsellor's (a young person's client that knew them as her counsellor's
         accepts those too: a transfer to someone who never logged in)."""
+        key = sets.structure
         if key is None or self.structure is None:
             return None
         ids = [d.id for ds in sets.members.values() for d in ds if d.id not in sets.pending]
@@ -719,7 +723,7 @@ class KeyService:
         sealed = {epoch for epoch, users in sealers.items() if user.id in users}
         held = (await self._keys.epochs_held(conv.id, [device_id]))[device_id]
         out: dict[str, Any] = {
-            "key": await self._structure_listed(conv, key, await self.device_sets(conv)),
+            "key": await self._structure_listed(conv, await self.device_sets(conv)),
             "missing_epochs": sorted(held - sealed),
             "envelopes": [],
         }
