@@ -39,8 +39,9 @@ DEFAULT_TARGETS = {
     "saturation": [
         "chat-mem",
         "chat-mem-e2ee",
-        "chat-mem-e2ee-inline",
+        "chat-mem-e2ee-threads",
         "chat-mem-e2ee-2c",
+        "chat-mem-e2ee-2c-threads",
         "chat-mem-redis",
         "chat-emb",
         "chat-emb-redis",
@@ -55,7 +56,7 @@ DEFAULT_TARGETS = {
     "latency": [
         "chat-mem",
         "chat-mem-e2ee",
-        "chat-mem-e2ee-inline",
+        "chat-mem-e2ee-threads",
         "chat-emb-redis",
         "sio",
         "ws",
@@ -132,7 +133,10 @@ class Plan:
 def _targets(scenario: str, wanted: list[str]) -> list[Target]:
     keys = DEFAULT_TARGETS[scenario]
     if wanted:
-        keys = [k for k in keys if k in wanted]
+        # The scenario's own targets in their order, then any other named target.
+        keys = [k for k in keys if k in wanted] + [
+            k for k in wanted if k not in keys and k in TARGETS and scenario == "saturation"
+        ]
     return [TARGETS[k] for k in keys]
 
 

@@ -46,9 +46,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def with_children(pid: int) -> list[int]:
+    """``pid`` and its live descendants (a server's verifier child process)."""
+    out, todo = [], [pid]
+    while todo and len(out) < 64:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                todo += map(int, Path(f"/proc/{p}/task/{task}/children").read_text().split())
+        except OSError:
+            continue
+    return out
+
+
 def rss_kib(pid: int) -> int:
-    """Resident set size of a process in KiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    """Resident set size of a process in KiB (0 if it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
@@ -102,10 +120,12 @@ class Group:
         return [(HOST, p.port) for p in self.procs]
 
     def cpu(self) -> float:
-        return sum(cpu_seconds(p.pid) for p in self.procs)
+        """CPU seconds of the server processes and their children (a verifier process)."""
+        return sum(cpu_seconds(c) for p in self.procs for c in with_children(p.pid))
 
     def rss(self) -> int:
-        return sum(rss_kib(p.pid) for p in self.procs)
+        """RSS of the server processes and their children, KiB."""
+        return sum(rss_kib(c) for p in self.procs for c in with_children(p.pid))
 
     def stop(self) -> None:
         for p in self.procs:

@@ -204,9 +204,9 @@ def _ratio_lines(runs: Runs) -> list[str]:
         (
             "saturation",
             "throughput",
+            "chat-mem-e2ee-threads",
             "chat-mem-e2ee",
-            "chat-mem-e2ee-inline",
-            "chat (memory, e2ee) verify threads / on the loop msg/s",
+            "chat (memory, e2ee) 2 verify threads / auto, one core msg/s",
         ),
         (
             "saturation",

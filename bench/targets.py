@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.procs import HOST, Engine, Group, Redis, free_port, python, spawn, wait_http
+from chat_server.crypto.verify_pool import default_verifier
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Target:
     redis: bool = False
     persists: bool = False
     signed: bool = False  # chat: REQUIRE_E2EE=true, real signed messages
-    verify_threads: int = 2  # chat, signed: VERIFY_THREADS
+    verifier: str = "auto"  # chat, signed: VERIFIER (threads: VERIFY_THREADS=2)
     cpus: tuple[int, ...] = ()  # the server's cores instead of --server-cpus (shared: say so)
 
     @property
@@ -46,12 +47,20 @@ TARGETS: dict[str, Target] = {
             signed=True,
         ),
         Target(
+            "chat-mem-e2ee-threads",
+            "chat, memory store, in-process broker, signatures checked on 2 threads",
+            "chat",
+            store="memory",
+            signed=True,
+            verifier="threads",
+        ),
+        Target(
             "chat-mem-e2ee-inline",
             "chat, memory store, in-process broker, signatures checked on the loop",
             "chat",
             store="memory",
             signed=True,
-            verify_threads=0,
+            verifier="loop",
         ),
         Target(
             "chat-mem-e2ee-2c",
@@ -59,6 +68,22 @@ TARGETS: dict[str, Target] = {
             "chat",
             store="memory",
             signed=True,
+            cpus=(0, 1),
+        ),
+        Target(
+            "chat-mem-e2ee-2c-threads",
+            "chat, memory store, in-process broker, signatures checked on 2 threads, 2 cores",
+            "chat",
+            store="memory",
+            signed=True,
+            verifier="threads",
+            cpus=(0, 1),
+        ),
+        Target(
+            "chat-mem-2c",
+            "chat, memory store, in-process broker, 2 cores",
+            "chat",
+            store="memory",
             cpus=(0, 1),
         ),
         Target(
@@ -130,11 +155,13 @@ def describe(t: Target, env: Env | None = None, *, signed: bool | None = None) -
         base = t.label if "process" in t.label else f"{t.label}, {procs}"
         return f"{base}, {cores} (stores nothing, checks nothing)"
     if signed:
-        how = (
-            f"signed, {t.verify_threads} verify threads"
-            if t.verify_threads
-            else "signed, verified on the event loop"
-        )
+        how = t.verifier if t.verifier != "auto" else default_verifier(len(cpus))
+        how = {
+            "loop": "verified on the event loop",
+            "threads": "2 verify threads",
+            "process": "verified in a child process",
+        }[how]
+        how = f"signed, {how}" + (" (VERIFIER=auto)" if t.verifier == "auto" else "")
     else:
         how = "unsigned"
     store = "memory store" if t.store == "memory" else "embedded engine"
@@ -179,7 +206,8 @@ async def start(t: Target, env: Env, pairs: int, port: int | None = None) -> Gro
                 "RATE_PER_SECOND": "1000000",
                 "RATE_BURST": "1000000",
                 "LOG_LEVEL": "WARNING",
-                "VERIFY_THREADS": str(t.verify_threads),
+                "VERIFIER": t.verifier,
+                "VERIFY_THREADS": "2",
             }
             seed_pairs = 0
             if t.store == "memory":

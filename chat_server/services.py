@@ -16,7 +16,7 @@ from chat_server.attachments import AttachmentService, sweep_periodically
 from chat_server.broker.base import Broker
 from chat_server.broker.local import LocalBroker
 from chat_server.crypto.passwords import Passwords
-from chat_server.crypto.verify_pool import SignatureChecks
+from chat_server.crypto.verify_pool import SignatureChecks, default_verifier
 from chat_server.hub import REVOKE_ERASED, Hub
 from chat_server.lifecycle.eraser import AccountEraser
 from chat_server.lifecycle.retention import (
@@ -80,6 +80,7 @@ class Database(Protocol):
 
     def push(self) -> PushStore:
         """The push store (Web Push subscriptions, the push outbox)."""
+
     def blobs(self) -> BlobStore:
         """The attachment blob store."""
 
@@ -215,11 +216,15 @@ async def build_services(
     key_store = db.keys()
     if verifier is None:
         if settings.require_e2ee:
+            how = settings.verifier
+            if how == "auto":
+                how = default_verifier()
             # Half the send deadline behind: refuse with `overloaded` rather than time out.
             checks = SignatureChecks(
-                settings.verify_threads,
+                settings.verify_threads if how == "threads" else 0,
                 metrics.verified if metrics.enabled else None,
                 max_wait=settings.store_timeout_seconds / 2,
+                process=how == "process",
             )
             closers.append(checks)
             verifier = E2EEVerifier(key_store, checks)

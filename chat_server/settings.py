@@ -55,6 +55,8 @@ class Settings:
     login_window_seconds: int = 900
     resume_max_messages: int = 1000
     require_e2ee: bool = True
+    # auto: `chat_server.crypto.verify_pool.default_verifier`.
+    verifier: str = "auto"
     verify_threads: int = 2
     # Prometheus scrape port (docs/deployment.md); None: off.
     metrics_port: int | None = None
@@ -194,6 +196,10 @@ def _vapid_key(name: str, raw: str) -> str:
         raise SettingsError(name, expected, "<hidden>") from None
 
 
+#: ``VERIFIER`` values (`chat_server.crypto.verify_pool`).
+VERIFIERS = ("auto", "loop", "threads", "process")
+
+
 def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
     if raw not in allowed:
         raise SettingsError(name, "one of " + ", ".join(allowed), raw)
@@ -247,7 +253,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     take("LOGIN_WINDOW_SECONDS", "login_window_seconds", lambda n, r: _int(n, r, 1, 86400))
     take("RESUME_MAX_MESSAGES", "resume_max_messages", lambda n, r: _int(n, r, 1, 10**6))
     take("REQUIRE_E2EE", "require_e2ee", _bool)
-    take("VERIFY_THREADS", "verify_threads", lambda n, r: _int(n, r, 0, 64))
+    take("VERIFIER", "verifier", lambda n, r: _choice(n, r, VERIFIERS))
+    take("VERIFY_THREADS", "verify_threads", lambda n, r: _int(n, r, 1, 64))
     take("METRICS_PORT", "metrics_port", lambda n, r: _int(n, r, 1, 65535))
     take("METRICS_HOST", "metrics_host", lambda n, r: r)
     take("LOG_LEVEL", "log_level", _level)
@@ -290,9 +297,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     take("PUSH_CONCURRENCY", "push_concurrency", lambda n, r: _int(n, r, 1, 1024))
     take("PUSH_POLL_SECONDS", "push_poll_seconds", lambda n, r: _float(n, r, 0.05, 60))
     take("PUSH_STATS_SECONDS", "push_stats_seconds", lambda n, r: _float(n, r, 0.1, 3600))
-    take(
-        "ATTACHMENT_MAX_BYTES", "attachment_max_bytes", lambda n, r: _int(n, r, 1, 64 * 2**20)
-    )
+    take("ATTACHMENT_MAX_BYTES", "attachment_max_bytes", lambda n, r: _int(n, r, 1, 64 * 2**20))
     take("ATTACHMENT_TYPES", "attachment_types", _media_types)
     take("ATTACHMENT_TTL_DAYS", "attachment_ttl_days", lambda n, r: _int(n, r, 1, 36500))
     take(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from chat_server.crypto.verify_pool import default_verifier
 from chat_server.settings import Settings, SettingsError, load_settings
 from notifications.vapid import generate_pem
 from tests.helpers import REPO_ROOT, clean_env
@@ -46,7 +48,10 @@ GOOD: list[tuple[str, str, str, Any]] = [
     ("RESUME_MAX_MESSAGES", "10", "resume_max_messages", 10),
     ("REQUIRE_E2EE", "false", "require_e2ee", False),
     ("REQUIRE_E2EE", "YES", "require_e2ee", True),
-    ("VERIFY_THREADS", "0", "verify_threads", 0),
+    ("VERIFIER", "loop", "verifier", "loop"),
+    ("VERIFIER", "threads", "verifier", "threads"),
+    ("VERIFIER", "process", "verifier", "process"),
+    ("VERIFY_THREADS", "1", "verify_threads", 1),
     ("VERIFY_THREADS", "4", "verify_threads", 4),
     ("METRICS_PORT", "9100", "metrics_port", 9100),
     ("METRICS_HOST", "10.0.0.5", "metrics_host", None),
@@ -130,8 +135,10 @@ BAD: list[tuple[str, str]] = [
     ("LOGIN_WINDOW_SECONDS", "0"),
     ("RESUME_MAX_MESSAGES", "0"),
     ("REQUIRE_E2EE", "maybe"),
-    ("VERIFY_THREADS", "-1"),
+    ("VERIFIER", "gpu"),
+    ("VERIFY_THREADS", "0"),
     ("VERIFY_THREADS", "65"),
+    ("VERIFY_THREADS", "two"),
     ("METRICS_PORT", "0"),
     ("METRICS_PORT", "http"),
     ("LOG_LEVEL", "LOUD"),
@@ -177,6 +184,14 @@ def test_defaults_without_any_variable() -> None:
 def test_every_variable_is_parsed(var: str, raw: str, attr: str, expected: Any) -> None:
     s = load_settings({var: raw})
     assert getattr(s, attr) == (raw if expected is None else expected)
+
+
+def test_verifier_auto_follows_the_cpus_the_process_may_use() -> None:
+    assert Settings().verifier == "auto"
+    assert default_verifier(1) == "loop"
+    assert default_verifier(2) == "process"
+    assert default_verifier(64) == "process"
+    assert default_verifier() == ("process" if len(os.sched_getaffinity(0)) > 1 else "loop")
 
 
 def test_every_settings_field_has_a_variable() -> None:

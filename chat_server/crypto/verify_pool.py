@@ -1,52 +1,70 @@
-"""Ed25519 verifications off the event loop: a small thread pool, batched per loop turn.
+"""Ed25519 verifications off the event loop, batched per loop turn.
 
-`cryptography` (and libsodium) release the GIL while they verify, so a few
-threads let one server process use more than one core for the one costly
-step of ``message.send``. The contract of `SignatureChecks.verify`:
+Three ways to verify, one contract: on the loop (``threads=0``), on a small
+thread pool (`cryptography` and libsodium release the GIL while they
+verify), or in a child process (`chat_server.crypto.verifier_process`,
+``process=True``: no GIL shared with the loop, the way one process uses a
+second core, docs/benchmarks.md, issue #16). The contract of
+`SignatureChecks.verify`:
 
 - it returns exactly what its ``check`` returns for the same arguments
-  (by default `chat_server.crypto.keys.verify_signature`), and never
-  raises for a bad key or signature;
+  (by default `chat_server.crypto.keys.verify_signature`; the child
+  process always uses that one), and never raises for a bad key or
+  signature;
 - every verification asked for during one turn of the event loop goes out
-  as one batch, split into at most ``threads`` contiguous chunks of at
-  least ``MIN_CHUNK`` (a smaller batch is one chunk), so the
-  loop hands work over once per turn and never waits for a verification:
-  it goes on reading frames while the threads verify;
+  as one batch, handed over once per turn: to the child process in chunks
+  of at most ``PROCESS_CHUNK``, each answered as soon as the child has
+  checked it (so the loop resumes the first senders while the child checks
+  the next ones), or split into at most ``threads`` contiguous chunks of at
+  least ``MIN_CHUNK`` (a smaller batch is one chunk); the loop never waits
+  for a verification: it goes on reading frames meanwhile;
 - results come back in the order the verifications were asked for (a batch
   is answered only once every earlier batch is): the coroutines waiting for
   them resume in arrival order, so the per-conversation ``seq`` order still
   follows arrival;
 - a batch of fewer than ``MIN_CHUNK`` verifications, while no batch is
-  with the threads, is verified inline on the loop (at most about 0.3 ms
-  with libsodium): handing a few signatures to a thread costs more CPU
-  than it saves (a batch of two, measured on one core: about +20 % CPU per
-  verification, less as batches grow; ``python -m bench.ed25519 --pool``,
-  docs/benchmarks.md), and a pool
-  thread must take the GIL back after each signature, which it waits for
-  while the loop is busy; a larger batch, or any batch while one is with
-  the threads, goes to the threads;
-- with ``threads=0`` it verifies inline, on the loop, one at a time (the
-  behaviour before the pool; for one-core deployments and tests);
+  out, is verified inline on the loop (at most about 0.8 ms with libsodium):
+  handing a few signatures over costs more CPU than it saves (a batch of
+  two to a thread, measured on one core: about +20 % CPU per verification,
+  less as batches grow; ``python -m bench.ed25519 --pool``,
+  docs/benchmarks.md), and a pool thread must take the GIL back after each
+  signature, which it waits for while the loop is busy; a larger batch, or
+  any batch while one is out, goes to the threads or the child;
+- with ``threads=0`` and no process it verifies inline, on the loop, one at
+  a time (for one-core deployments and tests);
+- while the child process is not running (starting, or restarting after it
+  died: one log line), batches are verified on the loop; a batch the child
+  had not answered when it died is verified on the loop too;
 - with ``max_wait`` set, it refuses at once (`Backlogged`, nothing verified)
-  while the oldest batch with the threads has been waiting for more than
-  ``max_wait`` seconds: the threads are behind the arrivals, and a sender
-  queued behind them would pass its send deadline anyway. Refusing early
-  costs nothing and lets the backlog drain (the protocol's ``overloaded``).
+  while the oldest batch out has been waiting for more than ``max_wait``
+  seconds: the verifiers are behind the arrivals, and a sender queued
+  behind them would pass its send deadline anyway. Refusing early costs
+  nothing and lets the backlog drain (the protocol's ``overloaded``).
 
-`close` stops the threads; a verification asked for afterwards runs inline.
+`close` stops the threads or the child; a verification asked for afterwards
+runs inline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from chat_server.crypto.keys import verify_signature
+from chat_server.crypto.verifier_process import VerifierProcess
 
-__all__ = ["Backlogged", "BatchObserver", "Check", "SignatureChecks", "verify_many"]
+__all__ = [
+    "Backlogged",
+    "BatchObserver",
+    "Check",
+    "SignatureChecks",
+    "default_verifier",
+    "verify_many",
+]
 
 #: Called once per verified chunk with (signatures in it, seconds the thread spent).
 BatchObserver = Callable[[int, float], None]
@@ -57,10 +75,24 @@ _Job = tuple[bytes, bytes, bytes]
 
 #: Fewest signatures handed to a thread at once (but a smaller batch still goes whole).
 MIN_CHUNK = 8
+#: Most signatures the child process is sent at once: it answers each chunk on its own.
+PROCESS_CHUNK = 32
 
 
 class Backlogged(Exception):
     """The threads are more than ``max_wait`` seconds behind: nothing was verified."""
+
+
+def default_verifier(cpus: int | None = None) -> str:
+    """``VERIFIER=auto``: ``process`` when the process may run on more than one CPU, else ``loop``.
+
+    ``cpus`` defaults to the size of the process's CPU affinity set (what
+    ``taskset`` or a cpuset allows). On one CPU a thread or a child only
+    adds hand-offs to the same core (docs/benchmarks.md, issue #16).
+    """
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0))
+    return "process" if cpus > 1 else "loop"
 
 
 def verify_many(jobs: Sequence[_Job], check: Check = verify_signature) -> list[bool]:
@@ -97,16 +129,20 @@ class SignatureChecks:
         *,
         check: Check = verify_signature,
         max_wait: float | None = None,
+        process: bool = False,
     ) -> None:
         if threads < 0:
             raise ValueError("threads must be >= 0")
-        self.threads = threads
+        if process and check is not verify_signature:
+            raise ValueError("the verifier process checks with verify_signature only")
+        self.threads = 0 if process else threads
+        self._proc = VerifierProcess() if process else None
         self._check = check
         self._max_wait = max_wait
         self._observe = observe
         self._pool = (
             ThreadPoolExecutor(max_workers=threads, thread_name_prefix="verify")
-            if threads
+            if self.threads
             else None
         )
         self._jobs: list[_Job] = []
@@ -120,7 +156,7 @@ class SignatureChecks:
         Raises `Backlogged` (and verifies nothing) while the threads are more
         than ``max_wait`` seconds behind.
         """
-        if self._pool is None:
+        if self._pool is None and self._proc is None:
             start = time.perf_counter()
             ok = self._check(sig_pub, data, sig)
             if self._observe is not None:
@@ -147,9 +183,13 @@ class SignatureChecks:
         self._jobs, self._futures = [], []
         if not jobs:
             return
-        pool = self._pool
-        if pool is None or (len(jobs) < MIN_CHUNK and not self._inflight):
-            # Closed meanwhile, or a small batch while the threads are idle: on the loop.
+        pool, proc = self._pool, self._proc
+        if proc is not None and not proc.ready:
+            proc.ensure_started()  # until it runs (or again), the loop verifies
+            proc = None
+        if (pool is None and proc is None) or (len(jobs) < MIN_CHUNK and not self._inflight):
+            # Closed meanwhile, no child process (yet), or a small batch while the
+            # verifiers are idle: on the loop.
             start = time.perf_counter()
             for job, fut in zip(jobs, futures, strict=True):
                 ok = self._check(*job)
@@ -158,12 +198,25 @@ class SignatureChecks:
             if self._observe is not None:
                 self._observe(len(jobs), time.perf_counter() - start)
             return
+        loop = asyncio.get_running_loop()
+        if proc is not None:
+            # To the child in chunks, each answered on its own: the loop goes on with the
+            # first chunk's senders while the child verifies the next one (a whole turn's
+            # batch at once would leave the loop idle while the child checks it all).
+            for start in range(0, len(jobs), PROCESS_CHUNK):
+                end = start + PROCESS_CHUNK
+                part = _Batch(jobs[start:end], futures[start:end], loop.time())
+                part.left = 1
+                self._inflight.append(part)
+                proc.submit(part.jobs).add_done_callback(self._chunk_done(part, 0, len(part.jobs)))
+            return
+        batch = _Batch(jobs, futures, loop.time())
+        self._inflight.append(batch)
+        if pool is None:  # unreachable: no pool and no process verified on the loop above
+            return
         # Each handoff to a thread costs CPU: a chunk holds at least MIN_CHUNK signatures.
         parts = max(1, min(self.threads, len(jobs) // MIN_CHUNK))
         size = -(-len(jobs) // parts)
-        loop = asyncio.get_running_loop()
-        batch = _Batch(jobs, futures, loop.time())
-        self._inflight.append(batch)
         for start in range(0, len(jobs), size):
             batch.left += 1
             chunk = jobs[start : start + size]
@@ -175,7 +228,8 @@ class SignatureChecks:
     ) -> Callable[[asyncio.Future[tuple[list[bool], float]]], None]:
         def done(f: asyncio.Future[tuple[list[bool], float]]) -> None:
             if f.cancelled() or f.exception() is not None:
-                # The pool was shut down under us: verify here rather than lose the answer.
+                # The pool was shut down, or the child process is gone (VerifierGone):
+                # verify here rather than lose the answer.
                 results = verify_many(batch.jobs[start : start + count], self._check)
             else:
                 results, spent = f.result()
@@ -196,7 +250,10 @@ class SignatureChecks:
                     fut.set_result(bool(ok))
 
     async def close(self) -> None:
-        """Stop the threads (after the running chunks end)."""
+        """Stop the threads (after the running chunks end) or the child process."""
         pool, self._pool = self._pool, None
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            await proc.close()  # what it had not answered is verified here (_chunk_done)
         if pool is not None:
             await asyncio.get_running_loop().run_in_executor(None, pool.shutdown, True)

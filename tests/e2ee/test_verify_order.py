@@ -1,4 +1,6 @@
-"""Signatures verified on the pool keep the order and the durability of ``message.send``.
+"""Signatures verified off the loop keep the order and the durability of ``message.send``.
+
+Each test runs with each ``VERIFIER`` (threads, child process, loop).
 
 Many signed messages are sent into one conversation at once (as a busy
 process would receive them within one loop turn): the ``seq`` order follows
@@ -32,10 +34,10 @@ from tests.helpers import b64, fast_world
 EPOCH_KEY = bytes(range(32))
 
 
-@pytest.fixture
-async def svc() -> AsyncIterator[Services]:
+@pytest.fixture(params=["threads", "process", "loop"])
+async def svc(request: pytest.FixtureRequest) -> AsyncIterator[Services]:
     services = await build_services(
-        Settings(store="memory", require_e2ee=True, verify_threads=2, retention_job="off")
+        Settings(store="memory", require_e2ee=True, verifier=request.param, retention_job="off")
     )
     try:
         yield services
