@@ -57,6 +57,7 @@ DEFAULT_TARGETS = {
         "chat-mem",
         "chat-mem-e2ee",
         "chat-mem-e2ee-threads",
+        "chat-mem-e2ee-2c",
         "chat-emb-redis",
         "sio",
         "ws",
