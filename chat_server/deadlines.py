@@ -16,8 +16,8 @@ The contract of `Deadlines.scope` (a plain ``with`` block inside a task):
   together with another one, propagates as `asyncio.CancelledError`;
 - ``scope.deadline`` can be changed inside the block (`None`: no deadline
   until it is set again); a deadline already passed fires at the next tick;
-- leaving the block, normally or not, unregisters it: nothing of it stays
-  on the loop, and the timer stops once no block is registered.
+- leaving the block, normally or not, unregisters it; the timer stops at
+  its next tick once no block is registered.
 
 A `Deadlines` follows the running loop: used from another loop (tests), it
 forgets the blocks of the previous one.

@@ -200,6 +200,12 @@ def _vapid_key(name: str, raw: str) -> str:
 VERIFIERS = ("auto", "loop", "threads", "process")
 
 
+def _verify_threads(name: str, raw: str) -> int:
+    if raw.strip() == "0":  # what "on the event loop" was before VERIFIER
+        raise SettingsError(name, "an integer between 1 and 64 (for the loop: VERIFIER=loop)", raw)
+    return _int(name, raw, 1, 64)
+
+
 def _choice(name: str, raw: str, allowed: tuple[str, ...]) -> str:
     if raw not in allowed:
         raise SettingsError(name, "one of " + ", ".join(allowed), raw)
@@ -254,7 +260,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     take("RESUME_MAX_MESSAGES", "resume_max_messages", lambda n, r: _int(n, r, 1, 10**6))
     take("REQUIRE_E2EE", "require_e2ee", _bool)
     take("VERIFIER", "verifier", lambda n, r: _choice(n, r, VERIFIERS))
-    take("VERIFY_THREADS", "verify_threads", lambda n, r: _int(n, r, 1, 64))
+    take("VERIFY_THREADS", "verify_threads", _verify_threads)
     take("METRICS_PORT", "metrics_port", lambda n, r: _int(n, r, 1, 65535))
     take("METRICS_HOST", "metrics_host", lambda n, r: r)
     take("LOG_LEVEL", "log_level", _level)

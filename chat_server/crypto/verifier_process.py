@@ -16,14 +16,20 @@ The pipe carries no pickle, only bytes (little-endian):
 
 The contract of `VerifierProcess`:
 
-- `submit` returns a future of ``(results, seconds)`` for one batch; the
-  child answers batches in the order they were written;
-- if the child exits, cannot be started, or answers something malformed,
-  every batch not answered yet fails with `VerifierGone` (the caller
-  verifies it itself), one log line says so, and `ready` is False until a
-  later `start` succeeds;
-- the child exits when its stdin closes (`close`, or the parent's death)
-  and ignores SIGINT (the server decides when it stops).
+- `submit` returns a future of ``(results, seconds)`` for one batch and
+  never raises; the child answers batches in the order they were written;
+- if the child exits, cannot be started, answers something malformed, or
+  leaves its oldest batch unanswered for ``stuck_after`` seconds (it is
+  then killed), every batch not answered yet fails with `VerifierGone` (the
+  caller verifies it itself), one log line says so, and `ready` is False
+  until a later start succeeds: `ensure_started` waits ``retry_after``
+  seconds after a failure, doubled at each failure in a row up to
+  ``max_retry``;
+- the child runs ``python -P -m chat_server.crypto.verifier_process`` with
+  the parent's import path and nothing else of its environment (no
+  secret), exits when its stdin closes (`close`, or the parent's death),
+  ignores SIGINT (the server decides when it stops), and keeps the answer
+  pipe on a descriptor of its own (descriptor 1 goes to stderr).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import signal
 import struct
 import sys
@@ -109,14 +116,21 @@ def serve(
 class VerifierProcess:
     """One child process (``python -m chat_server.crypto.verifier_process``)."""
 
-    def __init__(self, retry_after: float = 1.0) -> None:
+    def __init__(
+        self, retry_after: float = 1.0, stuck_after: float = 5.0, max_retry: float = 60.0
+    ) -> None:
         self._retry_after = retry_after
+        self._max_retry = max_retry
+        self._stuck_after = stuck_after
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
-        self._pending: collections.deque[tuple[int, asyncio.Future[tuple[list[bool], float]]]]
-        self._pending = collections.deque()
+        # (count, future, sent at) of each batch written and not answered yet, in order.
+        self._pending: collections.deque[
+            tuple[int, asyncio.Future[tuple[list[bool], float]], float]
+        ] = collections.deque()
         self._failed_at = -1e9
+        self._failures = 0
         self._closed = False
 
     @property
@@ -125,11 +139,17 @@ class VerifierProcess:
         return self._proc is not None and self._reader is not None and not self._closed
 
     def ensure_started(self) -> None:
-        """Start the child in the background unless it runs, starts, or failed < 1 s ago."""
+        """Start the child in the background unless it runs or starts, or failed recently.
+
+        After a failure the next start waits ``retry_after`` seconds, doubled at
+        each failure in a row up to ``max_retry`` (a child that dies at once is
+        not restarted in a tight loop); an answered batch resets it.
+        """
         if self.ready or self._closed or self._starting is not None:
             return
         loop = asyncio.get_running_loop()
-        if loop.time() - self._failed_at < self._retry_after:
+        wait = min(self._max_retry, self._retry_after * 2 ** max(0, self._failures - 1))
+        if loop.time() - self._failed_at < wait:
             return
         self._starting = loop.create_task(self.start())
 
@@ -138,13 +158,16 @@ class VerifierProcess:
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",  # the parent's import path only (below), not the working directory
                 "-m",
                 "chat_server.crypto.verifier_process",
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                # No secret of the server's environment: the child needs only the code.
+                env={"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
             )
-        except OSError as exc:
-            self._failed_at = asyncio.get_running_loop().time()
+        except Exception as exc:
+            self._failed(None)
             log.warning(
                 "signature verifier process could not start; verifying on the event loop",
                 extra={"error": repr(exc)},
@@ -159,15 +182,43 @@ class VerifierProcess:
         self._reader = asyncio.get_running_loop().create_task(self._read(proc))
 
     def submit(self, jobs: Sequence[_Job]) -> asyncio.Future[tuple[list[bool], float]]:
-        """Send one batch; its future gives ``(results, seconds)`` or fails `VerifierGone`."""
-        fut: asyncio.Future[tuple[list[bool], float]] = asyncio.get_running_loop().create_future()
+        """Send one batch; its future gives ``(results, seconds)`` or fails `VerifierGone`.
+
+        Never raises: a child that is gone, stuck (its oldest batch unanswered
+        for ``stuck_after`` seconds: it is killed) or whose pipe is closed fails
+        the future (and every batch it had not answered).
+        """
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[list[bool], float]] = loop.create_future()
         proc = self._proc
         if not self.ready or proc is None or proc.stdin is None:
             fut.set_exception(VerifierGone("no verifier process"))
             return fut
-        self._pending.append((len(jobs), fut))
-        proc.stdin.write(encode_batch(jobs))
+        now = loop.time()
+        if self.check_stuck():
+            fut.set_exception(VerifierGone("stuck"))
+            return fut
+        self._pending.append((len(jobs), fut, now))
+        try:
+            if proc.stdin.is_closing():
+                raise ConnectionResetError("the pipe to the child is closed")
+            proc.stdin.write(encode_batch(jobs))
+        except (RuntimeError, OSError) as exc:  # uvloop raises on a closed pipe
+            self._gone(proc, f"exited ({exc.__class__.__name__} on its pipe)")
         return fut
+
+    def check_stuck(self) -> bool:
+        """Kill the child if its oldest batch waits for more than ``stuck_after`` seconds.
+
+        True if it did (the batches it had not answered fail with `VerifierGone`).
+        """
+        proc = self._proc
+        if proc is None or not self._pending:
+            return False
+        if asyncio.get_running_loop().time() - self._pending[0][2] <= self._stuck_after:
+            return False
+        self._gone(proc, f"did not answer for {self._stuck_after:g} s")
+        return True
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         out = proc.stdout
@@ -179,25 +230,33 @@ class VerifierProcess:
                 if not self._pending or self._pending[0][0] != count:
                     why = "answered out of turn"
                     break
-                _, fut = self._pending.popleft()
+                _, fut, _sent = self._pending.popleft()
+                self._failures = 0
                 if not fut.done():
                     fut.set_result(([b == 1 for b in results], seconds))
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         self._gone(proc, why)
 
-    def _gone(self, proc: asyncio.subprocess.Process, why: str) -> None:
-        if self._proc is proc:
+    def _failed(self, proc: asyncio.subprocess.Process | None) -> None:
+        if proc is None or self._proc is proc:
             self._proc = None
             self._reader = None
+        self._failures += 1
+        self._failed_at = asyncio.get_running_loop().time()
+
+    def _gone(self, proc: asyncio.subprocess.Process, why: str) -> None:
+        """The child ``proc`` ended or misbehaves: fail what it had not answered, once."""
+        if self._proc is not proc and not self._closed:
+            return  # already handled (a failed write, then the reader's end of file)
         pending, self._pending = self._pending, collections.deque()
-        for _, fut in pending:
+        for _, fut, _sent in pending:
             if not fut.done():
                 fut.set_exception(VerifierGone(why))
         if self._closed:
             return
-        self._failed_at = asyncio.get_running_loop().time()
-        if why != "exited":
+        self._failed(proc)
+        if proc.returncode is None and not why.startswith("exited"):
             # Alive but misbehaving. (Killing one that exited would reap it under the
             # child watcher: Popen.send_signal polls first.)
             with contextlib.suppress(ProcessLookupError):
@@ -233,7 +292,7 @@ class VerifierProcess:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-        for _, fut in self._pending:
+        for _, fut, _sent in self._pending:
             if not fut.done():
                 fut.set_exception(VerifierGone("closed"))
         self._pending.clear()
@@ -242,8 +301,11 @@ class VerifierProcess:
 def main() -> None:
     """The child's entry point."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    out = sys.stdout.buffer
-    sys.stdout = sys.stderr  # the pipe carries answers only, whatever else prints
+    # The pipe carries answers only: keep it on its own descriptor and point
+    # descriptor 1 (and sys.stdout) at stderr, whatever else prints, C code included.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     with contextlib.suppress(BrokenPipeError):
         serve(sys.stdin.buffer, out)
 

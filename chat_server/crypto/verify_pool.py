@@ -87,11 +87,14 @@ def default_verifier(cpus: int | None = None) -> str:
     """``VERIFIER=auto``: ``process`` when the process may run on more than one CPU, else ``loop``.
 
     ``cpus`` defaults to the size of the process's CPU affinity set (what
-    ``taskset`` or a cpuset allows). On one CPU a thread or a child only
-    adds hand-offs to the same core (docs/benchmarks.md, issue #16).
+    ``taskset`` or a cpuset allows; a CPU quota, such as a container's
+    ``--cpus``, is not seen: set ``VERIFIER=loop`` there). On one CPU a
+    thread or a child only adds hand-offs to the same core
+    (docs/benchmarks.md, issue #16).
     """
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0))
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every CPU
+        cpus = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
     return "process" if cpus > 1 else "loop"
 
 
@@ -156,7 +159,7 @@ class SignatureChecks:
         Raises `Backlogged` (and verifies nothing) while the threads are more
         than ``max_wait`` seconds behind.
         """
-        if self._pool is None and self._proc is None:
+        if self._pool is None and self._proc is None and not self._inflight:
             start = time.perf_counter()
             ok = self._check(sig_pub, data, sig)
             if self._observe is not None:
@@ -168,6 +171,8 @@ class SignatureChecks:
             and self._inflight
             and loop.time() - self._inflight[0].sent_at > self._max_wait
         ):
+            if self._proc is not None:
+                self._proc.check_stuck()  # else a stuck child would refuse sends forever
             raise Backlogged(f"signature checks are more than {self._max_wait:g} s behind")
         fut: asyncio.Future[bool] = loop.create_future()
         self._jobs.append((sig_pub, data, sig))
@@ -191,12 +196,20 @@ class SignatureChecks:
             # Closed meanwhile, no child process (yet), or a small batch while the
             # verifiers are idle: on the loop.
             start = time.perf_counter()
-            for job, fut in zip(jobs, futures, strict=True):
-                ok = self._check(*job)
-                if not fut.done():
-                    fut.set_result(ok)
+            results: list[bool | None] = [self._check(*job) for job in jobs]
             if self._observe is not None:
                 self._observe(len(jobs), time.perf_counter() - start)
+            if self._inflight:
+                # Earlier batches are still out (the child just died, or a close): these
+                # answers wait for theirs, so senders still resume in arrival order.
+                answered = _Batch(jobs, futures, 0.0)
+                answered.results = results
+                self._inflight.append(answered)
+                self._answer()
+                return
+            for fut, ok in zip(futures, results, strict=True):
+                if not fut.done():
+                    fut.set_result(bool(ok))
             return
         loop = asyncio.get_running_loop()
         if proc is not None:
@@ -210,10 +223,10 @@ class SignatureChecks:
                 self._inflight.append(part)
                 proc.submit(part.jobs).add_done_callback(self._chunk_done(part, 0, len(part.jobs)))
             return
+        if pool is None:  # not reached: without a pool or a child, verified on the loop above
+            return
         batch = _Batch(jobs, futures, loop.time())
         self._inflight.append(batch)
-        if pool is None:  # unreachable: no pool and no process verified on the loop above
-            return
         # Each handoff to a thread costs CPU: a chunk holds at least MIN_CHUNK signatures.
         parts = max(1, min(self.threads, len(jobs) // MIN_CHUNK))
         size = -(-len(jobs) // parts)

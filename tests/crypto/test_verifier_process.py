@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import io
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
+import uvloop
 
 from chat_server.crypto.keys import DeviceKeys, verify_signature
 from chat_server.crypto.verifier_process import VerifierProcess, decode_batch, encode_batch, serve
-from chat_server.crypto.verify_pool import MIN_CHUNK, PROCESS_CHUNK, SignatureChecks
+from chat_server.crypto.verify_pool import MIN_CHUNK, PROCESS_CHUNK, Backlogged, SignatureChecks
 
 Job = tuple[bytes, bytes, bytes]
 
@@ -124,35 +129,164 @@ async def test_before_the_child_runs_the_loop_verifies() -> None:
     assert got == [verify_signature(*j) for j in jobs]
 
 
-async def test_a_dead_child_loses_no_answer_says_so_and_is_restarted(
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+def _on(loop: str, scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``scenario`` on asyncio's loop or on uvloop (the server's, in production)."""
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        runner.run(scenario())
+
+
+def _arrived(order: list[int], i: int, _task: object) -> None:
+    order.append(i)
+
+
+def _in_order(checks: SignatureChecks, jobs: list[Job], order: list[int]) -> list[Awaitable[bool]]:
+    """Ask for each job's check; ``order`` gets each index as its answer arrives."""
+    out: list[Awaitable[bool]] = []
+    for i, job in enumerate(jobs):
+        task = asyncio.ensure_future(checks.verify(*job))
+        task.add_done_callback(functools.partial(_arrived, order, i))
+        out.append(task)
+    return out
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_dead_child_loses_no_answer_keeps_the_order_says_so_and_is_restarted(
+    loop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        checks = SignatureChecks(0, process=True)
+        proc = _child(checks)
+        proc._retry_after = 0.05
+        try:
+            pid = await _ready(proc)
+            jobs = _jobs(400, bad={7, 333})
+            caplog.set_level(logging.WARNING, logger="chat_server.crypto.verifier_process")
+            order: list[int] = []
+            first = _in_order(checks, jobs, order)
+            for _ in range(5):  # the tasks ask, then the loop's next turn sends the batch
+                await asyncio.sleep(0)
+            assert proc._pending
+            os.kill(pid, signal.SIGKILL)
+            # More checks asked right after the death, before the loop has seen it.
+            later = _in_order(checks, jobs[:3], order)
+            got = await asyncio.wait_for(asyncio.gather(*first, *later), 20)
+            assert got == [verify_signature(*j) for j in [*jobs, *jobs[:3]]]
+            assert order == [*range(len(jobs)), 0, 1, 2]  # arrival order, kept
+            lines = [r.getMessage() for r in caplog.records]
+            assert len(lines) == 1, lines
+            assert lines[0].startswith("signature verifier process exited")
+            assert "batches it had not answered, verified on the event loop:" in lines[0]
+            unanswered = int(lines[0].rsplit(": ", 1)[1].split(";")[0])
+            assert 1 <= unanswered <= len(_chunks(len(jobs))) + 1
+            assert caplog.records[0].exc_info is None  # an expected fault: no traceback
+            new_pid = await _ready(proc)
+            assert new_pid != pid
+            again = await asyncio.gather(*(checks.verify(*j) for j in jobs[:50]))
+            assert again == got[:50]
+        finally:
+            await checks.close()
+
+    _on(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_checks_asked_after_an_unnoticed_death_are_answered(loop: str) -> None:
+    async def scenario() -> None:
+        checks = SignatureChecks(0, process=True, max_wait=1)
+        proc = _child(checks)
+        try:
+            pid = await _ready(proc)
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.2)  # the pipe may be closed before the reader sees it
+            jobs = _jobs(PROCESS_CHUNK + 5, bad={2})
+            got = await asyncio.wait_for(asyncio.gather(*(checks.verify(*j) for j in jobs)), 10)
+            assert got == [verify_signature(*j) for j in jobs]
+            assert not checks._inflight  # nothing left behind to refuse later sends with
+            again = await asyncio.gather(*(checks.verify(*j) for j in jobs))
+            assert again == got
+        finally:
+            await checks.close()
+
+    _on(loop, scenario)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_pipe_closed_under_a_running_child_fails_over_to_the_loop(loop: str) -> None:
+    async def scenario() -> None:
+        checks = SignatureChecks(0, process=True, max_wait=1)
+        proc = _child(checks)
+        try:
+            await _ready(proc)
+            child = proc._proc
+            assert child is not None
+            assert child.stdin is not None
+            child.stdin.close()  # as uvloop does when the child dies, before the reader knows
+            jobs = _jobs(PROCESS_CHUNK + 5, bad={2})
+            got = await asyncio.wait_for(asyncio.gather(*(checks.verify(*j) for j in jobs)), 10)
+            assert got == [verify_signature(*j) for j in jobs]
+            assert not checks._inflight
+            await asyncio.wait_for(child.wait(), 10)  # the child saw its input end
+        finally:
+            await checks.close()
+
+    _on(loop, scenario)
+
+
+async def test_a_stuck_child_is_killed_and_its_checks_done_on_the_loop(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    checks = SignatureChecks(0, process=True)
+    checks = SignatureChecks(0, process=True, max_wait=0.1)
     proc = _child(checks)
+    proc._stuck_after = 0.3
     proc._retry_after = 0.05
+    caplog.set_level(logging.WARNING, logger="chat_server.crypto.verifier_process")
     try:
         pid = await _ready(proc)
-        jobs = _jobs(400, bad={7, 333})
-        caplog.set_level(logging.WARNING, logger="chat_server.crypto.verifier_process")
-        pending = asyncio.gather(*(checks.verify(*j) for j in jobs))
-        for _ in range(5):  # the tasks ask, then the loop's next turn sends the batch
-            await asyncio.sleep(0)
-        assert proc._pending
-        os.kill(pid, signal.SIGKILL)
-        got = await asyncio.wait_for(pending, 20)
-        assert got == [verify_signature(*j) for j in jobs]
+        os.kill(pid, signal.SIGSTOP)  # alive, never answers
+        jobs = _jobs(PROCESS_CHUNK, bad={5})
+        first = asyncio.gather(*(checks.verify(*j) for j in jobs))
+        await asyncio.sleep(0.2)
+        with pytest.raises(Backlogged):  # behind: refused, nothing verified
+            await checks.verify(*jobs[0])
+        assert not first.done()
+        await asyncio.sleep(0.2)
+        # Past stuck_after: the next sender's refusal finds the child stuck and kills it,
+        # and what it had not answered is verified on the loop.
+        with pytest.raises(Backlogged):
+            await checks.verify(*jobs[0])
+        expected = [verify_signature(*j) for j in jobs]
+        assert await asyncio.wait_for(first, 10) == expected
         lines = [r.getMessage() for r in caplog.records]
-        assert len(lines) == 1
-        assert lines[0].startswith("signature verifier process exited; batches it had not")
-        unanswered = int(lines[0].rsplit(": ", 1)[1].split(";")[0])
-        assert 1 <= unanswered <= len(_chunks(len(jobs)))
-        assert caplog.records[0].exc_info is None  # an expected fault: no traceback
-        new_pid = await _ready(proc)
-        assert new_pid != pid
-        again = await asyncio.gather(*(checks.verify(*j) for j in jobs[:50]))
-        assert again == got[:50]
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("signature verifier process did not answer for 0.3 s")
+        assert await _ready(proc) != pid  # a new child
+        assert await asyncio.gather(*(checks.verify(*j) for j in jobs)) == expected
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+        await checks.close()
+
+
+def _environ_names(pid: int) -> set[str]:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return {e.split(b"=", 1)[0].decode() for e in environ if e}
+
+
+async def test_the_child_gets_no_secret_of_the_servers_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VAPID_PRIVATE_KEY", "secret-of-the-server")
+    checks = SignatureChecks(0, process=True)
+    proc = _child(checks)
+    try:
+        pid = await _ready(proc)
+        names = _environ_names(pid)
     finally:
         await checks.close()
+    assert names == {"PYTHONPATH"}
 
 
 async def test_close_stops_the_child_and_later_checks_run_inline() -> None:
