@@ -193,42 +193,28 @@ def test_a_dead_child_loses_no_answer_keeps_the_order_says_so_and_is_restarted(
 
 
 @pytest.mark.parametrize("loop", LOOPS)
-def test_checks_asked_after_an_unnoticed_death_are_answered(loop: str) -> None:
+@pytest.mark.parametrize("fault", ["killed", "pipe closed"])
+def test_checks_asked_after_an_unnoticed_fault_are_answered(loop: str, fault: str) -> None:
     async def scenario() -> None:
         checks = SignatureChecks(0, process=True, max_wait=1)
         proc = _child(checks)
         try:
             pid = await _ready(proc)
-            os.kill(pid, signal.SIGKILL)
-            await asyncio.sleep(0.2)  # the pipe may be closed before the reader sees it
+            child = proc._proc
+            assert child is not None
+            assert child.stdin is not None
+            if fault == "killed":
+                os.kill(pid, signal.SIGKILL)
+                await asyncio.sleep(0.2)  # the pipe may be closed before the reader sees it
+            else:
+                child.stdin.close()  # as uvloop does when the child dies, before the reader
             jobs = _jobs(PROCESS_CHUNK + 5, bad={2})
             got = await asyncio.wait_for(asyncio.gather(*(checks.verify(*j) for j in jobs)), 10)
             assert got == [verify_signature(*j) for j in jobs]
             assert not checks._inflight  # nothing left behind to refuse later sends with
+            await asyncio.wait_for(child.wait(), 10)  # ended (a closed input ends the child)
             again = await asyncio.gather(*(checks.verify(*j) for j in jobs))
             assert again == got
-        finally:
-            await checks.close()
-
-    _on(loop, scenario)
-
-
-@pytest.mark.parametrize("loop", LOOPS)
-def test_a_pipe_closed_under_a_running_child_fails_over_to_the_loop(loop: str) -> None:
-    async def scenario() -> None:
-        checks = SignatureChecks(0, process=True, max_wait=1)
-        proc = _child(checks)
-        try:
-            await _ready(proc)
-            child = proc._proc
-            assert child is not None
-            assert child.stdin is not None
-            child.stdin.close()  # as uvloop does when the child dies, before the reader knows
-            jobs = _jobs(PROCESS_CHUNK + 5, bad={2})
-            got = await asyncio.wait_for(asyncio.gather(*(checks.verify(*j) for j in jobs)), 10)
-            assert got == [verify_signature(*j) for j in jobs]
-            assert not checks._inflight
-            await asyncio.wait_for(child.wait(), 10)  # the child saw its input end
         finally:
             await checks.close()
 
