@@ -1,4 +1,4 @@
-"""Ed25519 verifications in a child process, fed whole batches through a pipe.
+"""Ed25519 verifications in a child process, fed batches through a pipe.
 
 A pool thread must take the GIL back after every signature, and gets it
 only when the event loop lets go of it: in one busy process the second core
