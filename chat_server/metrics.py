@@ -19,8 +19,8 @@ The series (docs/deployment.md lists them with the alerts that matter):
 - ``chat_messages_stored_total``: messages durably stored (not duplicates);
 - ``chat_ack_latency_seconds`` (histogram): from a ``message.send`` read to
   its ``ack`` queued;
-- ``chat_signature_verify_seconds`` (histogram): one Ed25519 verification on
-  the verifier threads (``VERIFY_THREADS``);
+- ``chat_signature_verify_seconds`` (histogram): one Ed25519 verification,
+  wherever ``VERIFIER`` runs it (the loop, a thread, the child process);
 - ``chat_dependency_errors_total{dependency,where}``: the store or the broker
   unavailable (``dependency`` ``store``/``broker``; ``where`` ``auth``,
   ``send``, ``writer``, ``connection``);
@@ -170,7 +170,7 @@ class Metrics:
             ACK_LATENCY.observe(seconds)
 
     def verified(self, count: int, seconds: float) -> None:
-        """``count`` signatures were verified in ``seconds`` (one thread, one chunk)."""
+        """``count`` signatures were verified in ``seconds`` (one chunk, wherever it ran)."""
         if self.enabled and count:
             each = seconds / count
             for _ in range(count):
