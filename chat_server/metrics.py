@@ -76,7 +76,7 @@ ACK_LATENCY = Histogram(
 )
 VERIFY = Histogram(
     "chat_signature_verify_seconds",
-    "One Ed25519 signature verification on a verifier thread",
+    "One Ed25519 signature verification (on the loop, a thread or the verifier process)",
     buckets=_VERIFY_BUCKETS,
 )
 DEPENDENCY_ERRORS = Counter(
