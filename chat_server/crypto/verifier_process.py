@@ -46,6 +46,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
+from chat_server.crypto.keys import verify_signature
+
 log = logging.getLogger(__name__)
 
 __all__ = ["VerifierGone", "VerifierProcess", "decode_batch", "encode_batch", "serve"]
@@ -99,13 +101,9 @@ def decode_batch(inp: BinaryIO) -> list[_Job] | None:
 
 
 def serve(
-    inp: BinaryIO, out: BinaryIO, check: Callable[[bytes, bytes, bytes], bool] | None = None
+    inp: BinaryIO, out: BinaryIO, check: Callable[[bytes, bytes, bytes], bool] = verify_signature
 ) -> None:
     """The child's loop: answer every batch read from ``inp`` until it ends."""
-    if check is None:
-        from chat_server.crypto.keys import verify_signature
-
-        check = verify_signature
     while (jobs := decode_batch(inp)) is not None:
         start = time.perf_counter()
         results = bytes(1 if check(pub, data, sig) else 0 for pub, data, sig in jobs)

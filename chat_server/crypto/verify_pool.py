@@ -192,39 +192,52 @@ class SignatureChecks:
         if proc is not None and not proc.ready:
             proc.ensure_started()  # until it runs (or again), the loop verifies
             proc = None
-        if (pool is None and proc is None) or (len(jobs) < MIN_CHUNK and not self._inflight):
-            # Closed meanwhile, no child process (yet), or a small batch while the
-            # verifiers are idle: on the loop.
-            start = time.perf_counter()
-            results: list[bool | None] = [self._check(*job) for job in jobs]
-            if self._observe is not None:
-                self._observe(len(jobs), time.perf_counter() - start)
-            if self._inflight:
-                # Earlier batches are still out (the child just died, or a close): these
-                # answers wait for theirs, so senders still resume in arrival order.
-                answered = _Batch(jobs, futures, 0.0)
-                answered.results = results
-                self._inflight.append(answered)
-                self._answer()
+        # A small batch while the verifiers are idle stays on the loop (see the module).
+        if len(jobs) >= MIN_CHUNK or self._inflight:
+            if proc is not None:
+                self._to_child(proc, jobs, futures)
                 return
-            for fut, ok in zip(futures, results, strict=True):
-                if not fut.done():
-                    fut.set_result(bool(ok))
+            if pool is not None:
+                self._to_threads(pool, jobs, futures)
+                return
+        # Here too when closed meanwhile, or while no child process runs (yet).
+        self._on_loop(jobs, futures)
+
+    def _on_loop(self, jobs: list[_Job], futures: list[asyncio.Future[bool]]) -> None:
+        start = time.perf_counter()
+        results: list[bool | None] = [self._check(*job) for job in jobs]
+        if self._observe is not None:
+            self._observe(len(jobs), time.perf_counter() - start)
+        if self._inflight:
+            # Earlier batches are still out (the child just died, or a close): these
+            # answers wait for theirs, so senders still resume in arrival order.
+            answered = _Batch(jobs, futures, 0.0)
+            answered.results = results
+            self._inflight.append(answered)
+            self._answer()
             return
+        for fut, ok in zip(futures, results, strict=True):
+            if not fut.done():
+                fut.set_result(bool(ok))
+
+    def _to_child(
+        self, proc: VerifierProcess, jobs: list[_Job], futures: list[asyncio.Future[bool]]
+    ) -> None:
+        # In chunks, each answered on its own: the loop goes on with the first chunk's
+        # senders while the child verifies the next one (a whole turn's batch at once
+        # would leave the loop idle while the child checks it all).
+        now = asyncio.get_running_loop().time()
+        for start in range(0, len(jobs), PROCESS_CHUNK):
+            end = start + PROCESS_CHUNK
+            part = _Batch(jobs[start:end], futures[start:end], now)
+            part.left = 1
+            self._inflight.append(part)
+            proc.submit(part.jobs).add_done_callback(self._chunk_done(part, 0, len(part.jobs)))
+
+    def _to_threads(
+        self, pool: ThreadPoolExecutor, jobs: list[_Job], futures: list[asyncio.Future[bool]]
+    ) -> None:
         loop = asyncio.get_running_loop()
-        if proc is not None:
-            # To the child in chunks, each answered on its own: the loop goes on with the
-            # first chunk's senders while the child verifies the next one (a whole turn's
-            # batch at once would leave the loop idle while the child checks it all).
-            for start in range(0, len(jobs), PROCESS_CHUNK):
-                end = start + PROCESS_CHUNK
-                part = _Batch(jobs[start:end], futures[start:end], loop.time())
-                part.left = 1
-                self._inflight.append(part)
-                proc.submit(part.jobs).add_done_callback(self._chunk_done(part, 0, len(part.jobs)))
-            return
-        if pool is None:  # not reached: without a pool or a child, verified on the loop above
-            return
         batch = _Batch(jobs, futures, loop.time())
         self._inflight.append(batch)
         # Each handoff to a thread costs CPU: a chunk holds at least MIN_CHUNK signatures.
