@@ -340,10 +340,12 @@ async def test_send_with_base64_fields(server: ServerInfo) -> None:
 
 async def test_sdk_send_waits_out_the_rate_limit(settings: Settings) -> None:
     """The SDK's ``send`` gets ``rate_limited`` with its frame's id and retries it after a
-    short wait (same client id): thirteen frames over a burst of ten at 5 frames per second
-    are all stored once. (Each refusal is a strike: more than ``rate_burst`` of them in a
-    connection's life close it, so the burst stays above the refusals this test causes.)"""
-    async with serve(replace(settings, rate_per_second=5.0, rate_burst=10)) as server:
+    short wait (same client id): thirteen frames over a burst of ten at one frame per second
+    are all stored once. (The rate is low so that the limit is reached even when a send
+    takes up to 0.3 s on a loaded machine. Each refusal is a strike: more than
+    ``rate_burst`` of them close the connection; a frame here is refused at most twice
+    before a token is back, so the burst stays above the refusals this test causes.)"""
+    async with serve(replace(settings, rate_per_second=1.0, rate_burst=10)) as server:
         w = await fast_world(server.services)
         await server.services.accounts.set_password(w.b1.user.id, PASSWORD)
         b = await Client.login(server.http, "b1", PASSWORD)
