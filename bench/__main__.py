@@ -101,8 +101,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--signed-cap",
         type=float,
-        default=8000.0,
-        help="signed saturation: msg/s the pre-signed supply is sized for",
+        default=16000.0,
+        help="signed saturation: msg/s the pre-signed supply is sized for (a row that "
+        "runs out is marked as a lower bound)",
     )
     ap.add_argument("--json", default="", help="write every run's figures to this file")
     ap.add_argument("--markdown", default="", help="write the tables to this file")
@@ -152,6 +153,7 @@ def _short(r: dict[str, Any]) -> str:
         "other_cpu",
         "loadgen_cpu",
         "incomplete",
+        "exhausted",
         "kib_per_conn_5000",
         "kib_per_conn_10000",
         "caught_up_after_ready",

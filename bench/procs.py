@@ -48,7 +48,8 @@ def cpu_seconds(pid: int) -> float:
 
 def with_children(pid: int) -> list[int]:
     """``pid`` and its live descendants (a server's verifier child process)."""
-    out, todo = [], [pid]
+    out: list[int] = []
+    todo = [pid]
     while todo and len(out) < 64:
         p = todo.pop()
         out.append(p)

@@ -73,10 +73,18 @@ def ratios(
 
 
 def _label(key: str, rs: list[dict[str, Any]] | None = None) -> str:
-    # What the row ran (bench.targets.describe), recorded with each result.
+    # What the row ran (bench.targets.describe), recorded with each result; a signed row
+    # whose clients used up their pre-signed messages before the end says so.
+    label = describe(TARGETS[key])
     if rs and isinstance(rs[0].get("label"), str):
-        return str(rs[0]["label"])
-    return describe(TARGETS[key])
+        label = str(rs[0]["label"])
+    dry = sum(1 for r in rs or [] if r.get("exhausted"))
+    if dry:
+        label += (
+            f" (**the pre-signed supply ran out in {dry} of {len(rs or [])} rounds: "
+            "a lower bound**, raise `--signed-cap`)"
+        )
+    return label
 
 
 def markdown(runs: Runs, meta: dict[str, Any]) -> str:
