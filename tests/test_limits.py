@@ -343,8 +343,9 @@ async def test_sdk_send_waits_out_the_rate_limit(settings: Settings) -> None:
     short wait (same client id): thirteen frames over a burst of ten at one frame per second
     are all stored once. (The rate is low so that the limit is reached even when a send
     takes up to 0.3 s on a loaded machine. Each refusal is a strike: more than
-    ``rate_burst`` of them close the connection; a frame here is refused at most twice
-    before a token is back, so the burst stays above the refusals this test causes.)"""
+    ``rate_burst`` of them close the connection and they wear off at one per second; a
+    frame here is refused at most three times, since the SDK's first three waits add up to
+    1.7 s, time for a token at one per second, so the burst stays above the strikes.)"""
     async with serve(replace(settings, rate_per_second=1.0, rate_burst=10)) as server:
         w = await fast_world(server.services)
         await server.services.accounts.set_password(w.b1.user.id, PASSWORD)
