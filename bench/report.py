@@ -75,13 +75,13 @@ def ratios(
 def _label(key: str, rs: list[dict[str, Any]] | None = None) -> str:
     # What the row ran (bench.targets.describe), recorded with each result; a signed row
     # whose clients used up their pre-signed messages before the end says so.
-    label = describe(TARGETS[key])
-    if rs and isinstance(rs[0].get("label"), str):
-        label = str(rs[0]["label"])
-    dry = sum(1 for r in rs or [] if r.get("exhausted"))
+    rs = rs or []
+    label = str(rs[0]["label"]) if rs and isinstance(rs[0].get("label"), str) else None
+    label = label or describe(TARGETS[key])
+    dry = sum(1 for r in rs if r.get("exhausted"))
     if dry:
         label += (
-            f" (**the pre-signed supply ran out in {dry} of {len(rs or [])} rounds: "
+            f" (**the pre-signed supply ran out in {dry} of {len(rs)} rounds: "
             "a lower bound**, raise `--signed-cap`)"
         )
     return label
